@@ -1,0 +1,30 @@
+package fsactor
+
+// Snapshot is a whole volume at one LSN: what recovery loads into a new
+// actor and what a full resync ships to a replica that fell too far behind.
+// Inode numbers are the volume's own and survive the round trip unchanged.
+type Snapshot struct {
+	// LSN is the last record reflected in the snapshot; the actor numbers
+	// its next record LSN+1.
+	LSN uint64
+	// NextIno is the lowest inode number never used in the volume.
+	NextIno uint64
+	// Inodes lists every live inode, the root (inode 1) included.
+	Inodes []SnapInode
+}
+
+// SnapInode is one inode of a Snapshot.
+type SnapInode struct {
+	Ino     uint64
+	Attr    Attr
+	Target  string            // symlink target
+	Data    []byte            // regular file content (len == Attr.Size, holes as zeros)
+	Xattrs  map[string][]byte // extended attributes
+	Entries []SnapDirent      // directory entries, in readdir order
+}
+
+// SnapDirent is one name in a directory of a Snapshot.
+type SnapDirent struct {
+	Name string
+	Ino  uint64
+}
