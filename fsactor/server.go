@@ -3,6 +3,8 @@ package fsactor
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -35,43 +37,152 @@ type Config struct {
 	MaxInodes uint64
 
 	// FlushTimeout bounds how long FLUSH, FSYNC, rename and link wait for
-	// the sink before answering EIO.
+	// the sink before answering EIO. 0: DefaultFlushTimeout.
 	FlushTimeout time.Duration
 
 	// NotifyDev is the /dev/fuse file the volume is mounted with; kernel
 	// notifications are written to it by the notify pool. Nil: no
-	// notifications are sent (unit tests).
+	// notifications are sent (unit tests). It must stay open until
+	// ServeOps has returned.
 	NotifyDev *os.File
+
+	// NotifyWorkers and NotifyQueue size the notify pool: worker
+	// goroutines, and notes queued in all before new ones are dropped.
+	// 0: DefaultNotifyWorkers, DefaultNotifyQueue.
+	NotifyWorkers int
+	NotifyQueue   int
 
 	Log       *zap.Logger // nil: zap.NewNop()
 	AccessLog bool        // one log line per FUSE op
 }
 
-// Server serves one mounted volume: it implements fuse.Server with a reader
-// goroutine and the actor goroutine (see doc.go).
-type Server struct{}
+// DefaultFlushTimeout is Config.FlushTimeout when it is 0.
+const DefaultFlushTimeout = 30 * time.Second
 
-// ErrNotImplemented marks the stub until the actor lands.
+// withDefaults fills the zero values of c that have defaults.
+func (c Config) withDefaults() Config {
+	if c.FlushTimeout <= 0 {
+		c.FlushTimeout = DefaultFlushTimeout
+	}
+	if c.NotifyWorkers <= 0 {
+		c.NotifyWorkers = DefaultNotifyWorkers
+	}
+	if c.NotifyQueue <= 0 {
+		c.NotifyQueue = DefaultNotifyQueue
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	return c
+}
+
+// Server serves one mounted volume: it implements fuse.Server with a reader
+// goroutine, the actor goroutine and its tasks (loop.go), and a notify pool
+// (notify.go). docs/threads.md lists them all.
+type Server struct {
+	cfg  Config
+	loop *loop
+}
+
+// ErrNotImplemented marked the stub before the actor landed; nothing
+// returns it any more. Kept for callers written against the stub.
 var ErrNotImplemented = errors.New("fsactor: not implemented")
 
 // NewServer builds the actor for a volume, from snap when it is recovered
 // (nil: a new, empty volume with only its root directory).
 func NewServer(cfg Config, sink Sink, snap *Snapshot) (*Server, error) {
-	return nil, ErrNotImplemented
+	cfg = cfg.withDefaults()
+	st, err := NewState(cfg, sink, snap)
+	if err != nil {
+		return nil, fmt.Errorf("fsactor: volume %q: %w", cfg.Volume, err)
+	}
+	return newServer(cfg, st, sink), nil
+}
+
+// newServer wires a Server around a state machine (a fake one in tests).
+func newServer(cfg Config, st machine, sink Sink) *Server {
+	log := cfg.Log.With(zap.String("volume", cfg.Volume))
+	var dev io.Writer
+	if cfg.NotifyDev != nil {
+		dev = cfg.NotifyDev
+	}
+	pool := newNotifyPool(dev, cfg.NotifyWorkers, cfg.NotifyQueue, sampled(log))
+	l := newLoop(st, sink, loopConfig{
+		flushTimeout: cfg.FlushTimeout, accessLog: cfg.AccessLog,
+		log: log, notify: pool, mailbox: defaultMailbox,
+	})
+	return &Server{cfg: cfg, loop: l}
 }
 
 // ServeOps implements fuse.Server: it reads ops until the kernel closes the
 // connection and returns once every op was answered and every task ended.
-func (s *Server) ServeOps(c *fuse.Connection) {}
+// Then the state is closed (its memfds released) and the notify pool
+// stopped. It must be called once.
+func (s *Server) ServeOps(c *fuse.Connection) { s.loop.run(fuseConn{c}) }
+
+// fuseConn adapts *fuse.Connection (whose ReadOp returns interface{}) to
+// conn.
+type fuseConn struct{ c *fuse.Connection }
+
+func (f fuseConn) ReadOp() (context.Context, any, error)      { return f.c.ReadOp() }
+func (f fuseConn) Reply(ctx context.Context, err error) error { return f.c.Reply(ctx, err) }
+
+// Done is closed once ServeOps has returned.
+func (s *Server) Done() <-chan struct{} { return s.loop.stopped }
 
 // RemoveName deletes parent/name as if by the filesystem itself (a remote
 // change: tests now, followers later) and tells the kernel through the
-// notify pool, so the name disappears from its caches.
+// notify pool, so the name disappears from its caches. It runs on the
+// actor, in order with FUSE ops. If ctx ends before the actor got to it,
+// the removal may still happen later.
 func (s *Server) RemoveName(ctx context.Context, parent uint64, name string) error {
-	return ErrNotImplemented
+	var err error
+	if cerr := s.loop.call(ctx, func(m machine) {
+		err = m.RemoveName(parent, name, time.Now())
+	}); cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // Snapshot returns a consistent copy of the whole volume, taken on the actor.
 func (s *Server) Snapshot(ctx context.Context) (*Snapshot, error) {
-	return nil, ErrNotImplemented
+	var snap *Snapshot
+	var err error
+	if cerr := s.loop.call(ctx, func(m machine) { snap, err = m.Snapshot() }); cerr != nil {
+		return nil, cerr
+	}
+	return snap, err
 }
+
+// SetReadOnly turns the volume read-only (mutations answer EROFS) and logs
+// why, once. The loop does it by itself when the sink says ErrFenced.
+func (s *Server) SetReadOnly(ctx context.Context, why string) error {
+	return s.loop.call(ctx, func(machine) { s.loop.setReadOnly(why) })
+}
+
+// Do runs fn on the actor, in order with FUSE ops, and waits until it has
+// run: the entry of remote changes (followers) and of tests. fn must not
+// block, and must not keep st: it is valid only during the call. Notes fn
+// makes the state produce go to the notify pool.
+func (s *Server) Do(ctx context.Context, fn func(st *State)) error {
+	return s.loop.call(ctx, func(m machine) {
+		st, ok := m.(*State)
+		if !ok {
+			panic(fmt.Sprintf("fsactor: Do on a %T, not a *State", m))
+		}
+		fn(st)
+	})
+}
+
+// OpCounts returns how many FUSE requests of each kind were answered so far,
+// by name ("lookup", "getattr", "create", "flush", ...; "unknown" for ops
+// jacobsa/fuse does not decode). Kinds never seen are absent.
+func (s *Server) OpCounts() map[string]uint64 { return s.loop.stats.opCounts() }
+
+// ErrnoCounts returns how many requests were answered with each errno, keyed
+// "op/ERRNO" (e.g. "lookup/ENOENT", "flush/EIO").
+func (s *Server) ErrnoCounts() map[string]uint64 { return s.loop.stats.errnoCounts() }
+
+// NotifyStats returns what the notify pool did so far.
+func (s *Server) NotifyStats() NotifyStats { return s.loop.notify.stats() }

@@ -1,0 +1,162 @@
+package fsactor
+
+import (
+	"syscall"
+	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Sampling of error lines: per message and level, the first errFirst lines
+// of each second are written, then one in errThereafter. A storm (every
+// flush failing while replicas are away) cannot flood the log; zap counts
+// what it drops.
+const (
+	errFirst      = 20
+	errThereafter = 100
+)
+
+// accessLog writes what the loop says about each answered op.
+//
+// With Config.AccessLog, every op gets one Info line after its reply:
+// request id, op, inode, name (where the op has one), errno, latency.
+// Without it nothing is written per op, except error replies, which are
+// always logged (sampled): at Warn, or at Error for EIO (lost durability or
+// a broken memfd). Errors that are normal answers are not errors here:
+// ENOENT on lookup, ENODATA/ERANGE on getxattr/listxattr, ENOSYS, EEXIST
+// and ENOTEMPTY.
+type accessLog struct {
+	on   bool
+	all  *zap.Logger // access lines, unsampled: the flag is the control
+	errs *zap.Logger // error lines, sampled
+}
+
+func newAccessLog(log *zap.Logger, on bool) *accessLog {
+	return &accessLog{on: on, all: log, errs: sampled(log)}
+}
+
+// sampled wraps log with the error-line sampling above.
+func sampled(log *zap.Logger) *zap.Logger {
+	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Second, errFirst, errThereafter)
+	}))
+}
+
+// done logs op after its reply. start is when the reader read it.
+func (a *accessLog) done(k opKind, op any, oc *fuseops.OpContext, start time.Time, errno syscall.Errno) {
+	if !a.on && (errno == 0 || normalErrno(k, errno)) {
+		return
+	}
+	lvl, lg, msg := zapcore.InfoLevel, a.all, "fuse op"
+	switch {
+	case errno == syscall.EIO:
+		lvl, lg, msg = zapcore.ErrorLevel, a.errs, "fuse op failed"
+	case errno != 0 && !normalErrno(k, errno):
+		lvl, lg, msg = zapcore.WarnLevel, a.errs, "fuse op failed"
+	}
+	ce := lg.Check(lvl, msg)
+	if ce == nil {
+		return
+	}
+	ce.Write(a.fields(k, op, oc, start, errno)...)
+}
+
+func (a *accessLog) fields(k opKind, op any, oc *fuseops.OpContext, start time.Time, errno syscall.Errno) []zap.Field {
+	var id uint64
+	if oc != nil {
+		id = oc.FuseID
+	}
+	ino, name, to := opTarget(op)
+	f := make([]zap.Field, 0, 8)
+	f = append(f, zap.Uint64("req", id), zap.String("op", k.String()), zap.Uint64("ino", ino))
+	if name != "" {
+		f = append(f, zap.String("name", name))
+	}
+	if to != "" {
+		f = append(f, zap.String("to", to))
+	}
+	if errno != 0 {
+		f = append(f, zap.String("errno", errnoName(errno)))
+	} else {
+		f = append(f, zap.Int("errno", 0))
+	}
+	return append(f, zap.Duration("latency", time.Since(start)))
+}
+
+// normalErrno says whether errno is an ordinary answer to an op of kind k,
+// not worth a line of its own.
+func normalErrno(k opKind, e syscall.Errno) bool {
+	switch e {
+	case syscall.ENOSYS, syscall.EEXIST, syscall.ENOTEMPTY:
+		return true
+	case syscall.ENOENT:
+		return k == kindLookUp
+	case syscall.ENODATA, syscall.ERANGE:
+		return k == kindGetXattr || k == kindListXattr
+	}
+	return false
+}
+
+// opTarget returns the inode an op is about (the parent directory for ops
+// on a name), the name, and for rename the new name.
+func opTarget(op any) (ino uint64, name, to string) {
+	switch o := op.(type) {
+	case *fuseops.LookUpInodeOp:
+		return uint64(o.Parent), o.Name, ""
+	case *fuseops.GetInodeAttributesOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.SetInodeAttributesOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.ForgetInodeOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.MkDirOp:
+		return uint64(o.Parent), o.Name, ""
+	case *fuseops.MkNodeOp:
+		return uint64(o.Parent), o.Name, ""
+	case *fuseops.CreateFileOp:
+		return uint64(o.Parent), o.Name, ""
+	case *fuseops.CreateSymlinkOp:
+		return uint64(o.Parent), o.Name, ""
+	case *fuseops.CreateLinkOp:
+		return uint64(o.Parent), o.Name, ""
+	case *fuseops.RenameOp:
+		return uint64(o.OldParent), o.OldName, o.NewName
+	case *fuseops.RmDirOp:
+		return uint64(o.Parent), o.Name, ""
+	case *fuseops.UnlinkOp:
+		return uint64(o.Parent), o.Name, ""
+	case *fuseops.OpenDirOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.ReadDirOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.ReadDirPlusOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.OpenFileOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.ReadFileOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.WriteFileOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.SyncFileOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.FlushFileOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.ReadSymlinkOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.RemoveXattrOp:
+		return uint64(o.Inode), o.Name, ""
+	case *fuseops.GetXattrOp:
+		return uint64(o.Inode), o.Name, ""
+	case *fuseops.ListXattrOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.SetXattrOp:
+		return uint64(o.Inode), o.Name, ""
+	case *fuseops.FallocateOp:
+		return uint64(o.Inode), "", ""
+	case *fuseops.SyncFSOp:
+		return uint64(o.Inode), "", ""
+	}
+	return 0, "", "" // release, releasedir (a handle only), batch forget, statfs, unknown
+}

@@ -1,0 +1,318 @@
+package fsactor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+	"go.uber.org/zap"
+)
+
+// conn is the part of *fuse.Connection the loop uses, so tests can drive the
+// loop with a fake kernel.
+type conn interface {
+	// ReadOp returns the next op; io.EOF once the kernel hung up. Called by
+	// the reader goroutine only.
+	ReadOp() (context.Context, any, error)
+	// Reply answers the op whose ReadOp ctx is given. Safe from any
+	// goroutine.
+	Reply(ctx context.Context, err error) error
+}
+
+// machine is what the loop drives: *State (the RawNode of etcd raft's
+// layering; the loop is its node). Tests of the loop alone use a fake.
+type machine interface {
+	Handle(op any, c Caller, now time.Time) (waitLSN uint64, err error)
+	TakeNotes(buf []Note) []Note
+	RemoveName(parent uint64, name string, now time.Time) error
+	SetReadOnly()
+	Snapshot() (*Snapshot, error)
+	Close()
+}
+
+// evKind says what an event in the mailbox carries.
+type evKind uint8
+
+const (
+	evOp       evKind = iota // a FUSE op, from the reader
+	evEOF                    // the reader has ended: no more ops
+	evTaskDone               // a task has replied
+	evFenced                 // a task's sink said ErrFenced (err): turn read-only
+	evFunc                   // run fn on the state (internal events)
+)
+
+// event is one mailbox entry: a value, so handing an op from the reader to
+// the actor allocates nothing.
+type event struct {
+	kind evKind
+	ctx  context.Context // evOp: the ctx ReadOp returned, to reply with
+	op   any             // evOp: a *fuseops.XxxOp
+	now  time.Time       // evOp: when the reader read it
+	err  error           // evFenced: the sink's error
+	fn   func(m machine) // evFunc
+}
+
+// Tuning of the loop, measured (docs/threads.md, "Measured"): what the
+// benchmarks found fastest on a real mount.
+const (
+	defaultMailbox = 64
+	lockReader     = false
+	lockActor      = false
+)
+
+// loop owns the reader goroutine, the actor goroutine and its tasks. It is
+// the only place where the state is touched: on the actor, in run's loop.
+type loop struct {
+	st       machine
+	sink     Sink
+	mbox     chan event
+	stopped  chan struct{} // closed once the actor has ended and the state is closed
+	notify   *notifyPool
+	stats    *stats
+	alog     *accessLog
+	log      *zap.Logger
+	gids     *gidSource
+	gidOf    func(ctx context.Context, oc *fuseops.OpContext) uint32
+	flushTTL time.Duration
+
+	lockReader, lockActor bool // runtime.LockOSThread on the reader / the actor
+
+	// Actor-owned: touched only by the actor goroutine.
+	c          conn
+	eofSeen    chan struct{} // closed when evEOF is taken (tests wait on it)
+	notes      []Note
+	tasks      int  // tasks started and not yet done
+	readerDone bool // evEOF seen
+	fenced     bool // SetReadOnly done after ErrFenced or a call
+}
+
+// loopConfig carries what newLoop needs beyond the state and the sink.
+type loopConfig struct {
+	flushTimeout time.Duration
+	accessLog    bool
+	log          *zap.Logger
+	notify       *notifyPool
+	mailbox      int
+}
+
+func newLoop(st machine, sink Sink, lc loopConfig) *loop {
+	l := &loop{
+		st: st, sink: sink,
+		mbox:     make(chan event, lc.mailbox),
+		stopped:  make(chan struct{}),
+		eofSeen:  make(chan struct{}),
+		notify:   lc.notify,
+		stats:    new(stats),
+		alog:     newAccessLog(lc.log, lc.accessLog),
+		log:      lc.log,
+		gids:     &gidSource{log: lc.log},
+		flushTTL: lc.flushTimeout,
+
+		lockReader: lockReader, lockActor: lockActor,
+	}
+	l.gidOf = l.gids.gid
+	return l
+}
+
+// run serves c until the reader sees EOF, every op is answered and every
+// task has ended; then it closes the state and the notify pool.
+func (l *loop) run(c conn) {
+	l.c = c
+	go l.read(c)
+	l.act()
+	l.st.Close()
+	l.notify.close()
+	close(l.stopped)
+}
+
+// read is the reader goroutine: the only caller of ReadOp. It stamps each
+// op and hands it, in the kernel's order, to the actor.
+func (l *loop) read(c conn) {
+	if l.lockReader {
+		runtime.LockOSThread()
+	}
+	for {
+		ctx, op, err := c.ReadOp()
+		if err != nil {
+			if l.readFailed(err) {
+				l.mbox <- event{kind: evEOF}
+				return
+			}
+			continue
+		}
+		l.mbox <- event{kind: evOp, ctx: ctx, op: op, now: time.Now()}
+	}
+}
+
+// readFailed handles a ReadOp error and says whether reading must end: at
+// EOF (unmounted) or when the device itself fails. A request jacobsa could
+// not decode is logged and skipped: it has no ctx to reply with.
+func (l *loop) readFailed(err error) bool {
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		l.log.Error("reading /dev/fuse failed: no more requests are served", zap.Error(err))
+		return true
+	}
+	l.alog.errs.Warn("undecodable FUSE request skipped", zap.Error(err))
+	return false
+}
+
+// act is the actor goroutine's loop.
+func (l *loop) act() {
+	if l.lockActor {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
+	for !l.readerDone || l.tasks > 0 {
+		ev := <-l.mbox
+		switch ev.kind {
+		case evOp:
+			l.step(ev)
+		case evEOF:
+			l.readerDone = true
+			close(l.eofSeen)
+		case evTaskDone:
+			l.tasks--
+		case evFenced:
+			l.setReadOnly(ev.err.Error())
+		case evFunc:
+			ev.fn(l.st)
+			l.flushNotes()
+		}
+	}
+}
+
+// step runs one FUSE op on the state, then replies or starts a task, then
+// hands the step's notes to the notify pool (after the reply: the kernel
+// must see the answer before the notification about it).
+func (l *loop) step(ev event) {
+	k, oc := classify(ev.op)
+	var c Caller
+	if oc != nil {
+		c.Uid, c.Pid = oc.Uid, oc.Pid
+		if k.createsInode() {
+			c.Gid = l.gidOf(ev.ctx, oc)
+		}
+	}
+	lsn, err := l.st.Handle(ev.op, c, ev.now)
+	if err != nil || lsn <= l.sink.Durable() {
+		l.reply(ev.ctx, ev.op, k, oc, ev.now, err)
+	} else {
+		l.tasks++
+		go l.waitDurable(ev, k, oc, lsn)
+	}
+	l.flushNotes()
+}
+
+// flushNotes hands the state's pending notifications to the notify pool.
+func (l *loop) flushNotes() {
+	l.notes = l.st.TakeNotes(l.notes[:0])
+	for _, n := range l.notes {
+		l.notify.post(n)
+	}
+	clear(l.notes) // drop the names
+}
+
+// reply answers an op, counts it and logs it. Called by the actor and by
+// tasks.
+func (l *loop) reply(ctx context.Context, op any, k opKind, oc *fuseops.OpContext, start time.Time, err error) {
+	errno := toErrno(err)
+	l.stats.count(k, errno) // before the reply: a caller that saw it sees it counted
+	if rerr := l.c.Reply(ctx, err); rerr != nil {
+		l.stats.replyFailed.Add(1)
+		l.alog.errs.Warn("fuse reply failed", zap.String("op", k.String()), zap.Error(rerr))
+	}
+	l.alog.done(k, op, oc, start, errno)
+}
+
+// toErrno is the errno a reply with err carries (EIO for anything that is
+// not an Errno, as jacobsa does).
+func toErrno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return syscall.EIO
+}
+
+// waitDurable is a task: it waits, off the actor, until lsn is durable,
+// replies, and tells the actor it is done. It carries the op (whose output
+// fields the actor already filled) and touches no state.
+func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64) {
+	ctx, cancel := context.WithTimeout(ev.ctx, l.flushTTL)
+	err := l.sink.Wait(ctx, lsn)
+	cancel()
+	if errors.Is(err, ErrFenced) {
+		// Before the reply: a mutation the kernel sends after seeing this
+		// EIO reaches the actor after the volume turned read-only.
+		l.mbox <- event{kind: evFenced, err: err}
+	}
+	l.reply(ev.ctx, ev.op, k, oc, ev.now, waitErrno(ev.ctx, err))
+	l.mbox <- event{kind: evTaskDone}
+}
+
+// waitErrno maps a sink's Wait result to the reply: nil; EINTR when the
+// kernel interrupted the request; else EIO (ErrNotDurable, ErrFenced, the
+// flush timeout).
+func waitErrno(opCtx context.Context, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrFenced):
+		return syscall.EIO
+	case opCtx.Err() != nil:
+		return syscall.EINTR
+	}
+	return syscall.EIO
+}
+
+// setReadOnly turns the state read-only and logs why, the first time.
+func (l *loop) setReadOnly(why string) {
+	if l.fenced {
+		return
+	}
+	l.fenced = true
+	l.st.SetReadOnly()
+	l.log.Error("volume turned read-only: mutations answer EROFS from now on", zap.String("why", why))
+}
+
+// ErrStopped is returned by calls into a Server whose ServeOps has ended.
+var ErrStopped = errors.New("fsactor: server stopped")
+
+// call runs fn on the actor, linearised with FUSE ops, and waits for it.
+// If ctx ends first, fn may still run later.
+func (l *loop) call(ctx context.Context, fn func(m machine)) error {
+	done := make(chan struct{})
+	ev := event{kind: evFunc, fn: func(m machine) { fn(m); close(done) }}
+	select {
+	case l.mbox <- ev:
+	case <-l.stopped:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-l.stopped:
+		select {
+		case <-done:
+			return nil
+		default:
+			return ErrStopped
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

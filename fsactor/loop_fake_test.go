@@ -1,0 +1,274 @@
+package fsactor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+	"go.uber.org/zap/zaptest"
+)
+
+// fakeMachine stands for State in tests of the loop alone: flushes wait for
+// flushLSN, unlinks produce a NoteDelete, mkdir answers EROFS once
+// read-only, everything else succeeds.
+type fakeMachine struct {
+	flushLSN uint64
+
+	// Written on the actor, read by the test after a reply (the reply
+	// orders them).
+	mu       sync.Mutex
+	callers  map[opKind]Caller
+	readOnly int // SetReadOnly calls
+	notes    []Note
+	closed   bool
+}
+
+func newFakeMachine() *fakeMachine { return &fakeMachine{callers: map[opKind]Caller{}} }
+
+func (m *fakeMachine) Handle(op any, c Caller, now time.Time) (uint64, error) {
+	k, _ := classify(op)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.callers[k] = c
+	switch o := op.(type) {
+	case *fuseops.FlushFileOp:
+		return m.flushLSN, nil
+	case *fuseops.UnlinkOp:
+		m.notes = append(m.notes, Note{Kind: NoteDelete, Parent: uint64(o.Parent), Child: 99, Name: o.Name})
+	case *fuseops.MkDirOp:
+		if m.readOnly > 0 {
+			return 0, syscall.EROFS
+		}
+	case *fuseops.LookUpInodeOp:
+		return 0, syscall.ENOENT
+	case *fuseops.GetInodeAttributesOp:
+		o.Attributes.Nlink = 1
+	}
+	return 0, nil
+}
+
+func (m *fakeMachine) TakeNotes(buf []Note) []Note {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	buf = append(buf, m.notes...)
+	m.notes = m.notes[:0]
+	return buf
+}
+
+func (m *fakeMachine) RemoveName(parent uint64, name string, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.notes = append(m.notes, Note{Kind: NoteDelete, Parent: parent, Child: 98, Name: name})
+	return nil
+}
+
+func (m *fakeMachine) SetReadOnly() {
+	m.mu.Lock()
+	m.readOnly++
+	m.mu.Unlock()
+}
+
+func (m *fakeMachine) Snapshot() (*Snapshot, error) { return &Snapshot{LSN: 7}, nil }
+
+func (m *fakeMachine) Close() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+}
+
+func (m *fakeMachine) caller(k opKind) Caller {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.callers[k]
+}
+
+// TestLoopCallerGid: the caller's uid and pid come from the OpContext of
+// every op; the gid is looked up only for ops that create inodes.
+func TestLoopCallerGid(t *testing.T) {
+	m := newFakeMachine()
+	_, fc := startLoop(t, Config{}, m, &DiscardSink{})
+	oc := fuseops.OpContext{FuseID: 1, Uid: 1000, Pid: 77}
+	fc.do(t, &fuseops.GetInodeAttributesOp{Inode: 1, OpContext: oc})
+	fc.do(t, &fuseops.MkDirOp{Parent: 1, Name: "d", OpContext: oc})
+	fc.do(t, &fuseops.CreateFileOp{Parent: 1, Name: "f", OpContext: oc})
+	if c := m.caller(kindGetAttr); c != (Caller{Uid: 1000, Pid: 77}) {
+		t.Errorf("getattr caller %+v: want uid and pid, no gid", c)
+	}
+	for _, k := range []opKind{kindMkDir, kindCreate} {
+		if c := m.caller(k); c != (Caller{Uid: 1000, Gid: testGid, Pid: 77}) {
+			t.Errorf("%s caller %+v: want uid, gid %d and pid", k, c, testGid)
+		}
+	}
+}
+
+// TestLoopEOFWaitsForTasks: after EOF, ServeOps returns only once the held
+// FLUSH has been answered; then the state is closed.
+func TestLoopEOFWaitsForTasks(t *testing.T) {
+	m := newFakeMachine()
+	m.flushLSN = 5
+	sink := newBlockSink()
+	s := newServer(Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, sink)
+	fc := newFakeConn()
+	go s.loop.run(fc)
+
+	flush := fc.send(t, &fuseops.FlushFileOp{Inode: 2})
+	if lsn := sink.awaitWait(t); lsn != 5 {
+		t.Fatalf("task waits for lsn %d, want 5", lsn)
+	}
+	close(fc.in)
+	select {
+	case <-s.loop.eofSeen:
+	case <-time.After(deadline):
+		t.Fatal("EOF not seen by the actor")
+	}
+	select {
+	case <-s.Done():
+		t.Fatal("ServeOps returned with a FLUSH unanswered")
+	default:
+	}
+	sink.releaseWith(nil)
+	if err := fc.reply(t, flush); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(deadline):
+		t.Fatal("ServeOps did not return after the last task")
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if !closed {
+		t.Fatal("state not closed after ServeOps")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if err := s.RemoveName(ctx, 1, "x"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("RemoveName after stop: %v, want ErrStopped", err)
+	}
+}
+
+// TestLoopDurableRepliesAtOnce: a waitLSN the sink already has is answered
+// by the actor itself, without a task.
+func TestLoopDurableRepliesAtOnce(t *testing.T) {
+	m := newFakeMachine()
+	m.flushLSN = 3
+	sink := newBlockSink()
+	sink.durable = 3
+	_, fc := startLoop(t, Config{}, m, sink)
+	if err := fc.do(t, &fuseops.FlushFileOp{Inode: 2}); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	select {
+	case lsn := <-sink.waiting:
+		t.Fatalf("a task waited for lsn %d, already durable", lsn)
+	default:
+	}
+}
+
+// TestLoopFencedOnce: two fenced flushes answer EIO, SetReadOnly runs once,
+// and a mkdir sent after the first EIO answers EROFS.
+func TestLoopFencedOnce(t *testing.T) {
+	m := newFakeMachine()
+	m.flushLSN = 1
+	sink := newBlockSink()
+	sink.releaseWith(fmt.Errorf("term 9: %w", ErrFenced))
+	s, fc := startLoop(t, Config{}, m, sink)
+	for range 2 {
+		if err := fc.do(t, &fuseops.FlushFileOp{Inode: 2}); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("fenced flush: %v, want EIO", err)
+		}
+		if err := fc.do(t, &fuseops.MkDirOp{Parent: 1, Name: "d"}); !errors.Is(err, syscall.EROFS) {
+			t.Fatalf("mkdir after fenced flush: %v, want EROFS", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if err := s.SetReadOnly(ctx, "operator"); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	n := m.readOnly
+	m.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("SetReadOnly called %d times, want 1", n)
+	}
+}
+
+// TestLoopInterruptedWait: a waiting FSYNC whose request the kernel
+// interrupts (its ctx is cancelled) answers EINTR.
+func TestLoopInterruptedWait(t *testing.T) {
+	m := newFakeMachine()
+	m.flushLSN = 4
+	sink := newBlockSink()
+	_, fc := startLoop(t, Config{}, m, sink)
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), reqIDKey{}, 1000))
+	fc.in <- fakeReq{ctx, &fuseops.FlushFileOp{Inode: 2}}
+	sink.awaitWait(t)
+	cancel()
+	if err := fc.reply(t, 1000); !errors.Is(err, syscall.EINTR) {
+		t.Fatalf("interrupted wait: %v, want EINTR", err)
+	}
+}
+
+// TestLoopNotesAfterReply: a step's notes reach the device after its reply.
+func TestLoopNotesAfterReply(t *testing.T) {
+	m := newFakeMachine()
+	s := newServer(Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, &DiscardSink{})
+	fc := newFakeConn()
+	var order []string
+	var mu sync.Mutex
+	dev := newFakeDev(func(b []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, fmt.Sprintf("note replied=%v", fc.replied(1)))
+		return nil
+	})
+	s.loop.notify = newNotifyPool(dev, 1, 16, zaptest.NewLogger(t))
+	go s.loop.run(fc)
+	defer func() { close(fc.in); <-s.Done() }()
+	if err := fc.do(t, &fuseops.UnlinkOp{Parent: 1, Name: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	dev.await(t, encodeNote(nil, Note{Kind: NoteDelete, Parent: 1, Child: 99, Name: "m"}))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(order) != 1 || order[0] != "note replied=true" {
+		t.Fatalf("notes written %q: want one, after the reply", order)
+	}
+}
+
+// TestLoopStats: OpCounts counts every answered op by kind, ErrnoCounts
+// the errors.
+func TestLoopStats(t *testing.T) {
+	s, fc := startLoop(t, Config{}, newFakeMachine(), &DiscardSink{})
+	for range 3 {
+		fc.do(t, &fuseops.GetInodeAttributesOp{Inode: 1})
+	}
+	fc.do(t, &fuseops.LookUpInodeOp{Parent: 1, Name: "nope"})
+	fc.do(t, &fuseops.StatFSOp{})
+	got := s.OpCounts()
+	if got["getattr"] != 3 || got["lookup"] != 1 || got["statfs"] != 1 || len(got) != 3 {
+		t.Fatalf("OpCounts %v", got)
+	}
+	if e := s.ErrnoCounts(); e["lookup/ENOENT"] != 1 || len(e) != 1 {
+		t.Fatalf("ErrnoCounts %v", e)
+	}
+}
+
+// TestLoopSnapshotAndDo: internal events run on the actor and return their
+// results.
+func TestLoopSnapshotAndDo(t *testing.T) {
+	s, _ := startLoop(t, Config{}, newFakeMachine(), &DiscardSink{})
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	snap, err := s.Snapshot(ctx)
+	if err != nil || snap.LSN != 7 {
+		t.Fatalf("Snapshot: %+v, %v", snap, err)
+	}
+}

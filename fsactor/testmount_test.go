@@ -1,0 +1,144 @@
+package fsactor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jacobsa/fuse"
+	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
+)
+
+// testMount is a volume served by a Server on a real FUSE mount, mounted the
+// way node mounts (DESIGN.md, the actor, point 5): spoolfs opens /dev/fuse
+// and mounts itself, hands jacobsa a dup of the descriptor as /dev/fd/N,
+// and keeps the original for kernel notifications.
+type testMount struct {
+	dir string
+	srv *Server
+	mfs *fuse.MountedFileSystem
+	dev *os.File // the original /dev/fuse descriptor (notifications)
+}
+
+// needMount fails the test when CI=true and skips it otherwise, with why,
+// if this process cannot mount FUSE.
+func needMount(t *testing.T) {
+	t.Helper()
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "not root"
+	default:
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			why = err.Error()
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot mount FUSE: %s", why)
+	}
+	t.Skipf("cannot mount FUSE: %s", why)
+}
+
+// mountTest mounts a new volume with cfg and sink (a DiscardSink when nil),
+// unmounted when the test ends, even on failure. tune, when not nil, may
+// adjust the server before it serves (benchmarks).
+func mountTest(t testing.TB, cfg Config, sink Sink, tune func(*Server)) *testMount {
+	t.Helper()
+	if sink == nil {
+		sink = &DiscardSink{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = zaptest.NewLogger(t)
+	}
+	dir := t.TempDir()
+	// Other uids (the gid test's child) must reach the mount point.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		mountFailed(t, fmt.Errorf("open /dev/fuse: %w", err))
+	}
+	dev := os.NewFile(uintptr(fd), "/dev/fuse")
+	data := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other", fd)
+	if err := unix.Mount("spoolfs:test", dir, "fuse.spoolfs", unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
+		dev.Close()
+		mountFailed(t, fmt.Errorf("mount %s: %w", dir, err))
+	}
+	m := &testMount{dir: dir, dev: dev}
+	t.Cleanup(m.unmount(t))
+	m.serve(t, cfg, sink, tune)
+	return m
+}
+
+// serve builds the server and hands jacobsa a dup of the device.
+func (m *testMount) serve(t testing.TB, cfg Config, sink Sink, tune func(*Server)) {
+	t.Helper()
+	cfg.NotifyDev = m.dev
+	srv, err := NewServer(cfg, sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(srv)
+	}
+	dup, err := unix.FcntlInt(m.dev.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := fuse.Mount("/dev/fd/"+strconv.Itoa(dup), srv, &fuse.MountConfig{
+		FSName: "spoolfs:test", Subtype: "spoolfs",
+	})
+	if err != nil {
+		unix.Close(dup)
+		t.Fatalf("serving /dev/fd/%d: %v", dup, err)
+	}
+	m.srv, m.mfs = srv, mfs
+}
+
+func mountFailed(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot mount FUSE: %v", err)
+	}
+	t.Skipf("cannot mount FUSE: %v", err)
+}
+
+// unmount returns the cleanup: unmount, wait for ServeOps to end, close the
+// device; lazy unmount as the last resort, so no mount outlives the test.
+func (m *testMount) unmount(t testing.TB) func() {
+	return func() {
+		err := unix.Unmount(m.dir, 0)
+		for i := 0; errors.Is(err, unix.EBUSY) && i < 50; i++ {
+			time.Sleep(20 * time.Millisecond) // a client of the test may still hold a file
+			err = unix.Unmount(m.dir, 0)
+		}
+		if err != nil {
+			t.Errorf("unmount %s: %v; detaching it", m.dir, err)
+			unix.Unmount(m.dir, unix.MNT_DETACH)
+		}
+		if m.mfs != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			if err := m.mfs.Join(ctx); err != nil {
+				t.Errorf("ServeOps did not end after unmount: %v", err)
+			}
+		}
+		m.dev.Close()
+	}
+}
+
+// path is name inside the mount.
+func (m *testMount) path(name string) string { return filepath.Join(m.dir, name) }
