@@ -1,0 +1,23 @@
+// Package bench measures filesystems under the workloads of a mail spool and
+// compares spoolfs with its anchors side by side.
+//
+// Who owns what:
+//   - workload.go: the three workloads (meta, write4k, spool), one client's
+//     iteration each, on raw syscalls with absolute paths as a mail server
+//     uses them.
+//   - run.go: Run drives N clients against one directory, bounded by a count
+//     and a duration, and returns ops/s and latency percentiles (hist.go).
+//   - system.go: the systems under test and their mounts: tmpfs (mount -t
+//     tmpfs), jacobsa's memfs sample served in this process, and spoolfs
+//     --local as a subprocess. Every mount is registered in a Mounts set that
+//     unmounts it at the end, also after a failure or a signal.
+//   - trace.go: counts FUSE requests per operation, by opcode, through the
+//     kernel's fuse_request_send/fuse_request_end tracepoints in a private
+//     tracefs instance filtered on the mount's connection. It runs in its own
+//     untimed pass and never slows the timed runs.
+//   - compare.go, report.go: the interleaved comparison (round-robin over the
+//     systems, medians of R rounds) and its Markdown report.
+//
+// Nothing here is used by a mounted volume: the package is a tool of
+// `spoolfs bench` and of `make bench-local`.
+package bench

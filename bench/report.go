@@ -1,0 +1,327 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Machine describes where a comparison ran.
+type Machine struct {
+	Host, Kernel, CPU string
+	CPUs, GOMAXPROCS  int
+	Go                string
+}
+
+// DescribeMachine returns this machine's description.
+func DescribeMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}
+	m.Host, _ = os.Hostname()
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+func (m Machine) String() string {
+	return fmt.Sprintf("%s: %d CPUs (%s), GOMAXPROCS %d, Linux %s, %s",
+		m.Host, m.CPUs, m.CPU, m.GOMAXPROCS, m.Kernel, m.Go)
+}
+
+// Target is a goal of issue 2: spoolfs at least Ratio times the memfs
+// sample's rate on Workload with Clients clients.
+type Target struct {
+	Workload Workload
+	Clients  int
+	Ratio    float64
+}
+
+// Targets are the goals of issue 2 against the memfs sample.
+var Targets = []Target{{Meta, 1, 2}, {Spool, 1, 2}, {Meta, 8, 1.3}, {Spool, 8, 1.3}}
+
+// Ratio returns the ratio of medians of system a to system b on one
+// combination, and the range of the per-round ratios (runs of the same round
+// ran next to each other). NaN when either is missing.
+func (r *Report) Ratio(a, b string, w Workload, clients int) (med, lo, hi float64) {
+	ca, cb := r.Cells[CellKey{a, w, clients}], r.Cells[CellKey{b, w, clients}]
+	if ca == nil || cb == nil {
+		return math.NaN(), math.NaN(), math.NaN()
+	}
+	med = ca.MedianRate() / cb.MedianRate()
+	ra, rb := ca.Rates(), cb.Rates()
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for i := range ra {
+		if i < len(rb) && !math.IsNaN(ra[i]) && !math.IsNaN(rb[i]) {
+			x := ra[i] / rb[i]
+			lo, hi = math.Min(lo, x), math.Max(hi, x)
+		}
+	}
+	if math.IsInf(lo, 1) {
+		lo, hi = math.NaN(), math.NaN()
+	}
+	return med, lo, hi
+}
+
+// systemsOfKind returns the names of the measured systems of a kind.
+func (r *Report) systemsOfKind(kind string) []string {
+	var out []string
+	for _, s := range r.Systems {
+		if s.Kind == kind && s.MountErr == nil {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+func (r *Report) measured() []SystemInfo {
+	var out []SystemInfo
+	for _, s := range r.Systems {
+		if s.MountErr == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// WriteMarkdown writes the report as Markdown tables.
+func (r *Report) WriteMarkdown(w io.Writer) {
+	r.writeHeader(w)
+	r.writeThroughput(w)
+	r.writeRatios(w)
+	r.writeTargets(w)
+	r.writeLatency(w)
+	r.writeRequests(w)
+	r.writeOpcodes(w)
+	if r.Err != nil {
+		fmt.Fprintf(w, "\n**The comparison stopped early:** %v\n", r.Err)
+	}
+}
+
+func (r *Report) writeHeader(w io.Writer) {
+	c := r.Config
+	fmt.Fprintf(w, "## bench compare --suite %s, %s\n\n", c.Suite, r.Started.Format("2006-01-02 15:04 MST"))
+	if c.Command != "" {
+		fmt.Fprintf(w, "Command: `%s`  \n", c.Command)
+	}
+	fmt.Fprintf(w, "Machine: %s  \n", r.Machine)
+	fmt.Fprintf(w, "Runs: %d interleaved rounds (each round runs every system in turn) of %s per run, "+
+		"after a %s warm-up; at most %d iterations per client and run; figures are medians over the rounds.\n\n",
+		c.Rounds, c.Duration, c.Warmup, c.MaxOps)
+	fmt.Fprintln(w, "| system | how it is mounted |")
+	fmt.Fprintln(w, "|---|---|")
+	for _, s := range r.Systems {
+		d := s.Describe
+		if s.MountErr != nil {
+			d = fmt.Sprintf("NOT MEASURED: %s", oneLine(s.MountErr))
+		}
+		fmt.Fprintf(w, "| %s | %s |\n", s.Name, d)
+	}
+	fmt.Fprintln(w)
+}
+
+func (r *Report) writeThroughput(w io.Writer) {
+	sys := r.measured()
+	fmt.Fprintln(w, "### Throughput (operations/s, median of the rounds)")
+	fmt.Fprintln(w)
+	header(w, "workload", "clients", names(sys)...)
+	for _, wl := range r.Config.Workloads {
+		for _, n := range r.Config.Clients {
+			row := []string{string(wl), fmt.Sprint(n)}
+			for _, s := range sys {
+				row = append(row, r.rateCell(CellKey{s.Name, wl, n}))
+			}
+			tableRow(w, row...)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func (r *Report) rateCell(k CellKey) string {
+	c := r.Cells[k]
+	switch {
+	case c == nil:
+		return "—"
+	case c.Err != nil && math.IsNaN(c.MedianRate()):
+		return "failed: " + oneLine(c.Err)
+	case c.Err != nil:
+		return fmt.Sprintf("%s (then failed: %s)", fmtRate(c.MedianRate()), oneLine(c.Err))
+	}
+	return fmtRate(c.MedianRate())
+}
+
+// writeRatios writes each spoolfs system's ratio to each anchor.
+func (r *Report) writeRatios(w io.Writer) {
+	subjects := r.systemsOfKind(KindSpoolfs)
+	anchors := append(r.systemsOfKind(KindMemfs), r.systemsOfKind(KindTmpfs)...)
+	if len(subjects) == 0 || len(anchors) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "### Ratios to the anchors (ratio of medians; in brackets the range of the per-round ratios)")
+	fmt.Fprintln(w)
+	var cols []string
+	for _, s := range subjects {
+		for _, a := range anchors {
+			cols = append(cols, s+" / "+a)
+		}
+	}
+	header(w, "workload", "clients", cols...)
+	for _, wl := range r.Config.Workloads {
+		for _, n := range r.Config.Clients {
+			row := []string{string(wl), fmt.Sprint(n)}
+			for _, s := range subjects {
+				for _, a := range anchors {
+					med, lo, hi := r.Ratio(s, a, wl, n)
+					row = append(row, fmtRatio(med, lo, hi))
+				}
+			}
+			tableRow(w, row...)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func (r *Report) writeTargets(w io.Writer) {
+	subjects := r.systemsOfKind(KindSpoolfs)
+	memfs := r.systemsOfKind(KindMemfs)
+	if len(subjects) == 0 || len(memfs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "### Targets of issue 2 (spoolfs / memfs sample)")
+	fmt.Fprintln(w)
+	header(w, "workload", "clients", append([]string{"target"}, subjects...)...)
+	for _, t := range Targets {
+		if !r.hasCell(t.Workload, t.Clients) {
+			continue
+		}
+		row := []string{string(t.Workload), fmt.Sprint(t.Clients), fmt.Sprintf("≥ %.1f×", t.Ratio)}
+		for _, s := range subjects {
+			med, _, _ := r.Ratio(s, memfs[0], t.Workload, t.Clients)
+			verdict := "not met"
+			switch {
+			case math.IsNaN(med):
+				verdict = "not measured"
+			case med >= t.Ratio:
+				verdict = "met"
+			}
+			row = append(row, fmt.Sprintf("%.2f× %s", med, verdict))
+		}
+		tableRow(w, row...)
+	}
+	fmt.Fprintln(w)
+}
+
+func (r *Report) hasCell(wl Workload, n int) bool {
+	for k := range r.Cells {
+		if k.Workload == wl && k.Clients == n {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Report) writeLatency(w io.Writer) {
+	sys := r.measured()
+	fmt.Fprintln(w, "### Latency of one operation in the median run (p50 / p99)")
+	fmt.Fprintln(w)
+	header(w, "workload", "clients", names(sys)...)
+	for _, wl := range r.Config.Workloads {
+		for _, n := range r.Config.Clients {
+			row := []string{string(wl), fmt.Sprint(n)}
+			for _, s := range sys {
+				cell := "—"
+				if c := r.Cells[CellKey{s.Name, wl, n}]; c != nil && c.MedianRun() != nil {
+					m := c.MedianRun()
+					cell = fmt.Sprintf("%s / %s", fmtDur(m.Lat.Percentile(0.5)), fmtDur(m.Lat.Percentile(0.99)))
+				}
+				row = append(row, cell)
+			}
+			tableRow(w, row...)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func names(sys []SystemInfo) []string {
+	out := make([]string, len(sys))
+	for i, s := range sys {
+		out[i] = s.Name
+	}
+	return out
+}
+
+func header(w io.Writer, a, b string, rest ...string) {
+	cols := append([]string{a, b}, rest...)
+	tableRow(w, cols...)
+	seps := make([]string, len(cols))
+	for i := range seps {
+		seps[i] = "---"
+	}
+	tableRow(w, seps...)
+}
+
+func tableRow(w io.Writer, cols ...string) {
+	fmt.Fprintf(w, "| %s |\n", strings.Join(cols, " | "))
+}
+
+func fmtRate(x float64) string {
+	if math.IsNaN(x) {
+		return "—"
+	}
+	s := fmt.Sprintf("%.0f", x)
+	// thousands separators
+	var b strings.Builder
+	for i, ch := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(ch)
+	}
+	return b.String()
+}
+
+func fmtRatio(med, lo, hi float64) string {
+	if math.IsNaN(med) {
+		return "—"
+	}
+	if math.IsNaN(lo) || lo == hi {
+		return fmt.Sprintf("%.2f×", med)
+	}
+	return fmt.Sprintf("%.2f× [%.2f–%.2f]", med, lo, hi)
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%.1f µs", float64(d)/1e3)
+	}
+}
+
+// oneLine shortens an error to one table-safe line.
+func oneLine(err error) string {
+	s := strings.Join(strings.Fields(err.Error()), " ")
+	s = strings.ReplaceAll(s, "|", "/")
+	if len(s) > 160 {
+		s = s[:160] + "…"
+	}
+	return s
+}

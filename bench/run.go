@@ -1,0 +1,177 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options bound one run of a workload.
+type Options struct {
+	Workload Workload
+	Clients  int           // concurrent clients, each in its own directory (>= 1)
+	Duration time.Duration // stop after this long; 0: no time bound
+	Count    int           // iterations per client at most; 0: no count bound
+
+	// BeforeTimed and AfterTimed, when set, run right before the clients
+	// start and right after the last one stopped, outside the setup and the
+	// cleanup (the request-counting pass starts and stops tracing there).
+	BeforeTimed func() error
+	AfterTimed  func() error
+}
+
+func (o Options) validate() error {
+	if o.Clients < 1 {
+		return fmt.Errorf("clients must be at least 1, not %d", o.Clients)
+	}
+	if o.Duration <= 0 && o.Count <= 0 {
+		return errors.New("a run needs a duration or a count bound")
+	}
+	if o.Duration < 0 || o.Count < 0 {
+		return errors.New("negative duration or count")
+	}
+	_, err := ParseWorkload(string(o.Workload))
+	return err
+}
+
+// Result is what one run measured.
+type Result struct {
+	Workload Workload
+	Clients  int
+	Ops      uint64        // completed iterations, all clients together
+	Elapsed  time.Duration // from the start signal until the last client stopped
+	Lat      Hist          // latency of each iteration
+}
+
+// OpsPerSec returns the throughput of the run.
+func (r *Result) OpsPerSec() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Ops) / r.Elapsed.Seconds()
+}
+
+// String is a one-line summary: ops/s and latency percentiles.
+func (r *Result) String() string {
+	return fmt.Sprintf("%s clients=%d ops=%d elapsed=%s ops/s=%.0f p50=%s p90=%s p99=%s max=%s",
+		r.Workload, r.Clients, r.Ops, r.Elapsed.Round(time.Millisecond), r.OpsPerSec(),
+		r.Lat.Percentile(0.50), r.Lat.Percentile(0.90), r.Lat.Percentile(0.99), r.Lat.Max())
+}
+
+var runSeq atomic.Uint64
+
+// Run runs o.Workload with o.Clients clients in dir and returns what it
+// measured. Each client works in its own subdirectory dir/cN (created if
+// missing, kept for the next run); every file a run creates is removed
+// before Run returns, also on failure. The first error of any client stops
+// the run and is returned.
+func Run(ctx context.Context, dir string, o Options) (Result, error) {
+	if err := o.validate(); err != nil {
+		return Result{}, err
+	}
+	prefix := fmt.Sprintf("r%d.%d", os.Getpid(), runSeq.Add(1))
+	clients := make([]*client, o.Clients)
+	for i := range clients {
+		cdir := filepath.Join(dir, "c"+strconv.Itoa(i))
+		if err := os.Mkdir(cdir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return Result{}, fmt.Errorf("client directory: %w", err)
+		}
+		clients[i] = newClient(cdir, prefix)
+	}
+	defer cleanupRun(dir, o.Clients, prefix)
+	if o.BeforeTimed != nil {
+		if err := o.BeforeTimed(); err != nil {
+			return Result{}, fmt.Errorf("before the run: %w", err)
+		}
+	}
+	res, err := runClients(ctx, clients, o)
+	if o.AfterTimed != nil {
+		if aerr := o.AfterTimed(); aerr != nil && err == nil {
+			err = fmt.Errorf("after the run: %w", aerr)
+		}
+	}
+	return res, err
+}
+
+// runClients starts the clients together and waits for all of them.
+func runClients(ctx context.Context, clients []*client, o Options) (Result, error) {
+	var stop atomic.Bool
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hists := make([]Hist, len(clients))
+	ops := make([]uint64, len(clients))
+	errs := make([]error, len(clients))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			ops[i], errs[i] = c.loop(o, &stop, &hists[i])
+			if errs[i] != nil {
+				stop.Store(true)
+			}
+		}()
+	}
+	go func() { // the time bound and cancellation
+		var timeout <-chan time.Time
+		if o.Duration > 0 {
+			t := time.NewTimer(o.Duration)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-timeout:
+		case <-ctx.Done():
+		}
+		stop.Store(true)
+	}()
+	t0 := time.Now()
+	close(start)
+	wg.Wait()
+	res := Result{Workload: o.Workload, Clients: len(clients), Elapsed: time.Since(t0)}
+	for i := range clients {
+		res.Ops += ops[i]
+		res.Lat.Merge(&hists[i])
+	}
+	if err := errors.Join(errs...); err != nil {
+		return res, fmt.Errorf("%s: %w", o.Workload, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// loop runs iterations until stop is set or the count bound is reached.
+func (c *client) loop(o Options, stop *atomic.Bool, h *Hist) (uint64, error) {
+	var n uint64
+	for !stop.Load() && (o.Count == 0 || n < uint64(o.Count)) {
+		t := time.Now()
+		if err := c.iterate(o.Workload); err != nil {
+			return n, err
+		}
+		h.Record(time.Since(t))
+		n++
+	}
+	return n, nil
+}
+
+// cleanupRun removes the files the run's clients left behind (those of
+// write4k, and any of an iteration interrupted by an error).
+func cleanupRun(dir string, clients int, prefix string) {
+	for i := 0; i < clients; i++ {
+		cdir := filepath.Join(dir, "c"+strconv.Itoa(i))
+		names, _ := filepath.Glob(filepath.Join(cdir, prefix+"-*"))
+		for _, n := range names {
+			os.Remove(n)
+		}
+	}
+}
