@@ -1,8 +1,13 @@
 package fsactor
 
 import (
+	"fmt"
+	"math"
 	"syscall"
 	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+	"golang.org/x/sys/unix"
 )
 
 // Caller is who issued an op: the kernel's fsuid, fsgid and pid.
@@ -37,17 +42,135 @@ type Note struct {
 	Len    int64
 }
 
+// maxDataEnd is the highest offset a file can hold bytes below: a data
+// record carries a file's whole content up to its last allocated byte, so
+// writes and allocations past it answer EFBIG. Sizes (truncate) may go up
+// to what the memfd allows: a hole at the end of a file costs nothing.
+const maxDataEnd = 4 << 30
+
 // State is the whole state of one volume: no goroutines, channels or clock.
 // It is driven by one goroutine at a time (the actor, or a test).
+//
+// Every handler checks everything first and mutates after (gVisor's
+// RenameAt): an op that fails changed nothing. The one exception is a
+// system call on a memfd failing half way (ENOSPC in the middle of a
+// write): the state then takes the memfd's own size and allocation.
 type State struct {
-	// stub: replaced by the actor core.
+	cfg  Config
+	sink Sink
+
+	// inodes holds every live inode by number.
+	//
+	// INVARIANT: inodes[rootIno] is a directory.
+	// INVARIANT: every key is < nextIno.
+	// INVARIANT: no inode but the root has nlink == 0, nlookup == 0 and
+	// no open handle (maybeFree removed it).
+	inodes  map[uint64]*inode
+	nextIno uint64
+
+	// handles holds the open file and directory handles.
+	//
+	// INVARIANT: every handle names a live inode; keys are < nextHandle.
+	handles    map[uint64]handle
+	nextHandle uint64
+
+	// lsn is the head: the LSN of the last record appended to the sink.
+	lsn uint64
+
+	readOnly  bool // fenced or mounted read-only: mutations answer EROFS
+	writeback bool // the kernel caches writes: it positions O_APPEND writes itself
+
+	// used is the sum of the memfds' allocations, in bytes.
+	used      int64
+	capacity  int64
+	maxInodes uint64
+
+	notes []Note
+}
+
+// handle is one open file or directory (fuse_file_info.fh).
+type handle struct {
+	ino   uint64
+	flags uint32 // open(2) flags of a file handle
+	dir   bool
 }
 
 // NewState builds the state of a volume: from snap when it is recovered,
-// else a new volume with only its root directory.
+// else a new volume with only its root directory (stamped with the
+// wall-clock time: the one place State reads a clock). A nil sink discards.
 func NewState(cfg Config, sink Sink, snap *Snapshot) (*State, error) {
-	return &State{}, nil
+	if sink == nil {
+		sink = &DiscardSink{}
+	}
+	st := &State{
+		cfg:        cfg,
+		sink:       sink,
+		inodes:     make(map[uint64]*inode),
+		handles:    make(map[uint64]handle),
+		nextIno:    rootIno + 1,
+		nextHandle: 1,
+		readOnly:   cfg.ReadOnly,
+		writeback:  true,
+	}
+	st.capacity, st.maxInodes = limits(cfg)
+	if snap == nil {
+		st.newRoot(time.Now())
+		return st, nil
+	}
+	if err := st.restore(snap); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("fsactor: restore snapshot at lsn %d: %w", snap.LSN, err)
+	}
+	return st, nil
 }
+
+// limits derives Capacity and MaxInodes when the config leaves them 0:
+// the machine's memory, and the open-file limit (contents hold memfds).
+func limits(cfg Config) (capacity int64, maxInodes uint64) {
+	capacity = int64(min(cfg.Capacity, math.MaxInt64))
+	if capacity == 0 {
+		var si unix.Sysinfo_t
+		if unix.Sysinfo(&si) == nil {
+			capacity = int64(min(uint64(si.Totalram)*uint64(si.Unit), math.MaxInt64))
+		}
+		if capacity == 0 {
+			capacity = 1 << 30
+		}
+	}
+	maxInodes = cfg.MaxInodes
+	if maxInodes == 0 {
+		var rl unix.Rlimit
+		if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+			maxInodes = min(rl.Cur, 1<<32)
+		}
+		maxInodes = max(maxInodes, 1024)
+	}
+	return capacity, maxInodes
+}
+
+// newRoot makes the root directory of a new volume.
+func (st *State) newRoot(now time.Time) {
+	mode := st.cfg.RootMode & 0o7777
+	if mode == 0 {
+		mode = 0o755
+	}
+	ns := now.UnixNano()
+	root := &inode{ino: rootIno, fd: -1, nlookup: 1, dir: newDir(rootIno)}
+	root.attr = Attr{Mode: syscall.S_IFDIR | mode, Uid: st.cfg.RootUid, Gid: st.cfg.RootGid,
+		Nlink: 2, Atime: ns, Mtime: ns, Ctime: ns}
+	st.inodes[rootIno] = root
+}
+
+// SetWritebackCache tells the state whether the kernel caches writes
+// (jacobsa's default; off with MountConfig.DisableWritebackCaching). With
+// writeback caching the kernel positions O_APPEND writes itself and may
+// write dirty pages back through any writable handle, O_APPEND ones
+// included, so the state must take write offsets as given. Without it the
+// state moves every write through an O_APPEND handle to the end of the
+// file. The default is on: the kernel's offsets are right either way on a
+// volume with one writer, and only honouring O_APPEND under writeback
+// would corrupt data.
+func (st *State) SetWritebackCache(on bool) { st.writeback = on }
 
 // Handle runs one jacobsa/fuse op (a *fuseops.XxxOp) on the state: it
 // checks everything first, then mutates, fills the op's output fields and
@@ -58,29 +181,150 @@ func NewState(cfg Config, sink Sink, snap *Snapshot) (*State, error) {
 // the sink's Wait(waitLSN) returns (at once if Durable() >= waitLSN).
 // Ops it does not know answer ENOSYS.
 func (st *State) Handle(op any, c Caller, now time.Time) (waitLSN uint64, err error) {
+	w, e := st.dispatch(op, c, now)
+	if e != 0 {
+		return 0, e
+	}
+	return w, nil
+}
+
+// dispatch is the one long function: one line per op.
+func (st *State) dispatch(op any, c Caller, now time.Time) (uint64, syscall.Errno) {
+	switch o := op.(type) {
+	case *fuseops.LookUpInodeOp:
+		return 0, st.lookUp(o, now)
+	case *fuseops.GetInodeAttributesOp:
+		return 0, st.getAttr(o, now)
+	case *fuseops.SetInodeAttributesOp:
+		return st.setAttr(o, now)
+	case *fuseops.ForgetInodeOp:
+		return 0, st.forget(uint64(o.Inode), o.N)
+	case *fuseops.BatchForgetOp:
+		return 0, st.batchForget(o)
+	case *fuseops.MkDirOp:
+		return st.mkDir(o, c, now)
+	case *fuseops.MkNodeOp:
+		return st.mkNode(o, c, now)
+	case *fuseops.CreateFileOp:
+		return st.createFile(o, c, now)
+	case *fuseops.CreateSymlinkOp:
+		return st.createSymlink(o, c, now)
+	case *fuseops.CreateLinkOp:
+		return st.createLink(o, now)
+	case *fuseops.RenameOp:
+		return st.rename(o, now)
+	case *fuseops.RmDirOp:
+		return st.rmDir(o, now)
+	case *fuseops.UnlinkOp:
+		return st.unlink(o, now)
+	case *fuseops.OpenDirOp:
+		return 0, st.openDir(o)
+	case *fuseops.ReadDirOp:
+		return 0, st.readDir(o, false, now)
+	case *fuseops.ReadDirPlusOp:
+		return 0, st.readDir(&o.ReadDirOp, true, now)
+	case *fuseops.ReleaseDirHandleOp:
+		return 0, st.releaseHandle(uint64(o.Handle))
+	case *fuseops.OpenFileOp:
+		return st.openFile(o, now)
+	case *fuseops.ReadFileOp:
+		return 0, st.readFile(o)
+	case *fuseops.WriteFileOp:
+		return st.writeFile(o, now)
+	case *fuseops.SyncFileOp:
+		return st.flush(uint64(o.Inode))
+	case *fuseops.FlushFileOp:
+		return st.flush(uint64(o.Inode))
+	case *fuseops.ReleaseFileHandleOp:
+		return 0, st.releaseHandle(uint64(o.Handle))
+	case *fuseops.ReadSymlinkOp:
+		return 0, st.readSymlink(o)
+	case *fuseops.RemoveXattrOp:
+		return st.removeXattr(o, now)
+	case *fuseops.GetXattrOp:
+		return 0, st.getXattr(o)
+	case *fuseops.ListXattrOp:
+		return 0, st.listXattr(o)
+	case *fuseops.SetXattrOp:
+		return st.setXattr(o, now)
+	case *fuseops.FallocateOp:
+		return st.fallocate(o, now)
+	case *fuseops.StatFSOp:
+		return 0, st.statFS(o)
+	case *fuseops.SyncFSOp:
+		return st.lsn, 0
+	}
 	return 0, syscall.ENOSYS
 }
 
 // TakeNotes appends the notifications produced since the last call to buf
 // and returns it; the state forgets them.
-func (st *State) TakeNotes(buf []Note) []Note { return buf }
+func (st *State) TakeNotes(buf []Note) []Note {
+	buf = append(buf, st.notes...)
+	clear(st.notes)
+	st.notes = st.notes[:0]
+	return buf
+}
 
 // RemoveName deletes parent/name as the filesystem itself (a remote change),
-// emitting its record and a NoteDelete for the kernel.
+// emitting its record and a NoteDelete for the kernel. It works on a
+// read-only volume too (a follower applies its primary's changes). A
+// non-empty directory answers ENOTEMPTY.
 func (st *State) RemoveName(parent uint64, name string, now time.Time) error {
-	return syscall.ENOSYS
+	if e := st.removeName(parent, name, now); e != 0 {
+		return e
+	}
+	return nil
 }
 
 // SetReadOnly turns the volume read-only (fenced): later mutations answer
 // EROFS. why is logged once by the caller.
-func (st *State) SetReadOnly() {}
-
-// Snapshot copies the whole volume (contents included) at the current LSN.
-func (st *State) Snapshot() (*Snapshot, error) { return nil, syscall.ENOSYS }
+func (st *State) SetReadOnly() { st.readOnly = true }
 
 // Close releases every memfd. The state must not be used afterwards.
-func (st *State) Close() {}
+func (st *State) Close() {
+	for _, in := range st.inodes {
+		if in.fd >= 0 {
+			st.dropContent(in)
+		}
+	}
+	st.inodes = nil
+	st.handles = nil
+}
 
 // CheckInvariants panics if a documented invariant does not hold. Tests run
 // it after every step; production never does.
-func (st *State) CheckInvariants() {}
+func (st *State) CheckInvariants() {
+	if err := st.invariantsErr(); err != nil {
+		panic(fmt.Sprintf("fsactor: broken invariant: %v", err))
+	}
+}
+
+// emit numbers r with the next LSN and appends it to the sink; the state
+// never touches r again.
+func (st *State) emit(r *Record) uint64 {
+	st.lsn++
+	r.LSN = st.lsn
+	st.sink.Append(r)
+	return st.lsn
+}
+
+// mutationWait is what a mutation whose record is lsn waits for: nothing,
+// unless the volume is mounted sync.
+func (st *State) mutationWait(lsn uint64) uint64 {
+	if st.cfg.Sync {
+		return lsn
+	}
+	return 0
+}
+
+// writable answers EROFS on a read-only or fenced volume.
+func (st *State) writable() syscall.Errno {
+	if st.readOnly {
+		return syscall.EROFS
+	}
+	return 0
+}
+
+// note queues a kernel notification for TakeNotes.
+func (st *State) note(n Note) { st.notes = append(st.notes, n) }

@@ -1,0 +1,273 @@
+package fsactor
+
+import (
+	"math"
+	"syscall"
+	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+	"golang.org/x/sys/unix"
+)
+
+// getFile returns the regular file ino: ENOENT, EISDIR, or EINVAL for
+// other kinds.
+func (st *State) getFile(ino uint64) (*inode, syscall.Errno) {
+	in, e := st.getInode(ino)
+	switch {
+	case e != 0:
+		return nil, e
+	case in.isDir():
+		return nil, syscall.EISDIR
+	case !in.isReg():
+		return nil, syscall.EINVAL
+	}
+	return in, 0
+}
+
+// openFile answers OPEN. The primary is the only writer of its volume, so
+// the kernel keeps its page cache across opens. O_TRUNC arrives here only
+// with atomic_o_trunc (otherwise the kernel strips it and sends a SETATTR
+// after the open); it truncates like that SETATTR would.
+func (st *State) openFile(o *fuseops.OpenFileOp, now time.Time) (uint64, syscall.Errno) {
+	in, e := st.getInode(uint64(o.Inode))
+	if e != 0 {
+		return 0, e
+	}
+	if in.isDir() {
+		return 0, syscall.EISDIR
+	}
+	flags := uint32(o.OpenFlags)
+	trunc := flags&syscall.O_TRUNC != 0 && in.isReg()
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || trunc {
+		if e := st.writable(); e != 0 {
+			return 0, e
+		}
+	}
+	var lsn uint64
+	if trunc {
+		ns := now.UnixNano()
+		st.setSize(in, 0) // to 0 cannot fail
+		in.touchM(ns)
+		in.dirty = true
+		lsn = st.emit(&Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
+	}
+	o.Handle = st.newHandle(in, flags, false)
+	o.KeepPageCache = true
+	return st.mutationWait(lsn), 0
+}
+
+// readFile answers READ: pread from the memfd, zeros where the file has
+// none, never past the size. Reads leave atime alone (noatime: the kernel
+// keeps its own view).
+func (st *State) readFile(o *fuseops.ReadFileOp) syscall.Errno {
+	in, e := st.getFile(uint64(o.Inode))
+	if e != 0 {
+		return e
+	}
+	if o.Offset < 0 {
+		return syscall.EINVAL
+	}
+	dst := o.Dst
+	if dst == nil { // reads larger than jacobsa's buffer
+		dst = make([]byte, o.Size)
+	}
+	size := int64(in.attr.Size)
+	if o.Offset >= size {
+		o.BytesRead = 0
+		return 0
+	}
+	n := int(min(int64(len(dst)), size-o.Offset))
+	got := 0
+	if in.fd >= 0 {
+		var err error
+		if got, err = memfdRead(in.fd, dst[:n], o.Offset); err != nil {
+			return errnoOf(err)
+		}
+	}
+	clear(dst[got:n])
+	if o.Dst == nil {
+		o.Data = [][]byte{dst[:n]}
+	}
+	o.BytesRead = n
+	return 0
+}
+
+// writeFile answers WRITE: pwrite into the memfd (created at the first
+// write), held to the volume's capacity.
+func (st *State) writeFile(o *fuseops.WriteFileOp, now time.Time) (uint64, syscall.Errno) {
+	if e := st.writable(); e != 0 {
+		return 0, e
+	}
+	in, e := st.getFile(uint64(o.Inode))
+	if e != 0 {
+		return 0, e
+	}
+	off, n := o.Offset, int64(len(o.Data))
+	if h, ok := st.handles[uint64(o.Handle)]; ok && h.flags&syscall.O_APPEND != 0 && !st.writeback {
+		off = int64(in.attr.Size)
+	}
+	switch {
+	case off < 0:
+		return 0, syscall.EINVAL
+	case n == 0:
+		return 0, 0
+	case off > maxDataEnd-n:
+		return 0, syscall.EFBIG
+	}
+	if e := st.ensureMemfd(in); e != 0 {
+		return 0, e
+	}
+	if e := st.reserve(in, off, n); e != 0 {
+		return 0, e
+	}
+	err := memfdWrite(in.fd, o.Data, off)
+	if e := st.remeasure(in); e != 0 {
+		return 0, e
+	}
+	if err != nil {
+		return 0, errnoOf(err)
+	}
+	in.touchM(now.UnixNano())
+	in.dirty = true
+	return 0, 0
+}
+
+// ensureMemfd gives in a memfd of its size.
+func (st *State) ensureMemfd(in *inode) syscall.Errno {
+	if in.fd >= 0 {
+		return 0
+	}
+	fd, err := memfdNew()
+	if err != nil {
+		return errnoOf(err)
+	}
+	if in.attr.Size > 0 {
+		if err := memfdTruncate(fd, int64(in.attr.Size)); err != nil {
+			memfdClose(fd)
+			return errnoOf(err)
+		}
+	}
+	in.fd = fd
+	return 0
+}
+
+// reserve checks that writing n bytes at off fits the capacity: at once
+// when every page the range spans fits, else by counting the holes the
+// write would fill.
+func (st *State) reserve(in *inode, off, n int64) syscall.Errno {
+	span := roundUp(off+n, pageSize) - off&^(pageSize-1)
+	if st.used+span <= st.capacity {
+		return 0
+	}
+	holes, err := memfdHoleBytes(in.fd, off, n)
+	if err != nil {
+		return errnoOf(err)
+	}
+	if st.used+holes > st.capacity {
+		return syscall.ENOSPC
+	}
+	return 0
+}
+
+// remeasure takes the memfd's size and allocation after a change.
+func (st *State) remeasure(in *inode) syscall.Errno {
+	size, alloc, err := memfdStat(in.fd)
+	if err != nil {
+		return errnoOf(err)
+	}
+	in.attr.Size = uint64(size)
+	st.used += alloc - in.allocated
+	in.allocated = alloc
+	return 0
+}
+
+// setSize truncates or extends in's content (both ways, sparse). Without a
+// memfd only the size changes, held to what a memfd would take.
+func (st *State) setSize(in *inode, size uint64) syscall.Errno {
+	switch {
+	case size == 0 && in.fd >= 0:
+		st.dropContent(in) // an empty file needs no descriptor
+	case in.fd >= 0:
+		if err := memfdTruncate(in.fd, int64(size)); err != nil {
+			return errnoOf(err)
+		}
+		return st.remeasure(in)
+	case size > math.MaxInt64:
+		return syscall.EINVAL // as ftruncate: a negative off_t
+	}
+	in.attr.Size = size
+	return 0
+}
+
+// fallocate hands the mode to the memfd's own fallocate and returns its
+// answer: never a silent success for a mode that did nothing.
+func (st *State) fallocate(o *fuseops.FallocateOp, now time.Time) (uint64, syscall.Errno) {
+	if e := st.writable(); e != 0 {
+		return 0, e
+	}
+	in, e := st.getFile(uint64(o.Inode))
+	if e != 0 {
+		return 0, e
+	}
+	off, n := int64(o.Offset), int64(o.Length)
+	allocates := o.Mode&unix.FALLOC_FL_PUNCH_HOLE == 0
+	if allocates && off >= 0 && n > 0 && off <= math.MaxInt64-n {
+		if off+n > maxDataEnd {
+			return 0, syscall.EFBIG
+		}
+		if e := st.ensureMemfd(in); e != 0 {
+			return 0, e
+		}
+		if e := st.reserve(in, off, n); e != 0 {
+			return 0, e
+		}
+	} else if e := st.ensureMemfd(in); e != 0 {
+		return 0, e
+	}
+	err := memfdFallocate(in.fd, o.Mode, off, n)
+	if e := st.remeasure(in); e != 0 {
+		return 0, e
+	}
+	if err != nil {
+		return 0, errnoOf(err)
+	}
+	in.touchM(now.UnixNano())
+	in.dirty = true
+	return 0, 0
+}
+
+// flush answers FLUSH and FSYNC: a dirty file with a name ships its whole
+// content, and the reply waits until the head is durable: that file and
+// every change made before it. An unlinked file ships nothing. On a fenced
+// volume a dirty file cannot be made durable: EIO.
+func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
+	in, e := st.getInode(ino)
+	if e != 0 {
+		return 0, e
+	}
+	if in.dirty && in.attr.Nlink > 0 {
+		if st.readOnly {
+			return 0, syscall.EIO
+		}
+		if e := st.shipData(in); e != 0 {
+			return 0, e
+		}
+	}
+	return st.lsn, 0
+}
+
+// shipData emits a data record with in's content and marks it clean. The
+// record carries the content up to the last allocated byte; a hole at the
+// end of the file is implied by Attr.Size (zeros, as a truncate extends).
+func (st *State) shipData(in *inode) syscall.Errno {
+	var data []byte
+	if in.fd >= 0 {
+		var err error
+		if data, err = st.content(in); err != nil {
+			return errnoOf(err)
+		}
+	}
+	st.emit(&Record{Op: RecData, Ino: in.ino, Data: data, Attr: in.attr})
+	in.dirty = false
+	return 0
+}

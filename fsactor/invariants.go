@@ -1,0 +1,173 @@
+package fsactor
+
+import "fmt"
+
+// invariantsErr checks every INVARIANT comment of State, inode and dir and
+// returns the first one broken. It walks the whole volume and fstats every
+// memfd: for tests and recovery, never the hot path.
+func (st *State) invariantsErr() error {
+	root, ok := st.inodes[rootIno]
+	if !ok || root.dir == nil || root.dir.parent != rootIno {
+		return fmt.Errorf("root missing, not a directory, or not its own parent")
+	}
+	if root.nlookup == 0 {
+		return fmt.Errorf("root lost its implicit lookup")
+	}
+	links, err := st.countLinks()
+	if err != nil {
+		return err
+	}
+	var used int64
+	for ino, in := range st.inodes {
+		if err := st.checkInode(ino, in, links[ino]); err != nil {
+			return fmt.Errorf("inode %d: %w", ino, err)
+		}
+		used += in.allocated
+	}
+	if used != st.used {
+		return fmt.Errorf("used %d, memfds hold %d", st.used, used)
+	}
+	return st.checkHandles()
+}
+
+// countLinks checks every directory's entries and counts the names of each
+// inode.
+func (st *State) countLinks() (map[uint64]uint32, error) {
+	links := make(map[uint64]uint32, len(st.inodes))
+	for ino, in := range st.inodes {
+		if in.dir == nil {
+			continue
+		}
+		if err := st.checkDir(ino, in.dir); err != nil {
+			return nil, fmt.Errorf("directory %d: %w", ino, err)
+		}
+		for _, e := range in.dir.ents {
+			if e.ino != 0 {
+				links[e.ino]++
+			}
+		}
+	}
+	return links, nil
+}
+
+// checkDir checks a directory's name map, cookie order and children.
+func (st *State) checkDir(ino uint64, d *dir) error {
+	var live, tombs int
+	var subdirs uint32
+	last := uint64(cookieDotDot)
+	for i, e := range d.ents {
+		if e.cookie <= last || e.cookie >= d.nextCookie {
+			return fmt.Errorf("cookie %d after %d (next %d)", e.cookie, last, d.nextCookie)
+		}
+		last = e.cookie
+		if e.ino == 0 {
+			tombs++
+			continue
+		}
+		live++
+		if j, ok := d.names[e.name]; !ok || j != i {
+			return fmt.Errorf("name %q at %d, map says %d", e.name, i, j)
+		}
+		child, ok := st.inodes[e.ino]
+		if !ok {
+			return fmt.Errorf("%q names freed inode %d", e.name, e.ino)
+		}
+		if child.dir != nil {
+			subdirs++
+			if child.dir.parent != ino {
+				return fmt.Errorf("subdirectory %q has parent %d", e.name, child.dir.parent)
+			}
+		}
+	}
+	if live != len(d.names) || tombs != d.tombs || subdirs != d.subdirs {
+		return fmt.Errorf("live %d/%d, tombstones %d/%d, subdirs %d/%d",
+			live, len(d.names), tombs, d.tombs, subdirs, d.subdirs)
+	}
+	return nil
+}
+
+// checkInode checks one inode against the names that link it.
+func (st *State) checkInode(ino uint64, in *inode, links uint32) error {
+	if in.ino != ino || ino >= st.nextIno || ino == 0 {
+		return fmt.Errorf("number %d (next %d)", in.ino, st.nextIno)
+	}
+	if ino != rootIno && in.attr.Nlink == 0 && in.nlookup == 0 && in.openHandles == 0 {
+		return fmt.Errorf("unreferenced but not freed")
+	}
+	if err := checkNlink(ino, in, links); err != nil {
+		return err
+	}
+	if (in.dir != nil) != in.isDir() {
+		return fmt.Errorf("mode %#o but dir part %v", in.attr.Mode, in.dir != nil)
+	}
+	if !in.isSymlink() && in.target != "" || in.isSymlink() && in.attr.Size != uint64(len(in.target)) {
+		return fmt.Errorf("symlink target %q, size %d", in.target, in.attr.Size)
+	}
+	if !in.isReg() && (in.fd >= 0 || in.dirty) {
+		return fmt.Errorf("a %#o has content or is dirty", in.fileType())
+	}
+	for i := 1; i < len(in.xattrs); i++ {
+		if in.xattrs[i-1].name >= in.xattrs[i].name {
+			return fmt.Errorf("xattrs out of order at %q", in.xattrs[i].name)
+		}
+	}
+	return checkContent(in)
+}
+
+// checkNlink checks the link count against the names.
+func checkNlink(ino uint64, in *inode, links uint32) error {
+	if in.dir == nil {
+		if in.attr.Nlink != links {
+			return fmt.Errorf("nlink %d, named %d times", in.attr.Nlink, links)
+		}
+		return nil
+	}
+	named := links == 1 || ino == rootIno && links == 0
+	switch {
+	case in.attr.Nlink == 0 && links == 0 && in.dir.live() == 0:
+		return nil // removed, kept alive by the kernel
+	case !named || in.attr.Nlink != 2+in.dir.subdirs:
+		return fmt.Errorf("directory nlink %d with %d subdirectories, named %d times",
+			in.attr.Nlink, in.dir.subdirs, links)
+	}
+	return nil
+}
+
+// checkContent checks a memfd against the size and allocation recorded.
+func checkContent(in *inode) error {
+	if in.fd < 0 {
+		if in.allocated != 0 {
+			return fmt.Errorf("no memfd but %d bytes allocated", in.allocated)
+		}
+		return nil
+	}
+	size, alloc, err := memfdStat(in.fd)
+	if err != nil {
+		return err
+	}
+	if uint64(size) != in.attr.Size || alloc != in.allocated {
+		return fmt.Errorf("memfd size %d alloc %d, attr size %d alloc %d", size, alloc, in.attr.Size, in.allocated)
+	}
+	return nil
+}
+
+// checkHandles checks the handle table against the inodes' counts.
+func (st *State) checkHandles() error {
+	counts := make(map[uint64]uint32, len(st.handles))
+	for id, h := range st.handles {
+		in, ok := st.inodes[h.ino]
+		if !ok || id == 0 || id >= st.nextHandle {
+			return fmt.Errorf("handle %d on inode %d (live %v, next %d)", id, h.ino, ok, st.nextHandle)
+		}
+		if h.dir != in.isDir() || h.dir && h.flags != 0 {
+			return fmt.Errorf("handle %d: dir %v on mode %#o", id, h.dir, in.attr.Mode)
+		}
+		counts[h.ino]++
+	}
+	for ino, in := range st.inodes {
+		if in.openHandles != counts[ino] {
+			return fmt.Errorf("inode %d: openHandles %d, table has %d", ino, in.openHandles, counts[ino])
+		}
+	}
+	return nil
+}

@@ -1,0 +1,287 @@
+package fsactor
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+)
+
+// recSink records every record and checks their LSNs are consecutive.
+type recSink struct {
+	recs    []*Record
+	next    uint64 // the LSN the next record must carry
+	bad     string // first LSN error seen
+	durable uint64
+}
+
+func (s *recSink) Append(r *Record) {
+	if r.LSN != s.next && s.bad == "" {
+		s.bad = "record " + r.Op.String() + " out of sequence"
+	}
+	s.next = r.LSN + 1
+	s.recs = append(s.recs, r)
+}
+func (s *recSink) Durable() uint64                            { return s.durable }
+func (s *recSink) Wait(ctx context.Context, lsn uint64) error { return nil }
+
+// take returns the records appended since the last call.
+func (h *harness) take() []*Record {
+	r := h.sink.recs
+	h.sink.recs = nil
+	return r
+}
+
+// harness drives a State without a mount: every step advances the clock
+// by a second and checks the invariants.
+type harness struct {
+	t    *testing.T
+	st   *State
+	sink *recSink
+	now  time.Time
+	c    Caller
+}
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	sink := &recSink{next: 1}
+	st, err := NewState(cfg, sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	st.CheckInvariants()
+	return &harness{t: t, st: st, sink: sink, now: t0, c: Caller{Uid: 1000, Gid: 1000, Pid: 42}}
+}
+
+// do runs one op and checks the invariants and the record sequence.
+func (h *harness) do(op any) (uint64, error) {
+	h.t.Helper()
+	h.now = h.now.Add(time.Second)
+	w, err := h.st.Handle(op, h.c, h.now)
+	h.st.CheckInvariants()
+	if h.sink.bad != "" {
+		h.t.Fatalf("after %T: %s", op, h.sink.bad)
+	}
+	if err != nil {
+		var e syscall.Errno
+		if !errors.As(err, &e) {
+			h.t.Fatalf("%T: error %v is no errno", op, err)
+		}
+	}
+	return w, err
+}
+
+// must runs op and fails the test on an error.
+func (h *harness) must(op any) uint64 {
+	h.t.Helper()
+	w, err := h.do(op)
+	if err != nil {
+		h.t.Fatalf("%T %+v: %v", op, op, err)
+	}
+	return w
+}
+
+// errno runs op and returns its errno (0 for success).
+func (h *harness) errno(op any) syscall.Errno {
+	h.t.Helper()
+	_, err := h.do(op)
+	if err == nil {
+		return 0
+	}
+	return err.(syscall.Errno)
+}
+
+func (h *harness) wantErrno(want syscall.Errno, op any) {
+	h.t.Helper()
+	if got := h.errno(op); got != want {
+		h.t.Fatalf("%T %+v: errno %v (%d), want %v (%d)", op, op, got, got, want, want)
+	}
+}
+
+func id(i uint64) fuseops.InodeID { return fuseops.InodeID(i) }
+
+func (h *harness) mkdir(parent uint64, name string, mode os.FileMode) uint64 {
+	h.t.Helper()
+	op := &fuseops.MkDirOp{Parent: id(parent), Name: name, Mode: mode | os.ModeDir}
+	h.must(op)
+	return uint64(op.Entry.Child)
+}
+
+// create makes a file and returns its inode and an open handle.
+func (h *harness) create(parent uint64, name string) (uint64, uint64) {
+	h.t.Helper()
+	op := &fuseops.CreateFileOp{Parent: id(parent), Name: name, Mode: 0o644, OpenFlags: syscall.O_RDWR}
+	h.must(op)
+	return uint64(op.Entry.Child), uint64(op.Handle)
+}
+
+// mkfile makes a file, writes data, flushes and releases it.
+func (h *harness) mkfile(parent uint64, name, data string) uint64 {
+	h.t.Helper()
+	ino, fh := h.create(parent, name)
+	if data != "" {
+		h.write(ino, fh, 0, data)
+	}
+	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
+	h.must(&fuseops.ReleaseFileHandleOp{Handle: fuseops.HandleID(fh)})
+	return ino
+}
+
+func (h *harness) open(ino uint64, flags int) uint64 {
+	h.t.Helper()
+	op := &fuseops.OpenFileOp{Inode: id(ino)}
+	setFlags(&op.OpenFlags, flags)
+	h.must(op)
+	if !op.KeepPageCache {
+		h.t.Fatal("open without KeepPageCache")
+	}
+	return uint64(op.Handle)
+}
+
+// setFlags sets jacobsa's open flags (a type of an internal package).
+func setFlags[T ~uint32](p *T, flags int) { *p = T(flags) }
+
+func (h *harness) write(ino, fh uint64, off int64, data string) {
+	h.t.Helper()
+	h.must(&fuseops.WriteFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh), Offset: off, Data: []byte(data)})
+}
+
+func (h *harness) read(ino, fh uint64, off int64, n int) string {
+	h.t.Helper()
+	op := &fuseops.ReadFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh), Offset: off, Size: int64(n), Dst: make([]byte, n)}
+	for i := range op.Dst {
+		op.Dst[i] = 0xAA // a read must not leave garbage
+	}
+	h.must(op)
+	return string(op.Dst[:op.BytesRead])
+}
+
+func (h *harness) release(fh uint64) {
+	h.t.Helper()
+	h.must(&fuseops.ReleaseFileHandleOp{Handle: fuseops.HandleID(fh)})
+}
+
+func (h *harness) lookup(parent uint64, name string) (uint64, error) {
+	h.t.Helper()
+	op := &fuseops.LookUpInodeOp{Parent: id(parent), Name: name}
+	_, err := h.do(op)
+	return uint64(op.Entry.Child), err
+}
+
+func (h *harness) attr(ino uint64) Attr {
+	h.t.Helper()
+	in, ok := h.st.inodes[ino]
+	if !ok {
+		h.t.Fatalf("inode %d is gone", ino)
+	}
+	op := &fuseops.GetInodeAttributesOp{Inode: id(ino)}
+	h.now = h.now.Add(time.Second)
+	if _, err := h.st.Handle(op, h.c, h.now); err != nil {
+		h.t.Fatal(err)
+	}
+	if op.Attributes.Size != in.attr.Size || op.Attributes.Nlink != in.attr.Nlink {
+		h.t.Fatalf("getattr %+v disagrees with %+v", op.Attributes, in.attr)
+	}
+	return in.attr
+}
+
+func (h *harness) forget(ino, n uint64) {
+	h.t.Helper()
+	h.must(&fuseops.ForgetInodeOp{Inode: id(ino), N: n})
+}
+
+func (h *harness) live(ino uint64) bool {
+	_, ok := h.st.inodes[ino]
+	return ok
+}
+
+// dirEntry is one entry parsed back from a READDIR(PLUS) buffer.
+type dirEntry struct {
+	ino, off uint64
+	typ      uint32
+	name     string
+	nodeid   uint64 // READDIRPLUS: the entry's node id
+}
+
+const entryOutSize = 40 + 88 // fuse_entry_out with its fuse_attr
+
+// parseDirents decodes what WriteDirent / WriteDirentPlus wrote.
+func parseDirents(buf []byte, plus bool) []dirEntry {
+	var out []dirEntry
+	for len(buf) > 0 {
+		var e dirEntry
+		if plus {
+			e.nodeid = binary.LittleEndian.Uint64(buf)
+			buf = buf[entryOutSize:]
+		}
+		e.ino = binary.LittleEndian.Uint64(buf)
+		e.off = binary.LittleEndian.Uint64(buf[8:])
+		n := binary.LittleEndian.Uint32(buf[16:])
+		e.typ = binary.LittleEndian.Uint32(buf[20:])
+		e.name = string(buf[24 : 24+n])
+		out = append(out, e)
+		buf = buf[(24+int(n)+7)&^7:]
+	}
+	return out
+}
+
+// readdir reads one buffer of entries from off.
+func (h *harness) readdir(dir uint64, off uint64, size int, plus bool) []dirEntry {
+	h.t.Helper()
+	rd := fuseops.ReadDirOp{Inode: id(dir), Offset: fuseops.DirOffset(off), Dst: make([]byte, size)}
+	if plus {
+		op := &fuseops.ReadDirPlusOp{ReadDirOp: rd}
+		h.must(op)
+		return parseDirents(op.Dst[:op.BytesRead], true)
+	}
+	h.must(&rd)
+	return parseDirents(rd.Dst[:rd.BytesRead], false)
+}
+
+// names lists a directory (without "." and "..") through READDIR.
+func (h *harness) names(dir uint64) []string {
+	h.t.Helper()
+	var out []string
+	var off uint64
+	for {
+		ents := h.readdir(dir, off, 4096, false)
+		if len(ents) == 0 {
+			return out
+		}
+		for _, e := range ents {
+			if e.name != "." && e.name != ".." {
+				out = append(out, e.name)
+			}
+			off = e.off
+		}
+	}
+}
+
+func TestNewStateRoot(t *testing.T) {
+	h := newHarness(t, Config{RootUid: 7, RootGid: 8, RootMode: 0o1777})
+	a := h.attr(rootIno)
+	if a.Mode != syscall.S_IFDIR|0o1777 || a.Uid != 7 || a.Gid != 8 || a.Nlink != 2 {
+		t.Fatalf("root attr %+v", a)
+	}
+	h2 := newHarness(t, Config{})
+	if a := h2.attr(rootIno); a.Mode != syscall.S_IFDIR|0o755 {
+		t.Fatalf("default root mode %#o", a.Mode)
+	}
+	if got := h2.names(rootIno); len(got) != 0 {
+		t.Fatalf("new volume lists %v", got)
+	}
+}
+
+func TestUnknownOpIsENOSYS(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.wantErrno(syscall.ENOSYS, struct{}{})
+	h.wantErrno(syscall.ENOENT, &fuseops.ReadDirOp{Inode: 99})
+}

@@ -1,0 +1,151 @@
+package fsactor
+
+import (
+	"bytes"
+	"slices"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+)
+
+// Linux limits: XATTR_NAME_MAX and XATTR_SIZE_MAX.
+const (
+	xattrNameMax = 255
+	xattrSizeMax = 64 << 10
+)
+
+// The flags of setxattr(2).
+const (
+	xattrCreate  = 1
+	xattrReplace = 2
+)
+
+// xattr is one extended attribute. value is never modified in place (a
+// record may share it).
+type xattr struct {
+	name  string
+	value []byte
+}
+
+// findXattr returns where name is or would go in in.xattrs.
+func (in *inode) findXattr(name string) (int, bool) {
+	i := sort.Search(len(in.xattrs), func(i int) bool { return in.xattrs[i].name >= name })
+	return i, i < len(in.xattrs) && in.xattrs[i].name == name
+}
+
+func checkXattrName(name string) syscall.Errno {
+	if name == "" || len(name) > xattrNameMax {
+		return syscall.ERANGE
+	}
+	return 0
+}
+
+func (st *State) setXattr(o *fuseops.SetXattrOp, now time.Time) (uint64, syscall.Errno) {
+	if e := st.writable(); e != 0 {
+		return 0, e
+	}
+	in, e := st.getInode(uint64(o.Inode))
+	if e != 0 {
+		return 0, e
+	}
+	if e := checkXattrName(o.Name); e != 0 {
+		return 0, e
+	}
+	i, found := in.findXattr(o.Name)
+	switch {
+	case len(o.Value) > xattrSizeMax:
+		return 0, syscall.E2BIG
+	case o.Flags&^(xattrCreate|xattrReplace) != 0:
+		return 0, syscall.EINVAL
+	case o.Flags&xattrCreate != 0 && found:
+		return 0, syscall.EEXIST
+	case o.Flags&xattrReplace != 0 && !found:
+		return 0, syscall.ENODATA
+	}
+	val := bytes.Clone(o.Value) // jacobsa reuses its buffer
+	if val == nil {
+		val = []byte{}
+	}
+	if found {
+		in.xattrs[i].value = val
+	} else {
+		in.xattrs = slices.Insert(in.xattrs, i, xattr{name: o.Name, value: val})
+	}
+	in.attr.Ctime = now.UnixNano()
+	lsn := st.emit(&Record{Op: RecSetXattr, Ino: in.ino, XattrName: o.Name, Data: val, Attr: in.attr})
+	return st.mutationWait(lsn), 0
+}
+
+func (st *State) removeXattr(o *fuseops.RemoveXattrOp, now time.Time) (uint64, syscall.Errno) {
+	if e := st.writable(); e != 0 {
+		return 0, e
+	}
+	in, e := st.getInode(uint64(o.Inode))
+	if e != 0 {
+		return 0, e
+	}
+	if e := checkXattrName(o.Name); e != 0 {
+		return 0, e
+	}
+	i, found := in.findXattr(o.Name)
+	if !found {
+		return 0, syscall.ENODATA
+	}
+	in.xattrs = slices.Delete(in.xattrs, i, i+1)
+	in.attr.Ctime = now.UnixNano()
+	lsn := st.emit(&Record{Op: RecRemoveXattr, Ino: in.ino, XattrName: o.Name, Attr: in.attr})
+	return st.mutationWait(lsn), 0
+}
+
+// getXattr: an empty buffer asks for the size; a short one is ERANGE.
+func (st *State) getXattr(o *fuseops.GetXattrOp) syscall.Errno {
+	in, e := st.getInode(uint64(o.Inode))
+	if e != 0 {
+		return e
+	}
+	if e := checkXattrName(o.Name); e != 0 {
+		return e
+	}
+	i, found := in.findXattr(o.Name)
+	if !found {
+		return syscall.ENODATA
+	}
+	v := in.xattrs[i].value
+	o.BytesRead = len(v)
+	switch {
+	case len(o.Dst) == 0:
+		return 0
+	case len(o.Dst) < len(v):
+		return syscall.ERANGE
+	}
+	copy(o.Dst, v)
+	return 0
+}
+
+// listXattr writes the names, each NUL-terminated, in name order.
+func (st *State) listXattr(o *fuseops.ListXattrOp) syscall.Errno {
+	in, e := st.getInode(uint64(o.Inode))
+	if e != 0 {
+		return e
+	}
+	total := 0
+	for _, x := range in.xattrs {
+		total += len(x.name) + 1
+	}
+	o.BytesRead = total
+	switch {
+	case len(o.Dst) == 0:
+		return 0
+	case len(o.Dst) < total:
+		return syscall.ERANGE
+	}
+	n := 0
+	for _, x := range in.xattrs {
+		n += copy(o.Dst[n:], x.name)
+		o.Dst[n] = 0
+		n++
+	}
+	return 0
+}
