@@ -146,27 +146,41 @@ func scTruncate(p *probe) {
 	p.lstat("f")
 }
 
+// scSparse writes one byte at 1 GiB. st_blocks is a known limitation of
+// the FUSE library: jacobsa/fuse computes st_blocks from st_size
+// (conversions.go, convertAttributes) and offers the server no field for
+// it, so a sparse spoolfs file reports its apparent size in blocks while
+// its memfd holds one page. Size, holes and contents are compared.
 func scSparse(p *probe) {
 	const off = 1 << 30
 	fd := p.open("s", unix.O_RDWR|unix.O_CREAT, 0o644)
 	p.pwrite("s", fd, []byte("x"), off)
 	st, _ := p.fstat("s", fd)
-	// A few pages at most: the hole must not be allocated.
-	p.note("st_blocks <= 64: %v", st.Blocks <= 64)
+	p.known("st_blocks <= 64 while open: %v", st.Blocks <= 64)
 	p.pread("s middle", fd, 4096, off/2)
 	p.pread("s start", fd, 100, 0)
 	p.pread("s end", fd, 10, off)
 	p.pread("s past end", fd, 10, off+1)
 	p.check("fsync", unix.Fsync(fd))
 	p.close("s", fd)
+	p.lstat("s")
 	var st2 unix.Stat_t
 	if unix.Lstat(p.P("s"), &st2) == nil {
-		p.note("after close st_blocks <= 64: %v size=%d", st2.Blocks <= 64, st2.Size)
+		p.known("st_blocks <= 64 after close: %v", st2.Blocks <= 64)
 	}
 	p.check("truncate s to 2 GiB", unix.Truncate(p.P("s"), 2*off))
 	p.lstat("s")
+	fd = p.open("s", unix.O_RDONLY, 0)
+	p.pread("s in the new hole", fd, 4096, 2*off-4096)
+	p.pread("s at 1 GiB", fd, 4096, off-2048)
+	p.close("s", fd)
 }
 
+// scHugeSizes: sizes go up to the largest the kernel allows; data may be
+// written up to 4 GiB only. That limit is spoolfs's own, documented in
+// fsactor (maxDataEnd: a data record carries a file's whole content), so
+// writes past it are known differences here and TestWriteLimitReported
+// checks that the refusal is never silent.
 func scHugeSizes(p *probe) {
 	p.writeFile("h", nil)
 	for _, size := range []int64{1 << 40, 1 << 62, 1<<63 - 1, 1 << 20} {
@@ -174,18 +188,24 @@ func scHugeSizes(p *probe) {
 		p.lstat("h")
 	}
 	fd := p.open("h", unix.O_RDWR, 0)
+	p.pwrite("h at 64 MiB", fd, []byte("64m"), 64<<20)
+	p.check("fsync h", unix.Fsync(fd))
+	p.pread("h at 64 MiB", fd, 8, 64<<20)
 	p.check("ftruncate 1<<62", unix.Ftruncate(fd, 1<<62))
 	p.pread("h near 1<<62", fd, 8, 1<<62-5)
-	p.pwrite("h", fd, []byte("y"), 1<<62+4096)
 	p.fstat("h", fd)
-	p.pwrite("h at max-1", fd, []byte("z"), 1<<63-2)
 	p.pwrite("h at max", fd, []byte("z"), 1<<63-1)
 	p.pwrite("h across max", fd, []byte("zz"), 1<<63-2)
-	p.fstat("h", fd)
 	p.check("fallocate past max", unix.Fallocate(fd, 0, 1<<63-2, 4096))
+	n, err := unix.Pwrite(fd, []byte("y"), 1<<62+4096)
+	// With the write-back cache the refusal comes at fsync, and once more
+	// at the next syncfs of the volume (the kernel's per-superblock error):
+	// syncfs here takes it, so the later cases do not see it.
+	p.known("pwrite past 4 GiB: n=%d %s, then fsync: %s, syncfs: %s", n, errName(err), errName(unix.Fsync(fd)), errName(unix.Syncfs(fd)))
 	p.check("ftruncate 0", unix.Ftruncate(fd, 0))
 	p.fstat("h", fd)
 	p.close("h", fd)
+	p.pread("h after truncate", p.open("h", unix.O_RDONLY, 0), 8, 64<<20)
 }
 
 func scAppend(p *probe) {
@@ -256,6 +276,13 @@ func (p *probe) timeLine(rel string) {
 	p.note("times %s: atime=%d.%09d mtime=%d.%09d", rel, st.Atim.Sec, st.Atim.Nsec, st.Mtim.Sec, st.Mtim.Nsec)
 }
 
+// knownTimes is timeLine for times that hit a known limitation.
+func (p *probe) knownTimes(rel string) {
+	var st unix.Stat_t
+	err := unix.Lstat(p.P(rel), &st)
+	p.known("times %s: atime=%d.%09d mtime=%d.%09d %s", rel, st.Atim.Sec, st.Atim.Nsec, st.Mtim.Sec, st.Mtim.Nsec, errName(err))
+}
+
 func scUtimensat(p *probe) {
 	p.writeFile("f", []byte("x"))
 	set := func(what, rel string, ts []unix.Timespec, flags int) {
@@ -292,6 +319,16 @@ func scUtimensat(p *probe) {
 	p.check("mkdir d", unix.Mkdir(p.P("d"), 0o755))
 	set("utimensat dir", "d", explicit, 0)
 	p.timeLine("d")
+	// Directory attributes always come from the server (no write-back
+	// cache for them), so these show two known limitations: jacobsa/fuse's
+	// convertTime splits negative Unix nanoseconds with truncating
+	// division (a time before 1970 with nanoseconds comes back one second
+	// late), and spoolfs keeps times as int64 nanoseconds (clamped past
+	// the year 2262).
+	set("utimensat dir pre-1970", "d", []unix.Timespec{{Sec: -1, Nsec: 5}, {Sec: -100000, Nsec: 999999999}}, 0)
+	p.knownTimes("d")
+	set("utimensat dir year 2286", "d", []unix.Timespec{{Sec: 10000000000, Nsec: 1}, {Sec: 1 << 40, Nsec: 2}}, 0)
+	p.knownTimes("d")
 	set("utimensat missing", "missing", explicit, 0)
 	set("utimensat bad nsec", "f", []unix.Timespec{{Sec: 1, Nsec: 1000000000}, {Sec: 1}}, 0)
 	fd := p.open("f", unix.O_RDONLY, 0)
@@ -331,7 +368,9 @@ func scTimesPerOp(p *probe) {
 		{"write 0 bytes", []string{"f"}, func() error { _, err := unix.Pwrite(fd, nil, 1); return err }},
 		{"pread f", []string{"f"}, func() error { _, err := unix.Pread(fd, make([]byte, 4), 0); return err }},
 		{"truncate f smaller", []string{"f"}, func() error { return unix.Truncate(p.P("f"), 2) }},
-		{"truncate f same size", []string{"f"}, func() error { return unix.Truncate(p.P("f"), 2) }},
+		// truncate(2) to the same size is left out: tmpfs updates mtime and
+		// ctime, ext4 does not, and POSIX asks for it only "if the file
+		// size is changed" (ftruncate, below, is defined by the VFS).
 		{"ftruncate f same size", []string{"f"}, func() error { return unix.Ftruncate(fd, 2) }},
 		{"ftruncate f bigger", []string{"f"}, func() error { return unix.Ftruncate(fd, 10) }},
 		{"chmod f", []string{"f"}, func() error { return unix.Chmod(p.P("f"), 0o600) }},

@@ -38,6 +38,19 @@ func (p *probe) note(format string, args ...any) {
 	p.lines = append(p.lines, fmt.Sprintf(format, args...))
 }
 
+// knownPrefix marks observations of known, documented limitations of the
+// subject (each call site says which and why). They are compared only
+// with -e2e.strict; otherwise a difference there is logged, not failed.
+const knownPrefix = "known limitation: "
+
+var flagStrict = flag.Bool("e2e.strict", false, "also fail on the known, documented limitations of the subject")
+
+// known records an observation that differs on the subject for a known
+// reason that spoolfs cannot or chose not to change.
+func (p *probe) known(format string, args ...any) {
+	p.note(knownPrefix+format, args...)
+}
+
 // check records the errno of an operation and says whether it succeeded.
 func (p *probe) check(what string, err error) bool {
 	p.note("%s: %s", what, errName(err))
@@ -325,25 +338,39 @@ func runScenarios(t *testing.T, pair *fsPair, cases []scenario) {
 	}
 }
 
-// compareTranscripts fails with the first differing lines, in context.
+// compareTranscripts fails with every differing observation (up to ten),
+// each in context. Scenarios record one line per step on both sides, so
+// the transcripts stay aligned after a difference.
 func compareTranscripts(t testing.TB, ref, sub []string) {
 	t.Helper()
 	n := max(len(ref), len(sub))
+	var out strings.Builder
+	shown, diffs := -1, 0
 	for i := 0; i < n; i++ {
-		a, b := lineAt(ref, i), lineAt(sub, i)
-		if a == b {
+		if lineAt(ref, i) == lineAt(sub, i) {
 			continue
 		}
-		var ctx strings.Builder
-		for j := max(0, i-5); j < min(n, i+4); j++ {
+		if !*flagStrict && strings.HasPrefix(lineAt(ref, i), knownPrefix) && strings.HasPrefix(lineAt(sub, i), knownPrefix) {
+			t.Logf("%s (not failed without -e2e.strict):\n  tmpfs:   %s\n  subject: %s", strings.TrimSuffix(knownPrefix, ": "),
+				strings.TrimPrefix(lineAt(ref, i), knownPrefix), strings.TrimPrefix(lineAt(sub, i), knownPrefix))
+			continue
+		}
+		diffs++
+		if diffs > 10 {
+			continue
+		}
+		for j := max(shown+1, i-3); j < min(n, i+3); j++ {
 			mark := "  "
 			if lineAt(ref, j) != lineAt(sub, j) {
 				mark = "! "
 			}
-			fmt.Fprintf(&ctx, "%s%3d tmpfs:   %s\n%s    subject: %s\n", mark, j, lineAt(ref, j), mark, lineAt(sub, j))
+			fmt.Fprintf(&out, "%s%3d tmpfs:   %s\n%s    subject: %s\n", mark, j, lineAt(ref, j), mark, lineAt(sub, j))
+			shown = j
 		}
-		t.Errorf("the subject differs from tmpfs at observation %d:\n%s", i, ctx.String())
-		return
+		out.WriteString("    ...\n")
+	}
+	if diffs > 0 {
+		t.Errorf("the subject differs from tmpfs in %d of %d observations:\n%s", diffs, n, out.String())
 	}
 }
 
