@@ -39,6 +39,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if ops, ok := os.LookupEnv(childEnv); ok {
+		childMain(ops) // a child run as another user (user_test.go)
+		os.Exit(0)
+	}
 	flag.Parse()
 	// Deterministic permission bits: every scenario creates files with the
 	// same umask on both filesystems.
@@ -52,6 +56,9 @@ func TestMain(m *testing.M) {
 		binPath, binError = buildBinary(dir)
 	}
 	code := m.Run()
+	for _, f := range cleanups {
+		f()
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -113,8 +120,14 @@ type fsPair struct {
 // are unmounted in t.Cleanup.
 func newPair(t *testing.T) *fsPair {
 	t.Helper()
+	return newPairArgs(t)
+}
+
+// newPairArgs is newPair with extra `spoolfs mount` arguments.
+func newPairArgs(t *testing.T, spoolfsArgs ...string) *fsPair {
+	t.Helper()
 	ref := mountTmpfs(t)
-	sub, proc := mountSubject(t)
+	sub, proc := mountSubject(t, spoolfsArgs...)
 	return &fsPair{Ref: ref, Sub: sub, proc: proc}
 }
 
@@ -161,13 +174,13 @@ func (p *fsPair) dirs(t testing.TB) (ref, sub string) {
 }
 
 // mountSubject mounts the filesystem under test.
-func mountSubject(t *testing.T) (string, *spoolfsProc) {
+func mountSubject(t *testing.T, spoolfsArgs ...string) (string, *spoolfsProc) {
 	t.Helper()
 	switch *flagSubject {
 	case "tmpfs":
 		return mountTmpfs(t), nil
 	case "spoolfs":
-		p := mountSpoolfs(t)
+		p := mountSpoolfs(t, spoolfsArgs...)
 		return p.Dir, p
 	default:
 		t.Fatalf("-e2e.subject=%q: want spoolfs or tmpfs", *flagSubject)
@@ -180,7 +193,7 @@ func mountSubject(t *testing.T) (string, *spoolfsProc) {
 func mountTmpfs(t *testing.T) string {
 	t.Helper()
 	requireMountable(t)
-	dir := t.TempDir()
+	dir := mountPoint(t)
 	err := unix.Mount("spoolfs-e2e-ref", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4g,mode=0755")
 	if err != nil {
 		cannotMount(t, "mount -t tmpfs %s: %v", dir, err)
@@ -191,6 +204,16 @@ func mountTmpfs(t *testing.T) string {
 			_ = unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	})
+	return dir
+}
+
+// mountPoint makes an empty directory to mount on, reachable by every user
+// (t.TempDir's parent is 0700; the tests as another user need to get in).
+func mountPoint(t *testing.T) string {
+	dir := t.TempDir()
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
@@ -212,7 +235,7 @@ func mountSpoolfs(t *testing.T, extraArgs ...string) *spoolfsProc {
 	if binError != nil {
 		t.Fatalf("no spoolfs binary: %v", binError)
 	}
-	p, err := startSpoolfs(t.TempDir(), "e2e-"+sanitize(t.Name()), extraArgs...)
+	p, err := startSpoolfs(mountPoint(t), "e2e-"+sanitize(t.Name()), extraArgs...)
 	if p != nil {
 		t.Cleanup(func() { p.stop(t) })
 	}
@@ -314,6 +337,16 @@ func (p *spoolfsProc) stop(t testing.TB) {
 	if t.Failed() {
 		t.Logf("spoolfs output:\n%s", p.stderr.String())
 	}
+}
+
+// rootFd opens the mount's root directory (closed in t.Cleanup).
+func (p *spoolfsProc) rootFd(t testing.TB) int {
+	fd, err := unix.Open(p.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v", p.Dir, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
 }
 
 // abort kills the process and detaches its mount (deadline exceeded).
