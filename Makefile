@@ -2,6 +2,7 @@
 GO      ?= go
 MNT     ?= $(CURDIR)/mnt
 VOLUME  ?= spool
+SPOOLFS_FLAGS ?=
 BIN     := bin/spoolfs
 GOFLAGS ?=
 export PATH := /usr/local/go/bin:$(PATH)
@@ -14,9 +15,12 @@ help: ## list the targets
 build: ## build bin/spoolfs
 	$(GO) build -o $(BIN) ./cmd/spoolfs
 
-run: build ## the embedded default: the whole system on this machine, mounted at ./mnt (MNT=...) until Ctrl-C
+run: build ## mount volume $(VOLUME) at ./mnt (MNT=...) and serve it until Ctrl-C (then unmount)
 	@mkdir -p $(MNT)
-	./$(BIN) run --embedded --mount $(MNT) --volume $(VOLUME) --data $(CURDIR)/run
+	@echo "spoolfs: mounting volume $(VOLUME) at $(abspath $(MNT)) (in memory only: --local)"
+	@echo "  look at it from another terminal:  ls -la $(abspath $(MNT)); df -h $(abspath $(MNT)); grep spoolfs /proc/mounts"
+	@echo "  stop: Ctrl-C here (unmounts cleanly); a second Ctrl-C forces"
+	@./$(BIN) mount --local $(SPOOLFS_FLAGS) $(VOLUME) $(MNT)
 
 test: build proto-check lint ## every test, with -race (mount tests need root or /dev/fuse)
 	$(GO) test -race -count=1 -timeout 40m ./...

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/node"
+)
+
+// mountFlags holds the flags of `spoolfs mount` before they become
+// node.MountOptions.
+type mountFlags struct {
+	opts      node.MountOptions
+	o         []string
+	capacity  node.ByteSize
+	maxWrite  node.ByteSize
+	rootMode  string
+	rootOwner string
+	local     bool
+	replicas  string
+	follow    bool
+	unshare   bool
+}
+
+func newMountCmd() *cobra.Command {
+	f := &mountFlags{opts: node.DefaultMountOptions(), rootMode: "0755"}
+	c := &cobra.Command{
+		Use:   "mount [flags] VOLUME MOUNTPOINT [-- CMD ARGS...]",
+		Short: "Mount a volume and serve it until unmounted or signalled",
+		Long: `Mount VOLUME at MOUNTPOINT and serve it until it is unmounted or spoolfs gets
+SIGINT/SIGTERM (then it unmounts cleanly; a second signal forces a lazy unmount).
+As root it mounts with mount(2); otherwise through fusermount3 (package fuse3).
+The mount shows in /proc/mounts as "spoolfs:VOLUME MOUNTPOINT fuse.spoolfs".`,
+		Example: `  spoolfs mount --local spool ./mnt
+  spoolfs mount --local -o allow_other,entry_timeout=10m mx1-spool /var/spool/exim4`,
+		Args: mountArgs,
+		RunE: func(c *cobra.Command, args []string) error { return runMount(c, f, args) },
+	}
+	fl := c.Flags()
+	fl.BoolVar(&f.local, "local", false, "serve the volume from memory alone, with no replicas (nothing survives the process)")
+	fl.StringArrayVarP(&f.o, "options", "o", nil, "mount options, comma-separated: allow_other, ro, sync, noexec, entry_timeout=DUR, attr_timeout=DUR")
+	fl.DurationVar(&f.opts.EntryTimeout, "entry-timeout", f.opts.EntryTimeout, "how long the kernel caches names (the primary is the only writer)")
+	fl.DurationVar(&f.opts.AttrTimeout, "attr-timeout", f.opts.AttrTimeout, "how long the kernel caches attributes")
+	fl.Var(&f.capacity, "capacity", "bytes the volume may hold, e.g. 1GiB (0: from the machine's memory)")
+	fl.Uint64Var(&f.opts.MaxInodes, "max-inodes", 0, "inodes the volume may hold (0: from the open-file limit)")
+	fl.DurationVar(&f.opts.FlushTimeout, "flush-timeout", f.opts.FlushTimeout, "how long close/fsync/rename wait for replicas before EIO")
+	fl.DurationVar(&f.opts.UnmountTimeout, "unmount-timeout", f.opts.UnmountTimeout, "how long a stop retries a busy unmount before a lazy one")
+	fl.BoolVar(&f.opts.AccessLog, "access-log", false, "log one line per FUSE op")
+	fl.StringVar(&f.rootMode, "root-mode", f.rootMode, "permissions of a new volume's root directory (octal)")
+	fl.StringVar(&f.rootOwner, "root-owner", "", "UID:GID owning a new volume's root directory (default: the mounting user)")
+	addKernelFlags(c, f)
+	fl.StringVar(&f.replicas, "replicas", "", "replica set host:port,host:port,host:port (not implemented yet)")
+	fl.BoolVar(&f.follow, "follow", false, "mount read-only as a follower of the primary (not implemented yet)")
+	fl.BoolVar(&f.unshare, "unshare", false, "enter new user and mount namespaces first (not implemented yet)")
+	return c
+}
+
+// addKernelFlags adds the FUSE connection knobs the benchmark tries.
+func addKernelFlags(c *cobra.Command, f *mountFlags) {
+	k := &f.opts.Kernel
+	fl := c.Flags()
+	fl.BoolVar(&k.WritebackCache, "writeback-cache", k.WritebackCache, "kernel write-back caching (batches small writes)")
+	fl.Var(&k.Readdirplus, "readdirplus", "READDIRPLUS: off, on, or auto (the kernel chooses)")
+	fl.BoolVar(&k.AsyncReads, "async-reads", k.AsyncReads, "let the kernel send several READs of one file at once")
+	fl.BoolVar(&k.ParallelDirOps, "parallel-dirops", k.ParallelDirOps, "let the kernel send concurrent LOOKUP/READDIR in one directory")
+	fl.Var(&f.maxWrite, "max-write", "largest WRITE request in bytes, e.g. 128KiB (0: jacobsa/fuse's default, 1 MiB)")
+	fl.BoolVar(&k.DebugFUSE, "debug-fuse", false, "jacobsa/fuse's own debug log of every op (very noisy)")
+}
+
+// mountArgs wants VOLUME and MOUNTPOINT before any `--`.
+func mountArgs(c *cobra.Command, args []string) error {
+	n := len(args)
+	if dash := c.ArgsLenAtDash(); dash >= 0 {
+		n = dash
+	}
+	if n != 2 {
+		return usageErr(c, fmt.Errorf("want VOLUME and MOUNTPOINT, got %d arguments", n))
+	}
+	return nil
+}
+
+func runMount(c *cobra.Command, f *mountFlags, args []string) error {
+	if err := f.finish(c); err != nil {
+		return usageErr(c, err)
+	}
+	f.opts.Volume, f.opts.Dir = args[0], args[1]
+	if err := node.ValidateVolumeName(f.opts.Volume); err != nil {
+		return usageErr(c, err)
+	}
+	log, err := newLogger()
+	if err != nil {
+		return usageErr(c, err)
+	}
+	defer log.Sync() //nolint:errcheck // stderr
+	limit, limitErr := node.RaiseFileLimit()
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	v, err := node.Mount(f.opts, &fsactor.DiscardSink{}, nil, log)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if limitErr != nil {
+		log.Warn("could not raise the open file limit", zap.Error(limitErr))
+	}
+	log.Info("open file limit (one descriptor per non-empty file)", limit.Fields()...)
+	log.Info("serving; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
+	if code := node.ServeUntilSignal(v, sigs); code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// finish checks the flags that need more than their type and turns them
+// into f.opts.
+func (f *mountFlags) finish(c *cobra.Command) error {
+	switch {
+	case c.ArgsLenAtDash() >= 0:
+		return errors.New("running a command inside the mount (-- CMD) is not implemented yet")
+	case f.unshare:
+		return errors.New("--unshare is not implemented yet (run: unshare -U -m -r -- spoolfs mount ...)")
+	case f.follow:
+		return errors.New("--follow is not implemented yet")
+	case f.replicas != "":
+		return errors.New("--replicas: replication is not implemented yet; use --local")
+	case !f.local:
+		return errors.New("replication is not configured: pass --local to serve the volume from memory alone, with no replicas")
+	}
+	for _, o := range f.o {
+		if err := node.ApplyOptionString(&f.opts, o); err != nil {
+			return fmt.Errorf("-o: %w", err)
+		}
+	}
+	f.opts.Capacity = uint64(f.capacity)
+	if f.maxWrite > 1<<30 {
+		return fmt.Errorf("--max-write %d: too large", f.maxWrite)
+	}
+	f.opts.Kernel.MaxWrite = uint32(f.maxWrite)
+	mode, err := strconv.ParseUint(f.rootMode, 8, 32)
+	if err != nil || mode > 0o7777 {
+		return fmt.Errorf("--root-mode %q: want octal permissions like 0755", f.rootMode)
+	}
+	f.opts.RootMode = uint32(mode)
+	f.opts.RootUid, f.opts.RootGid, err = parseOwner(f.rootOwner)
+	return err
+}
+
+// parseOwner reads UID:GID; empty means the current user.
+func parseOwner(s string) (uint32, uint32, error) {
+	if s == "" {
+		return uint32(os.Getuid()), uint32(os.Getgid()), nil
+	}
+	u, g, ok := strings.Cut(s, ":")
+	uid, err1 := strconv.ParseUint(u, 10, 32)
+	gid, err2 := strconv.ParseUint(g, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("--root-owner %q: want numeric UID:GID", s)
+	}
+	return uint32(uid), uint32(gid), nil
+}

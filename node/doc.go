@@ -1,0 +1,25 @@
+// Package node wires one spoolfs process: it mounts volumes and serves
+// them until they are unmounted or the process is signalled.
+//
+// Ownership: node owns the mount lifecycle. Mount checks the mount point
+// (missing, not a directory, a live FUSE mount already there, or a stale
+// one left by a killed server, which it detaches and replaces), mounts
+// with mount(2) as root (or with CAP_SYS_ADMIN) or through fusermount3
+// otherwise, keeps the /dev/fuse descriptor for kernel notifications and
+// hands a duplicate to jacobsa/fuse, which runs fsactor's server on it.
+// ServeUntilSignal turns SIGINT/SIGTERM into a clean unmount (retry while
+// busy, then lazy) and a second signal into a forced exit. The process
+// logger (NewLogger), the open-file limit (RaiseFileLimit) and the parsing
+// of mount options (ApplyOptionString, ParseBytes) live here too, so the
+// CLI in cmd/spoolfs stays free of logic.
+//
+// Goroutines started here: one per volume waiting for jacobsa's ServeOps
+// to return (it closes the device and Done); one per unmount in progress;
+// a stat of a mount point in PrepareMountPoint, bounded by a deadline.
+//
+// Files: volume.go (Mount, Volume), mountpoint.go and mountinfo.go (checks),
+// fusedev.go (mount(2) and fusermount3), unmount.go, serve.go (signals),
+// options.go, rlimit.go, log.go. launch*.go and unshare.go (running a
+// command inside the mount, user namespaces) and replsink.go (the
+// replication adapter) belong to their own authors.
+package node

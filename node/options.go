@@ -1,0 +1,233 @@
+package node
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MountOptions says which volume to mount where, and how.
+type MountOptions struct {
+	Volume string // volume name: shown as spoolfs:VOLUME in /proc/mounts
+	Dir    string // mount point (an existing directory)
+
+	ReadOnly   bool // -o ro: MS_RDONLY, and every mutation answers EROFS
+	AllowOther bool // -o allow_other: users other than the mounter may use it
+	Sync       bool // -o sync: every mutation waits until its record is durable
+	NoExec     bool // -o noexec: MS_NOEXEC
+
+	// EntryTimeout and AttrTimeout bound the kernel's name and attribute
+	// caches (fsactor.Config). Long is right: the primary is the only writer.
+	EntryTimeout time.Duration
+	AttrTimeout  time.Duration
+
+	// Root directory of a new (empty) volume.
+	RootUid, RootGid uint32
+	RootMode         uint32
+
+	Capacity     uint64        // bytes; 0: derived from the machine
+	MaxInodes    uint64        // 0: derived from the machine
+	FlushTimeout time.Duration // bound on waits for durability (EIO after)
+	AccessLog    bool          // one log line per FUSE op
+
+	Kernel KernelOptions
+
+	// UnmountTimeout bounds the retries of a busy unmount before spoolfs
+	// falls back to a lazy unmount.
+	UnmountTimeout time.Duration
+}
+
+// KernelOptions are the FUSE connection knobs negotiated at INIT that
+// matter for speed (jacobsa/fuse MountConfig). The benchmark tries them.
+type KernelOptions struct {
+	WritebackCache bool            // kernel write-back page cache (batches small writes)
+	Readdirplus    ReaddirplusMode // READDIRPLUS: entries with attributes, fewer LOOKUPs
+	AsyncReads     bool            // the kernel may issue several READs of a file at once
+	ParallelDirOps bool            // concurrent LOOKUP/READDIR in one directory
+	MaxWrite       uint32          // largest WRITE payload in bytes; 0: jacobsa's default
+	DebugFUSE      bool            // jacobsa's own per-op debug log (very noisy)
+}
+
+// ReaddirplusMode says whether and how the kernel uses READDIRPLUS.
+type ReaddirplusMode string
+
+// The READDIRPLUS modes.
+const (
+	ReaddirplusOff  ReaddirplusMode = "off"  // plain READDIR
+	ReaddirplusOn   ReaddirplusMode = "on"   // always READDIRPLUS
+	ReaddirplusAuto ReaddirplusMode = "auto" // the kernel chooses (FUSE_READDIRPLUS_AUTO)
+)
+
+// Set implements pflag.Value.
+func (m *ReaddirplusMode) Set(s string) error {
+	switch v := ReaddirplusMode(strings.ToLower(s)); v {
+	case ReaddirplusOff, ReaddirplusOn, ReaddirplusAuto:
+		*m = v
+		return nil
+	}
+	return fmt.Errorf("%q is not one of off, on, auto", s)
+}
+
+// String implements pflag.Value.
+func (m *ReaddirplusMode) String() string { return string(*m) }
+
+// Type implements pflag.Value.
+func (m *ReaddirplusMode) Type() string { return "off|on|auto" }
+
+// DefaultMountOptions are the defaults of `spoolfs mount`. The kernel
+// knobs keep jacobsa/fuse's defaults until the benchmark says otherwise.
+func DefaultMountOptions() MountOptions {
+	return MountOptions{
+		EntryTimeout:   time.Hour,
+		AttrTimeout:    time.Hour,
+		RootMode:       0o755,
+		FlushTimeout:   30 * time.Second,
+		UnmountTimeout: 10 * time.Second,
+		Kernel: KernelOptions{
+			WritebackCache: true,
+			Readdirplus:    ReaddirplusOff,
+		},
+	}
+}
+
+var volumeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// ValidateVolumeName checks a volume name: 1 to 63 letters, digits, '.',
+// '_' or '-', starting with a letter or digit (it appears in mount tables,
+// file names and metrics).
+func ValidateVolumeName(name string) error {
+	if !volumeNameRE.MatchString(name) {
+		return fmt.Errorf("volume name %q: want 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// ApplyOptionString applies a mount(8)-style comma-separated option list
+// (`-o allow_other,ro,entry_timeout=10s`) to o. Options not listed below
+// are an error naming them:
+//
+//	allow_other            other users may use the mount
+//	ro, rw                 read-only or read-write (the default)
+//	sync, async            every mutation waits for durability, or not (the default)
+//	noexec, exec           MS_NOEXEC or not (the default)
+//	nosuid, nodev          always on; accepted for fstab compatibility
+//	default_permissions    always on (the kernel checks permissions)
+//	entry_timeout=DUR      kernel name cache lifetime (Go duration or seconds)
+//	attr_timeout=DUR       kernel attribute cache lifetime
+func ApplyOptionString(o *MountOptions, s string) error {
+	for _, opt := range strings.Split(s, ",") {
+		if opt == "" {
+			continue
+		}
+		if err := applyOption(o, opt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func applyOption(o *MountOptions, opt string) error {
+	key, val, hasVal := strings.Cut(opt, "=")
+	flags := map[string]func(){
+		"allow_other": func() { o.AllowOther = true },
+		"ro":          func() { o.ReadOnly = true },
+		"rw":          func() { o.ReadOnly = false },
+		"sync":        func() { o.Sync = true },
+		"async":       func() { o.Sync = false },
+		"noexec":      func() { o.NoExec = true },
+		"exec":        func() { o.NoExec = false },
+		"nosuid":      func() {},
+		"nodev":       func() {},
+
+		"default_permissions": func() {},
+	}
+	if set, ok := flags[key]; ok {
+		if hasVal {
+			return fmt.Errorf("mount option %q takes no value", key)
+		}
+		set()
+		return nil
+	}
+	switch key {
+	case "entry_timeout", "attr_timeout":
+		d, err := parseOptDuration(val)
+		if err != nil || !hasVal {
+			return fmt.Errorf("mount option %s=%q: want a duration like 30s or 1h (or seconds)", key, val)
+		}
+		if key == "entry_timeout" {
+			o.EntryTimeout = d
+		} else {
+			o.AttrTimeout = d
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown mount option %q (known: allow_other, ro, rw, sync, async, noexec, exec, nosuid, nodev, default_permissions, entry_timeout=DUR, attr_timeout=DUR)", key)
+}
+
+// parseOptDuration reads a Go duration ("30s") or, as libfuse does, a
+// number of seconds ("1.5").
+func parseOptDuration(s string) (time.Duration, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return d, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || f > 1e9 {
+		return 0, fmt.Errorf("bad duration %q", s)
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+var byteUnits = map[string]uint64{
+	"": 1, "b": 1,
+	"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+	"ki": 1 << 10, "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20,
+	"gi": 1 << 30, "gib": 1 << 30, "ti": 1 << 40, "tib": 1 << 40,
+}
+
+// ParseBytes reads a size: a plain number of bytes, or a number with a
+// decimal (k, M, G, T, with or without B) or binary (KiB, MiB, GiB, TiB)
+// unit, case-insensitive: "1GiB", "512M", "1.5G".
+func ParseBytes(s string) (uint64, error) {
+	t := strings.TrimSpace(s)
+	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := t, ""
+	if i >= 0 {
+		num, unit = t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	}
+	mult, ok := byteUnits[unit]
+	if !ok || num == "" {
+		return 0, fmt.Errorf("size %q: want bytes, e.g. 1073741824, 1GiB or 512M", s)
+	}
+	if n, err := strconv.ParseUint(num, 10, 64); err == nil {
+		if n != 0 && mult > ^uint64(0)/n {
+			return 0, fmt.Errorf("size %q: too large", s)
+		}
+		return n * mult, nil
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f*float64(mult) >= 1<<64 {
+		return 0, fmt.Errorf("size %q: want bytes, e.g. 1073741824, 1GiB or 512M", s)
+	}
+	return uint64(f * float64(mult)), nil
+}
+
+// ByteSize is a pflag.Value reading sizes with ParseBytes.
+type ByteSize uint64
+
+// Set implements pflag.Value.
+func (b *ByteSize) Set(s string) error {
+	n, err := ParseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
+// String implements pflag.Value.
+func (b *ByteSize) String() string { return strconv.FormatUint(uint64(*b), 10) }
+
+// Type implements pflag.Value.
+func (b *ByteSize) Type() string { return "bytes" }

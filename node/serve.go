@@ -1,0 +1,80 @@
+package node
+
+import (
+	"context"
+	"os"
+	"sort"
+	"strconv"
+
+	"go.uber.org/zap"
+)
+
+// ServeUntilSignal serves v until it is unmounted by someone else or a
+// signal arrives on sigs (SIGINT, SIGTERM). On the first signal it unmounts
+// cleanly: retrying while busy for UnmountTimeout, then detaching lazily
+// (and saying so), and waits until every op was answered. A second signal
+// forces: lazy unmount and return at once. It returns the exit status for
+// the process: 0 after a clean stop, 1 when forced or failed.
+func ServeUntilSignal(v *Volume, sigs <-chan os.Signal) int {
+	select {
+	case <-v.Done():
+		v.log.Info("unmounted from outside; stopping", zap.String("dir", v.dir))
+		return v.finish()
+	case s := <-sigs:
+		v.log.Info("stopping: unmounting", zap.Stringer("signal", s), zap.String("dir", v.dir))
+	}
+	unmounted := make(chan error, 1)
+	go func() { unmounted <- v.unmountForStop() }()
+	for {
+		select {
+		case <-v.Done():
+			return v.finish()
+		case err := <-unmounted:
+			if err != nil {
+				v.log.Error("unmount failed; signal again to force", zap.String("dir", v.dir), zap.Error(err))
+			}
+		case s := <-sigs:
+			v.log.Warn("second signal: forcing a lazy unmount and exiting now", zap.Stringer("signal", s), zap.String("dir", v.dir))
+			if err := v.Detach(); err != nil {
+				v.log.Error("lazy unmount failed", zap.String("dir", v.dir), zap.Error(err))
+			}
+			return 1
+		}
+	}
+}
+
+// unmountForStop is the clean unmount of ServeUntilSignal.
+func (v *Volume) unmountForStop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), v.opts.UnmountTimeout)
+	defer cancel()
+	lazy, err := v.Unmount(ctx)
+	if lazy {
+		v.log.Warn("mount still busy: detached it lazily; serving open files until they are closed (signal again to force)",
+			zap.String("dir", v.dir), zap.Duration("waited", v.opts.UnmountTimeout))
+	}
+	return err
+}
+
+// finish logs how serving ended and returns the exit status.
+func (v *Volume) finish() int {
+	fields := []zap.Field{zap.String("volume", v.opts.Volume), zap.String("dir", v.dir)}
+	if counts := v.OpCounts(); len(counts) > 0 {
+		fields = append(fields, zap.Any("ops", sortedCounts(counts)))
+	}
+	if err := v.Err(); err != nil {
+		v.log.Error("serving ended with an error", append(fields, zap.Error(err))...)
+		return 1
+	}
+	v.log.Info("unmounted", fields...)
+	return 0
+}
+
+// sortedCounts renders op counts in a stable order for the log.
+func sortedCounts(m map[string]uint64) []string {
+	out := make([]string, 0, len(m))
+	for k, n := range m {
+		out = append(out, k+"="+strconv.FormatUint(n, 10))
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,184 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/jacobsa/fuse"
+	"github.com/jacobsa/fuse/fuseutil"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/fsactor"
+)
+
+// Volume is one mounted volume being served by this process.
+type Volume struct {
+	opts   MountOptions
+	dir    string // absolute, symlinks resolved
+	log    *zap.Logger
+	method mountMethod
+	dev    *os.File        // the /dev/fuse connection; fsactor's NotifyDev
+	server *fsactor.Server // nil while fsactor is the ENOSYS stub
+	mfs    *fuse.MountedFileSystem
+
+	done    chan struct{} // closed once ServeOps returned and dev is closed
+	joinErr error         // valid after done
+}
+
+// Mount mounts volume o.Volume at o.Dir and serves it from a new actor
+// built from sink and snap (nil snap: a new, empty volume). It checks the
+// mount point first (PrepareMountPoint), mounts with mount(2) or
+// fusermount3, and returns once the kernel's INIT was answered. The volume
+// is served until it is unmounted (Unmount, or by anyone).
+func Mount(o MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log *zap.Logger) (*Volume, error) {
+	if err := ValidateVolumeName(o.Volume); err != nil {
+		return nil, err
+	}
+	dir, err := PrepareMountPoint(o.Dir, log)
+	if err != nil {
+		return nil, err
+	}
+	dev, method, err := mountDevice(dir, &o)
+	if err != nil {
+		return nil, err
+	}
+	v := &Volume{opts: o, dir: dir, log: log, method: method, dev: dev, done: make(chan struct{})}
+	if err := v.serve(sink, snap); err != nil {
+		dev.Close()
+		if _, derr := detach(dir); derr != nil && !errors.Is(derr, errNotMounted) {
+			log.Error("could not undo the mount after a failed start", zap.String("dir", dir), zap.Error(derr))
+		}
+		return nil, err
+	}
+	log.Info("mounted", zap.String("volume", o.Volume), zap.String("dir", dir),
+		zap.String("via", string(method)), zap.Bool("ro", o.ReadOnly), zap.Bool("allow_other", o.AllowOther))
+	return v, nil
+}
+
+// serve builds the actor and hands jacobsa/fuse a duplicate of the device
+// as /dev/fd/N (jacobsa closes its copy when ServeOps returns; v.dev stays
+// ours for notifications).
+func (v *Volume) serve(sink fsactor.Sink, snap *fsactor.Snapshot) error {
+	srv, err := v.newServer(sink, snap)
+	if err != nil {
+		return err
+	}
+	dup, err := unix.FcntlInt(v.dev.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("dup of /dev/fuse: %w", err)
+	}
+	mfs, err := fuse.Mount(fmt.Sprintf("/dev/fd/%d", dup), srv, v.mountConfig())
+	if err != nil {
+		unix.Close(dup)
+		return fmt.Errorf("starting the FUSE connection on %s: %w", v.dir, err)
+	}
+	v.mfs = mfs
+	go v.join()
+	return nil
+}
+
+// newServer builds the fsactor server; while fsactor is still its stub it
+// falls back to a server answering ENOSYS, so the mount lifecycle works.
+func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Server, error) {
+	o := &v.opts
+	srv, err := fsactor.NewServer(fsactor.Config{
+		Volume:       o.Volume,
+		EntryTimeout: o.EntryTimeout,
+		AttrTimeout:  o.AttrTimeout,
+		ReadOnly:     o.ReadOnly,
+		Sync:         o.Sync,
+		RootUid:      o.RootUid,
+		RootGid:      o.RootGid,
+		RootMode:     o.RootMode,
+		Capacity:     o.Capacity,
+		MaxInodes:    o.MaxInodes,
+		FlushTimeout: o.FlushTimeout,
+		NotifyDev:    v.dev,
+		Log:          v.log.Named("fsactor"),
+		AccessLog:    o.AccessLog,
+	}, sink, snap)
+	if errors.Is(err, fsactor.ErrNotImplemented) {
+		v.log.Warn("fsactor is not built yet: every op answers ENOSYS")
+		return fuseutil.NewFileSystemServer(&fuseutil.NotImplementedFileSystem{}), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w", o.Volume, err)
+	}
+	v.server = srv
+	return srv, nil
+}
+
+// mountConfig is what jacobsa/fuse negotiates at INIT. Mount options
+// proper (fsname, allow_other, ro...) were given to mount(2) already.
+func (v *Volume) mountConfig() *fuse.MountConfig {
+	k := v.opts.Kernel
+	cfg := &fuse.MountConfig{
+		FSName:                  fsName(v.opts.Volume),
+		Subtype:                 "spoolfs",
+		ReadOnly:                v.opts.ReadOnly,
+		DisableWritebackCaching: !k.WritebackCache,
+		EnableAsyncReads:        k.AsyncReads,
+		EnableParallelDirOps:    k.ParallelDirOps,
+		EnableReaddirplus:       k.Readdirplus != ReaddirplusOff,
+		EnableAutoReaddirplus:   k.Readdirplus == ReaddirplusAuto,
+		MaxWrite:                k.MaxWrite,
+	}
+	// No ErrorLogger by default: jacobsa would log every error reply
+	// (EEXIST, ENOTEMPTY...) unsampled on the hot path; fsactor logs the
+	// errors that matter, sampled, and the failures of Reply.
+	if k.DebugFUSE {
+		cfg.ErrorLogger = zap.NewStdLog(v.log.Named("fuse"))
+		cfg.DebugLogger = zap.NewStdLog(v.log.Named("fuse.debug"))
+	}
+	return cfg
+}
+
+// join waits for ServeOps to return (the kernel closed the connection),
+// then closes the device.
+func (v *Volume) join() {
+	v.joinErr = v.mfs.Join(context.Background())
+	v.dev.Close()
+	close(v.done)
+}
+
+// Dir is the absolute mount point.
+func (v *Volume) Dir() string { return v.dir }
+
+// Server is the actor serving the volume (nil while fsactor is a stub).
+func (v *Volume) Server() *fsactor.Server { return v.server }
+
+// Done is closed once the volume is unmounted and every op was answered.
+func (v *Volume) Done() <-chan struct{} { return v.done }
+
+// Err is what serving ended with; call after Done.
+func (v *Volume) Err() error { return v.joinErr }
+
+// OpCounts returns the number of FUSE requests served per op kind, when
+// the actor counts them (nil otherwise).
+func (v *Volume) OpCounts() map[string]uint64 {
+	var s any = v.server
+	if c, ok := s.(interface{ OpCounts() map[string]uint64 }); ok && v.server != nil {
+		return c.OpCounts()
+	}
+	return nil
+}
+
+// Unmount unmounts the volume, retrying while it is busy until ctx ends
+// (then detaching it lazily: lazy reports that), and returns; serving
+// ends when Done is closed (at once, or after a lazy unmount when the last
+// user lets go).
+func (v *Volume) Unmount(ctx context.Context) (lazy bool, err error) {
+	return unmountWithRetry(ctx, v.dir, v.method)
+}
+
+// Detach lazily unmounts the volume at once.
+func (v *Volume) Detach() error {
+	_, err := detach(v.dir)
+	if errors.Is(err, errNotMounted) {
+		return nil
+	}
+	return err
+}
