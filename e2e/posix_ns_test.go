@@ -379,6 +379,18 @@ func scReaddir(p *probe) {
 	p.check("rewinddir", err)
 	second, err2 := readDirFd(fd, 512)
 	p.note("rewind gives the same %d entries: %v (%s %s)", len(first), sameNames(first, second), errName(err1), errName(err2))
+	// seekdir: going back to the cookie (d_off) of an entry continues
+	// right after that entry, also after a name before it was removed.
+	if len(first) > 10 {
+		cookie := first[9].Off
+		_, err := unix.Seek(fd, cookie, 0)
+		rest, err2 := readDirFd(fd, 512)
+		p.note("seek to the 10th cookie gives the rest: %v (%s %s)", sameNames(rest, first[10:]), errName(err), errName(err2))
+		p.check("unlink an earlier entry", unix.Unlink(p.P("d/"+firstFile(first[:9]))))
+		_, err = unix.Seek(fd, cookie, 0)
+		rest, err2 = readDirFd(fd, 512)
+		p.note("after unlinking an earlier name, the same rest: %v (%s %s)", sameNames(rest, first[10:]), errName(err), errName(err2))
+	}
 	p.close("d", fd)
 	p.check("getdents on a file", func() error {
 		p.writeFile("f", nil)
@@ -390,6 +402,16 @@ func scReaddir(p *probe) {
 		_, err = unix.Getdents(fd, make([]byte, 4096))
 		return err
 	}())
+}
+
+// firstFile returns the first regular file's name among ents.
+func firstFile(ents []dirent) string {
+	for _, e := range ents {
+		if e.Type == unix.DT_REG {
+			return e.Name
+		}
+	}
+	return "none"
 }
 
 func sameNames(a, b []dirent) bool {

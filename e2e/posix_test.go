@@ -595,7 +595,9 @@ func scFsyncClose(p *probe) {
 	p.check("fdatasync", unix.Fdatasync(fd))
 	p.check("sync_file_range", unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE))
 	dup, err := unix.Dup(fd)
-	p.check("dup", err)
+	if p.check("dup", err) {
+		p.fds[dup] = true
+	}
 	p.close("dup (flush, not release)", dup)
 	p.pwrite("f after dup close", fd, []byte("tail"), 100000)
 	p.close("f", fd)

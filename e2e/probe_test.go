@@ -21,6 +21,17 @@ type probe struct {
 	t     testing.TB
 	root  string
 	lines []string
+	fds   map[int]bool // descriptors opened by open and not yet closed
+}
+
+// closeAll closes what the scenario left open. Only descriptors the probe
+// still owns: closing a number twice could hit a descriptor that was
+// reused since, such as the pipe carrying spoolfs's output.
+func (p *probe) closeAll() {
+	for fd := range p.fds {
+		unix.Close(fd)
+	}
+	p.fds = nil
 }
 
 // P returns the absolute path of rel inside the scenario's directory. It
@@ -135,12 +146,23 @@ func (p *probe) open(rel string, flags int, perm uint32) int {
 	if err != nil {
 		return -1
 	}
-	p.t.Cleanup(func() { unix.Close(fd) }) // a second close only gets EBADF
+	if p.fds == nil {
+		p.fds = map[int]bool{}
+	}
+	p.fds[fd] = true
 	return fd
 }
 
 // close closes fd and records the errno (close must return 0).
 func (p *probe) close(what string, fd int) {
+	if fd < 0 {
+		p.note("close %s: not open", what)
+		return
+	}
+	if !p.fds[fd] {
+		p.t.Fatalf("close %s: descriptor %d is not open in this scenario", what, fd)
+	}
+	delete(p.fds, fd)
 	p.check("close "+what, unix.Close(fd))
 }
 
@@ -327,8 +349,10 @@ func runScenarios(t *testing.T, pair *fsPair, cases []scenario) {
 		t.Run(sc.name, func(t *testing.T) {
 			refDir, subDir := pair.dirs(t)
 			ref := &probe{t: t, root: refDir}
+			defer ref.closeAll()
 			sc.run(ref)
 			sub := &probe{t: t, root: subDir}
+			defer sub.closeAll()
 			sc.run(sub)
 			if *flagDump {
 				t.Logf("tmpfs transcript:\n%s", strings.Join(ref.lines, "\n"))
