@@ -1,0 +1,733 @@
+package node
+
+// Tests of launch.go, launch_reap.go and unshare.go.
+//
+// The unit tests run RunChild in this process against /proc, which is always
+// a mount point, so they need no FUSE. The integration tests run a spoolfs
+// binary as user nobody with --unshare, a real FUSE mount inside, and a
+// child command: see launchSpoolfs.
+//
+// This test binary plays two more roles, chosen by launchRoleEnv in init
+// (so it needs no TestMain of its own):
+//   - "spoolfs": a minimal `spoolfs mount [--unshare] --local VOL DIR -- CMD`
+//     built from this package's launch functions and jacobsa's sample memfs,
+//     standing in for cmd/spoolfs until its mount command runs children.
+//   - "devfuse": run as root in a private mount namespace, it bind-mounts a
+//     mode 0666 copy of the /dev/fuse device node over /dev/fuse, drops to
+//     uid/gid 65534 and execs the rest of its arguments. The host's
+//     /dev/fuse keeps its mode: other tests running at the same time that
+//     chmod and restore it cannot race with this one.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jacobsa/fuse"
+	"github.com/jacobsa/fuse/samples/memfs"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+const launchRoleEnv = "SPOOLFS_LAUNCH_TEST_ROLE"
+
+func init() {
+	switch os.Getenv(launchRoleEnv) {
+	case "spoolfs":
+		os.Exit(launchMiniSpoolfs(os.Args[1:]))
+	case "devfuse":
+		os.Exit(launchDevFuse(os.Args[1:]))
+	}
+}
+
+// ---- unit tests: RunChild without FUSE ----
+
+func runChildQuick(t *testing.T, ctx context.Context, script string, cfg ChildConfig) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	cfg.Stdout, cfg.Stderr = &out, &out
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 5 * time.Second
+	}
+	code, err := RunChild(ctx, "/proc", []string{"sh", "-c", script}, cfg)
+	if err != nil {
+		t.Fatalf("RunChild: %v (output %q)", err, out.String())
+	}
+	return code, out.String()
+}
+
+func TestRunChildExitStatus(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		want   int
+	}{
+		{"exit 0", 0},
+		{"exit 7", 7},
+		{"kill -KILL $$", 128 + 9},
+		{"kill -TERM $$", 128 + 15},
+		{"kill -SEGV $$", 128 + 11},
+	} {
+		code, out := runChildQuick(t, context.Background(), tc.script, ChildConfig{})
+		if code != tc.want {
+			t.Errorf("%q: exit code %d, want %d (output %q)", tc.script, code, tc.want, out)
+		}
+	}
+}
+
+func TestRunChildPassesStdioAndEnv(t *testing.T) {
+	t.Setenv("LAUNCH_TEST_VAR", "v1")
+	t.Setenv(UnshareEnv, "mnt:[1]")
+	cfg := ChildConfig{Stdin: strings.NewReader("from-stdin\n")}
+	code, out := runChildQuick(t, context.Background(),
+		`read l; echo "$l $LAUNCH_TEST_VAR marker=${`+UnshareEnv+`:-unset}"`, cfg)
+	if code != 0 || out != "from-stdin v1 marker=unset\n" {
+		t.Fatalf("code %d, output %q", code, out)
+	}
+}
+
+// readyChild starts RunChild on a script that prints "ready" once its traps
+// are set, and returns the channel of RunChild's result once "ready" came.
+func readyChild(t *testing.T, ctx context.Context, script string, cfg ChildConfig) <-chan childResult {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close() })
+	var errOut bytes.Buffer
+	cfg.Stdout, cfg.Stderr = pw, &errOut
+	res := make(chan childResult, 1)
+	go func() {
+		code, err := RunChild(ctx, "/proc", []string{"sh", "-c", script}, cfg)
+		pw.Close()
+		res <- childResult{code, err}
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if line != "ready\n" {
+		t.Fatalf("child did not get ready: %q, %v (stderr %q)", line, err, errOut.String())
+	}
+	return res
+}
+
+type childResult struct {
+	code int
+	err  error
+}
+
+func waitResult(t *testing.T, res <-chan childResult, within time.Duration) childResult {
+	t.Helper()
+	select {
+	case r := <-res:
+		return r
+	case <-time.After(within):
+		t.Fatalf("RunChild did not return within %v", within)
+		return childResult{}
+	}
+}
+
+func TestRunChildForwardsSignals(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		name string
+		want int
+	}{
+		{syscall.SIGHUP, "HUP", 31},
+		{syscall.SIGTERM, "TERM", 32},
+		{syscall.SIGINT, "INT", 33},
+	} {
+		sigs := make(chan os.Signal, 1)
+		script := fmt.Sprintf(`trap 'exit %d' %s; echo ready; sleep 1000 & wait $!`, tc.want, tc.name)
+		res := readyChild(t, context.Background(), script, ChildConfig{Signals: sigs})
+		sigs <- tc.sig
+		if r := waitResult(t, res, 10*time.Second); r.err != nil || r.code != tc.want {
+			t.Errorf("SIG%s: code %d err %v, want %d", tc.name, r.code, r.err, tc.want)
+		}
+	}
+}
+
+func TestRunChildStopOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := readyChild(t, ctx, `trap 'exit 0' TERM; echo ready; sleep 1000 & wait $!`, ChildConfig{})
+	cancel()
+	if r := waitResult(t, res, 10*time.Second); r.err != nil || r.code != 0 {
+		t.Fatalf("code %d err %v, want 0: the child should get SIGTERM and exit", r.code, r.err)
+	}
+}
+
+func TestRunChildGraceThenKill(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const grace = 300 * time.Millisecond
+	res := readyChild(t, ctx, `trap '' TERM; echo ready; while :; do sleep 0.05; done`, ChildConfig{StopGrace: grace})
+	start := time.Now()
+	cancel()
+	r := waitResult(t, res, 10*time.Second)
+	if r.err != nil || r.code != 128+9 {
+		t.Fatalf("code %d err %v, want 137 (SIGKILL after the grace period)", r.code, r.err)
+	}
+	if el := time.Since(start); el < grace {
+		t.Fatalf("killed after %v, before the grace period %v", el, grace)
+	}
+}
+
+func TestRunChildStopsOrphans(t *testing.T) {
+	// The child leaves a process that ignores SIGTERM and one that does not.
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	script := fmt.Sprintf(`sleep 1000 & echo $! > %[1]s; sh -c 'trap "" TERM; while :; do sleep 0.05; done' & echo $! >> %[1]s; exit 5`, pidFile)
+	code, out := runChildQuick(t, context.Background(), script, ChildConfig{StopGrace: 300 * time.Millisecond})
+	if code != 5 {
+		t.Fatalf("code %d, want 5 (output %q)", code, out)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range strings.Fields(string(b)) {
+		pid, _ := strconv.Atoi(f)
+		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+			t.Errorf("process %d left by the child still exists (kill 0: %v)", pid, err)
+		}
+	}
+}
+
+func TestRunChildMountNotReady(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "started")
+	_, err := RunChild(context.Background(), dir, []string{"touch", marker}, ChildConfig{ReadyTimeout: 100 * time.Millisecond})
+	if !errors.Is(err, ErrMountNotReady) {
+		t.Fatalf("err %v, want ErrMountNotReady", err)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("the child ran although the mount was not ready")
+	}
+	if _, err := RunChild(context.Background(), "/proc", []string{"/nonexistent/cmd"}, ChildConfig{}); err == nil {
+		t.Fatalf("no error for a command that does not exist")
+	}
+}
+
+func TestWithoutUnshareFlag(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"spoolfs mount --unshare --local v /d", "spoolfs mount --local v /d"},
+		{"spoolfs mount -unshare v /d", "spoolfs mount v /d"},
+		{"spoolfs mount --unshare=true v /d", "spoolfs mount v /d"},
+		{"spoolfs mount --unshared v /d", "spoolfs mount --unshared v /d"},
+		{"spoolfs mount v /d -- sh --unshare", "spoolfs mount v /d -- sh --unshare"},
+		{"spoolfs mount --unshare v /d -- unshare --unshare", "spoolfs mount v /d -- unshare --unshare"},
+	} {
+		got := strings.Join(WithoutUnshareFlag(strings.Fields(tc.in)), " ")
+		if got != tc.want {
+			t.Errorf("WithoutUnshareFlag(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestChildEnv(t *testing.T) {
+	got := ChildEnv([]string{"A=1", UnshareEnv + "=1", UnshareEnv + "X=2"})
+	if !slices.Equal(got, []string{"A=1", UnshareEnv + "X=2"}) {
+		t.Fatalf("ChildEnv: %q", got)
+	}
+}
+
+func TestIdentityMap(t *testing.T) {
+	m, err := identityMap("/proc/self/uid_map")
+	if err != nil || len(m) == 0 {
+		t.Fatalf("identityMap: %v %v", m, err)
+	}
+	for _, e := range m {
+		if e.ContainerID != e.HostID || e.Size <= 0 {
+			t.Fatalf("not an identity entry: %+v", e)
+		}
+	}
+}
+
+// ---- integration: spoolfs mount --unshare as user nobody ----
+
+// launchEnv is what an integration test needs: root (to set up /dev/fuse
+// for nobody) and /dev/fuse. Without them the test fails in CI and skips
+// elsewhere.
+func launchEnv(t *testing.T) {
+	t.Helper()
+	var why string
+	switch {
+	case os.Geteuid() != 0:
+		why = "needs root to give user nobody access to /dev/fuse"
+	default:
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			why = "no /dev/fuse: " + err.Error()
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// launchSpoolfsBin returns a spoolfs binary user nobody can run. It is this
+// test binary in its "spoolfs" role, copied to a world-readable directory.
+func launchSpoolfsBin(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := launchPublicDir(t)
+	bin := filepath.Join(dir, "spoolfs")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// launchPublicDir is a temporary directory that user nobody can enter, with
+// every parent directory searchable.
+func launchPublicDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// launchRun is one `spoolfs mount --unshare --local` run as user nobody.
+type launchRun struct {
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	mnt    string
+	token  string // in the child's command line, to find what is left
+	toTest *os.File
+	toKid  *os.File
+}
+
+// startLaunch starts spoolfs as nobody with --unshare, mounting a fresh
+// directory, and the child script. The script may use $MNT, and the fifos
+// $TO_TEST and $TO_KID to talk with the test.
+func startLaunch(t *testing.T, script string) *launchRun {
+	t.Helper()
+	launchEnv(t)
+	bin := launchSpoolfsBin(t)
+	pub := launchPublicDir(t)
+	mnt := filepath.Join(pub, "mnt")
+	fifoTest, fifoKid := filepath.Join(pub, "to-test"), filepath.Join(pub, "to-kid")
+	for _, d := range []string{mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{fifoTest, fifoKid} {
+		if err := unix.Mkfifo(f, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f, 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	token := fmt.Sprintf("launch-token-%d-%d", os.Getpid(), time.Now().UnixNano())
+	full := fmt.Sprintf("MNT=%s TO_TEST=%s TO_KID=%s; : %s; %s", mnt, fifoTest, fifoKid, token, script)
+	r := &launchRun{out: &bytes.Buffer{}, mnt: mnt, token: token}
+	r.cmd = exec.Command(os.Args[0], pub, bin, "mount", "--unshare", "--local", "vol", mnt, "--", "sh", "-c", full)
+	r.cmd.Env = append(os.Environ(), launchRoleEnv+"=devfuse", "SPOOLFS_LAUNCH_GRACE=2s", "LAUNCH_TEST_TOKEN="+token,
+		"GORACE=atexit_sleep_ms=0") // -race builds sleep 1s at exit otherwise
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.cleanup(t) })
+	// Opening a fifo blocks until the other end opens: open both from
+	// goroutines so that a spoolfs that dies early cannot hang the test.
+	r.toTest = openFifo(t, fifoTest, os.O_RDONLY, r)
+	return r
+}
+
+func openFifo(t *testing.T, path string, flag int, r *launchRun) *os.File {
+	t.Helper()
+	type res struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		f, err := os.OpenFile(path, flag, 0)
+		ch <- res{f, err}
+	}()
+	exited := make(chan struct{})
+	go func() {
+		for processAlive(r.cmd.Process.Pid) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(exited)
+	}()
+	select {
+	case x := <-ch:
+		if x.err != nil {
+			t.Fatal(x.err)
+		}
+		return x.f
+	case <-exited:
+		// Unblock the opener so its goroutine ends.
+		if f, err := os.OpenFile(path, os.O_RDWR, 0); err == nil {
+			f.Close()
+		}
+		t.Fatalf("spoolfs exited before the child opened %s: %s", path, r.out.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the child did not open %s within 30s: %s", path, r.out.String())
+	}
+	return nil
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
+}
+
+// readLine reads one line the child wrote to $TO_TEST.
+func (r *launchRun) readLine(t *testing.T) string {
+	t.Helper()
+	type res struct {
+		s   string
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		s, err := bufio.NewReader(r.toTest).ReadString('\n')
+		ch <- res{s, err}
+	}()
+	select {
+	case x := <-ch:
+		if x.err != nil {
+			t.Fatalf("read from the child: %v; output: %s", x.err, r.out.String())
+		}
+		return strings.TrimSpace(x.s)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no line from the child within 30s: %s", r.out.String())
+		return ""
+	}
+}
+
+// wait waits for spoolfs to exit and returns its exit code.
+func (r *launchRun) wait(t *testing.T) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- r.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("spoolfs did not exit within 60s: %s", r.out.String())
+	}
+	return ExitCode(r.cmd.ProcessState)
+}
+
+// cleanup kills what is left and lazily unmounts the directory if a mount
+// leaked to this namespace.
+func (r *launchRun) cleanup(t *testing.T) {
+	if r.cmd.ProcessState == nil {
+		_ = r.cmd.Process.Kill()
+		_, _ = r.cmd.Process.Wait()
+	}
+	for _, pid := range pidsWith(r.token) {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	if mountedAt(t, os.Getpid(), r.mnt) {
+		_ = unix.Unmount(r.mnt, unix.MNT_DETACH)
+	}
+	for _, f := range []*os.File{r.toTest, r.toKid} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// assertNothingLeft checks that no process of the run is left and that no
+// mount of it is in this namespace.
+func (r *launchRun) assertNothingLeft(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := slices.DeleteFunc(pidsWith(r.token), func(pid int) bool { return !processAlive(pid) })
+		left = append(left, slices.DeleteFunc(pidsWith(r.mnt), func(pid int) bool { return !processAlive(pid) })...)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left after spoolfs exited: %v", left)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if mountedAt(t, os.Getpid(), r.mnt) {
+		t.Fatalf("a mount is left at %s in the host namespace", r.mnt)
+	}
+}
+
+// pidsWith lists the processes whose command line or environment contains
+// s (the runs put their token in the environment, which every descendant
+// inherits).
+func pidsWith(s string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		for _, f := range []string{"cmdline", "environ"} {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/" + f)
+			if err == nil && bytes.Contains(b, []byte(s)) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// mountedAt reports whether pid's mount namespace has a mount at dir.
+func mountedAt(t *testing.T, pid int, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatalf("mountinfo of %d: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// fuseMountAt reports whether pid's namespace has a fuse.spoolfs mount at dir.
+func fuseMountAt(t *testing.T, pid int, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatalf("mountinfo of %d: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir && strings.Contains(line, " - fuse.spoolfs spoolfs:vol ") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestLaunchUnshareAsNobody(t *testing.T) {
+	r := startLaunch(t, `echo hi > "$MNT/f" && cat "$MNT/f" && echo "$$ $(id -u)" > "$TO_TEST" && read x < "$TO_KID" && exit 7`)
+	fields := strings.Fields(r.readLine(t))
+	if len(fields) != 2 || fields[1] != "0" {
+		t.Fatalf("child says %q, want its pid and uid 0", fields)
+	}
+	kid, _ := strconv.Atoi(fields[0])
+	// While the child runs: the mount is in its namespace, not in the host's
+	// nor in the one spoolfs was started in.
+	if !fuseMountAt(t, kid, r.mnt) {
+		t.Errorf("no fuse.spoolfs mount at %s in the child's namespace", r.mnt)
+	}
+	if mountedAt(t, os.Getpid(), r.mnt) || mountedAt(t, r.cmd.Process.Pid, r.mnt) {
+		t.Errorf("the mount at %s leaked out of spoolfs's namespaces", r.mnt)
+	}
+	if st, err := os.Stat("/proc/" + fields[0]); err != nil || st.Sys().(*syscall.Stat_t).Uid != 65534 {
+		t.Errorf("the child does not run as host uid 65534: %v", err)
+	}
+	r.toKid = openFifo(t, filepath.Join(filepath.Dir(r.mnt), "to-kid"), os.O_WRONLY, r)
+	r.toKid.WriteString("go\n")
+	r.toKid.Close()
+	if code := r.wait(t); code != 7 {
+		t.Fatalf("exit code %d, want 7; output: %s", code, r.out.String())
+	}
+	if !strings.HasPrefix(r.out.String(), "hi\n") {
+		t.Errorf("output %q, want it to start with hi", r.out.String())
+	}
+	r.assertNothingLeft(t)
+}
+
+func TestLaunchChildKilledBySignal(t *testing.T) {
+	r := startLaunch(t, `echo > "$TO_TEST"; kill -TERM $$`)
+	r.readLine(t)
+	if code := r.wait(t); code != 128+15 {
+		t.Fatalf("exit code %d, want 143; output: %s", code, r.out.String())
+	}
+	r.assertNothingLeft(t)
+}
+
+func TestLaunchStopStopsChildFirst(t *testing.T) {
+	// The child handles SIGTERM by writing to and reading from the mount:
+	// it works only if spoolfs stops the child before it unmounts. It also
+	// leaves a process behind, which spoolfs must stop.
+	r := startLaunch(t, `trap 'echo bye > "$MNT/g"; cat "$MNT/g"; exit 0' TERM; sleep 1000 & echo > "$TO_TEST"; wait $!`)
+	r.readLine(t)
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.wait(t); code != 0 {
+		t.Fatalf("exit code %d, want 0; output: %s", code, r.out.String())
+	}
+	if !strings.Contains(r.out.String(), "bye\n") {
+		t.Errorf("the child could not use the mount while stopping: %q", r.out.String())
+	}
+	r.assertNothingLeft(t)
+}
+
+// ---- the roles of this binary ----
+
+// launchDevFuse: ARGS = DIR BIN BIN-ARGS... Runs as root in a private mount
+// namespace (the test starts it with CLONE_NEWNS, Go makes / private).
+func launchDevFuse(args []string) int {
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "devfuse: want DIR BIN ARGS...")
+		return 2
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/fuse", &st); err != nil {
+		fmt.Fprintln(os.Stderr, "devfuse:", err)
+		return 2
+	}
+	node := filepath.Join(args[0], "fuse")
+	steps := []func() error{
+		func() error { return unix.Mknod(node, unix.S_IFCHR|0o666, int(st.Rdev)) },
+		func() error { return os.Chmod(node, 0o666) },
+		func() error { return unix.Mount(node, "/dev/fuse", "", unix.MS_BIND, "") },
+		func() error { return syscall.Setgroups(nil) },
+		func() error { return syscall.Setgid(65534) },
+		func() error { return syscall.Setuid(65534) },
+		func() error { return os.Unsetenv(launchRoleEnv) },
+		func() error { return os.Setenv(launchRoleEnv, "spoolfs") },
+		func() error { return syscall.Exec(args[1], args[1:], os.Environ()) },
+	}
+	for i, f := range steps {
+		if err := f(); err != nil {
+			fmt.Fprintf(os.Stderr, "devfuse: step %d: %v\n", i, err)
+			return 2
+		}
+	}
+	return 0
+}
+
+// launchMiniSpoolfs: `mount [--unshare] --local VOL DIR -- CMD ARGS...`.
+func launchMiniSpoolfs(args []string) int {
+	before, argv, _ := cutArgs(args, "--")
+	var pos []string
+	unshare := false
+	for _, a := range before {
+		switch {
+		case a == "--unshare":
+			unshare = true
+		case strings.HasPrefix(a, "-"):
+		default:
+			pos = append(pos, a)
+		}
+	}
+	if len(pos) != 3 || pos[0] != "mount" || len(argv) == 0 {
+		fmt.Fprintln(os.Stderr, "mini spoolfs: want mount [--unshare] --local VOL DIR -- CMD")
+		return 2
+	}
+	if unshare && !Unshared() {
+		code, err := RunUnshared(context.Background(), WithoutUnshareFlag(os.Args), UnshareConfig{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mini spoolfs:", err)
+			return 1
+		}
+		return code
+	}
+	if Unshared() {
+		if err := EnterUnshared(); err != nil {
+			fmt.Fprintln(os.Stderr, "mini spoolfs:", err)
+			return 1
+		}
+	}
+	return launchServe(pos[1], pos[2], argv)
+}
+
+func launchServe(vol, dir string, argv []string) int {
+	server := memfs.NewMemFS(uint32(os.Getuid()), uint32(os.Getgid()))
+	mfs, err := fuse.Mount(dir, server, &fuse.MountConfig{FSName: "spoolfs:" + vol, Subtype: "spoolfs"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mini spoolfs: mount:", err)
+		return 1
+	}
+	grace, _ := time.ParseDuration(os.Getenv("SPOOLFS_LAUNCH_GRACE"))
+	log := zap.NewNop()
+	if os.Getenv("SPOOLFS_LAUNCH_DEBUG") != "" {
+		log, _ = zap.NewDevelopment()
+	}
+	code, err := RunChild(context.Background(), dir, argv, ChildConfig{StopGrace: grace, Logger: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mini spoolfs:", err)
+		code = 1
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		err := fuse.Unmount(dir)
+		log.Debug("unmount", zap.Error(err))
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = mfs.Join(context.Background())
+	log.Info("joined")
+	return code
+}
+
+func cutArgs(args []string, sep string) (before, after []string, found bool) {
+	if i := slices.Index(args, sep); i >= 0 {
+		return args[:i], args[i+1:], true
+	}
+	return args, nil, false
+}
+
+func TestLaunchOuterKilled(t *testing.T) {
+	// kill -9 of the spoolfs the user started: the one inside the
+	// namespaces gets SIGTERM (parent death signal), stops the child,
+	// unmounts and exits; nothing is left.
+	r := startLaunch(t, `trap 'exit 0' TERM; sleep 1000 & echo > "$TO_TEST"; wait $!`)
+	r.readLine(t)
+	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.wait(t); code != 128+9 {
+		t.Fatalf("exit code %d, want 137", code)
+	}
+	r.assertNothingLeft(t)
+}
+
+func TestEnterUnsharedRefusesHostNamespace(t *testing.T) {
+	ns, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(UnshareEnv, ns)
+	if err := EnterUnshared(); err == nil {
+		t.Fatal("EnterUnshared made the mounts of this namespace private")
+	}
+}
