@@ -75,7 +75,7 @@ func resolveMountPoint(dir string) (string, error) {
 	return filepath.Join(parent, filepath.Base(abs)), nil
 }
 
-// statDir stats dir with a deadline and checks it is a directory.
+// statDir checks, with a deadline, that dir is a directory that answers.
 func statDir(dir string) error {
 	type result struct {
 		st  unix.Stat_t
@@ -84,7 +84,13 @@ func statDir(dir string) error {
 	done := make(chan result, 1)
 	go func() { // may outlive us if the mount hangs; the process reports and exits
 		var r result
-		r.err = unix.Stat(dir, &r.st)
+		// statfs first: FUSE never answers it from a cache, so it finds a
+		// dead server (ENOTCONN) where stat may answer from cached
+		// attributes.
+		var sfs unix.Statfs_t
+		if r.err = unix.Statfs(dir, &sfs); r.err == nil {
+			r.err = unix.Stat(dir, &r.st)
+		}
 		done <- r
 	}()
 	var r result

@@ -28,8 +28,14 @@ func ServeUntilSignal(v *Volume, sigs <-chan os.Signal) int {
 	for {
 		select {
 		case <-v.Done():
+			if unmounted != nil {
+				// The unmount ended too (or is about to: its next try finds
+				// nothing mounted); let it log first.
+				<-unmounted
+			}
 			return v.finish()
 		case err := <-unmounted:
+			unmounted = nil
 			if err != nil {
 				v.log.Error("unmount failed; signal again to force", zap.String("dir", v.dir), zap.Error(err))
 			}

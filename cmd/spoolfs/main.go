@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -34,6 +35,12 @@ func run(args []string) int {
 	case errors.As(err, &ee):
 		fmt.Fprintf(os.Stderr, "spoolfs: %v\n", ee.err)
 		return ee.code
+	}
+	if msg := err.Error(); strings.HasPrefix(msg, "unknown command") {
+		// cobra's own usage error, possibly with suggestions on more lines
+		first, _, _ := strings.Cut(msg, "\n")
+		fmt.Fprintf(os.Stderr, "spoolfs: %s (see spoolfs --help)\n", first)
+		return 2
 	}
 	fmt.Fprintf(os.Stderr, "spoolfs: %v\n", err)
 	return 1
