@@ -15,7 +15,7 @@ help: ## list the targets
 build: ## build bin/spoolfs
 	$(GO) build -o $(BIN) ./cmd/spoolfs
 
-run: build ## mount volume $(VOLUME) at ./mnt (MNT=...) and serve it until Ctrl-C (then unmount)
+run: build ## mount a volume (VOLUME=spool) at ./mnt (MNT=...) and serve it until Ctrl-C, then unmount
 	@mkdir -p $(MNT)
 	@echo "spoolfs: mounting volume $(VOLUME) at $(abspath $(MNT)) (in memory only: --local)"
 	@echo "  look at it from another terminal:  ls -la $(abspath $(MNT)); df -h $(abspath $(MNT)); grep spoolfs /proc/mounts"
