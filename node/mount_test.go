@@ -73,9 +73,18 @@ func hasOpt(opts, o string) bool {
 // runToExit runs spoolfs to completion and returns its status and stderr.
 func runToExit(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	return runToExitAs(t, nil, args...)
+}
+
+// runToExitAs is runToExit as cred's user (nil: this process's).
+func runToExitAs(t *testing.T, cred *syscall.Credential, args ...string) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, spoolfsBin(t), args...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
@@ -380,4 +389,17 @@ func openDevFuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Chmod("/dev/fuse", st.Mode().Perm()) })
+}
+
+// TestMountNeitherWorks: an unprivileged user on a mount point it may not
+// write gets one line saying what was tried and why each failed.
+func TestMountNeitherWorks(t *testing.T) {
+	requireMount(t)
+	openDevFuse(t)
+	dir := newMountDir(t) // owned by root, 0755
+	code, stderr := runToExitAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "mount", "--local", "v", dir)
+	checkOneLineError(t, code, stderr, 1, "cannot mount "+dir+": tried mount(2): operation not permitted", dir)
+	if !strings.Contains(stderr, "; tried fusermount3: ") {
+		t.Errorf("stderr %q does not say fusermount3 was tried", stderr)
+	}
 }
