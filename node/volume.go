@@ -7,7 +7,6 @@ import (
 	"os"
 
 	"github.com/jacobsa/fuse"
-	"github.com/jacobsa/fuse/fuseutil"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -20,8 +19,8 @@ type Volume struct {
 	dir    string // absolute, symlinks resolved
 	log    *zap.Logger
 	method mountMethod
-	dev    *os.File        // the /dev/fuse connection; fsactor's NotifyDev
-	server *fsactor.Server // nil while fsactor is the ENOSYS stub
+	dev    *os.File // the /dev/fuse connection; fsactor's NotifyDev
+	server *fsactor.Server
 	mfs    *fuse.MountedFileSystem
 
 	done    chan struct{} // closed once ServeOps returned and dev is closed
@@ -80,8 +79,7 @@ func (v *Volume) serve(sink fsactor.Sink, snap *fsactor.Snapshot) error {
 	return nil
 }
 
-// newServer builds the fsactor server; while fsactor is still its stub it
-// falls back to a server answering ENOSYS, so the mount lifecycle works.
+// newServer builds the actor serving the volume.
 func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Server, error) {
 	o := &v.opts
 	srv, err := fsactor.NewServer(fsactor.Config{
@@ -100,10 +98,6 @@ func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Serv
 		Log:          v.log.Named("fsactor"),
 		AccessLog:    o.AccessLog,
 	}, sink, snap)
-	if errors.Is(err, fsactor.ErrNotImplemented) {
-		v.log.Warn("fsactor is not built yet: every op answers ENOSYS")
-		return fuseutil.NewFileSystemServer(&fuseutil.NotImplementedFileSystem{}), nil
-	}
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", o.Volume, err)
 	}
@@ -147,7 +141,7 @@ func (v *Volume) join() {
 // Dir is the absolute mount point.
 func (v *Volume) Dir() string { return v.dir }
 
-// Server is the actor serving the volume (nil while fsactor is a stub).
+// Server is the actor serving the volume.
 func (v *Volume) Server() *fsactor.Server { return v.server }
 
 // Done is closed once the volume is unmounted and every op was answered.
@@ -156,15 +150,8 @@ func (v *Volume) Done() <-chan struct{} { return v.done }
 // Err is what serving ended with; call after Done.
 func (v *Volume) Err() error { return v.joinErr }
 
-// OpCounts returns the number of FUSE requests served per op kind, when
-// the actor counts them (nil otherwise).
-func (v *Volume) OpCounts() map[string]uint64 {
-	var s any = v.server
-	if c, ok := s.(interface{ OpCounts() map[string]uint64 }); ok && v.server != nil {
-		return c.OpCounts()
-	}
-	return nil
-}
+// OpCounts returns the number of FUSE requests served per op kind.
+func (v *Volume) OpCounts() map[string]uint64 { return v.server.OpCounts() }
 
 // Unmount unmounts the volume, retrying while it is busy until ctx ends
 // (then detaching it lazily: lazy reports that), and returns; serving
