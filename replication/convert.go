@@ -1,0 +1,48 @@
+package replication
+
+import (
+	pb "github.com/spoolfs/spoolfs/proto"
+)
+
+func attrToPB(a Attr) *pb.Attr {
+	return &pb.Attr{Mode: a.Mode, Uid: a.Uid, Gid: a.Gid, Nlink: a.Nlink, Rdev: a.Rdev,
+		Size: a.Size, Atime: a.Atime, Mtime: a.Mtime, Ctime: a.Ctime}
+}
+
+func attrFromPB(a *pb.Attr) Attr {
+	if a == nil {
+		return Attr{}
+	}
+	return Attr{Mode: a.Mode, Uid: a.Uid, Gid: a.Gid, Nlink: a.Nlink, Rdev: a.Rdev,
+		Size: a.Size, Atime: a.Atime, Mtime: a.Mtime, Ctime: a.Ctime}
+}
+
+// recordToPB encodes r with at most chunk bytes of its data; the caller
+// sends the rest as more_data.
+func recordToPB(r *Record, chunk int) *pb.Record {
+	d := r.Data
+	if len(d) > chunk {
+		d = d[:chunk]
+	}
+	return &pb.Record{
+		Term: r.Term, Lsn: r.LSN, Op: pb.Op(r.Op), Ino: r.Ino, Parent: r.Parent,
+		Name: []byte(r.Name), NewParent: r.NewParent, NewName: []byte(r.NewName),
+		Replaced: r.Replaced, Attr: attrToPB(r.Attr), Target: []byte(r.Target),
+		XattrName: []byte(r.XattrName), Data: d, DataLen: uint64(len(r.Data)),
+	}
+}
+
+// recordFromPB decodes a record; its Data holds the first chunk only when
+// DataLen says more follows (the receiver appends the rest).
+func recordFromPB(p *pb.Record) *Record {
+	op := Op(0) // unknown: checkRecordShape rejects it
+	if p.Op >= pb.Op_OP_CREATE && p.Op <= pb.Op_OP_DATA {
+		op = Op(p.Op)
+	}
+	return &Record{
+		Term: p.Term, LSN: p.Lsn, Op: op, Ino: p.Ino, Parent: p.Parent,
+		Name: string(p.Name), NewParent: p.NewParent, NewName: string(p.NewName),
+		Replaced: p.Replaced, Attr: attrFromPB(p.Attr), Target: string(p.Target),
+		XattrName: string(p.XattrName), Data: p.Data,
+	}
+}

@@ -1,0 +1,61 @@
+// Package replication ships the records of a volume to its replicas, stores
+// them there in buntdb, fences old primaries with terms and recovers a
+// volume from its replicas. It never imports FUSE or fsactor: node adapts
+// fsactor.Record and fsactor.Snapshot to this package's mirror types
+// (node/replsink.go).
+//
+// # Replica side (ReplicaServer)
+//
+// One buntdb database per volume under the data directory (store.go), one
+// gRPC service (server.go). A Ship stream (ship.go) has two goroutines: a
+// receiver decodes and reassembles records and queues them; the applier
+// drains whatever is queued, validates and applies it against an overlay
+// of the database (apply.go), writes it in one batch and fsyncs once
+// (group commit), then acknowledges the highest durable lsn. A batch with
+// one bad record is rejected whole with InvalidArgument or
+// FailedPrecondition and changes nothing.
+//
+// Crash safety of a batch: buntdb writes a transaction as a run of
+// commands in map order, and a process killed inside write(2) may leave a
+// prefix of them. So each batch is written twice: first its physical
+// change set as one value under the key m:redo (one command: present
+// whole or not at all), then the changes themselves plus the deletion of
+// m:redo, then one fsync. Opening a volume replays a leftover m:redo,
+// which is idempotent. buntdb's own SyncPolicy is Never and its automatic
+// shrink is off: the store fsyncs through its own descriptor, so an fsync
+// error is seen (buntdb drops it), and shrinks itself between batches.
+//
+// The accepted term of a volume lives in a small sidecar file
+// (<volume>.term, written with write-fsync-rename-fsync), so that a replica
+// that must throw away a corrupt database still remembers which terms it
+// refused: forgetting a term would let an old primary count it again.
+//
+// Installs (full resync) build a fresh database file next to the old one
+// and rename it over, so they are atomic too.
+//
+// # Primary side (Primary)
+//
+// OpenPrimary (recover.go) acquires term T = highest seen + 1 from W
+// replicas, loads the most advanced granting replica's state (last term,
+// then lsn), installs it on the other granting replicas under T and
+// returns it as the snapshot the actor starts from. Then each replica has
+// one goroutine (stream.go) that owns a Ship stream: it sends records from
+// the in-memory log as they are appended without waiting for acks (a
+// bounded window), a receiver goroutine reads the acks, and on any error
+// the link reconnects with exponential backoff and resumes from the
+// replica's reported position — or installs a full snapshot (from the
+// SnapshotSource the node sets) when the log no longer reaches back, the
+// replica's history differs from the primary's, or it rejected a record.
+//
+// Durable() is the W-th highest acknowledged lsn. A replica answering
+// "fenced" makes the whole Primary fenced: every Wait fails with ErrFenced.
+//
+// # Histories
+//
+// A replica's position is (last term, lsn): the term of the last record it
+// holds. All records of one term come from one primary, which starts from
+// a base (base term, base lsn) it made a quorum hold. So a replica whose
+// last term is T, or whose last term is the base term with an lsn at or
+// below the base lsn, holds a prefix of this primary's history and can be
+// sent the records that follow; any other replica gets a snapshot.
+package replication

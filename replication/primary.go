@@ -1,0 +1,419 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/spoolfs/spoolfs/proto"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// PrimaryConfig says how a primary reaches the replicas of its volume.
+type PrimaryConfig struct {
+	Volume   string   // volume name ([A-Za-z0-9._-], up to 128)
+	NodeID   string   // this node, recorded by replicas with the term it acquires
+	Replicas []string // replica addresses, host:port
+	// W is the write quorum: a record is durable once W replicas hold it.
+	// Default: a majority of Replicas (2 of 3). Must be a majority, so that
+	// two primaries can never both hold a quorum.
+	W int
+
+	// Creds secures the connections (mTLS); nil: plaintext.
+	Creds       credentials.TransportCredentials
+	DialOptions []grpc.DialOption // appended to the defaults
+
+	// AcquireTimeout bounds OpenPrimary: acquiring the term and recovering
+	// (default 30s). The caller's context may end it sooner.
+	AcquireTimeout time.Duration
+	// CallTimeout bounds one Acquire call and a stream's handshake
+	// (default 5s).
+	CallTimeout time.Duration
+	// MaxLogBytes bounds the in-memory log of records not yet on every
+	// replica (default 256 MiB). A replica that falls further behind is
+	// resynchronised with a snapshot.
+	MaxLogBytes int64
+	// MinBackoff and MaxBackoff bound the reconnect delays (default 50ms
+	// and 5s, doubling).
+	MinBackoff, MaxBackoff time.Duration
+
+	// Root gives the owner and permission bits of the root directory of a
+	// volume no replica holds yet (default mode 0755, owner 0:0).
+	Root Attr
+	// Progress, when set, hears how recovery advances (fetch, install). It
+	// is called from one goroutine at a time.
+	Progress func(Progress)
+	Log      *zap.Logger
+}
+
+// Progress reports recovery: Phase is "acquire", "fetch", "install" or
+// "done"; counts are for the replica named by Replica.
+type Progress struct {
+	Phase       string
+	Replica     string
+	Term        uint64
+	Inodes      uint64
+	InodesTotal uint64
+	Bytes       uint64
+	BytesTotal  uint64
+}
+
+func (c PrimaryConfig) withDefaults() (PrimaryConfig, error) {
+	if !volumeNameRE.MatchString(c.Volume) {
+		return c, fmt.Errorf("replication: volume name %q: want 1-128 of [A-Za-z0-9._-]", c.Volume)
+	}
+	if len(c.Replicas) == 0 {
+		return c, errors.New("replication: replicas: none given")
+	}
+	seen := map[string]bool{}
+	for _, r := range c.Replicas {
+		if r == "" || seen[r] {
+			return c, fmt.Errorf("replication: replicas: %q empty or listed twice", r)
+		}
+		seen[r] = true
+	}
+	n := len(c.Replicas)
+	if c.W == 0 {
+		c.W = n/2 + 1
+	}
+	if c.W <= n/2 || c.W > n {
+		return c, fmt.Errorf("replication: w: %d of %d replicas is not a majority", c.W, n)
+	}
+	setDefault(&c.AcquireTimeout, 30*time.Second)
+	setDefault(&c.CallTimeout, 5*time.Second)
+	setDefault(&c.MinBackoff, 50*time.Millisecond)
+	setDefault(&c.MaxBackoff, 5*time.Second)
+	if c.MaxLogBytes == 0 {
+		c.MaxLogBytes = 256 << 20
+	}
+	if c.NodeID == "" {
+		c.NodeID = "primary"
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	return c, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// SnapshotSource returns a consistent copy of the volume as the actor
+// holds it (node asks the actor). All records up to its LSN must already
+// have been appended.
+type SnapshotSource func(ctx context.Context) (*Snapshot, error)
+
+// Primary ships one volume's records to its replicas and tells when they
+// are durable. Append and Durable never block; Wait does.
+type Primary struct {
+	cfg      PrimaryConfig
+	log      *zap.Logger
+	term     uint64
+	baseTerm uint64 // the recovered state's position (see doc.go, Histories)
+	baseLSN  uint64
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	links    []*link
+	durable  atomic.Uint64
+	// testSkipLSN: tests set it to make one link skip that record once.
+	testSkipLSN atomic.Uint64
+
+	mu sync.Mutex
+	// INVARIANT: entries[i].LSN == first+i; entries end at head.
+	entries   []*Record
+	first     uint64
+	head      uint64
+	logBytes  int64
+	failed    error         // non-nil: fenced, closed or broken; Wait fails with it
+	durableCh chan struct{} // closed and replaced when durable or failed changes
+	snapSrc   SnapshotSource
+}
+
+// Term is the term this primary holds.
+func (p *Primary) Term() uint64 { return p.term }
+
+// SetSnapshotSource tells the primary how to get a snapshot for a replica
+// its log no longer reaches. Until it is set, such a replica waits.
+func (p *Primary) SetSnapshotSource(src SnapshotSource) {
+	p.mu.Lock()
+	p.snapSrc = src
+	p.mu.Unlock()
+	p.wakeAll()
+}
+
+// Append queues the next record (LSN = last + 1) for every replica and
+// stamps it with the term. It never blocks. The Primary owns r from now.
+// After the primary failed (fenced, closed) records are dropped: their
+// Wait fails.
+func (p *Primary) Append(r *Record) {
+	p.mu.Lock()
+	if p.failed != nil {
+		p.mu.Unlock()
+		return
+	}
+	if r.LSN != p.head+1 {
+		p.failLocked(fmt.Errorf("replication: record lsn %d appended after %d", r.LSN, p.head))
+		p.mu.Unlock()
+		return
+	}
+	r.Term = p.term
+	p.entries = append(p.entries, r)
+	p.head = r.LSN
+	p.logBytes += r.size()
+	p.trimLocked()
+	p.mu.Unlock()
+	p.wakeAll()
+}
+
+func (p *Primary) wakeAll() {
+	for _, l := range p.links {
+		l.poke()
+	}
+}
+
+// Durable is the highest LSN stored on W replicas (never decreases).
+func (p *Primary) Durable() uint64 { return p.durable.Load() }
+
+// Wait blocks until lsn is durable. It fails with ErrFenced when another
+// primary took the volume, ErrNoQuorum when ctx ends first (the record
+// stays queued and is shipped when replicas return), ErrClosed after Close.
+func (p *Primary) Wait(ctx context.Context, lsn uint64) error {
+	for {
+		if p.durable.Load() >= lsn {
+			return nil
+		}
+		p.mu.Lock()
+		ch, failed := p.durableCh, p.failed
+		p.mu.Unlock()
+		if p.durable.Load() >= lsn {
+			return nil
+		}
+		if failed != nil {
+			return fmt.Errorf("replication: wait for lsn %d: %w", lsn, failed)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("replication: lsn %d not on %d replicas (%s): %w (%w)",
+				lsn, p.cfg.W, p.ackSummary(), ErrNoQuorum, ctx.Err())
+		}
+	}
+}
+
+// broadcastLocked wakes every Wait (caller holds p.mu).
+func (p *Primary) broadcastLocked() {
+	close(p.durableCh)
+	p.durableCh = make(chan struct{})
+}
+
+func (p *Primary) failLocked(err error) {
+	if p.failed != nil {
+		return
+	}
+	p.failed = err
+	p.log.Error("primary stops shipping", zap.Error(err))
+	p.broadcastLocked()
+	p.cancel()
+}
+
+// fence turns the primary read-only for good: a replica holds a newer term.
+func (p *Primary) fence(addr string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failLocked(fmt.Errorf("%w: replica %s: %v", ErrFenced, addr, err))
+}
+
+// Fenced reports whether a newer term took the volume from this primary.
+func (p *Primary) Fenced() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return errors.Is(p.failed, ErrFenced)
+}
+
+// setAcked records a replica's durable position and advances Durable.
+func (p *Primary) setAcked(l *link, lsn uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l.acked = lsn
+	acked := make([]uint64, len(p.links))
+	for i, o := range p.links {
+		acked[i] = o.acked
+	}
+	slices.Sort(acked)
+	quorum := acked[len(acked)-p.cfg.W]
+	if quorum > p.durable.Load() {
+		p.durable.Store(quorum)
+		p.broadcastLocked()
+	}
+	p.trimLocked()
+}
+
+// trimLocked drops what every replica has, then the oldest records while
+// the log is over its bound (their replicas will get a snapshot).
+func (p *Primary) trimLocked() {
+	low := p.head
+	for _, l := range p.links {
+		low = min(low, l.acked)
+	}
+	n := 0
+	for n < len(p.entries) && (p.entries[n].LSN <= low || p.logBytes > p.cfg.MaxLogBytes) {
+		p.logBytes -= p.entries[n].size()
+		p.entries[n] = nil
+		n++
+	}
+	if n > 0 {
+		p.entries = p.entries[n:]
+		p.first += uint64(n)
+	}
+}
+
+// records returns up to max records from lsn on (nil when lsn is past the
+// head); ok is false when the log no longer reaches back to lsn.
+func (p *Primary) records(lsn uint64, maxRecs int, maxBytes int64) (recs []*Record, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if lsn > p.head {
+		return nil, true
+	}
+	if lsn < p.first {
+		return nil, false
+	}
+	var size int64
+	for i := lsn - p.first; i < uint64(len(p.entries)) && len(recs) < maxRecs && size < maxBytes; i++ {
+		recs = append(recs, p.entries[i])
+		size += p.entries[i].size()
+	}
+	return recs, true
+}
+
+// termAt is the term of the record at lsn in this primary's history.
+func (p *Primary) termAt(lsn uint64) uint64 {
+	if lsn > p.baseLSN {
+		return p.term
+	}
+	return p.baseTerm
+}
+
+// ReplicaStatus is one replica as the primary sees it.
+type ReplicaStatus struct {
+	Addr      string
+	Connected bool
+	Acked     uint64 // highest lsn the replica has durably
+	Lag       uint64 // records the replica lacks
+	Resyncs   int    // snapshots installed on it by this primary
+	LastError string
+}
+
+// PrimaryStatus is what `spoolfs status` shows of a primary.
+type PrimaryStatus struct {
+	Volume   string
+	Term     uint64
+	Head     uint64 // last appended lsn
+	Durable  uint64
+	W        int
+	LogBytes int64
+	Fenced   bool
+	Err      string
+	Replicas []ReplicaStatus
+}
+
+// Status reports the primary and each of its replicas.
+func (p *Primary) Status() PrimaryStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := PrimaryStatus{Volume: p.cfg.Volume, Term: p.term, Head: p.head, Durable: p.durable.Load(),
+		W: p.cfg.W, LogBytes: p.logBytes, Fenced: errors.Is(p.failed, ErrFenced)}
+	if p.failed != nil {
+		st.Err = p.failed.Error()
+	}
+	for _, l := range p.links {
+		rs := ReplicaStatus{Addr: l.addr, Connected: l.connected, Acked: l.acked, Resyncs: l.resyncs}
+		if l.acked < p.head {
+			rs.Lag = p.head - l.acked
+		}
+		if l.lastErr != nil {
+			rs.LastError = l.lastErr.Error()
+		}
+		st.Replicas = append(st.Replicas, rs)
+	}
+	return st
+}
+
+func (p *Primary) ackSummary() string {
+	st := p.Status()
+	s := ""
+	for i, r := range st.Replicas {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s acked %d", r.Addr, r.Acked)
+		if !r.Connected {
+			s += " (down)"
+		}
+	}
+	return s
+}
+
+// Close stops shipping and closes the connections. Records not yet
+// durable stay so; Wait fails with ErrClosed.
+func (p *Primary) Close() error {
+	p.mu.Lock()
+	if p.failed == nil {
+		p.failed = ErrClosed
+		p.broadcastLocked()
+	}
+	p.mu.Unlock()
+	p.cancel()
+	p.wg.Wait()
+	for _, l := range p.links {
+		_ = l.conn.Close()
+	}
+	return nil
+}
+
+// newPrimary builds a primary on recovered state; holders[i] says replica
+// i holds the base already.
+func newPrimary(cfg PrimaryConfig, conns []*grpc.ClientConn, term, baseTerm, baseLSN uint64, holders []bool) *Primary {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Primary{cfg: cfg, log: cfg.Log.With(zap.String("volume", cfg.Volume), zap.Uint64("term", term)),
+		term: term, baseTerm: baseTerm, baseLSN: baseLSN, ctx: ctx, cancel: cancel,
+		first: baseLSN + 1, head: baseLSN, durableCh: make(chan struct{})}
+	p.durable.Store(baseLSN)
+	for i, c := range conns {
+		l := &link{p: p, addr: cfg.Replicas[i], conn: c, client: pb.NewReplicaClient(c), wake: make(chan struct{}, 1)}
+		if holders[i] {
+			l.acked, l.granted = baseLSN, true
+		}
+		p.links = append(p.links, l)
+	}
+	for _, l := range p.links {
+		p.wg.Add(1)
+		go l.run()
+	}
+	return p
+}
+
+// testSkip drops, once, the record numbered testSkipLSN (tests provoke a
+// gap with it).
+func (p *Primary) testSkip(recs []*Record) []*Record {
+	lsn := p.testSkipLSN.Load()
+	if lsn == 0 {
+		return recs
+	}
+	for i, r := range recs {
+		if r.LSN == lsn && p.testSkipLSN.CompareAndSwap(lsn, 0) {
+			return append(recs[:i:i], recs[i+1:]...)
+		}
+	}
+	return recs
+}

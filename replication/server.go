@@ -1,0 +1,347 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/spoolfs/spoolfs/proto"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// ReplicaServer stores volumes for the primaries that push to it: the
+// Replica gRPC service. Safe for concurrent use.
+type ReplicaServer struct {
+	pb.UnimplementedReplicaServer
+	dir string // "" keeps volumes in memory (tests, fuzzing)
+	log *zap.Logger
+	lim Limits
+
+	mu     sync.Mutex
+	vols   map[string]*volume
+	closed bool
+
+	received atomic.Uint64 // records received on Ship streams (tests)
+	// hookBeforeApply, when set, runs in the Ship applier before each
+	// batch is collected (tests block it to build a big batch).
+	hookBeforeApply func()
+}
+
+// volume is one volume on a replica. mu serialises batches, acquires,
+// installs and snapshot reads.
+type volume struct {
+	name     string
+	mu       sync.Mutex
+	st       *volStore
+	termPath string // "" in memory
+	accepted uint64
+	holder   string
+	broken   error // set when storage failed or the server closed
+}
+
+// ReplicaOption configures a ReplicaServer.
+type ReplicaOption func(*ReplicaServer)
+
+// WithLimits sets the bounds records and snapshots are held to.
+func WithLimits(l Limits) ReplicaOption { return func(s *ReplicaServer) { s.lim = l.withDefaults() } }
+
+// NewReplicaServer serves the volumes stored under dataDir (created if
+// missing; "" keeps volumes in memory, for tests). Every volume found
+// there is opened now, so a restarted replica resumes from its disk.
+func NewReplicaServer(dataDir string, log *zap.Logger, opts ...ReplicaOption) (*ReplicaServer, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	s := &ReplicaServer{dir: dataDir, log: log, lim: Limits{}.withDefaults(), vols: make(map[string]*volume)}
+	for _, o := range opts {
+		o(s)
+	}
+	if dataDir == "" {
+		return s, nil
+	}
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("replica data dir: %w", err)
+	}
+	names, err := filepath.Glob(filepath.Join(dataDir, "*.db"))
+	if err != nil {
+		return nil, fmt.Errorf("replica data dir: %w", err)
+	}
+	for _, n := range names {
+		name := strings.TrimSuffix(filepath.Base(n), ".db")
+		if _, err := s.volume(name, true); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Register adds the Replica service to g. Create g with ServerOptions().
+func (s *ReplicaServer) Register(g *grpc.Server) { pb.RegisterReplicaServer(g, s) }
+
+// ServerOptions are the gRPC server options a replica needs: message size
+// bounds and keepalive. Add credentials (mTLS) to them.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}
+}
+
+// Close closes every volume; later calls answer Unavailable.
+func (s *ReplicaServer) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	vols := s.vols
+	s.vols = map[string]*volume{}
+	s.mu.Unlock()
+	for _, v := range vols {
+		v.mu.Lock()
+		if v.st != nil {
+			v.st.close()
+		}
+		v.broken = errors.New("replica closed")
+		v.mu.Unlock()
+	}
+	return nil
+}
+
+var volumeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// volume returns an open volume; create opens or creates its database,
+// otherwise a volume that was never acquired is NotFound.
+func (s *ReplicaServer) volume(name string, create bool) (*volume, error) {
+	if !volumeNameRE.MatchString(name) {
+		return nil, invalidf("volume name %q: want 1-128 of [A-Za-z0-9._-], not starting with . _ or -", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, status.Error(codes.Unavailable, "replica closed")
+	}
+	if v := s.vols[name]; v != nil {
+		return v, nil
+	}
+	if !create && !s.exists(name) {
+		return nil, status.Errorf(codes.NotFound, "volume %q not on this replica: acquire it first", name)
+	}
+	v, err := s.openVolume(name)
+	if err != nil {
+		s.log.Error("open volume", zap.String("volume", name), zap.Error(err))
+		return nil, status.Errorf(codes.Internal, "open volume %q: %v", name, err)
+	}
+	s.vols[name] = v
+	return v, nil
+}
+
+func (s *ReplicaServer) exists(name string) bool {
+	if s.dir == "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(s.dir, name+".db"))
+	return err == nil
+}
+
+func (s *ReplicaServer) openVolume(name string) (*volume, error) {
+	v := &volume{name: name}
+	dbPath := ""
+	if s.dir != "" {
+		dbPath = filepath.Join(s.dir, name+".db")
+		v.termPath = filepath.Join(s.dir, name+".term")
+		tf, err := readTermFile(v.termPath)
+		if err != nil {
+			return nil, err
+		}
+		v.accepted, v.holder = tf.Term, tf.Holder
+	}
+	st, err := openVolStore(dbPath, s.log.With(zap.String("volume", name)))
+	if err != nil {
+		return nil, err
+	}
+	v.st = st
+	s.log.Info("volume opened", zap.String("volume", name), zap.Uint64("accepted_term", v.accepted),
+		zap.Uint64("last_term", st.meta.LastTerm), zap.Uint64("lsn", st.meta.LSN))
+	return v, nil
+}
+
+// usable reports why the volume cannot be used (caller holds v.mu).
+func (v *volume) usable() error {
+	if v.broken != nil {
+		return status.Errorf(codes.Unavailable, "volume %q: %v", v.name, v.broken)
+	}
+	return nil
+}
+
+// fail marks the volume unusable after a storage error (caller holds
+// v.mu): its state on disk is no longer known.
+func (v *volume) fail(log *zap.Logger, err error) error {
+	log.Error("replica storage failed: volume unusable until restart", zap.String("volume", v.name), zap.Error(err))
+	v.broken = err
+	v.st.close()
+	return status.Errorf(codes.Internal, "volume %q: storage failed: %v", v.name, err)
+}
+
+// Acquire implements pb.ReplicaServer.
+func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*pb.AcquireResponse, error) {
+	v, err := s.volume(req.Volume, true)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.usable(); err != nil {
+		return nil, err
+	}
+	granted := false
+	if req.Term > v.accepted {
+		if v.termPath != "" {
+			if err := writeTermFile(v.termPath, termFile{Term: req.Term, Holder: req.NodeId}); err != nil {
+				return nil, v.fail(s.log, err)
+			}
+		}
+		s.log.Info("term acquired", zap.String("volume", v.name), zap.Uint64("term", req.Term),
+			zap.Uint64("previous", v.accepted), zap.String("node", req.NodeId))
+		v.accepted, v.holder, granted = req.Term, req.NodeId, true
+	}
+	m := v.st.meta
+	return &pb.AcquireResponse{Granted: granted, AcceptedTerm: v.accepted, Holder: v.holder,
+		LastTerm: m.LastTerm, Lsn: m.LSN, Initialized: m.Initialized}, nil
+}
+
+// Fetch implements pb.ReplicaServer: the volume's whole state.
+func (s *ReplicaServer) Fetch(req *pb.FetchRequest, stream pb.Replica_FetchServer) error {
+	v, err := s.volume(req.Volume, false)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	if err := v.usable(); err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	snap, m, err := v.st.readSnapshot()
+	accepted := v.accepted
+	v.mu.Unlock()
+	if err != nil {
+		return status.Errorf(codes.Internal, "fetch %q: %v", req.Volume, err)
+	}
+	if !m.Initialized {
+		return preconditionf("volume %q not initialized on this replica", req.Volume)
+	}
+	hdr := &pb.SnapshotHeader{Volume: req.Volume, Term: accepted, LastTerm: m.LastTerm}
+	return sendSnapshot(hdr, snap, stream.Send, nil)
+}
+
+// Install implements pb.ReplicaServer: a full resync under a term.
+func (s *ReplicaServer) Install(stream pb.Replica_InstallServer) error {
+	asm := &snapAssembler{lim: s.lim}
+	var v *volume
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := asm.add(c); err != nil {
+			return err
+		}
+		if v == nil {
+			if v, err = s.installTarget(asm.hdr); err != nil {
+				return err
+			}
+		}
+	}
+	hdr, snap, err := asm.finish()
+	if err != nil {
+		return err
+	}
+	if snap, err = checkSnapshot(snap, s.lim); err != nil {
+		return err
+	}
+	if err := s.installOn(v, hdr, snap); err != nil {
+		return err
+	}
+	return stream.SendAndClose(&pb.InstallResponse{Lsn: snap.LSN, LastTerm: hdr.LastTerm})
+}
+
+// installTarget checks an install's header before its body is read.
+func (s *ReplicaServer) installTarget(h *pb.SnapshotHeader) (*volume, error) {
+	if h.LastTerm > h.Term {
+		return nil, invalidf("install: last term %d above term %d", h.LastTerm, h.Term)
+	}
+	v, err := s.volume(h.Volume, false)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.usable(); err != nil {
+		return nil, err
+	}
+	return v, checkTerm(h.Term, v.accepted)
+}
+
+func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, snap *Snapshot) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.usable(); err != nil {
+		return err
+	}
+	if err := checkTerm(h.Term, v.accepted); err != nil {
+		return err
+	}
+	m := meta{LastTerm: h.LastTerm, LSN: snap.LSN, NextIno: snap.NextIno, Initialized: true}
+	if err := v.st.install(snap, m); err != nil {
+		return v.fail(s.log, err)
+	}
+	s.log.Info("snapshot installed", zap.String("volume", v.name), zap.Uint64("term", h.Term),
+		zap.Uint64("last_term", m.LastTerm), zap.Uint64("lsn", m.LSN), zap.Int("inodes", len(snap.Inodes)))
+	return nil
+}
+
+// Status implements pb.ReplicaServer.
+func (s *ReplicaServer) Status(ctx context.Context, req *pb.StatusRequest) (*pb.StatusResponse, error) {
+	s.mu.Lock()
+	var vols []*volume
+	for name, v := range s.vols {
+		if req.Volume == "" || req.Volume == name {
+			vols = append(vols, v)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(vols, func(i, j int) bool { return vols[i].name < vols[j].name })
+	resp := &pb.StatusResponse{}
+	for _, v := range vols {
+		resp.Volumes = append(resp.Volumes, v.status())
+	}
+	return resp, nil
+}
+
+func (v *volume) status() *pb.VolumeStatus {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	vs := &pb.VolumeStatus{Volume: v.name, AcceptedTerm: v.accepted, Holder: v.holder}
+	if v.broken != nil {
+		return vs
+	}
+	m := v.st.meta
+	vs.LastTerm, vs.Lsn, vs.NextIno, vs.Initialized, vs.Commits = m.LastTerm, m.LSN, m.NextIno, m.Initialized, v.st.commits
+	return vs
+}

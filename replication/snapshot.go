@@ -1,0 +1,161 @@
+package replication
+
+import (
+	pb "github.com/spoolfs/spoolfs/proto"
+)
+
+// Message sizes. Records and snapshots are cut so that no message carries
+// much more than chunkSize bytes; maxMsgSize is what either side accepts.
+const (
+	chunkSize  = 1 << 20
+	maxMsgSize = 8 << 20
+)
+
+// sendSnapshot streams a snapshot: hdr in the first chunk, then the
+// inodes, each cut into pieces of at most chunkSize bytes. progress (may be
+// nil) hears the inodes and data bytes sent so far.
+func sendSnapshot(hdr *pb.SnapshotHeader, snap *Snapshot, send func(*pb.SnapshotChunk) error, progress func(inodes, bytes uint64)) error {
+	hdr.NextIno, hdr.Lsn = snap.NextIno, snap.LSN
+	hdr.Inodes, hdr.Bytes = uint64(len(snap.Inodes)), snap.dataBytes()
+	cur := &pb.SnapshotChunk{Header: hdr}
+	size := 0
+	var doneBytes uint64
+	for i := range snap.Inodes {
+		for _, piece := range inodePieces(&snap.Inodes[i]) {
+			ps := pieceSize(piece)
+			if size+ps > chunkSize && (len(cur.Inodes) > 0 || cur.Header != nil) {
+				if err := send(cur); err != nil {
+					return err
+				}
+				cur, size = &pb.SnapshotChunk{}, 0
+			}
+			cur.Inodes = append(cur.Inodes, piece)
+			size += ps
+		}
+		doneBytes += uint64(len(snap.Inodes[i].Data))
+		if progress != nil {
+			progress(uint64(i+1), doneBytes)
+		}
+	}
+	return send(cur)
+}
+
+// inodePieces cuts an inode into a first piece and continuation pieces.
+func inodePieces(in *SnapInode) []*pb.SnapInode {
+	first := &pb.SnapInode{Ino: in.Ino, Attr: attrToPB(in.Attr), Target: []byte(in.Target)}
+	pieces := []*pb.SnapInode{first}
+	cur, budget := first, chunkSize
+	next := func() {
+		cur = &pb.SnapInode{Ino: in.Ino, Cont: true}
+		pieces = append(pieces, cur)
+		budget = chunkSize
+	}
+	for _, name := range sortedXattrNames(in.Xattrs) {
+		val := in.Xattrs[name]
+		if len(name)+len(val)+16 > budget {
+			next()
+		}
+		cur.Xattrs = append(cur.Xattrs, &pb.Xattr{Name: []byte(name), Value: val})
+		budget -= len(name) + len(val) + 16
+	}
+	for _, e := range in.Entries {
+		if len(e.Name)+16 > budget {
+			next()
+		}
+		cur.Entries = append(cur.Entries, &pb.Dirent{Name: []byte(e.Name), Ino: e.Ino})
+		budget -= len(e.Name) + 16
+	}
+	data := in.Data
+	for len(data) > 0 {
+		if budget <= 0 {
+			next()
+		}
+		n := min(len(data), budget)
+		cur.Data = data[:n]
+		data = data[n:]
+		budget -= n
+	}
+	return pieces
+}
+
+func pieceSize(p *pb.SnapInode) int {
+	n := 64 + len(p.Target) + len(p.Data)
+	for _, x := range p.Xattrs {
+		n += len(x.Name) + len(x.Value) + 16
+	}
+	for _, e := range p.Entries {
+		n += len(e.Name) + 16
+	}
+	return n
+}
+
+// snapAssembler rebuilds a snapshot from its chunks, checking the framing
+// (checkSnapshot checks the content afterwards).
+type snapAssembler struct {
+	lim    Limits
+	hdr    *pb.SnapshotHeader
+	snap   Snapshot
+	bytes  uint64
+	onData func(inodes, bytes uint64) // progress, may be nil
+}
+
+func (a *snapAssembler) add(c *pb.SnapshotChunk) error {
+	if a.hdr == nil {
+		if c.Header == nil {
+			return invalidf("snapshot: first chunk has no header")
+		}
+		a.hdr = c.Header
+		a.snap.LSN, a.snap.NextIno = c.Header.Lsn, c.Header.NextIno
+	} else if c.Header != nil {
+		return invalidf("snapshot: header repeated")
+	}
+	for _, p := range c.Inodes {
+		if err := a.addPiece(p); err != nil {
+			return err
+		}
+	}
+	if a.onData != nil {
+		a.onData(uint64(len(a.snap.Inodes)), a.bytes)
+	}
+	return nil
+}
+
+func (a *snapAssembler) addPiece(p *pb.SnapInode) error {
+	if !p.Cont {
+		if uint64(len(a.snap.Inodes)) >= a.hdr.Inodes {
+			return invalidf("snapshot: more inodes than the header's %d", a.hdr.Inodes)
+		}
+		a.snap.Inodes = append(a.snap.Inodes, SnapInode{Ino: p.Ino, Attr: attrFromPB(p.Attr), Target: string(p.Target)})
+	}
+	n := len(a.snap.Inodes)
+	if n == 0 || a.snap.Inodes[n-1].Ino != p.Ino {
+		return invalidf("snapshot: continuation of inode %d does not follow it", p.Ino)
+	}
+	in := &a.snap.Inodes[n-1]
+	if uint64(len(in.Data))+uint64(len(p.Data)) > a.lim.MaxFileSize {
+		return invalidf("snapshot: inode %d: data exceeds the limit %d", p.Ino, a.lim.MaxFileSize)
+	}
+	in.Data = append(in.Data, p.Data...)
+	a.bytes += uint64(len(p.Data))
+	for _, x := range p.Xattrs {
+		if in.Xattrs == nil {
+			in.Xattrs = make(map[string][]byte)
+		}
+		in.Xattrs[string(x.Name)] = x.Value
+	}
+	for _, e := range p.Entries {
+		in.Entries = append(in.Entries, SnapDirent{Name: string(e.Name), Ino: e.Ino})
+	}
+	return nil
+}
+
+// finish returns the snapshot once every inode the header announced came.
+func (a *snapAssembler) finish() (*pb.SnapshotHeader, *Snapshot, error) {
+	if a.hdr == nil {
+		return nil, nil, invalidf("snapshot: empty stream")
+	}
+	if uint64(len(a.snap.Inodes)) != a.hdr.Inodes {
+		return nil, nil, invalidf("snapshot: %d inodes of the header's %d", len(a.snap.Inodes), a.hdr.Inodes)
+	}
+	return a.hdr, &a.snap, nil
+}

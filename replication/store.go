@@ -1,0 +1,458 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tidwall/buntdb"
+	"go.uber.org/zap"
+)
+
+// minShrink is the database file size below which the store never shrinks.
+const minShrink = 64 << 20
+
+// volStore is the buntdb database of one volume on a replica. It is not
+// safe for concurrent use: the volume's mutex serialises every call except
+// readSnapshot, which only reads.
+type volStore struct {
+	path     string // "" for an in-memory store (tests, fuzzing)
+	db       *buntdb.DB
+	syncf    *os.File // the database file, for our own fsync
+	meta     meta     // as committed
+	commits  uint64   // committed batches (one fsync each)
+	shrinkAt int64
+	log      *zap.Logger
+}
+
+// openVolStore opens (or creates) the database at path, replays a
+// leftover redo and reads the volume's position. A database buntdb cannot
+// parse is moved aside and the volume starts empty: its replicas will
+// install a snapshot.
+func openVolStore(path string, log *zap.Logger) (*volStore, error) {
+	s := &volStore{path: path, log: log, shrinkAt: minShrink}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *volStore) open() error {
+	db, err := s.openDB()
+	if err != nil {
+		return err
+	}
+	s.db = db
+	if s.path != "" {
+		if s.syncf, err = os.OpenFile(s.path, os.O_RDWR, 0); err != nil {
+			_ = db.Close()
+			return fmt.Errorf("open %s for fsync: %w", s.path, err)
+		}
+	}
+	if err := s.replayRedo(); err != nil {
+		s.close()
+		return err
+	}
+	if err := s.loadMeta(); err != nil {
+		s.close()
+		return err
+	}
+	return nil
+}
+
+func (s *volStore) openDB() (*buntdb.DB, error) {
+	name := s.path
+	if name == "" {
+		name = ":memory:"
+	}
+	db, err := buntdb.Open(name)
+	if err != nil && s.path != "" && errors.Is(err, buntdb.ErrInvalid) {
+		aside := fmt.Sprintf("%s.corrupt-%d", s.path, time.Now().Unix())
+		s.log.Error("replica database unreadable: moved aside, the volume starts empty",
+			zap.String("path", s.path), zap.String("moved_to", aside), zap.Error(err))
+		if rerr := os.Rename(s.path, aside); rerr != nil {
+			return nil, fmt.Errorf("move corrupt %s aside: %w", s.path, rerr)
+		}
+		db, err = buntdb.Open(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open buntdb %s: %w", name, err)
+	}
+	var cfg buntdb.Config
+	if err := db.ReadConfig(&cfg); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("read buntdb config: %w", err)
+	}
+	cfg.SyncPolicy = buntdb.Never // we fsync ourselves, once per batch
+	cfg.AutoShrinkDisabled = true // we shrink between batches and fsync after
+	if err := db.SetConfig(cfg); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("set buntdb config: %w", err)
+	}
+	return db, nil
+}
+
+// replayRedo finishes a batch whose write was cut short (doc.go).
+func (s *volStore) replayRedo() error {
+	var redo string
+	err := s.db.View(func(tx *buntdb.Tx) error {
+		v, err := tx.Get(keyRedo)
+		redo = v
+		return err
+	})
+	if errors.Is(err, buntdb.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read redo: %w", err)
+	}
+	changes, err := decodeChanges(redo)
+	if err != nil {
+		return fmt.Errorf("decode redo of %s: %w", s.path, err)
+	}
+	s.log.Warn("replaying an interrupted batch", zap.String("path", s.path), zap.Int("changes", len(changes)))
+	err = s.db.Update(func(tx *buntdb.Tx) error {
+		if err := applyChanges(tx, changes); err != nil {
+			return err
+		}
+		_, err := tx.Delete(keyRedo)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("replay redo: %w", err)
+	}
+	return s.sync()
+}
+
+func (s *volStore) loadMeta() error {
+	return s.db.View(func(tx *buntdb.Tx) error {
+		v, err := tx.Get(keyMeta)
+		if errors.Is(err, buntdb.ErrNotFound) {
+			s.meta = meta{NextIno: RootIno + 1}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read meta: %w", err)
+		}
+		s.meta, err = decodeMeta(v)
+		return err
+	})
+}
+
+func (s *volStore) close() {
+	if s.db != nil {
+		_ = s.db.Close()
+		s.db = nil
+	}
+	if s.syncf != nil {
+		_ = s.syncf.Close()
+		s.syncf = nil
+	}
+}
+
+func (s *volStore) sync() error {
+	if s.syncf == nil {
+		return nil
+	}
+	if err := s.syncf.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// view starts a scratch view of the committed state; release it with done
+// before commit.
+func (s *volStore) view() (v *view, done func()) {
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return newView(nil), func() {}
+	}
+	return newView(tx), func() { _ = tx.Rollback() }
+}
+
+// commit makes v's changes and the new position durable: redo, changes,
+// one fsync (doc.go). An error leaves the store unusable: the caller
+// must drop it and reopen.
+func (s *volStore) commit(v *view, m meta) error {
+	v.set(keyMeta, m.encode())
+	if s.path != "" {
+		redo := v.encodeChanges()
+		err := s.db.Update(func(tx *buntdb.Tx) error {
+			_, _, err := tx.Set(keyRedo, redo, nil)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("write redo: %w", err)
+		}
+	}
+	changes := v.changes()
+	err := s.db.Update(func(tx *buntdb.Tx) error {
+		if err := applyChanges(tx, changes); err != nil {
+			return err
+		}
+		if s.path != "" {
+			_, err := tx.Delete(keyRedo)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write batch: %w", err)
+	}
+	if err := s.sync(); err != nil {
+		return err
+	}
+	s.meta = m
+	s.commits++
+	return s.maybeShrink()
+}
+
+// maybeShrink rewrites the append-only file once it has doubled.
+func (s *volStore) maybeShrink() error {
+	if s.syncf == nil {
+		return nil
+	}
+	fi, err := s.syncf.Stat()
+	if err != nil || fi.Size() < s.shrinkAt {
+		return nil
+	}
+	if err := s.db.Shrink(); err != nil {
+		s.log.Warn("shrink failed", zap.String("path", s.path), zap.Error(err))
+		s.shrinkAt = fi.Size() * 2
+		return nil
+	}
+	_ = s.syncf.Close()
+	if s.syncf, err = os.OpenFile(s.path, os.O_RDWR, 0); err != nil {
+		return fmt.Errorf("reopen %s after shrink: %w", s.path, err)
+	}
+	if err := s.sync(); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return err
+	}
+	if fi, err = s.syncf.Stat(); err == nil {
+		s.shrinkAt = max(minShrink, fi.Size()*2)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// install replaces the whole volume with snap at position m, atomically:
+// a new database file renamed over the old one (in memory: one
+// transaction).
+func (s *volStore) install(snap *Snapshot, m meta) error {
+	if s.path == "" {
+		err := s.db.Update(func(tx *buntdb.Tx) error {
+			if err := tx.DeleteAll(); err != nil {
+				return err
+			}
+			return writeSnapshot(tx, snap, m)
+		})
+		if err != nil {
+			return fmt.Errorf("install: %w", err)
+		}
+		s.meta = m
+		s.commits++
+		return nil
+	}
+	tmp := s.path + ".install"
+	if err := buildDB(tmp, snap, m); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	s.close()
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("install: rename %s: %w", tmp, err)
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return err
+	}
+	s.commits++
+	return s.open()
+}
+
+// buildDB writes snap into a new database file at path and fsyncs it.
+func buildDB(path string, snap *Snapshot, m meta) error {
+	_ = os.Remove(path)
+	db, err := buntdb.Open(path)
+	if err != nil {
+		return fmt.Errorf("install: create %s: %w", path, err)
+	}
+	err = db.Update(func(tx *buntdb.Tx) error { return writeSnapshot(tx, snap, m) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("install: write %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("install: reopen %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("install: fsync %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeSnapshot stores a validated snapshot in tx.
+func writeSnapshot(tx *buntdb.Tx, snap *Snapshot, m meta) error {
+	set := func(k, v string) error { _, _, err := tx.Set(k, v, nil); return err }
+	if err := set(keyMeta, m.encode()); err != nil {
+		return err
+	}
+	dirs := make(map[uint64]bool)
+	for i := range snap.Inodes {
+		if isDir(snap.Inodes[i].Attr) {
+			dirs[snap.Inodes[i].Ino] = true
+		}
+	}
+	for i := range snap.Inodes {
+		if err := writeSnapInode(set, &snap.Inodes[i], dirs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeSnapInode(set func(k, v string) error, in *SnapInode, dirs map[uint64]bool) error {
+	if err := set(attrKey(in.Ino), encodeAttr(in.Attr)); err != nil {
+		return err
+	}
+	if in.Target != "" {
+		if err := set(targetKey(in.Ino), in.Target); err != nil {
+			return err
+		}
+	}
+	if len(in.Data) > 0 {
+		if err := set(contentKey(in.Ino), string(trimZeros(in.Data))); err != nil {
+			return err
+		}
+	}
+	for name, val := range in.Xattrs {
+		if err := set(xattrKey(in.Ino, name), string(val)); err != nil {
+			return err
+		}
+	}
+	for _, e := range in.Entries {
+		if err := set(dentKey(in.Ino, e.Name), encodeU64(e.Ino)); err != nil {
+			return err
+		}
+		if !dirs[e.Ino] {
+			continue
+		}
+		if err := set(upKey(e.Ino), encodeU64(in.Ino)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimZeros drops trailing zero bytes: content is stored up to its last
+// non-zero byte and read back padded to the size.
+func trimZeros(b []byte) []byte {
+	i := len(b)
+	for i > 0 && b[i-1] == 0 {
+		i--
+	}
+	return b[:i]
+}
+
+// readSnapshot copies the committed volume out of the database (u: keys
+// are derived from the entries and not read back).
+func (s *volStore) readSnapshot() (*Snapshot, meta, error) {
+	inodes := make(map[uint64]*SnapInode)
+	get := func(ino uint64) *SnapInode {
+		in := inodes[ino]
+		if in == nil {
+			in = &SnapInode{Ino: ino}
+			inodes[ino] = in
+		}
+		return in
+	}
+	m := s.meta
+	err := s.db.View(func(tx *buntdb.Tx) error {
+		var ferr error
+		err := tx.Ascend("", func(k, v string) bool {
+			ferr = readKey(k, v, get)
+			return ferr == nil
+		})
+		if err != nil {
+			return err
+		}
+		return ferr
+	})
+	if err != nil {
+		return nil, meta{}, fmt.Errorf("read volume %s: %w", s.path, err)
+	}
+	return assembleSnapshot(inodes, m), m, nil
+}
+
+func readKey(k, v string, get func(uint64) *SnapInode) error {
+	if strings.HasPrefix(k, "m:") || strings.HasPrefix(k, "u:") {
+		return nil
+	}
+	ino, rest, err := parseInoKey(k)
+	if err != nil {
+		return err
+	}
+	switch k[0] {
+	case 'i':
+		a, err := decodeAttr(v)
+		if err != nil {
+			return fmt.Errorf("key %q: %w", k, err)
+		}
+		get(ino).Attr = a
+	case 't':
+		get(ino).Target = v
+	case 'c':
+		get(ino).Data = []byte(v)
+	case 'd':
+		child, err := decodeU64(v)
+		if err != nil {
+			return fmt.Errorf("key %q: %w", k, err)
+		}
+		in := get(ino)
+		in.Entries = append(in.Entries, SnapDirent{Name: rest, Ino: child})
+	case 'x':
+		in := get(ino)
+		if in.Xattrs == nil {
+			in.Xattrs = make(map[string][]byte)
+		}
+		in.Xattrs[rest] = []byte(v)
+	default:
+		return fmt.Errorf("unknown key %q", k)
+	}
+	return nil
+}
+
+func assembleSnapshot(inodes map[uint64]*SnapInode, m meta) *Snapshot {
+	snap := &Snapshot{LSN: m.LSN, NextIno: m.NextIno, Inodes: make([]SnapInode, 0, len(inodes))}
+	for _, in := range inodes {
+		if isReg(in.Attr) && uint64(len(in.Data)) < in.Attr.Size {
+			d := make([]byte, in.Attr.Size)
+			copy(d, in.Data)
+			in.Data = d
+		}
+		snap.Inodes = append(snap.Inodes, *in)
+	}
+	sort.Slice(snap.Inodes, func(i, j int) bool { return snap.Inodes[i].Ino < snap.Inodes[j].Ino })
+	return snap
+}

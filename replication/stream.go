@@ -1,0 +1,391 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/spoolfs/spoolfs/proto"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// Pipelining bounds of one replica stream: records sent but not yet
+// acknowledged.
+const (
+	maxInflightRecords = 1 << 14
+	maxInflightBytes   = 64 << 20
+	maxSendRecords     = 256 // records per message
+)
+
+// errResync ends a session whose replica needs a snapshot first.
+var errResync = errors.New("replication: replica needs a snapshot")
+
+// link is the primary's connection to one replica: one goroutine (run)
+// owning the Ship stream, plus a receiver goroutine per session.
+type link struct {
+	p      *Primary
+	addr   string
+	conn   *grpc.ClientConn
+	client pb.ReplicaClient
+	wake   chan struct{} // cap 1: new records, acks, a snapshot source
+	rewind atomic.Uint64 // lsn to resend from after a gap (0: none)
+
+	// Guarded by p.mu.
+	acked      uint64
+	connected  bool
+	granted    bool // the replica accepted our term
+	needResync bool
+	resyncs    int
+	lastErr    error
+}
+
+func (l *link) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *link) log() *zap.Logger { return l.p.log.With(zap.String("replica", l.addr)) }
+
+// run keeps a session going until the primary stops or is fenced.
+func (l *link) run() {
+	defer l.p.wg.Done()
+	delay := l.p.cfg.MinBackoff
+	var lastMsg string
+	for {
+		progressed, err := l.session()
+		if l.p.ctx.Err() != nil {
+			return
+		}
+		if isFenced(err) {
+			l.p.fence(l.addr, err)
+			return
+		}
+		l.down(err)
+		if errors.Is(err, errResync) {
+			continue
+		}
+		if msg := fmt.Sprint(err); msg != lastMsg {
+			l.log().Warn("replica link down, retrying", zap.Error(err))
+			lastMsg = msg
+		}
+		if progressed {
+			delay, lastMsg = l.p.cfg.MinBackoff, ""
+		}
+		jitter := time.Duration(rand.Int64N(int64(delay)/4 + 1))
+		select {
+		case <-time.After(delay + jitter):
+		case <-l.p.ctx.Done():
+			return
+		}
+		delay = min(delay*2, l.p.cfg.MaxBackoff)
+	}
+}
+
+func (l *link) down(err error) {
+	l.p.mu.Lock()
+	defer l.p.mu.Unlock()
+	l.connected, l.lastErr = false, err
+	if s, ok := status.FromError(err); ok && strings.Contains(s.Message(), "not acquired") {
+		l.granted = false
+	}
+}
+
+// session: make sure the replica is on our term and history, then stream.
+func (l *link) session() (progressed bool, err error) {
+	if err := l.ensureTerm(); err != nil {
+		return false, err
+	}
+	l.p.mu.Lock()
+	resync := l.needResync
+	l.p.mu.Unlock()
+	if resync {
+		if err := l.resync(); err != nil {
+			return false, err
+		}
+		progressed = true
+	}
+	ctx, cancel := context.WithCancel(l.p.ctx)
+	defer cancel()
+	stream, next, err := l.open(ctx, cancel)
+	if err != nil {
+		return progressed, err
+	}
+	errc := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.receive(stream, errc)
+	}()
+	err = l.pump(ctx, stream, next, errc)
+	cancel()
+	<-done
+	return true, err
+}
+
+// ensureTerm asks a replica that did not grant our term yet to accept it.
+func (l *link) ensureTerm() error {
+	l.p.mu.Lock()
+	granted := l.granted
+	l.p.mu.Unlock()
+	if granted {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(l.p.ctx, l.p.cfg.CallTimeout)
+	defer cancel()
+	resp, err := l.client.Acquire(ctx, &pb.AcquireRequest{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.NodeID})
+	if err != nil {
+		return fmt.Errorf("acquire term %d: %w", l.p.term, err)
+	}
+	if resp.AcceptedTerm > l.p.term {
+		return fencedError(l.p.term, resp.AcceptedTerm)
+	}
+	l.p.mu.Lock()
+	l.granted = true
+	l.p.mu.Unlock()
+	return nil
+}
+
+// open starts a Ship stream and decides where to resume from.
+func (l *link) open(ctx context.Context, cancel context.CancelFunc) (pb.Replica_ShipClient, uint64, error) {
+	stream, err := l.client.Ship(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	hdr := &pb.ShipRequest{Header: &pb.ShipHeader{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.NodeID}}
+	if err := stream.Send(hdr); err != nil {
+		return nil, 0, recvStatus(stream, err)
+	}
+	timer := time.AfterFunc(l.p.cfg.CallTimeout, cancel) // a replica that never answers
+	pos, err := stream.Recv()
+	if !timer.Stop() {
+		return nil, 0, fmt.Errorf("ship handshake: no answer within %v", l.p.cfg.CallTimeout)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("ship handshake: %w", err)
+	}
+	if !l.p.sameHistory(pos) {
+		l.markResync("replica at lsn %d of term %d is not on this primary's history", pos.DurableLsn, pos.LastTerm)
+		return nil, 0, errResync
+	}
+	if _, ok := l.p.records(pos.DurableLsn+1, 1, 1); !ok {
+		l.markResync("log starts after the replica's lsn %d", pos.DurableLsn)
+		return nil, 0, errResync
+	}
+	l.p.mu.Lock()
+	l.connected, l.lastErr = true, nil
+	l.p.mu.Unlock()
+	l.p.setAcked(l, pos.DurableLsn)
+	l.log().Info("replica stream open", zap.Uint64("replica_lsn", pos.DurableLsn), zap.Uint64("head", l.p.headLSN()))
+	return stream, pos.DurableLsn + 1, nil
+}
+
+func (l *link) markResync(format string, args ...any) {
+	l.log().Info("replica needs a snapshot: " + fmt.Sprintf(format, args...))
+	l.p.mu.Lock()
+	l.needResync = true
+	l.p.mu.Unlock()
+}
+
+// sameHistory: the replica holds a prefix of this primary's history
+// (doc.go, Histories).
+func (p *Primary) sameHistory(pos *pb.Ack) bool {
+	if !pos.Initialized || pos.DurableLsn > p.headLSN() {
+		return false
+	}
+	return pos.LastTerm == p.term || (pos.LastTerm == p.baseTerm && pos.DurableLsn <= p.baseLSN)
+}
+
+func (p *Primary) headLSN() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.head
+}
+
+// receive reads acks until the stream ends.
+func (l *link) receive(stream pb.Replica_ShipClient, errc chan<- error) {
+	for {
+		ack, err := stream.Recv()
+		if err != nil {
+			errc <- err
+			return
+		}
+		if ack.Gap {
+			l.rewind.Store(ack.DurableLsn + 1)
+		}
+		l.p.setAcked(l, ack.DurableLsn)
+		l.poke()
+	}
+}
+
+// pump sends records as they come, without waiting for acks, within the
+// inflight window.
+func (l *link) pump(ctx context.Context, stream pb.Replica_ShipClient, next uint64, errc chan error) error {
+	for {
+		if r := l.rewind.Swap(0); r != 0 && r < next {
+			l.log().Info("replica reported a gap: resending", zap.Uint64("from", r))
+			next = r
+		}
+		recs, ok := l.p.records(next, l.window(next), maxInflightBytes)
+		if !ok {
+			l.markResync("log no longer reaches lsn %d", next)
+			_ = stream.CloseSend()
+			return errResync
+		}
+		if len(recs) == 0 {
+			select {
+			case <-l.wake:
+				continue
+			case err := <-errc:
+				return l.streamEnded(err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		last := recs[len(recs)-1].LSN
+		if err := sendRecords(stream, l.p.testSkip(recs)); err != nil {
+			return l.streamEnded(recvErr(errc, err))
+		}
+		next = last + 1
+	}
+}
+
+// window is how many records may be sent from next on.
+func (l *link) window(next uint64) int {
+	l.p.mu.Lock()
+	inflight := next - 1 - min(l.acked, next-1)
+	l.p.mu.Unlock()
+	if inflight >= maxInflightRecords {
+		return 0
+	}
+	return min(maxInflightRecords-int(inflight), 4*maxSendRecords)
+}
+
+// streamEnded classifies the end of a stream: a rejected record means the
+// replica's state and ours differ, which a snapshot repairs.
+func (l *link) streamEnded(err error) error {
+	if err == nil || err == io.EOF {
+		return errors.New("replica closed the stream")
+	}
+	if isRejection(err) && !isFenced(err) && !strings.Contains(err.Error(), "not acquired") {
+		l.log().Error("replica rejected a record: resynchronising it with a snapshot", zap.Error(err))
+		l.markResync("rejected: %v", err)
+	}
+	return err
+}
+
+// recvErr returns the stream's status after a failed Send (which only
+// says io.EOF).
+func recvErr(errc chan error, sendErr error) error {
+	if sendErr != io.EOF {
+		return sendErr
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(5 * time.Second):
+		return sendErr
+	}
+}
+
+func recvStatus(stream pb.Replica_ShipClient, sendErr error) error {
+	if sendErr != io.EOF {
+		return sendErr
+	}
+	_, err := stream.Recv()
+	if err == nil {
+		return sendErr
+	}
+	return err
+}
+
+// sendRecords packs records into messages of about chunkSize bytes; data
+// longer than that follows in more_data messages.
+func sendRecords(stream pb.Replica_ShipClient, recs []*Record) error {
+	msg := &pb.ShipRequest{}
+	size := 0
+	flush := func() error {
+		if len(msg.Records) == 0 {
+			return nil
+		}
+		err := stream.Send(msg)
+		msg, size = &pb.ShipRequest{}, 0
+		return err
+	}
+	for _, r := range recs {
+		rs := int(r.size())
+		if len(msg.Records) >= maxSendRecords || (size > 0 && size+rs > chunkSize) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		msg.Records = append(msg.Records, recordToPB(r, chunkSize))
+		size += rs
+		if len(r.Data) <= chunkSize {
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		for rest := r.Data[chunkSize:]; len(rest) > 0; {
+			n := min(len(rest), chunkSize)
+			if err := stream.Send(&pb.ShipRequest{MoreData: rest[:n]}); err != nil {
+				return err
+			}
+			rest = rest[n:]
+		}
+	}
+	return flush()
+}
+
+// resync installs a snapshot from the actor on the replica.
+func (l *link) resync() error {
+	l.p.mu.Lock()
+	src := l.p.snapSrc
+	l.p.mu.Unlock()
+	if src == nil {
+		return errors.New("replica needs a snapshot and no snapshot source is set yet")
+	}
+	snap, err := src(l.p.ctx)
+	if err != nil {
+		return fmt.Errorf("snapshot for resync: %w", err)
+	}
+	hdr := &pb.SnapshotHeader{Volume: l.p.cfg.Volume, Term: l.p.term, LastTerm: l.p.termAt(snap.LSN), NodeId: l.p.cfg.NodeID}
+	start := time.Now()
+	if err := installSnapshot(l.p.ctx, l.client, hdr, snap, nil); err != nil {
+		return fmt.Errorf("install snapshot at lsn %d: %w", snap.LSN, err)
+	}
+	l.p.mu.Lock()
+	l.needResync = false
+	l.resyncs++
+	l.p.mu.Unlock()
+	l.p.setAcked(l, snap.LSN)
+	l.log().Info("replica resynchronised with a snapshot", zap.Uint64("lsn", snap.LSN),
+		zap.Int("inodes", len(snap.Inodes)), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// installSnapshot streams snap to a replica's Install.
+func installSnapshot(ctx context.Context, c pb.ReplicaClient, hdr *pb.SnapshotHeader, snap *Snapshot, progress func(inodes, bytes uint64)) error {
+	stream, err := c.Install(ctx)
+	if err != nil {
+		return err
+	}
+	err = sendSnapshot(hdr, snap, stream.Send, progress)
+	if err != nil && err != io.EOF {
+		return err
+	}
+	_, rerr := stream.CloseAndRecv()
+	if rerr != nil {
+		return rerr
+	}
+	return err
+}

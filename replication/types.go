@@ -1,0 +1,119 @@
+package replication
+
+// Op is the kind of mutation a Record carries. The values are
+// fsactor.RecordOp's one to one (and the wire's pb.Op).
+type Op uint8
+
+// The record kinds; see fsactor/record.go for what each one means.
+const (
+	OpCreate      Op = 1
+	OpLink        Op = 2
+	OpUnlink      Op = 3
+	OpRmdir       Op = 4
+	OpRename      Op = 5
+	OpSetattr     Op = 6
+	OpSetXattr    Op = 7
+	OpRemoveXattr Op = 8
+	OpData        Op = 9
+)
+
+var opNames = [...]string{
+	OpCreate: "create", OpLink: "link", OpUnlink: "unlink", OpRmdir: "rmdir",
+	OpRename: "rename", OpSetattr: "setattr", OpSetXattr: "setxattr",
+	OpRemoveXattr: "removexattr", OpData: "data",
+}
+
+func (o Op) String() string {
+	if int(o) < len(opNames) && opNames[o] != "" {
+		return opNames[o]
+	}
+	return "unknown"
+}
+
+// Attr mirrors fsactor.Attr. Times are Unix nanoseconds.
+type Attr struct {
+	Mode  uint32 // st_mode: file type bits and permission bits
+	Uid   uint32
+	Gid   uint32
+	Nlink uint32
+	Rdev  uint32
+	Size  uint64
+	Atime int64
+	Mtime int64
+	Ctime int64
+}
+
+// Record mirrors fsactor.Record plus the term of the primary that wrote
+// it (stamped by Primary.Append). A Record handed to Append is owned by the
+// Primary from then on and must not be changed.
+type Record struct {
+	Term      uint64
+	LSN       uint64
+	Op        Op
+	Ino       uint64
+	Parent    uint64
+	Name      string
+	NewParent uint64
+	NewName   string
+	Replaced  uint64
+	Attr      Attr
+	Target    string
+	XattrName string
+	Data      []byte
+}
+
+// size is what a record weighs in the primary's log.
+func (r *Record) size() int64 {
+	return int64(96 + len(r.Name) + len(r.NewName) + len(r.Target) + len(r.XattrName) + len(r.Data))
+}
+
+// Snapshot mirrors fsactor.Snapshot: a whole volume at one LSN.
+type Snapshot struct {
+	LSN     uint64
+	NextIno uint64
+	Inodes  []SnapInode
+}
+
+// SnapInode mirrors fsactor.SnapInode.
+type SnapInode struct {
+	Ino     uint64
+	Attr    Attr
+	Target  string
+	Data    []byte
+	Xattrs  map[string][]byte
+	Entries []SnapDirent
+}
+
+// SnapDirent mirrors fsactor.SnapDirent.
+type SnapDirent struct {
+	Name string
+	Ino  uint64
+}
+
+// dataBytes is the total file content of the snapshot.
+func (s *Snapshot) dataBytes() uint64 {
+	var n uint64
+	for i := range s.Inodes {
+		n += uint64(len(s.Inodes[i].Data))
+	}
+	return n
+}
+
+// File type bits of st_mode.
+const (
+	modeType = 0o170000
+	modeDir  = 0o040000
+	modeReg  = 0o100000
+	modeLnk  = 0o120000
+	modeFifo = 0o010000
+	modeChr  = 0o020000
+	modeBlk  = 0o060000
+	modeSock = 0o140000
+)
+
+func isDir(a Attr) bool { return a.Mode&modeType == modeDir }
+func isReg(a Attr) bool { return a.Mode&modeType == modeReg }
+func isLnk(a Attr) bool { return a.Mode&modeType == modeLnk }
+
+// RootIno is the inode number of a volume's root directory.
+const RootIno = 1
