@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -206,7 +207,7 @@ func TestMountReplacesStale(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "before")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a --local volume came back with old content: stat = %v", err)
 	}
-	if !strings.Contains(p2.stderr.String(), "replaced a stale mount") {
+	if !strings.Contains(p2.stderr.String(), "removed a stale mount") {
 		t.Errorf("the stale mount was not logged; stderr:\n%s", p2.stderr)
 	}
 	stopClean(t, p2, dir)
@@ -401,5 +402,33 @@ func TestMountNeitherWorks(t *testing.T) {
 	checkOneLineError(t, code, stderr, 1, "cannot mount "+dir+": tried mount(2): operation not permitted", dir)
 	if !strings.Contains(stderr, "; tried fusermount3: ") {
 		t.Errorf("stderr %q does not say fusermount3 was tried", stderr)
+	}
+}
+
+// TestMountAbortedConnection: when the FUSE connection is aborted under
+// it (fusectl's abort), spoolfs exits 1 and leaves no dead mount behind.
+func TestMountAbortedConnection(t *testing.T) {
+	requireMount(t)
+	dir := newMountDir(t)
+	p := startSpoolfs(t, nil, "mount", "--local", "vol-abort", dir)
+	waitMounted(t, p, dir)
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	// fusectl is mounted in a private mount namespace: the host's stays as it is.
+	script := "mount -t fusectl none /sys/fs/fuse/connections && echo 1 > /sys/fs/fuse/connections/" +
+		strconv.Itoa(int(unix.Minor(st.Dev))) + "/abort"
+	if out, err := exec.Command("unshare", "-m", "sh", "-c", script).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cannot abort through fusectl: %v: %s", err, out)
+		}
+		t.Skipf("cannot abort through fusectl: %v: %s", err, out)
+	}
+	if code := p.waitExit(t, exitTimeout); code != 1 {
+		t.Errorf("exit status after an abort = %d, want 1; stderr:\n%s", code, p.stderr)
+	}
+	if at := fuseMountsAt(t, dir); len(at) != 0 {
+		t.Errorf("dead mount left behind: %+v", at)
 	}
 }

@@ -138,7 +138,7 @@ func replaceStale(dir string, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("mount point %s holds a stale mount (%s, its server is gone) that could not be removed: %w", dir, what, err)
 	}
-	log.Warn("replaced a stale mount left by a dead server",
+	log.Warn("removed a stale mount left by a dead server",
 		zap.String("dir", dir), zap.String("was", what), zap.String("how", how))
 	return nil
 }

@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"errors"
 	"os"
 	"sort"
 	"strconv"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // ServeUntilSignal serves v until it is unmounted by someone else or a
@@ -18,6 +20,9 @@ import (
 func ServeUntilSignal(v *Volume, sigs <-chan os.Signal) int {
 	select {
 	case <-v.Done():
+		if v.removeDeadMount() {
+			return 1
+		}
 		v.log.Info("unmounted from outside; stopping", zap.String("dir", v.dir))
 		return v.finish()
 	case s := <-sigs:
@@ -59,6 +64,22 @@ func (v *Volume) unmountForStop() error {
 			zap.String("dir", v.dir), zap.Duration("waited", v.opts.UnmountTimeout))
 	}
 	return err
+}
+
+// removeDeadMount handles a connection that ended while still mounted (it
+// was aborted, e.g. through /sys/fs/fuse/connections/N/abort): the mount
+// is dead and would answer ENOTCONN, so detach it rather than leave it
+// behind. It says whether it found one.
+func (v *Volume) removeDeadMount() bool {
+	if err := statDir(v.dir); !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
+		return false
+	}
+	v.log.Error("the FUSE connection was aborted while mounted", zap.String("dir", v.dir))
+	if err := replaceStale(v.dir, v.log); err != nil {
+		v.log.Error("could not remove the dead mount", zap.Error(err))
+	}
+	v.finish()
+	return true
 }
 
 // finish logs how serving ended and returns the exit status.
