@@ -9,8 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// NewLogger builds the process logger: zap's production configuration,
-// writing to stderr at level ("debug", "info", "warn", "error"), encoded
+// NewLogger builds the process logger: zap's production configuration
+// without sampling, writing to stderr at level ("debug", "info", "warn", "error"), encoded
 // as format: "console", "json", or "" for console on a terminal and JSON
 // otherwise.
 func NewLogger(level, format string) (*zap.Logger, error) {
@@ -28,6 +28,9 @@ func NewLogger(level, format string) (*zap.Logger, error) {
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
 	cfg.OutputPaths = []string{"stderr"}
 	cfg.ErrorOutputPaths = []string{"stderr"}
+	// No sampling of the whole logger: --access-log asks for every line.
+	// Storm-prone lines (op errors) are sampled where they are written.
+	cfg.Sampling = nil
 	switch format {
 	case "json":
 	case "console":
