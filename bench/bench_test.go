@@ -134,6 +134,20 @@ func TestParseVariant(t *testing.T) {
 	}
 }
 
+func TestParseMemfsVariant(t *testing.T) {
+	s, err := ParseMemfsVariant("memfs-x:writeback,no-default-permissions")
+	if err != nil || s.Kind != KindMemfs || len(s.Args) != 2 {
+		t.Errorf("got %+v, %v", s, err)
+	}
+	sys, err := NewSystem(s, "")
+	if m, ok := sys.(*memfsSystem); err != nil || !ok || !m.writeback || !m.noDefaultPerms {
+		t.Errorf("system %+v, %v", sys, err)
+	}
+	if _, err := ParseMemfsVariant("memfs-x:turbo"); err == nil {
+		t.Error("unknown knob accepted")
+	}
+}
+
 func TestRunOptionsValidated(t *testing.T) {
 	dir := t.TempDir()
 	for _, o := range []Options{

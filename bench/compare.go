@@ -150,6 +150,7 @@ func (r *Requests) PerOp() float64 {
 type SystemInfo struct {
 	Name, Kind, Describe string
 	FUSE                 bool
+	Variant              bool // a memfs or spoolfs with knobs turned (Args)
 	MountErr             error
 }
 
@@ -223,7 +224,7 @@ func (c *CompareConfig) mountAll(ctx context.Context, base string, rep *Report) 
 	var out []mounted
 	for _, spec := range c.Systems {
 		sys, err := NewSystem(spec, c.SpoolfsBin)
-		info := SystemInfo{Name: spec.Name, Kind: spec.Kind}
+		info := SystemInfo{Name: spec.Name, Kind: spec.Kind, Variant: len(spec.Args) > 0}
 		if err == nil {
 			info.Describe, info.FUSE = sys.Describe(), sys.FUSE()
 			dir := filepath.Join(base, spec.Name)

@@ -91,6 +91,18 @@ func (r *Report) systemsOfKind(kind string) []string {
 	return out
 }
 
+// anchors returns the measured anchors of a kind: the systems as the
+// suite defines them, not the variants of memfs that turn a knob.
+func (r *Report) anchors(kind string) []string {
+	var out []string
+	for _, s := range r.Systems {
+		if s.Kind == kind && s.MountErr == nil && !s.Variant {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
 func (r *Report) measured() []SystemInfo {
 	var out []SystemInfo
 	for _, s := range r.Systems {
@@ -170,7 +182,7 @@ func (r *Report) rateCell(k CellKey) string {
 // writeRatios writes each spoolfs system's ratio to each anchor.
 func (r *Report) writeRatios(w io.Writer) {
 	subjects := r.systemsOfKind(KindSpoolfs)
-	anchors := append(r.systemsOfKind(KindMemfs), r.systemsOfKind(KindTmpfs)...)
+	anchors := append(r.anchors(KindMemfs), r.anchors(KindTmpfs)...)
 	if len(subjects) == 0 || len(anchors) == 0 {
 		return
 	}
@@ -200,7 +212,7 @@ func (r *Report) writeRatios(w io.Writer) {
 
 func (r *Report) writeTargets(w io.Writer) {
 	subjects := r.systemsOfKind(KindSpoolfs)
-	memfs := r.systemsOfKind(KindMemfs)
+	memfs := r.anchors(KindMemfs)
 	if len(subjects) == 0 || len(memfs) == 0 {
 		return
 	}

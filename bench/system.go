@@ -60,6 +60,34 @@ func ParseVariant(s string) (SystemSpec, error) {
 	return SystemSpec{Name: name, Kind: KindSpoolfs, Args: strings.Fields(args)}, nil
 }
 
+// The knobs a memfs variant may turn (ParseMemfsVariant).
+const (
+	MemfsWriteback      = "writeback"              // enable the kernel's writeback cache
+	MemfsNoDefaultPerms = "no-default-permissions" // no default_permissions: no permission checks at all
+)
+
+// ParseMemfsVariant parses "NAME:KNOB,KNOB" (knobs: writeback,
+// no-default-permissions) into a memfs system spec, to measure what a mount
+// option costs with a server other than spoolfs.
+func ParseMemfsVariant(s string) (SystemSpec, error) {
+	name, knobs, ok := strings.Cut(s, ":")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || strings.ContainsAny(name, "/ ") {
+		return SystemSpec{}, fmt.Errorf("memfs variant %q: want NAME:KNOB,KNOB, e.g. memfs-nodp:no-default-permissions", s)
+	}
+	spec := SystemSpec{Name: name, Kind: KindMemfs}
+	for _, k := range strings.Split(knobs, ",") {
+		switch k = strings.TrimSpace(k); k {
+		case MemfsWriteback, MemfsNoDefaultPerms:
+			spec.Args = append(spec.Args, k)
+		case "":
+		default:
+			return SystemSpec{}, fmt.Errorf("memfs variant %q: unknown knob %q (want %s or %s)", s, k, MemfsWriteback, MemfsNoDefaultPerms)
+		}
+	}
+	return spec, nil
+}
+
 // NewSystem builds the system of spec; spoolfsBin is the spoolfs binary.
 func NewSystem(spec SystemSpec, spoolfsBin string) (System, error) {
 	name := spec.Name
@@ -70,7 +98,12 @@ func NewSystem(spec SystemSpec, spoolfsBin string) (System, error) {
 	case KindTmpfs:
 		return &tmpfsSystem{name: name}, nil
 	case KindMemfs:
-		return &memfsSystem{name: name}, nil
+		m := &memfsSystem{name: name, knobs: spec.Args}
+		for _, k := range spec.Args {
+			m.writeback = m.writeback || k == MemfsWriteback
+			m.noDefaultPerms = m.noDefaultPerms || k == MemfsNoDefaultPerms
+		}
+		return m, nil
 	case KindSpoolfs:
 		if spoolfsBin == "" {
 			return nil, errors.New("spoolfs: no binary given")
@@ -109,26 +142,36 @@ func (s *tmpfsSystem) Unmount() error {
 }
 
 // memfsSystem is jacobsa/fuse's samples/memfs, served by this process with
-// the config of samples/mount_memfs (writeback cache disabled).
+// the config of samples/mount_memfs (writeback cache disabled), unless a
+// variant turns a knob.
 type memfsSystem struct {
-	name string
-	dir  string
-	mfs  *fuse.MountedFileSystem
+	name           string
+	knobs          []string
+	writeback      bool
+	noDefaultPerms bool
+
+	dir string
+	mfs *fuse.MountedFileSystem
 }
 
 func (s *memfsSystem) Name() string { return s.name }
 func (s *memfsSystem) Kind() string { return KindMemfs }
 func (s *memfsSystem) FUSE() bool   { return true }
 func (s *memfsSystem) Describe() string {
-	return "jacobsa/fuse samples/memfs in the bench process, MountConfig of samples/mount_memfs (DisableWritebackCaching)"
+	d := "jacobsa/fuse samples/memfs in the bench process, MountConfig of samples/mount_memfs (DisableWritebackCaching)"
+	if len(s.knobs) > 0 {
+		d += " but " + strings.Join(s.knobs, ", ")
+	}
+	return d
 }
 
 func (s *memfsSystem) Mount(ctx context.Context, dir string) error {
 	server := memfs.NewMemFS(uint32(os.Getuid()), uint32(os.Getgid()))
 	cfg := &fuse.MountConfig{
-		FSName:                  "bench-memfs",
-		Subtype:                 "memfs",
-		DisableWritebackCaching: true,
+		FSName:                    "bench-memfs",
+		Subtype:                   "memfs",
+		DisableWritebackCaching:   !s.writeback,
+		DisableDefaultPermissions: s.noDefaultPerms,
 	}
 	mfs, err := fuse.Mount(dir, server, cfg)
 	if err != nil {
