@@ -48,6 +48,13 @@ func init() {
 		os.Exit(launchMiniSpoolfs(os.Args[1:]))
 	case "devfuse":
 		os.Exit(launchDevFuse(os.Args[1:]))
+	case "probe":
+		timeout, _ := time.ParseDuration(os.Getenv("SPOOLFS_LAUNCH_PROBE_TIMEOUT"))
+		if _, err := ProbeMount(context.Background(), os.Args[1], timeout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 }
 
@@ -560,6 +567,7 @@ func TestLaunchUnshareAsNobody(t *testing.T) {
 	if st, err := os.Stat("/proc/" + fields[0]); err != nil || st.Sys().(*syscall.Stat_t).Uid != 65534 {
 		t.Errorf("the child does not run as host uid 65534: %v", err)
 	}
+	checkProbe(t, r, kid)
 	r.toKid = openFifo(t, filepath.Join(filepath.Dir(r.mnt), "to-kid"), os.O_WRONLY, r)
 	r.toKid.WriteString("go\n")
 	r.toKid.Close()
@@ -570,6 +578,47 @@ func TestLaunchUnshareAsNobody(t *testing.T) {
 		t.Errorf("output %q, want it to start with hi", r.out.String())
 	}
 	r.assertNothingLeft(t)
+	if _, err := ProbeMount(context.Background(), r.mnt, time.Second); !errors.Is(err, ErrNoMount) {
+		t.Errorf("probe after the end: %v, want ErrNoMount", err)
+	}
+}
+
+// checkProbe runs the liveness probe from outside spoolfs's namespaces, as
+// a container's exec probe does, as the same user (nobody: FUSE refuses
+// other users, root included, without allow_other). With the server
+// stopped (SIGSTOP), it must fail.
+func checkProbe(t *testing.T, r *launchRun, kid int) {
+	t.Helper()
+	if out, err := runProbe(t, r, 5*time.Second); err != nil {
+		t.Errorf("probe as nobody: %v: %s", err, out)
+	}
+	server, ok := parentOf(kid)
+	if !ok {
+		t.Fatalf("no parent for the child %d", kid)
+	}
+	if err := unix.Kill(server, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Kill(server, unix.SIGCONT)
+	out, err := runProbe(t, r, 300*time.Millisecond)
+	if err == nil || !strings.Contains(string(out), "did not answer") {
+		t.Errorf("probe with the server %d stopped: %v: %s", server, err, out)
+	}
+}
+
+func runProbe(t *testing.T, r *launchRun, timeout time.Duration) ([]byte, error) {
+	t.Helper()
+	probe := exec.Command(launchPublicBin(t, r), r.mnt)
+	probe.Env = append(os.Environ(), launchRoleEnv+"=probe", "GORACE=atexit_sleep_ms=0",
+		"SPOOLFS_LAUNCH_PROBE_TIMEOUT="+timeout.String())
+	probe.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	return probe.CombinedOutput()
+}
+
+// launchPublicBin is the binary the run uses (a copy nobody can run).
+func launchPublicBin(t *testing.T, r *launchRun) string {
+	t.Helper()
+	return r.cmd.Args[2]
 }
 
 func TestLaunchChildKilledBySignal(t *testing.T) {
