@@ -47,6 +47,9 @@ func TestDiff(t *testing.T) {
 		if !r.step(i) {
 			return
 		}
+		if (i+1)%100000 == 0 {
+			t.Logf("%d ops, %.0f ops/s", i+1, float64(i+1)/time.Since(start).Seconds())
+		}
 		if (i+1)%*flagDiffCheck == 0 && !r.compareTrees(i) {
 			return
 		}
@@ -234,6 +237,8 @@ func (s *side) apply(o *diffOp) outcome {
 		return result(err, "%s", statLine(&st))
 	case "fsync":
 		return result(unix.Fsync(s.fds[o.slot]), "")
+	case "fallocate":
+		return result(unix.Fallocate(s.fds[o.slot], o.mode, o.off, int64(o.size)), "")
 	case "write":
 		return s.writePath(o)
 	case "readfile":
@@ -271,6 +276,15 @@ func (s *side) applyNamespace(o *diffOp) outcome {
 		return result(unix.Chmod(s.p(o.path), o.mode), "")
 	case "chown":
 		return result(unix.Lchown(s.p(o.path), o.uid, o.gid), "")
+	case "utimens":
+		// Explicit times only: their values are comparable.
+		ts := []unix.Timespec{{Sec: int64(o.uid), Nsec: int64(o.gid)}, {Sec: o.off, Nsec: int64(o.size)}}
+		err := unix.UtimesNanoAt(unix.AT_FDCWD, s.p(o.path), ts, unix.AT_SYMLINK_NOFOLLOW)
+		var st unix.Stat_t
+		if err == nil {
+			err = unix.Lstat(s.p(o.path), &st)
+		}
+		return result(err, "atime=%d.%09d mtime=%d.%09d", st.Atim.Sec, st.Atim.Nsec, st.Mtim.Sec, st.Mtim.Nsec)
 	case "setxattr":
 		return result(unix.Lsetxattr(s.p(o.path), o.name, opData(o.data, o.size), o.flags), "")
 	case "removexattr":
@@ -374,6 +388,10 @@ func (o *diffOp) String() string {
 		return fmt.Sprintf("create %s %s mode=%04o", o.path, openFlags(o.flags), o.mode)
 	case "close", "fstat", "fsync":
 		return fmt.Sprintf("%s fd%d", o.kind, o.slot)
+	case "fallocate":
+		return fmt.Sprintf("fallocate fd%d mode=%#x off=%d len=%d", o.slot, o.mode, o.off, o.size)
+	case "utimens":
+		return fmt.Sprintf("utimens %s atime=%d.%09d mtime=%d.%09d", o.path, o.uid, o.gid, o.off, o.size)
 	case "pwrite", "pread":
 		return fmt.Sprintf("%s fd%d off=%d len=%d data=%d", o.kind, o.slot, o.off, o.size, o.data)
 	case "ftruncate":
@@ -428,7 +446,7 @@ var weights = []struct {
 	{"fstat", 3}, {"fsync", 1}, {"write", 6}, {"readfile", 4}, {"truncate", 4}, {"rename", 9},
 	{"link", 6}, {"unlink", 6}, {"mkdir", 6}, {"rmdir", 4}, {"symlink", 3}, {"readlink", 1},
 	{"mkfifo", 1}, {"chmod", 3}, {"chown", 1}, {"setxattr", 4}, {"removexattr", 2},
-	{"getxattr", 2}, {"listxattr", 1}, {"lstat", 4}, {"readdir", 2},
+	{"getxattr", 2}, {"listxattr", 1}, {"lstat", 4}, {"readdir", 2}, {"fallocate", 2}, {"utimens", 1},
 }
 
 var totalWeight = func() int {
@@ -551,7 +569,7 @@ func (g *generator) mode() uint32 {
 func (g *generator) next() diffOp {
 	o := diffOp{kind: g.pickKind(), data: g.rng.Uint64()}
 	switch o.kind {
-	case "close", "pwrite", "pread", "ftruncate", "fstat", "fsync":
+	case "close", "pwrite", "pread", "ftruncate", "fstat", "fsync", "fallocate":
 		slot, ok := g.openSlot()
 		if !ok {
 			o.kind = "open"
@@ -586,6 +604,15 @@ func (g *generator) fill(o diffOp) diffOp {
 		o.off, o.size = g.offset(), g.size()
 	case "pread":
 		o.off, o.size = g.offset(), g.size()
+	case "fallocate":
+		o.off, o.size = g.offset(), g.size()
+		o.mode = []uint32{0, unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE,
+			unix.FALLOC_FL_ZERO_RANGE}[g.rng.Intn(4)]
+	case "utimens":
+		// uid, gid, off and size carry atime and mtime (seconds, ns).
+		o.path = g.existing()
+		o.uid, o.gid = g.rng.Intn(2_000_000_000), g.rng.Intn(1_000_000_000)
+		o.off, o.size = g.rng.Int63n(2_000_000_000), g.rng.Intn(1_000_000_000)
 	case "ftruncate", "truncate":
 		o.off = g.offset()
 		if g.rng.Intn(4) == 0 {
