@@ -335,7 +335,7 @@ func (p *spoolfsProc) stop(t testing.TB) {
 		<-p.exited
 	}
 	if t.Failed() {
-		t.Logf("spoolfs output:\n%s", p.stderr.String())
+		t.Logf("spoolfs output (last lines):\n%s", lastLines(p.stderr.String(), 40))
 	}
 }
 
@@ -353,6 +353,15 @@ func (p *spoolfsProc) rootFd(t testing.TB) int {
 func (p *spoolfsProc) abort() {
 	_ = p.cmd.Process.Kill()
 	_ = unix.Unmount(p.Dir, unix.MNT_DETACH)
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("[%d lines before]", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // mountEntry is one line of /proc/self/mountinfo.
