@@ -1,0 +1,9 @@
+// Package deploy holds what runs spoolfs outside this repository: the
+// Kubernetes manifests (kubernetes/), the systemd units and the fstab mount
+// helper (systemd/). It has no Go code of its own; its test
+// (manifests_test.go) decodes every manifest strictly with the Kubernetes
+// API types and checks the invariants the operations guide
+// (docs/operations.md) promises: no privileged container, no added
+// SYS_ADMIN, limits on every container, probes that fail when the mount
+// stops answering, and a mail container that runs under `spoolfs mount`.
+package deploy
