@@ -103,6 +103,21 @@ func (a *applier) touchDir(dir uint64, ctime int64, nlinkDelta int) {
 	a.v.set(attrKey(dir), encodeAttr(at))
 }
 
+// putAttr stores an inode's attributes; a regular file's content is cut
+// to its size (content is never longer than the size says).
+func (a *applier) putAttr(ino uint64, at Attr) {
+	if isReg(at) {
+		if c, ok := a.v.get(contentKey(ino)); ok && uint64(len(c)) > at.Size {
+			if d := trimZeros([]byte(c[:at.Size])); len(d) > 0 {
+				a.v.set(contentKey(ino), string(d))
+			} else {
+				a.v.del(contentKey(ino))
+			}
+		}
+	}
+	a.v.set(attrKey(ino), encodeAttr(at))
+}
+
 // deleteInode removes an inode and everything stored under it.
 func (a *applier) deleteInode(ino uint64) {
 	a.v.del(attrKey(ino))
@@ -124,7 +139,7 @@ func (a *applier) create(r *Record) error {
 	if _, ok := a.lookup(r.Parent, r.Name); ok {
 		return preconditionf("lsn %d create: %q exists in directory %d", r.LSN, r.Name, r.Parent)
 	}
-	a.v.set(attrKey(r.Ino), encodeAttr(r.Attr))
+	a.putAttr(r.Ino, r.Attr)
 	if r.Target != "" {
 		a.v.set(targetKey(r.Ino), r.Target)
 	}
@@ -157,7 +172,7 @@ func (a *applier) link(r *Record) error {
 		return preconditionf("lsn %d link: %q exists in directory %d", r.LSN, r.Name, r.Parent)
 	}
 	a.v.set(dentKey(r.Parent, r.Name), encodeU64(r.Ino))
-	a.v.set(attrKey(r.Ino), encodeAttr(r.Attr))
+	a.putAttr(r.Ino, r.Attr)
 	a.touchDir(r.Parent, r.Attr.Ctime, 0)
 	return nil
 }
@@ -197,7 +212,7 @@ func (a *applier) unlink(r *Record) error {
 	if r.Attr.Nlink == 0 {
 		a.deleteInode(r.Ino)
 	} else {
-		a.v.set(attrKey(r.Ino), encodeAttr(r.Attr))
+		a.putAttr(r.Ino, r.Attr)
 	}
 	a.touchDir(r.Parent, r.Attr.Ctime, 0)
 	return nil
@@ -230,17 +245,16 @@ func (a *applier) setattr(r *Record) error {
 	if err := sameType(r, old, r.Attr); err != nil {
 		return err
 	}
-	if isReg(r.Attr) {
-		if c, ok := a.v.get(contentKey(r.Ino)); ok && uint64(len(c)) > r.Attr.Size {
-			a.v.set(contentKey(r.Ino), c[:r.Attr.Size])
-		}
-	}
-	a.v.set(attrKey(r.Ino), encodeAttr(r.Attr))
+	a.putAttr(r.Ino, r.Attr)
 	return nil
 }
 
 func (a *applier) setXattr(r *Record) error {
-	if _, err := a.mustExist(r, r.Ino); err != nil {
+	old, err := a.mustExist(r, r.Ino)
+	if err != nil {
+		return err
+	}
+	if err := a.optionalAttr(r, old); err != nil {
 		return err
 	}
 	a.v.set(xattrKey(r.Ino, r.XattrName), string(r.Data))
@@ -248,14 +262,34 @@ func (a *applier) setXattr(r *Record) error {
 }
 
 func (a *applier) removeXattr(r *Record) error {
-	if _, err := a.mustExist(r, r.Ino); err != nil {
+	old, err := a.mustExist(r, r.Ino)
+	if err != nil {
 		return err
 	}
 	k := xattrKey(r.Ino, r.XattrName)
 	if !a.v.has(k) {
 		return preconditionf("lsn %d removexattr: inode %d has no xattr %q", r.LSN, r.Ino, r.XattrName)
 	}
+	if err := a.optionalAttr(r, old); err != nil {
+		return err
+	}
 	a.v.del(k)
+	return nil
+}
+
+// optionalAttr stores the attributes an xattr record may carry (its new
+// ctime); a record without them (mode 0) leaves the inode as it is.
+func (a *applier) optionalAttr(r *Record, old Attr) error {
+	if r.Attr.Mode == 0 {
+		return nil
+	}
+	if err := checkMode(r.Attr); err != nil {
+		return invalidf("lsn %d %s: %v", r.LSN, r.Op, err)
+	}
+	if err := sameType(r, old, r.Attr); err != nil {
+		return err
+	}
+	a.putAttr(r.Ino, r.Attr)
 	return nil
 }
 
@@ -275,6 +309,6 @@ func (a *applier) data(r *Record) error {
 	} else {
 		a.v.del(contentKey(r.Ino))
 	}
-	a.v.set(attrKey(r.Ino), encodeAttr(r.Attr))
+	a.putAttr(r.Ino, r.Attr)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,8 @@ type PrimaryConfig struct {
 	// is called from one goroutine at a time.
 	Progress func(Progress)
 	Log      *zap.Logger
+
+	holder string // NodeID plus a random suffix: this OpenPrimary call
 }
 
 // Progress reports recovery: Phase is "acquire", "fetch", "install" or
@@ -95,6 +98,7 @@ func (c PrimaryConfig) withDefaults() (PrimaryConfig, error) {
 	if c.NodeID == "" {
 		c.NodeID = "primary"
 	}
+	c.holder = fmt.Sprintf("%s/%016x", c.NodeID, rand.Uint64())
 	if c.Log == nil {
 		c.Log = zap.NewNop()
 	}

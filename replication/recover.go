@@ -131,27 +131,36 @@ func (r *recovery) run(ctx context.Context, conns []*grpc.ClientConn) (*Primary,
 }
 
 // acquire asks every replica for T = highest seen + 1 until W grant it.
+// A first round with term 0 (never granted) learns the highest term. A
+// replica that granted T keeps granting it to this holder, so T only grows
+// when another node holds T or more.
 func (r *recovery) acquire(ctx context.Context) (uint64, []answer, error) {
 	var highest uint64
+	for _, a := range r.acquireRound(ctx, 0) {
+		if a.err == nil {
+			highest = max(highest, a.resp.AcceptedTerm)
+		}
+	}
+	term := highest + 1
 	delay := r.cfg.MinBackoff
 	for {
-		term := highest + 1
 		r.progress(Progress{Phase: "acquire", Term: term})
 		answers := r.acquireRound(ctx, term)
 		granted := 0
 		for i, a := range answers {
 			r.log.Info("acquire answer", zap.Uint64("term", term), zap.String("replica", r.cfg.Replicas[i]), zap.Stringer("answer", a))
-			if a.err == nil {
+			switch {
+			case a.err != nil:
+			case a.resp.Granted:
+				granted++
+			default:
 				highest = max(highest, a.resp.AcceptedTerm)
-				if a.resp.Granted {
-					granted++
-				}
 			}
 		}
 		if granted >= r.cfg.W {
 			return term, answers, nil
 		}
-		highest = max(highest, term)
+		term = max(term, highest+1)
 		summary := r.summary(answers)
 		r.log.Warn("term not acquired, retrying", zap.Uint64("term", term), zap.Int("granted", granted), zap.Int("w", r.cfg.W), zap.String("answers", summary))
 		select {
@@ -181,7 +190,7 @@ func (r *recovery) acquireRound(ctx context.Context, term uint64) []answer {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 			defer cancel()
-			resp, err := c.Acquire(cctx, &pb.AcquireRequest{Volume: r.cfg.Volume, Term: term, NodeId: r.cfg.NodeID})
+			resp, err := c.Acquire(cctx, &pb.AcquireRequest{Volume: r.cfg.Volume, Term: term, NodeId: r.cfg.holder})
 			answers[i] = answer{resp: resp, err: err}
 		}()
 	}
@@ -351,7 +360,7 @@ func (r *recovery) installAll(ctx context.Context, term, baseTerm uint64, snap *
 		go func() {
 			defer wg.Done()
 			addr := r.cfg.Replicas[i]
-			hdr := &pb.SnapshotHeader{Volume: r.cfg.Volume, Term: term, LastTerm: baseTerm, NodeId: r.cfg.NodeID}
+			hdr := &pb.SnapshotHeader{Volume: r.cfg.Volume, Term: term, LastTerm: baseTerm, NodeId: r.cfg.holder}
 			total, bytes := uint64(len(snap.Inodes)), snap.dataBytes()
 			errs[k] = installSnapshot(ctx, r.clients[i], hdr, snap, func(n, b uint64) {
 				r.progress(Progress{Phase: "install", Replica: addr, Term: term, Inodes: n, InodesTotal: total, Bytes: b, BytesTotal: bytes})

@@ -38,7 +38,7 @@ func (a *applier) rename(r *Record) error {
 	a.v.del(dentKey(r.Parent, r.Name))
 	a.v.set(dentKey(r.NewParent, r.NewName), encodeU64(r.Ino))
 	if r.Attr.Mode != 0 {
-		a.v.set(attrKey(r.Ino), encodeAttr(r.Attr))
+		a.putAttr(r.Ino, r.Attr)
 	}
 	a.moveDirLinks(r, isDir(old))
 	return nil

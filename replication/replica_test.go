@@ -202,12 +202,13 @@ func TestBadRecordsRejected(t *testing.T) {
 		{"unknown op", &Record{Term: 5, LSN: 2, Op: 42, Ino: 3}, codes.InvalidArgument, "unknown op"},
 		{"data unknown ino", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 77, Attr: fileAttr(1), Data: []byte("x")}, codes.FailedPrecondition, "does not exist"},
 		{"data to dir", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 2, Attr: fileAttr(1), Data: []byte("x")}, codes.FailedPrecondition, "not a regular file"},
-		{"data size mismatch", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(9), Data: []byte("x")}, codes.InvalidArgument, "size 9"},
+		{"data beyond size", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(0), Data: []byte("x")}, codes.InvalidArgument, "beyond size 0"},
+		{"rmdir not empty", &Record{Term: 5, LSN: 2, Op: OpRmdir, Ino: 2, Parent: 1, Name: "d"}, codes.FailedPrecondition, "not empty"},
 		{"oversized", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(2 << 20), Data: make([]byte, 2<<20)}, codes.InvalidArgument, "exceeds the limit"},
 		{"type change", &Record{Term: 5, LSN: 2, Op: OpSetattr, Ino: 3, Attr: dirAttr()}, codes.FailedPrecondition, "changes type"},
 		{"bad mode", &Record{Term: 5, LSN: 2, Op: OpSetattr, Ino: 3, Attr: Attr{Mode: 0o644}}, codes.InvalidArgument, "no valid file type"},
 		{"unlink wrong ino", &Record{Term: 5, LSN: 2, Op: OpUnlink, Ino: 2, Parent: 1, Name: "f"}, codes.FailedPrecondition, "is inode 3"},
-		{"rmdir not empty", &Record{Term: 5, LSN: 2, Op: OpRmdir, Ino: 1, Parent: 1, Name: "d"}, codes.FailedPrecondition, "the root"},
+		{"rmdir root", &Record{Term: 5, LSN: 2, Op: OpRmdir, Ino: 1, Parent: 1, Name: "d"}, codes.FailedPrecondition, "the root"},
 		{"rename into itself", &Record{Term: 5, LSN: 2, Op: OpRename, Ino: 2, Parent: 1, Name: "d", NewParent: 2, NewName: "x"}, codes.FailedPrecondition, "inside itself"},
 		{"rename bad replaced", &Record{Term: 5, LSN: 2, Op: OpRename, Ino: 3, Parent: 1, Name: "f", NewParent: 1, NewName: "d", Replaced: 9}, codes.FailedPrecondition, "record says 9"},
 		{"rename dir over file", &Record{Term: 5, LSN: 2, Op: OpRename, Ino: 2, Parent: 1, Name: "d", NewParent: 1, NewName: "f", Replaced: 3}, codes.FailedPrecondition, "differ"},
@@ -226,7 +227,7 @@ func TestBadRecordsRejected(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := openShip(t, cl, 5)
-			ok := createRec(5, 2, 50, 1, "valid-before-the-bad-one")
+			ok := createRec(5, 2, 50, 2, "valid-before-the-bad-one") // makes d non-empty
 			bad := *tc.rec
 			if bad.LSN == 2 {
 				bad.LSN = 3
@@ -310,9 +311,9 @@ func TestInstallRejectsBadSnapshots(t *testing.T) {
 			s.Inodes[0].Entries = s.Inodes[0].Entries[1:]
 			s.Inodes[1].Entries = []SnapDirent{{Name: "self", Ino: 2}}
 		},
-		"bad name":    func(s *Snapshot) { s.Inodes[0].Entries[0].Name = "a/b" },
-		"ino >= next": func(s *Snapshot) { s.NextIno = 3 },
-		"short data":  func(s *Snapshot) { s.Inodes[2].Data = []byte("he") },
+		"bad name":         func(s *Snapshot) { s.Inodes[0].Entries[0].Name = "a/b" },
+		"ino >= next":      func(s *Snapshot) { s.NextIno = 3 },
+		"data beyond size": func(s *Snapshot) { s.Inodes[2].Data = []byte("hello!") },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {

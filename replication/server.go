@@ -196,7 +196,8 @@ func (v *volume) fail(log *zap.Logger, err error) error {
 	return status.Errorf(codes.Internal, "volume %q: storage failed: %v", v.name, err)
 }
 
-// Acquire implements pb.ReplicaServer.
+// Acquire implements pb.ReplicaServer: a term above the accepted one is
+// persisted (term file) before the grant is answered.
 func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*pb.AcquireResponse, error) {
 	v, err := s.volume(req.Volume, true)
 	if err != nil {
@@ -207,7 +208,9 @@ func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*p
 	if err := v.usable(); err != nil {
 		return nil, err
 	}
-	granted := false
+	// The holder that acquired the accepted term may ask again (a retry
+	// after a lost answer): granted, nothing changes.
+	granted := req.Term == v.accepted && req.NodeId != "" && req.NodeId == v.holder
 	if req.Term > v.accepted {
 		if v.termPath != "" {
 			if err := writeTermFile(v.termPath, termFile{Term: req.Term, Holder: req.NodeId}); err != nil {

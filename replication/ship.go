@@ -150,7 +150,7 @@ func decodeShip(req *pb.ShipRequest, pending *Record, dataLen uint64, lim Limits
 			return nil, nil, 0, invalidf("ship: lsn %d: %d data bytes but data_len %d", r.LSN, len(p.Data), p.DataLen)
 		}
 		if uint64(len(p.Data)) < p.DataLen {
-			r.Data = append(make([]byte, 0, p.DataLen), p.Data...)
+			r.Data = append(make([]byte, 0, min(p.DataLen, 4*chunkSize)), p.Data...)
 			pending, dataLen = r, p.DataLen
 			continue
 		}

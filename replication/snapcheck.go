@@ -3,8 +3,9 @@ package replication
 import "sort"
 
 // checkSnapshot validates a snapshot to install and returns it without the
-// inodes no directory names (unlinked files still open on the primary:
-// nothing a replica needs to keep).
+// inodes no directory names (unlinked files or removed directories still
+// open on the primary: nothing a replica keeps). File data may be shorter
+// than the size: the rest is a hole.
 func checkSnapshot(snap *Snapshot, lim Limits) (*Snapshot, error) {
 	byIno := make(map[uint64]*SnapInode, len(snap.Inodes))
 	for i := range snap.Inodes {
@@ -51,11 +52,11 @@ func checkSnapInode(in *SnapInode, nextIno uint64, lim Limits) error {
 	} else if in.Target != "" {
 		return invalidf("snapshot: inode %d: target on a non-symlink", in.Ino)
 	}
-	if in.Attr.Size > lim.MaxFileSize {
-		return invalidf("snapshot: inode %d: size %d exceeds the limit %d", in.Ino, in.Attr.Size, lim.MaxFileSize)
+	if in.Attr.Size > maxSize || uint64(len(in.Data)) > lim.MaxFileSize {
+		return invalidf("snapshot: inode %d: size %d or data of %d bytes exceeds the limit", in.Ino, in.Attr.Size, len(in.Data))
 	}
-	if isReg(in.Attr) && uint64(len(in.Data)) != in.Attr.Size {
-		return invalidf("snapshot: inode %d: %d bytes of data for size %d", in.Ino, len(in.Data), in.Attr.Size)
+	if isReg(in.Attr) && uint64(len(in.Data)) > in.Attr.Size {
+		return invalidf("snapshot: inode %d: %d bytes of data beyond size %d", in.Ino, len(in.Data), in.Attr.Size)
 	}
 	if !isReg(in.Attr) && len(in.Data) > 0 {
 		return invalidf("snapshot: inode %d: data on a non-regular file", in.Ino)
@@ -105,8 +106,8 @@ func checkTree(byIno map[uint64]*SnapInode, refs map[uint64]int) error {
 	}
 	dirs := 0
 	for ino, in := range byIno {
-		if !isDir(in.Attr) {
-			continue
+		if !isDir(in.Attr) || (ino != RootIno && refs[ino] == 0 && in.Attr.Nlink == 0 && len(in.Entries) == 0) {
+			continue // a file, or a removed directory still open on the primary
 		}
 		dirs++
 		if ino != RootIno && refs[ino] != 1 {

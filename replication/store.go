@@ -446,11 +446,6 @@ func readKey(k, v string, get func(uint64) *SnapInode) error {
 func assembleSnapshot(inodes map[uint64]*SnapInode, m meta) *Snapshot {
 	snap := &Snapshot{LSN: m.LSN, NextIno: m.NextIno, Inodes: make([]SnapInode, 0, len(inodes))}
 	for _, in := range inodes {
-		if isReg(in.Attr) && uint64(len(in.Data)) < in.Attr.Size {
-			d := make([]byte, in.Attr.Size)
-			copy(d, in.Data)
-			in.Data = d
-		}
 		snap.Inodes = append(snap.Inodes, *in)
 	}
 	sort.Slice(snap.Inodes, func(i, j int) bool { return snap.Inodes[i].Ino < snap.Inodes[j].Ino })

@@ -141,7 +141,7 @@ func (l *link) ensureTerm() error {
 	}
 	ctx, cancel := context.WithTimeout(l.p.ctx, l.p.cfg.CallTimeout)
 	defer cancel()
-	resp, err := l.client.Acquire(ctx, &pb.AcquireRequest{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.NodeID})
+	resp, err := l.client.Acquire(ctx, &pb.AcquireRequest{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.holder})
 	if err != nil {
 		return fmt.Errorf("acquire term %d: %w", l.p.term, err)
 	}
@@ -160,7 +160,7 @@ func (l *link) open(ctx context.Context, cancel context.CancelFunc) (pb.Replica_
 	if err != nil {
 		return nil, 0, err
 	}
-	hdr := &pb.ShipRequest{Header: &pb.ShipHeader{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.NodeID}}
+	hdr := &pb.ShipRequest{Header: &pb.ShipHeader{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.holder}}
 	if err := stream.Send(hdr); err != nil {
 		return nil, 0, recvStatus(stream, err)
 	}
@@ -358,7 +358,7 @@ func (l *link) resync() error {
 	if err != nil {
 		return fmt.Errorf("snapshot for resync: %w", err)
 	}
-	hdr := &pb.SnapshotHeader{Volume: l.p.cfg.Volume, Term: l.p.term, LastTerm: l.p.termAt(snap.LSN), NodeId: l.p.cfg.NodeID}
+	hdr := &pb.SnapshotHeader{Volume: l.p.cfg.Volume, Term: l.p.term, LastTerm: l.p.termAt(snap.LSN), NodeId: l.p.cfg.holder}
 	start := time.Now()
 	if err := installSnapshot(l.p.ctx, l.client, hdr, snap, nil); err != nil {
 		return fmt.Errorf("install snapshot at lsn %d: %w", snap.LSN, err)

@@ -7,13 +7,18 @@ import (
 // Limits bound what a replica accepts. The zero value of a field means its
 // default.
 type Limits struct {
-	MaxFileSize   uint64 // bytes of one regular file (default 1 GiB)
+	MaxFileSize   uint64 // data bytes of one regular file (default 1 GiB)
 	MaxXattrValue int    // bytes of one xattr value (default 64 KiB, Linux's XATTR_SIZE_MAX)
 	MaxTarget     int    // bytes of a symlink target (default 4095)
 }
 
 // MaxNameLen is the longest file or xattr name, in bytes.
 const MaxNameLen = 255
+
+// maxSize bounds Attr.Size. A file's size may exceed its data (a hole at
+// the end reads as zeros, as after truncate): Limits.MaxFileSize bounds
+// the data, this only keeps sizes far from overflow.
+const maxSize = 1 << 62
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxFileSize == 0 {
@@ -90,8 +95,8 @@ func checkRecordShape(r *Record, lim Limits) error {
 	if r.Ino == 0 {
 		return invalidf("lsn %d %s: inode 0", r.LSN, r.Op)
 	}
-	if r.Attr.Size > lim.MaxFileSize {
-		return invalidf("lsn %d %s: size %d exceeds the limit %d", r.LSN, r.Op, r.Attr.Size, lim.MaxFileSize)
+	if r.Attr.Size > maxSize {
+		return invalidf("lsn %d %s: size %d exceeds the limit %d", r.LSN, r.Op, r.Attr.Size, uint64(maxSize))
 	}
 	if err := checkOpFields(r, lim); err != nil {
 		return invalidf("lsn %d %s: %v", r.LSN, r.Op, err)
@@ -128,8 +133,11 @@ func checkOpFields(r *Record, lim Limits) error {
 func checkPayload(r *Record, lim Limits) error {
 	switch r.Op {
 	case OpData:
-		if uint64(len(r.Data)) != r.Attr.Size {
-			return invalidf("data of %d bytes but size %d", len(r.Data), r.Attr.Size)
+		if uint64(len(r.Data)) > r.Attr.Size {
+			return invalidf("data of %d bytes beyond size %d", len(r.Data), r.Attr.Size)
+		}
+		if uint64(len(r.Data)) > lim.MaxFileSize {
+			return invalidf("data of %d bytes exceeds the limit %d", len(r.Data), lim.MaxFileSize)
 		}
 	case OpSetXattr:
 		if len(r.Data) > lim.MaxXattrValue {

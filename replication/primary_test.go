@@ -1,0 +1,313 @@
+package replication
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	pb "github.com/spoolfs/spoolfs/proto"
+)
+
+// sameState compares a replica's copy with the model's.
+func sameState(t *testing.T, c *testCluster, i int, m *model) {
+	t.Helper()
+	want, _ := m.snapshot(context.Background())
+	got := c.snapshot(i, vol)
+	if !reflect.DeepEqual(want, got) {
+		t.Fatalf("replica %d differs from the model:\nwant %+v\n got %+v", i, want, got)
+	}
+}
+
+func TestRecordsFlowAndAck(t *testing.T) {
+	c := makeCluster(t, 3)
+	p, m := c.openPrimary(c.primaryConfig(vol))
+	if p.Term() != 1 || p.Durable() != 0 {
+		t.Fatalf("term %d durable %d", p.Term(), p.Durable())
+	}
+	q := m.mkdir(RootIno, "queue")
+	ino, _ := m.writeFile(q, "msg-D", []byte("body"))
+	big := bytes.Repeat([]byte("0123456789abcdef"), 200_000) // 3.2 MB: several chunks
+	ino2, _ := m.writeFile(q, "big", big)
+	m.append(&Record{Op: OpSetXattr, Ino: ino, XattrName: "user.k", Data: []byte("v")})
+	m.append(&Record{Op: OpRename, Ino: ino, Parent: q, Name: "msg-D", NewParent: RootIno, NewName: "msg-H"})
+	m.append(&Record{Op: OpLink, Ino: ino2, Parent: RootIno, Name: "big2", Attr: Attr{Mode: modeReg | 0o644, Nlink: 2, Size: uint64(len(big))}})
+	last := m.append(&Record{Op: OpUnlink, Ino: ino2, Parent: q, Name: "big", Attr: Attr{Mode: modeReg | 0o644, Nlink: 1, Size: uint64(len(big))}})
+	mustWait(t, p, last, 10*time.Second)
+	if p.Durable() < last {
+		t.Fatalf("durable %d after Wait(%d)", p.Durable(), last)
+	}
+	c.waitForLSN(vol, last)
+	for i := range c.reps {
+		sameState(t, c, i, m)
+	}
+	snap := c.snapshot(0, vol)
+	if in, ok := find(snap, "msg-H"); !ok || string(in.Data) != "body" || string(in.Xattrs["user.k"]) != "v" {
+		t.Fatalf("msg-H: %+v", in)
+	}
+	if _, ok := find(snap, "queue/msg-D"); ok {
+		t.Fatal("renamed name still there")
+	}
+	if in, ok := find(snap, "big2"); !ok || !bytes.Equal(in.Data, big) {
+		t.Fatal("big2 lost its content")
+	}
+	st := p.Status()
+	if st.Head != last || st.Durable < last || len(st.Replicas) != 3 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestPipelining: many records in flight at once, few commits.
+func TestPipelining(t *testing.T) {
+	c := makeCluster(t, 3)
+	p, m := c.openPrimary(c.primaryConfig(vol))
+	var last uint64
+	for i := 0; i < 2000; i++ {
+		_, last = m.writeFile(RootIno, fmt.Sprintf("f%04d", i), []byte("x"))
+	}
+	mustWait(t, p, last, 30*time.Second)
+	c.waitForLSN(vol, last)
+	commits := c.status(0, vol).Commits
+	t.Logf("%d records in %d commits on replica 0", last, commits)
+	if commits >= last/2 {
+		t.Fatalf("%d commits for %d records: no group commit", commits, last)
+	}
+}
+
+// TestGapResend: a record lost on the way is resent from the replica's
+// position.
+func TestGapResend(t *testing.T) {
+	c := makeCluster(t, 3)
+	p, m := c.openPrimary(c.primaryConfig(vol))
+	_, lsn := m.writeFile(RootIno, "a", []byte("1"))
+	mustWait(t, p, lsn, 10*time.Second)
+	c.waitForLSN(vol, lsn)
+	p.testSkipLSN.Store(lsn + 1)
+	_, last := m.writeFile(RootIno, "b", []byte("2"))
+	mustWait(t, p, last, 10*time.Second)
+	c.waitForLSN(vol, last)
+	for i := range c.reps {
+		sameState(t, c, i, m)
+	}
+	if p.testSkipLSN.Load() != 0 {
+		t.Fatal("the record was never skipped")
+	}
+}
+
+func TestOneReplicaDownStillDurable(t *testing.T) {
+	c := makeCluster(t, 3)
+	p, m := c.openPrimary(c.primaryConfig(vol))
+	c.kill(2)
+	_, lsn := m.writeFile(RootIno, "a", []byte("while one is down"))
+	mustWait(t, p, lsn, 10*time.Second)
+	c.restart(2)
+	c.waitForLSN(vol, lsn, 2)
+	sameState(t, c, 2, m)
+}
+
+// TestTwoReplicasDownNoQuorum: Wait fails with ErrNoQuorum within its
+// timeout; once the replicas are back the record arrives and a later Wait
+// succeeds.
+func TestTwoReplicasDownNoQuorum(t *testing.T) {
+	c := makeCluster(t, 3)
+	p, m := c.openPrimary(c.primaryConfig(vol))
+	c.kill(1)
+	c.kill(2)
+	_, lsn := m.writeFile(RootIno, "a", []byte("kept in memory"))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	start := time.Now()
+	err := p.Wait(ctx, lsn)
+	cancel()
+	if !errors.Is(err, ErrNoQuorum) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait with two replicas down: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("wait took %v", took)
+	}
+	c.restart(1)
+	c.restart(2)
+	mustWait(t, p, lsn, 15*time.Second)
+	c.waitForLSN(vol, lsn)
+	for i := range c.reps {
+		sameState(t, c, i, m)
+	}
+}
+
+// TestLogOverflowResync: a replica away while more than the log holds is
+// written comes back through a snapshot.
+func TestLogOverflowResync(t *testing.T) {
+	c := makeCluster(t, 3)
+	cfg := c.primaryConfig(vol)
+	cfg.MaxLogBytes = 64 << 10
+	p, m := c.openPrimary(cfg)
+	c.kill(2)
+	var last uint64
+	for i := 0; i < 40; i++ {
+		_, last = m.writeFile(RootIno, fmt.Sprintf("f%d", i), bytes.Repeat([]byte{byte(i)}, 8<<10))
+	}
+	mustWait(t, p, last, 10*time.Second)
+	c.restart(2)
+	c.waitForLSN(vol, last, 2)
+	sameState(t, c, 2, m)
+	waitFor(t, "the primary to count the resync", 10*time.Second, func() bool {
+		return p.Status().Replicas[2].Resyncs > 0
+	})
+	_, last = m.writeFile(RootIno, "after", []byte("records again"))
+	mustWait(t, p, last, 10*time.Second)
+	c.waitForLSN(vol, last)
+	sameState(t, c, 2, m)
+}
+
+// TestFencing: once a second primary holds a newer term, the first one's
+// records fail with ErrFenced and none of them reaches a replica.
+func TestFencing(t *testing.T) {
+	c := makeCluster(t, 3)
+	cfg := c.primaryConfig(vol)
+	a, ma := c.openPrimary(cfg)
+	_, lsn := ma.writeFile(RootIno, "before", []byte("durable"))
+	mustWait(t, a, lsn, 10*time.Second)
+
+	cfg.NodeID = "second"
+	b, mb := c.openPrimary(cfg)
+	if b.Term() <= a.Term() {
+		t.Fatalf("second primary's term %d not above %d", b.Term(), a.Term())
+	}
+	if _, ok := find(mustSnap(mb), "before"); !ok {
+		t.Fatal("the new primary lost a durable file")
+	}
+	_, stale := ma.writeFile(RootIno, "stale", []byte("must not land"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Wait(ctx, stale); !errors.Is(err, ErrFenced) {
+		t.Fatalf("old primary's wait: %v", err)
+	}
+	if !a.Fenced() || !a.Status().Fenced {
+		t.Fatal("old primary does not know it is fenced")
+	}
+	_, fresh := mb.writeFile(RootIno, "fresh", []byte("new term"))
+	mustWait(t, b, fresh, 10*time.Second)
+	c.waitForLSN(vol, fresh)
+	for i := range c.reps {
+		snap := c.snapshot(i, vol)
+		if _, ok := find(snap, "stale"); ok {
+			t.Fatalf("replica %d holds the fenced primary's file", i)
+		}
+		if _, ok := find(snap, "fresh"); !ok {
+			t.Fatalf("replica %d lacks the new primary's file", i)
+		}
+	}
+}
+
+func mustSnap(m *model) *Snapshot {
+	s, _ := m.snapshot(context.Background())
+	return s
+}
+
+// TestRecoveryPicksMostAdvanced: replicas at different positions; the
+// newest last term wins over a higher lsn, and the others are brought up
+// to it.
+func TestRecoveryPicksMostAdvanced(t *testing.T) {
+	c := makeCluster(t, 3)
+	ctx := context.Background()
+	put := func(i int, lastTerm, lsn uint64, name string) {
+		cl := c.rawClient(i)
+		if _, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: vol, Term: 4}); err != nil {
+			t.Fatal(err)
+		}
+		snap := baseSnapshot()
+		snap.LSN = lsn
+		snap.NextIno = 5
+		snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: name, Ino: 4})
+		snap.Inodes = append(snap.Inodes, SnapInode{Ino: 4, Attr: fileAttr(0)})
+		if err := installSnapshot(ctx, cl, &pb.SnapshotHeader{Volume: vol, Term: 4, LastTerm: lastTerm}, snap, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(0, 2, 20, "older-term-longer-log")
+	put(1, 3, 11, "newest-term")
+	put(2, 2, 5, "behind")
+
+	var phases []string
+	cfg := c.primaryConfig(vol)
+	cfg.Progress = func(pr Progress) {
+		if len(phases) == 0 || phases[len(phases)-1] != pr.Phase {
+			phases = append(phases, pr.Phase)
+		}
+	}
+	p, m := c.openPrimary(cfg)
+	if p.Term() != 5 {
+		t.Fatalf("term %d, want 5 (highest seen 4 + 1)", p.Term())
+	}
+	snap := mustSnap(m)
+	if snap.LSN != 11 {
+		t.Fatalf("recovered lsn %d, want 11", snap.LSN)
+	}
+	if _, ok := find(snap, "newest-term"); !ok {
+		t.Fatal("recovered the wrong replica")
+	}
+	for i := range c.reps {
+		st := c.status(i, vol)
+		if st.Lsn != 11 || st.LastTerm != 3 || st.AcceptedTerm != 5 {
+			t.Fatalf("replica %d after recovery: %v", i, st)
+		}
+		sameState(t, c, i, m)
+	}
+	if want := []string{"acquire", "fetch", "install", "done"}; !reflect.DeepEqual(phases, want) {
+		t.Fatalf("progress phases %v, want %v", phases, want)
+	}
+	_, lsn := m.writeFile(RootIno, "next", []byte("x"))
+	mustWait(t, p, lsn, 10*time.Second)
+	c.waitForLSN(vol, lsn)
+}
+
+// TestPrimaryCrashRecovery: a new primary after the first one vanished
+// recovers everything that was acknowledged, inode numbers included.
+func TestPrimaryCrashRecovery(t *testing.T) {
+	c := makeCluster(t, 3)
+	cfg := c.primaryConfig(vol)
+	a, ma := c.openPrimary(cfg)
+	ino, lsn := ma.writeFile(RootIno, "msg", []byte("acknowledged"))
+	mustWait(t, a, lsn, 10*time.Second)
+	_ = a.Close() // the process dies: nothing more is sent
+
+	b, mb := c.openPrimary(cfg)
+	in, ok := find(mustSnap(mb), "msg")
+	if !ok || in.Ino != ino || string(in.Data) != "acknowledged" {
+		t.Fatalf("recovered %+v", in)
+	}
+	_, lsn2 := mb.writeFile(RootIno, "msg2", []byte("more"))
+	if lsn2 != lsn+2 {
+		t.Fatalf("lsn %d continues from %d", lsn2, lsn)
+	}
+	mustWait(t, b, lsn2, 10*time.Second)
+}
+
+func TestAcquireFailsWithoutQuorum(t *testing.T) {
+	c := makeCluster(t, 3)
+	c.kill(0)
+	c.kill(1)
+	cfg := c.primaryConfig(vol)
+	cfg.AcquireTimeout = 500 * time.Millisecond
+	_, _, err := OpenPrimary(context.Background(), cfg)
+	if !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("open with one replica: %v", err)
+	}
+	t.Log(err)
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, cfg := range []PrimaryConfig{
+		{Volume: "v"},
+		{Volume: "bad/name", Replicas: []string{"a:1"}},
+		{Volume: "v", Replicas: []string{"a:1", "a:1"}},
+		{Volume: "v", Replicas: []string{"a:1", "b:1", "c:1"}, W: 1},
+		{Volume: "v", Replicas: []string{"a:1", "b:1", "c:1"}, W: 4},
+	} {
+		if _, _, err := OpenPrimary(context.Background(), cfg); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+}
