@@ -2,7 +2,6 @@ package replication
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -328,7 +327,5 @@ func mustWait(t *testing.T, p *Primary, lsn uint64, timeout time.Duration) {
 		t.Fatalf("wait for lsn %d: %v", lsn, err)
 	}
 }
-
-var errAny = errors.New("any")
 
 func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }

@@ -112,9 +112,6 @@ func (v *view) anyWithPrefix(prefix string) bool {
 	return found
 }
 
-// empty reports whether the view changes nothing.
-func (v *view) empty() bool { return len(v.order) == 0 }
-
 // encodeChanges serialises the change set: per key, a flag byte (1 set,
 // 0 delete), the key and the value, lengths as uvarints.
 func (v *view) encodeChanges() string {
