@@ -476,6 +476,17 @@ func TestHarnessMount(t *testing.T) {
 	if !isMounted(p.Sub, want) {
 		t.Fatalf("%s is not a %s mount", p.Sub, want)
 	}
+	if *flagSubject == "spoolfs" {
+		entries, err := mountInfo()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Point == p.Sub && e.Source != "spoolfs:e2e-TestHarnessMount" {
+				t.Errorf("mount source %q, want spoolfs:e2e-TestHarnessMount", e.Source)
+			}
+		}
+	}
 	if !isMounted(p.Ref, "tmpfs") {
 		t.Fatalf("%s is not a tmpfs mount", p.Ref)
 	}
