@@ -3,20 +3,17 @@ package node
 // Tests of launch.go, launch_reap.go and unshare.go.
 //
 // The unit tests run RunChild in this process against /proc, which is always
-// a mount point, so they need no FUSE. The integration tests run a spoolfs
-// binary as user nobody with --unshare, a real FUSE mount inside, and a
-// child command: see launchSpoolfs.
+// a mount point, so they need no FUSE. The integration tests run the spoolfs
+// binary (spoolfsBin, built by main_test.go) as user nobody, with --unshare
+// or under unshare(1), a real FUSE mount inside and a child command: see
+// startLaunch.
 //
-// This test binary plays two more roles, chosen by launchRoleEnv in init
-// (so it needs no TestMain of its own):
-//   - "spoolfs": a minimal `spoolfs mount [--unshare] --local VOL DIR -- CMD`
-//     built from this package's launch functions and jacobsa's sample memfs,
-//     standing in for cmd/spoolfs until its mount command runs children.
-//   - "devfuse": run as root in a private mount namespace, it bind-mounts a
-//     mode 0666 copy of the /dev/fuse device node over /dev/fuse, drops to
-//     uid/gid 65534 and execs the rest of its arguments. The host's
-//     /dev/fuse keeps its mode: other tests running at the same time that
-//     chmod and restore it cannot race with this one.
+// This test binary also plays the "devfuse" role (chosen by launchRoleEnv in
+// init, so it needs no TestMain of its own): run as root in a private mount
+// namespace, it bind-mounts a mode 0666 copy of the /dev/fuse device node
+// over /dev/fuse, drops to uid/gid 65534 and execs the rest of its
+// arguments. The host's /dev/fuse keeps its mode: other tests running at the
+// same time that chmod and restore it cannot race with this one.
 
 import (
 	"bufio"
@@ -34,27 +31,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jacobsa/fuse"
-	"github.com/jacobsa/fuse/samples/memfs"
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
 const launchRoleEnv = "SPOOLFS_LAUNCH_TEST_ROLE"
 
 func init() {
-	switch os.Getenv(launchRoleEnv) {
-	case "spoolfs":
-		os.Exit(launchMiniSpoolfs(os.Args[1:]))
-	case "devfuse":
+	if os.Getenv(launchRoleEnv) == "devfuse" {
 		os.Exit(launchDevFuse(os.Args[1:]))
-	case "probe":
-		timeout, _ := time.ParseDuration(os.Getenv("SPOOLFS_LAUNCH_PROBE_TIMEOUT"))
-		if _, err := ProbeMount(context.Background(), os.Args[1], timeout); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
 	}
 }
 
@@ -284,26 +268,6 @@ func launchEnv(t *testing.T) {
 	t.Skip(why)
 }
 
-// launchSpoolfsBin returns a spoolfs binary user nobody can run. It is this
-// test binary in its "spoolfs" role, copied to a world-readable directory.
-func launchSpoolfsBin(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := launchPublicDir(t)
-	bin := filepath.Join(dir, "spoolfs")
-	data, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
 // launchPublicDir is a temporary directory that user nobody can enter, with
 // every parent directory searchable.
 func launchPublicDir(t *testing.T) string {
@@ -320,20 +284,28 @@ func launchPublicDir(t *testing.T) string {
 // launchRun is one `spoolfs mount --unshare --local` run as user nobody.
 type launchRun struct {
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *syncBuffer // stdout: the child's
+	errOut *syncBuffer // stderr: spoolfs's log and the child's errors
 	mnt    string
 	token  string // in the child's command line, to find what is left
 	toTest *os.File
 	toKid  *os.File
 }
 
-// startLaunch starts spoolfs as nobody with --unshare, mounting a fresh
-// directory, and the child script. The script may use $MNT, and the fifos
-// $TO_TEST and $TO_KID to talk with the test.
-func startLaunch(t *testing.T, script string) *launchRun {
+// How startLaunch enters the namespaces.
+const (
+	viaFlag    = "--unshare"
+	viaUnshare = "unshare -U -m -r --"
+)
+
+// startLaunch starts spoolfs as nobody, entering new namespaces via --unshare
+// or unshare(1), mounting a fresh directory, and the child script. The
+// script may use $MNT, and the fifos $TO_TEST and $TO_KID to talk with the
+// test.
+func startLaunch(t *testing.T, via, script string) *launchRun {
 	t.Helper()
 	launchEnv(t)
-	bin := launchSpoolfsBin(t)
+	bin := requireMount(t)
 	pub := launchPublicDir(t)
 	mnt := filepath.Join(pub, "mnt")
 	fifoTest, fifoKid := filepath.Join(pub, "to-test"), filepath.Join(pub, "to-kid")
@@ -355,11 +327,21 @@ func startLaunch(t *testing.T, script string) *launchRun {
 	}
 	token := fmt.Sprintf("launch-token-%d-%d", os.Getpid(), time.Now().UnixNano())
 	full := fmt.Sprintf("MNT=%s TO_TEST=%s TO_KID=%s; : %s; %s", mnt, fifoTest, fifoKid, token, script)
-	r := &launchRun{out: &bytes.Buffer{}, mnt: mnt, token: token}
-	r.cmd = exec.Command(os.Args[0], pub, bin, "mount", "--unshare", "--local", "vol", mnt, "--", "sh", "-c", full)
-	r.cmd.Env = append(os.Environ(), launchRoleEnv+"=devfuse", "SPOOLFS_LAUNCH_GRACE=2s", "LAUNCH_TEST_TOKEN="+token,
-		"GORACE=atexit_sleep_ms=0") // -race builds sleep 1s at exit otherwise
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	r := &launchRun{out: &syncBuffer{}, errOut: &syncBuffer{}, mnt: mnt, token: token}
+	args := []string{bin, "mount", "--local", "--log-level", "warn", "--stop-grace", "2s", "vol", mnt, "--", "sh", "-c", full}
+	switch via {
+	case viaFlag:
+		args = slices.Insert(args, 2, "--unshare")
+	case viaUnshare:
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skipf("no unshare(1): %v", err)
+		}
+		args = append([]string{unshare, "-U", "-m", "-r", "--"}, args...)
+	}
+	r.cmd = exec.Command(os.Args[0], append([]string{pub}, args...)...)
+	r.cmd.Env = append(os.Environ(), launchRoleEnv+"=devfuse", "LAUNCH_TEST_TOKEN="+token)
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.errOut
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -400,9 +382,9 @@ func openFifo(t *testing.T, path string, flag int, r *launchRun) *os.File {
 		if f, err := os.OpenFile(path, os.O_RDWR, 0); err == nil {
 			f.Close()
 		}
-		t.Fatalf("spoolfs exited before the child opened %s: %s", path, r.out.String())
+		t.Fatalf("spoolfs exited before the child opened %s: %s", path, r.errOut.String())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("the child did not open %s within 30s: %s", path, r.out.String())
+		t.Fatalf("the child did not open %s within 30s: %s", path, r.errOut.String())
 	}
 	return nil
 }
@@ -432,11 +414,11 @@ func (r *launchRun) readLine(t *testing.T) string {
 	select {
 	case x := <-ch:
 		if x.err != nil {
-			t.Fatalf("read from the child: %v; output: %s", x.err, r.out.String())
+			t.Fatalf("read from the child: %v; stderr: %s", x.err, r.errOut.String())
 		}
 		return strings.TrimSpace(x.s)
 	case <-time.After(30 * time.Second):
-		t.Fatalf("no line from the child within 30s: %s", r.out.String())
+		t.Fatalf("no line from the child within 30s: %s", r.errOut.String())
 		return ""
 	}
 }
@@ -449,7 +431,7 @@ func (r *launchRun) wait(t *testing.T) int {
 	select {
 	case <-done:
 	case <-time.After(60 * time.Second):
-		t.Fatalf("spoolfs did not exit within 60s: %s", r.out.String())
+		t.Fatalf("spoolfs did not exit within 60s: %s", r.errOut.String())
 	}
 	return ExitCode(r.cmd.ProcessState)
 }
@@ -550,7 +532,13 @@ func fuseMountAt(t *testing.T, pid int, dir string) bool {
 }
 
 func TestLaunchUnshareAsNobody(t *testing.T) {
-	r := startLaunch(t, `echo hi > "$MNT/f" && cat "$MNT/f" && echo "$$ $(id -u)" > "$TO_TEST" && read x < "$TO_KID" && exit 7`)
+	for _, via := range []string{viaFlag, viaUnshare} {
+		t.Run(strings.Fields(via)[0], func(t *testing.T) { testLaunchAsNobody(t, via) })
+	}
+}
+
+func testLaunchAsNobody(t *testing.T, via string) {
+	r := startLaunch(t, via, `echo hi > "$MNT/f" && cat "$MNT/f" && echo "$$ $(id -u)" > "$TO_TEST" && read x < "$TO_KID" && exit 7`)
 	fields := strings.Fields(r.readLine(t))
 	if len(fields) != 2 || fields[1] != "0" {
 		t.Fatalf("child says %q, want its pid and uid 0", fields)
@@ -561,7 +549,9 @@ func TestLaunchUnshareAsNobody(t *testing.T) {
 	if !fuseMountAt(t, kid, r.mnt) {
 		t.Errorf("no fuse.spoolfs mount at %s in the child's namespace", r.mnt)
 	}
-	if mountedAt(t, os.Getpid(), r.mnt) || mountedAt(t, r.cmd.Process.Pid, r.mnt) {
+	// With --unshare the process started is the outer spoolfs, in the
+	// namespace spoolfs was started in; unshare(1) moves itself.
+	if mountedAt(t, os.Getpid(), r.mnt) || (via == viaFlag && mountedAt(t, r.cmd.Process.Pid, r.mnt)) {
 		t.Errorf("the mount at %s leaked out of spoolfs's namespaces", r.mnt)
 	}
 	if st, err := os.Stat("/proc/" + fields[0]); err != nil || st.Sys().(*syscall.Stat_t).Uid != 65534 {
@@ -572,10 +562,10 @@ func TestLaunchUnshareAsNobody(t *testing.T) {
 	r.toKid.WriteString("go\n")
 	r.toKid.Close()
 	if code := r.wait(t); code != 7 {
-		t.Fatalf("exit code %d, want 7; output: %s", code, r.out.String())
+		t.Fatalf("exit code %d, want 7; stderr: %s", code, r.errOut.String())
 	}
-	if !strings.HasPrefix(r.out.String(), "hi\n") {
-		t.Errorf("output %q, want it to start with hi", r.out.String())
+	if r.out.String() != "hi\n" {
+		t.Errorf("output %q, want hi", r.out.String())
 	}
 	r.assertNothingLeft(t)
 	if _, err := ProbeMount(context.Background(), r.mnt, time.Second); !errors.Is(err, ErrNoMount) {
@@ -608,24 +598,16 @@ func checkProbe(t *testing.T, r *launchRun, kid int) {
 
 func runProbe(t *testing.T, r *launchRun, timeout time.Duration) ([]byte, error) {
 	t.Helper()
-	probe := exec.Command(launchPublicBin(t, r), r.mnt)
-	probe.Env = append(os.Environ(), launchRoleEnv+"=probe", "GORACE=atexit_sleep_ms=0",
-		"SPOOLFS_LAUNCH_PROBE_TIMEOUT="+timeout.String())
+	probe := exec.Command(spoolfsBin(t), "probe", "--timeout", timeout.String(), r.mnt)
 	probe.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	return probe.CombinedOutput()
 }
 
-// launchPublicBin is the binary the run uses (a copy nobody can run).
-func launchPublicBin(t *testing.T, r *launchRun) string {
-	t.Helper()
-	return r.cmd.Args[2]
-}
-
 func TestLaunchChildKilledBySignal(t *testing.T) {
-	r := startLaunch(t, `echo > "$TO_TEST"; kill -TERM $$`)
+	r := startLaunch(t, viaFlag, `echo > "$TO_TEST"; kill -TERM $$`)
 	r.readLine(t)
 	if code := r.wait(t); code != 128+15 {
-		t.Fatalf("exit code %d, want 143; output: %s", code, r.out.String())
+		t.Fatalf("exit code %d, want 143; stderr: %s", code, r.errOut.String())
 	}
 	r.assertNothingLeft(t)
 }
@@ -634,13 +616,13 @@ func TestLaunchStopStopsChildFirst(t *testing.T) {
 	// The child handles SIGTERM by writing to and reading from the mount:
 	// it works only if spoolfs stops the child before it unmounts. It also
 	// leaves a process behind, which spoolfs must stop.
-	r := startLaunch(t, `trap 'echo bye > "$MNT/g"; cat "$MNT/g"; exit 0' TERM; sleep 1000 & echo > "$TO_TEST"; wait $!`)
+	r := startLaunch(t, viaFlag, `trap 'echo bye > "$MNT/g"; cat "$MNT/g"; exit 0' TERM; sleep 1000 & echo > "$TO_TEST"; wait $!`)
 	r.readLine(t)
 	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if code := r.wait(t); code != 0 {
-		t.Fatalf("exit code %d, want 0; output: %s", code, r.out.String())
+		t.Fatalf("exit code %d, want 0; stderr: %s", code, r.errOut.String())
 	}
 	if !strings.Contains(r.out.String(), "bye\n") {
 		t.Errorf("the child could not use the mount while stopping: %q", r.out.String())
@@ -671,7 +653,6 @@ func launchDevFuse(args []string) int {
 		func() error { return syscall.Setgid(65534) },
 		func() error { return syscall.Setuid(65534) },
 		func() error { return os.Unsetenv(launchRoleEnv) },
-		func() error { return os.Setenv(launchRoleEnv, "spoolfs") },
 		func() error { return syscall.Exec(args[1], args[1:], os.Environ()) },
 	}
 	for i, f := range steps {
@@ -683,83 +664,11 @@ func launchDevFuse(args []string) int {
 	return 0
 }
 
-// launchMiniSpoolfs: `mount [--unshare] --local VOL DIR -- CMD ARGS...`.
-func launchMiniSpoolfs(args []string) int {
-	before, argv, _ := cutArgs(args, "--")
-	var pos []string
-	unshare := false
-	for _, a := range before {
-		switch {
-		case a == "--unshare":
-			unshare = true
-		case strings.HasPrefix(a, "-"):
-		default:
-			pos = append(pos, a)
-		}
-	}
-	if len(pos) != 3 || pos[0] != "mount" || len(argv) == 0 {
-		fmt.Fprintln(os.Stderr, "mini spoolfs: want mount [--unshare] --local VOL DIR -- CMD")
-		return 2
-	}
-	if unshare && !Unshared() {
-		code, err := RunUnshared(context.Background(), WithoutUnshareFlag(os.Args), UnshareConfig{})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "mini spoolfs:", err)
-			return 1
-		}
-		return code
-	}
-	if Unshared() {
-		if err := EnterUnshared(); err != nil {
-			fmt.Fprintln(os.Stderr, "mini spoolfs:", err)
-			return 1
-		}
-	}
-	return launchServe(pos[1], pos[2], argv)
-}
-
-func launchServe(vol, dir string, argv []string) int {
-	server := memfs.NewMemFS(uint32(os.Getuid()), uint32(os.Getgid()))
-	mfs, err := fuse.Mount(dir, server, &fuse.MountConfig{FSName: "spoolfs:" + vol, Subtype: "spoolfs"})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mini spoolfs: mount:", err)
-		return 1
-	}
-	grace, _ := time.ParseDuration(os.Getenv("SPOOLFS_LAUNCH_GRACE"))
-	log := zap.NewNop()
-	if os.Getenv("SPOOLFS_LAUNCH_DEBUG") != "" {
-		log, _ = zap.NewDevelopment()
-	}
-	code, err := RunChild(context.Background(), dir, argv, ChildConfig{StopGrace: grace, Logger: log})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mini spoolfs:", err)
-		code = 1
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		err := fuse.Unmount(dir)
-		log.Debug("unmount", zap.Error(err))
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = mfs.Join(context.Background())
-	log.Info("joined")
-	return code
-}
-
-func cutArgs(args []string, sep string) (before, after []string, found bool) {
-	if i := slices.Index(args, sep); i >= 0 {
-		return args[:i], args[i+1:], true
-	}
-	return args, nil, false
-}
-
 func TestLaunchOuterKilled(t *testing.T) {
 	// kill -9 of the spoolfs the user started: the one inside the
 	// namespaces gets SIGTERM (parent death signal), stops the child,
 	// unmounts and exits; nothing is left.
-	r := startLaunch(t, `trap 'exit 0' TERM; sleep 1000 & echo > "$TO_TEST"; wait $!`)
+	r := startLaunch(t, viaFlag, `trap 'exit 0' TERM; sleep 1000 & echo > "$TO_TEST"; wait $!`)
 	r.readLine(t)
 	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -778,5 +687,56 @@ func TestEnterUnsharedRefusesHostNamespace(t *testing.T) {
 	t.Setenv(UnshareEnv, ns)
 	if err := EnterUnshared(); err == nil {
 		t.Fatal("EnterUnshared made the mounts of this namespace private")
+	}
+}
+
+// TestLaunchErrors: as root (no namespaces), what goes wrong around -- CMD.
+func TestLaunchErrors(t *testing.T) {
+	bin := requireMount(t)
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "child-ran")
+	run := func(args ...string) (int, string) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"mount", "--local", "--log-level", "error"}, args...)...)
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		done := make(chan struct{})
+		go func() { cmd.Run(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("%q did not exit", args)
+		}
+		if mountedAt(t, os.Getpid(), mnt) {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+			t.Fatalf("%q left a mount at %s", args, mnt)
+		}
+		return ExitCode(cmd.ProcessState), strings.TrimSpace(errOut.String())
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"mount point missing", []string{"v", filepath.Join(dir, "nope"), "--", "touch", marker}, 1, "no such directory"},
+		{"nothing after --", []string{"v", mnt, "--"}, 2, "nothing after --"},
+		{"command not found", []string{"v", mnt, "--", filepath.Join(dir, "no-such-cmd")}, 127, "no such file"},
+		{"not executable", []string{"v", mnt, "--", dir}, 126, "permission denied"},
+		{"exit status", []string{"v", mnt, "--", "sh", "-c", "touch " + mnt + "/x && exit 9"}, 9, ""},
+	} {
+		code, msg := run(tc.args...)
+		if code != tc.code || !strings.Contains(msg, tc.msg) || strings.Count(msg, "\n") > 0 && tc.msg != "" {
+			t.Errorf("%s: exit %d, stderr %q; want %d and one line with %q", tc.name, code, msg, tc.code, tc.msg)
+		}
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("the command ran although the mount failed")
 	}
 }

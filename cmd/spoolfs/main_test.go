@@ -23,7 +23,7 @@ func TestRunExitStatus(t *testing.T) {
 		{[]string{"mount", "--local", "--root-owner", "root", "v", dir}, 2},
 		{[]string{"mount", "--local", "--readdirplus", "maybe", "v", dir}, 2},
 		{[]string{"mount", "--local", "--max-write", "2GiB", "v", dir}, 2},
-		{[]string{"mount", "--local", "--unshare", "v", dir}, 2},
+		{[]string{"mount", "--local", "v", dir, "--"}, 2},
 		{[]string{"mount", "v", dir}, 2},
 		{[]string{"mount", "--local", "v"}, 2},
 		{[]string{"nosuchcommand"}, 2},

@@ -29,6 +29,7 @@ type mountFlags struct {
 	replicas  string
 	follow    bool
 	unshare   bool
+	launch    launchFlags
 }
 
 func newMountCmd() *cobra.Command {
@@ -60,7 +61,8 @@ The mount shows in /proc/mounts as "spoolfs:VOLUME MOUNTPOINT fuse.spoolfs".`,
 	addKernelFlags(c, f)
 	fl.StringVar(&f.replicas, "replicas", "", "replica set host:port,host:port,host:port (not implemented yet)")
 	fl.BoolVar(&f.follow, "follow", false, "mount read-only as a follower of the primary (not implemented yet)")
-	fl.BoolVar(&f.unshare, "unshare", false, "enter new user and mount namespaces first (not implemented yet)")
+	fl.BoolVar(&f.unshare, "unshare", false, "enter new user and mount namespaces first (mount as a user without privileges; the mount is seen by spoolfs and CMD only)")
+	addLaunchFlags(c, &f.launch)
 	return c
 }
 
@@ -96,11 +98,21 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 	if err := node.ValidateVolumeName(f.opts.Volume); err != nil {
 		return usageErr(c, err)
 	}
+	child, err := childArgv(c, args)
+	if err != nil {
+		return usageErr(c, err)
+	}
 	log, err := newLogger()
 	if err != nil {
 		return usageErr(c, err)
 	}
 	defer log.Sync() //nolint:errcheck // stderr
+	if f.unshare {
+		return reexecUnshared(log)
+	}
+	if err := enterUnshared(); err != nil {
+		return err
+	}
 	limit, limitErr := node.RaiseFileLimit()
 
 	sigs := make(chan os.Signal, 2)
@@ -115,6 +127,9 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 		log.Warn("could not raise the open file limit", zap.Error(limitErr))
 	}
 	log.Info("open file limit (one descriptor per non-empty file)", limit.Fields()...)
+	if child != nil {
+		return serveChild(v, child, f.launch, sigs, log)
+	}
 	log.Info("serving; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
 	if code := node.ServeUntilSignal(v, sigs); code != 0 {
 		return &exitError{code: code}
@@ -126,10 +141,6 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 // into f.opts.
 func (f *mountFlags) finish(c *cobra.Command) error {
 	switch {
-	case c.ArgsLenAtDash() >= 0:
-		return errors.New("running a command inside the mount (-- CMD) is not implemented yet")
-	case f.unshare:
-		return errors.New("--unshare is not implemented yet (run: unshare -U -m -r -- spoolfs mount ...)")
 	case f.follow:
 		return errors.New("--follow is not implemented yet")
 	case f.replicas != "":
