@@ -20,7 +20,7 @@ import (
 // testCluster is a set of real replica servers on loopback ports with
 // buntdb files in temporary directories (hashicorp/raft's MakeCluster).
 type testCluster struct {
-	t    *testing.T
+	t    testing.TB
 	log  *zap.Logger
 	reps []*testReplica
 }
@@ -34,12 +34,12 @@ type testReplica struct {
 	g    *grpc.Server
 }
 
-func testLogger(t *testing.T) *zap.Logger {
+func testLogger(t testing.TB) *zap.Logger {
 	return zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 }
 
 // makeCluster starts n replicas; they stop when the test ends.
-func makeCluster(t *testing.T, n int, opts ...ReplicaOption) *testCluster {
+func makeCluster(t testing.TB, n int, opts ...ReplicaOption) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, log: testLogger(t)}
 	for i := 0; i < n; i++ {
@@ -132,7 +132,7 @@ func (c *testCluster) status(i int, vol string) *pb.VolumeStatus {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -211,7 +211,7 @@ func (c *testCluster) rawClient(i int) pb.ReplicaClient {
 // to an in-memory store (the same applier, so it is not an oracle for
 // apply itself) and serves snapshots from it.
 type model struct {
-	t   *testing.T
+	t   testing.TB
 	mu  sync.Mutex
 	st  *volStore
 	p   *Primary
@@ -219,7 +219,7 @@ type model struct {
 	ino uint64
 }
 
-func newModel(t *testing.T, snap *Snapshot) *model {
+func newModel(t testing.TB, snap *Snapshot) *model {
 	st, err := openVolStore("", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -319,7 +319,7 @@ func find(snap *Snapshot, path string) (*SnapInode, bool) {
 	return cur, cur != nil
 }
 
-func mustWait(t *testing.T, p *Primary, lsn uint64, timeout time.Duration) {
+func mustWait(t testing.TB, p *Primary, lsn uint64, timeout time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

@@ -54,6 +54,9 @@ func TestRecordsFlowAndAck(t *testing.T) {
 	if in, ok := find(snap, "big2"); !ok || !bytes.Equal(in.Data, big) {
 		t.Fatal("big2 lost its content")
 	}
+	if got, want := c.status(0, vol).Inodes, uint64(len(mustSnap(m).Inodes)); got != want {
+		t.Fatalf("replica status counts %d inodes, want %d", got, want)
+	}
 	st := p.Status()
 	if st.Head != last || st.Durable < last || len(st.Replicas) != 3 {
 		t.Fatalf("status %+v", st)

@@ -346,5 +346,6 @@ func (v *volume) status() *pb.VolumeStatus {
 	}
 	m := v.st.meta
 	vs.LastTerm, vs.Lsn, vs.NextIno, vs.Initialized, vs.Commits = m.LastTerm, m.LSN, m.NextIno, m.Initialized, v.st.commits
+	vs.Inodes, vs.DataBytes = v.st.counts()
 	return vs
 }

@@ -20,13 +20,14 @@ const minShrink = 64 << 20
 // safe for concurrent use: the volume's mutex serialises every call except
 // readSnapshot, which only reads.
 type volStore struct {
-	path     string // "" for an in-memory store (tests, fuzzing)
-	db       *buntdb.DB
-	syncf    *os.File // the database file, for our own fsync
-	meta     meta     // as committed
-	commits  uint64   // committed batches (one fsync each)
-	shrinkAt int64
-	log      *zap.Logger
+	path      string // "" for an in-memory store (tests, fuzzing)
+	db        *buntdb.DB
+	syncf     *os.File // the database file, for our own fsync
+	meta      meta     // as committed
+	commits   uint64   // committed batches (one fsync each)
+	shrinkAt  int64    // file size that triggers the next shrink
+	shrinkMin int64    // never shrink below this size
+	log       *zap.Logger
 }
 
 // openVolStore opens (or creates) the database at path, replays a
@@ -34,7 +35,7 @@ type volStore struct {
 // parse is moved aside and the volume starts empty: its replicas will
 // install a snapshot.
 func openVolStore(path string, log *zap.Logger) (*volStore, error) {
-	s := &volStore{path: path, log: log, shrinkAt: minShrink}
+	s := &volStore{path: path, log: log, shrinkAt: minShrink, shrinkMin: minShrink}
 	if err := s.open(); err != nil {
 		return nil, err
 	}
@@ -236,7 +237,7 @@ func (s *volStore) maybeShrink() error {
 		return err
 	}
 	if fi, err = s.syncf.Stat(); err == nil {
-		s.shrinkAt = max(minShrink, fi.Size()*2)
+		s.shrinkAt = max(s.shrinkMin, fi.Size()*2)
 	}
 	return nil
 }
@@ -450,4 +451,24 @@ func assembleSnapshot(inodes map[uint64]*SnapInode, m meta) *Snapshot {
 	}
 	sort.Slice(snap.Inodes, func(i, j int) bool { return snap.Inodes[i].Ino < snap.Inodes[j].Ino })
 	return snap
+}
+
+// counts reports the number of inodes and the stored content bytes.
+func (s *volStore) counts() (inodes, bytes uint64) {
+	_ = s.db.View(func(tx *buntdb.Tx) error {
+		return tx.AscendGreaterOrEqual("", "c:", func(k, v string) bool {
+			switch k[0] {
+			case 'c':
+				bytes += uint64(len(v))
+			case 'd':
+				return true
+			case 'i':
+				inodes++
+			default:
+				return false
+			}
+			return true
+		})
+	})
+	return inodes, bytes
 }

@@ -1,0 +1,166 @@
+package replication
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	pb "github.com/spoolfs/spoolfs/proto"
+	"github.com/tidwall/buntdb"
+	"go.uber.org/zap"
+)
+
+func openTestStore(t *testing.T, path string) *volStore {
+	t.Helper()
+	st, err := openVolStore(path, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// installBase puts baseSnapshot in a fresh store at path.
+func installBase(t *testing.T, path string) *volStore {
+	t.Helper()
+	st := openTestStore(t, path)
+	if err := st.install(baseSnapshot(), meta{LastTerm: 1, NextIno: 4, Initialized: true}); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// stage applies records to a view of st and returns it with the new meta.
+func stage(t *testing.T, st *volStore, recs ...*Record) (*view, meta) {
+	t.Helper()
+	v, done := st.view()
+	defer done()
+	m := st.meta
+	ap := &applier{v: v, lim: Limits{}.withDefaults(), meta: &m}
+	for _, r := range recs {
+		if err := ap.apply(r); err != nil {
+			t.Fatal(err)
+		}
+		m.LSN, m.LastTerm = r.LSN, r.Term
+	}
+	return v, m
+}
+
+// TestRedoReplayedAfterCrash: a batch whose redo reached the disk but not
+// its changes (the process died between the two writes) is completed when
+// the volume opens.
+func TestRedoReplayedAfterCrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.db")
+	st := installBase(t, path)
+	v, m := stage(t, st, createRec(1, 1, 4, 1, "a"), &Record{Term: 1, LSN: 2, Op: OpData, Ino: 4, Attr: fileAttr(3), Data: []byte("abc")})
+	v.set(keyMeta, m.encode())
+	redo := v.encodeChanges()
+	if err := st.db.Update(func(tx *buntdb.Tx) error { _, _, err := tx.Set(keyRedo, redo, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	st.close() // crash: the changes themselves were never written
+
+	st = openTestStore(t, path)
+	defer st.close()
+	if st.meta.LSN != 2 {
+		t.Fatalf("lsn %d after replay, want 2", st.meta.LSN)
+	}
+	snap, _, err := st.readSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, ok := find(snap, "a"); !ok || string(in.Data) != "abc" {
+		t.Fatalf("replayed file: %+v", in)
+	}
+	if err := st.db.View(func(tx *buntdb.Tx) error { _, err := tx.Get(keyRedo); return err }); err != buntdb.ErrNotFound {
+		t.Fatalf("redo left behind: %v", err)
+	}
+}
+
+// TestTornTailIgnored: a command cut short at the end of the file (a kill
+// inside write(2)) is dropped; everything committed before stays.
+func TestTornTailIgnored(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.db")
+	st := installBase(t, path)
+	v, m := stage(t, st, createRec(1, 1, 4, 1, "a"))
+	if err := st.commit(v, m); err != nil {
+		t.Fatal(err)
+	}
+	want, _, _ := st.readSnapshot()
+	st.close()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("*3\r\n$3\r\nset\r\n$18\r\ni:00000000000000")
+	f.Close()
+	st = openTestStore(t, path)
+	defer st.close()
+	got, _, _ := st.readSnapshot()
+	if st.meta.LSN != 1 || !reflect.DeepEqual(want, got) {
+		t.Fatalf("after a torn tail: lsn %d", st.meta.LSN)
+	}
+}
+
+// TestCorruptDatabaseMovedAside: a file buntdb cannot parse is kept for
+// inspection and the volume starts empty; the replica server still knows
+// its accepted term.
+func TestCorruptDatabaseMovedAside(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := NewReplicaServer(dir, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Acquire(t.Context(), &pb.AcquireRequest{Volume: vol, Term: 7})
+	if err != nil || !resp.Granted {
+		t.Fatal(resp, err)
+	}
+	srv.Close()
+	if err := os.WriteFile(filepath.Join(dir, vol+".db"), []byte("garbage that is no buntdb file\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err = NewReplicaServer(dir, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	resp, err = srv.Acquire(t.Context(), &pb.AcquireRequest{Volume: vol, Term: 7})
+	if err != nil || resp.Granted || resp.AcceptedTerm != 7 || resp.Initialized {
+		t.Fatalf("after corruption: %v %v", resp, err)
+	}
+	aside, _ := filepath.Glob(filepath.Join(dir, vol+".db.corrupt-*"))
+	if len(aside) != 1 {
+		t.Fatalf("corrupt file not kept: %v", aside)
+	}
+}
+
+// TestShrinkKeepsState: the store rewrites its file once it doubled, and
+// what it holds survives the rewrite and a reopen.
+func TestShrinkKeepsState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.db")
+	st := installBase(t, path)
+	st.shrinkAt, st.shrinkMin = 64<<10, 64<<10
+	content := strings.Repeat("z", 8<<10)
+	for i := uint64(1); i <= 40; i++ {
+		v, m := stage(t, st, &Record{Term: 1, LSN: i, Op: OpData, Ino: 3, Attr: fileAttr(len(content)), Data: []byte(content)})
+		if err := st.commit(v, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > 128<<10 {
+		t.Fatalf("file of %d bytes after 320 KiB of rewrites: no shrink", fi.Size())
+	}
+	want, _, _ := st.readSnapshot()
+	st.close()
+	st = openTestStore(t, path)
+	defer st.close()
+	got, m, _ := st.readSnapshot()
+	if m.LSN != 40 || !reflect.DeepEqual(want, got) {
+		t.Fatalf("state changed by the shrink (lsn %d)", m.LSN)
+	}
+}
