@@ -160,11 +160,13 @@ type Report struct {
 	Started  time.Time
 	Finished time.Time
 	Machine  Machine
-	Systems  []SystemInfo
-	Cells    map[CellKey]*Cell
-	Requests map[CellKey]*Requests
-	CountErr error // why requests were not counted, if they were not
-	Err      error // why the comparison stopped early, if it did
+	// LoadStart and LoadEnd are the machine's load average around the run.
+	LoadStart, LoadEnd string
+	Systems            []SystemInfo
+	Cells              map[CellKey]*Cell
+	Requests           map[CellKey]*Requests
+	CountErr           error // why requests were not counted, if they were not
+	Err                error // why the comparison stopped early, if it did
 }
 
 // Compare mounts every system, runs the interleaved rounds and the request
@@ -176,7 +178,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (rep *Report, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	rep = &Report{Config: cfg, Started: time.Now(), Machine: DescribeMachine(),
+	rep = &Report{Config: cfg, Started: time.Now(), Machine: DescribeMachine(), LoadStart: LoadAvg(),
 		Cells: map[CellKey]*Cell{}, Requests: map[CellKey]*Requests{}}
 	if stale, err := cleanStaleMounts(); err != nil {
 		cfg.progress("cleaning stale bench mounts: %v", err)
@@ -194,7 +196,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (rep *Report, err error) {
 		} else {
 			os.RemoveAll(base)
 		}
-		rep.Finished = time.Now()
+		rep.Finished, rep.LoadEnd = time.Now(), LoadAvg()
 	}()
 	if err := cfg.runRounds(ctx, mounted, rep); err != nil {
 		rep.Err = err

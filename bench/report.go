@@ -20,6 +20,20 @@ type Machine struct {
 	Go                string
 }
 
+// LoadAvg returns the 1-minute load average of the machine ("" if unknown):
+// other work on the machine makes every figure noisier.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
 // DescribeMachine returns this machine's description.
 func DescribeMachine() Machine {
 	m := Machine{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Go: runtime.Version()}
@@ -134,6 +148,8 @@ func (r *Report) writeHeader(w io.Writer) {
 		fmt.Fprintf(w, "Command: `%s`  \n", c.Command)
 	}
 	fmt.Fprintf(w, "Machine: %s  \n", r.Machine)
+	fmt.Fprintf(w, "Load average (1 min) at the start and the end: %s, %s (other processes on the machine add noise; the per-round ranges show how much)  \n",
+		r.LoadStart, r.LoadEnd)
 	fmt.Fprintf(w, "Runs: %d interleaved rounds (each round runs every system in turn) of %s per run, "+
 		"after a %s warm-up; at most %d iterations per client and run; figures are medians over the rounds.\n\n",
 		c.Rounds, c.Duration, c.Warmup, c.MaxOps)
