@@ -50,6 +50,21 @@
 // Durable() is the W-th highest acknowledged lsn. A replica answering
 // "fenced" makes the whole Primary fenced: every Wait fails with ErrFenced.
 //
+// # Goroutines
+//
+//   - Replica, per Ship stream: the gRPC handler goroutine is the applier
+//     (validates, commits, sends acks); a receiver goroutine reads and
+//     decodes messages into the session's queue (64 messages). The
+//     receiver ends when the stream does; the handler returning ends it.
+//   - Primary, per replica: one link goroutine (run) that owns the stream
+//     and sends; per session one receiver goroutine reading acks, which the
+//     link waits for before starting the next session. Close cancels them
+//     all and waits. Append, Durable and Status only take Primary.mu for a
+//     moment; Wait blocks on a channel that is closed whenever Durable
+//     advances or the primary fails.
+//   - OpenPrimary: one short-lived goroutine per replica per Acquire round
+//     and per recovery install.
+//
 // # Histories
 //
 // A replica's position is (last term, lsn): the term of the last record it
