@@ -137,18 +137,28 @@ func (st *State) ensureMemfd(in *inode) syscall.Errno {
 	if in.fd >= 0 {
 		return 0
 	}
-	fd, err := memfdNew()
+	fd, err := st.newMemfd()
 	if err != nil {
 		return errnoOf(err)
 	}
 	if in.attr.Size > 0 {
 		if err := memfdTruncate(fd, int64(in.attr.Size)); err != nil {
-			memfdClose(fd)
+			st.spare = append(st.spare, fd) // still empty
 			return errnoOf(err)
 		}
 	}
 	in.fd = fd
 	return 0
+}
+
+// newMemfd returns an empty memfd, a spare one if there is.
+func (st *State) newMemfd() (int, error) {
+	if n := len(st.spare); n > 0 {
+		fd := st.spare[n-1]
+		st.spare = st.spare[:n-1]
+		return fd, nil
+	}
+	return memfdNew()
 }
 
 // reserve checks that writing n bytes at off fits the capacity: at once

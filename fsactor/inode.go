@@ -39,8 +39,8 @@ type inode struct {
 	// nlookup counts the kernel's references: every reply carrying an entry
 	// adds one, FORGET and BATCH_FORGET take them back.
 	//
-	// INVARIANT: the root's nlookup starts at 1 (the kernel's implicit
-	// reference) and the root is never freed.
+	// The root's starts at 1 (the kernel's implicit reference, which it may
+	// forget at unmount); the root is never freed whatever its count.
 	nlookup uint64
 
 	// openHandles counts the file and directory handles open on the inode.
@@ -209,9 +209,14 @@ func (st *State) maybeFree(in *inode) {
 	delete(st.inodes, in.ino)
 }
 
-// dropContent closes in's memfd: its content becomes attr.Size zeros.
+// dropContent empties in's memfd and keeps it for reuse (or closes it):
+// its content becomes attr.Size zeros.
 func (st *State) dropContent(in *inode) {
-	memfdClose(in.fd)
+	if len(st.spare) < maxSpare && memfdTruncate(in.fd, 0) == nil {
+		st.spare = append(st.spare, in.fd)
+	} else {
+		memfdClose(in.fd)
+	}
 	in.fd = -1
 	st.used -= in.allocated
 	in.allocated = 0

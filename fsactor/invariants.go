@@ -10,9 +10,6 @@ func (st *State) invariantsErr() error {
 	if !ok || root.dir == nil || root.dir.parent != rootIno {
 		return fmt.Errorf("root missing, not a directory, or not its own parent")
 	}
-	if root.nlookup == 0 {
-		return fmt.Errorf("root lost its implicit lookup")
-	}
 	links, err := st.countLinks()
 	if err != nil {
 		return err
@@ -26,6 +23,9 @@ func (st *State) invariantsErr() error {
 	}
 	if used != st.used {
 		return fmt.Errorf("used %d, memfds hold %d", st.used, used)
+	}
+	if err := st.checkSpare(); err != nil {
+		return err
 	}
 	return st.checkHandles()
 }
@@ -167,6 +167,19 @@ func (st *State) checkHandles() error {
 	for ino, in := range st.inodes {
 		if in.openHandles != counts[ino] {
 			return fmt.Errorf("inode %d: openHandles %d, table has %d", ino, in.openHandles, counts[ino])
+		}
+	}
+	return nil
+}
+
+// checkSpare checks the memfds kept for reuse are empty.
+func (st *State) checkSpare() error {
+	if len(st.spare) > maxSpare {
+		return fmt.Errorf("%d spare memfds", len(st.spare))
+	}
+	for _, fd := range st.spare {
+		if size, alloc, err := memfdStat(fd); err != nil || size != 0 || alloc != 0 {
+			return fmt.Errorf("spare memfd %d: size %d alloc %d err %v", fd, size, alloc, err)
 		}
 	}
 	return nil

@@ -96,7 +96,10 @@ func (st *State) restore(snap *Snapshot) error {
 	}
 	st.lsn = snap.LSN
 	st.inodes[rootIno].nlookup = 1
-	return st.invariantsErr()
+	if err := st.invariantsErr(); err != nil {
+		return fmt.Errorf("%w: %v", errBadSnapshot, err)
+	}
+	return nil
 }
 
 // restoreInodes creates every inode with its attributes and xattrs.
