@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,11 +36,23 @@ func (in *inode) findXattr(name string) (int, bool) {
 	return i, i < len(in.xattrs) && in.xattrs[i].name == name
 }
 
+// checkXattrName applies Linux's rules for a name: its length, then its
+// namespace. tmpfs knows user., trusted. and security.; system. holds POSIX
+// ACLs there, which spoolfs does not enforce, so it refuses them rather
+// than store an ACL nobody checks (permissions are the mode bits).
 func checkXattrName(name string) syscall.Errno {
 	if name == "" || len(name) > xattrNameMax {
 		return syscall.ERANGE
 	}
-	return 0
+	for _, ns := range [...]string{"user.", "trusted.", "security."} {
+		if strings.HasPrefix(name, ns) {
+			if len(name) == len(ns) {
+				return syscall.EINVAL
+			}
+			return 0
+		}
+	}
+	return syscall.EOPNOTSUPP
 }
 
 func (st *State) setXattr(o *fuseops.SetXattrOp, now time.Time) (uint64, syscall.Errno) {

@@ -65,6 +65,11 @@ func TestXattrs(t *testing.T) {
 		{"largest value", set("user.big", strings.Repeat("v", 64<<10), 0), 0},
 		{"longest name", set("user."+strings.Repeat("n", 250), "x", 0), 0},
 		{"replace existing", set("user.a", "uno", xattrReplace), 0},
+		{"unknown namespace", set("foo.bar", "x", 0), syscall.EOPNOTSUPP},
+		{"acl", set("system.posix_acl_access", "x", 0), syscall.EOPNOTSUPP},
+		{"empty suffix", set("user.", "x", 0), syscall.EINVAL},
+		{"trusted", set("trusted.t", "x", 0), 0},
+		{"security", set("security.s", "x", 0), 0},
 		{"remove missing", h.errno(&fuseops.RemoveXattrOp{Inode: id(f), Name: "user.zz"}), syscall.ENODATA},
 	}
 	for _, c := range cases {
@@ -84,7 +89,10 @@ func TestXattrs(t *testing.T) {
 	if _, _, e := h.getxattr(f, "user.none", 10); e != syscall.ENODATA {
 		t.Fatalf("missing: %v", e)
 	}
-	wantList := "user.a\x00user.b\x00user.big\x00user." + strings.Repeat("n", 250) + "\x00"
+	if _, _, e := h.getxattr(f, "foo.none", 10); e != syscall.EOPNOTSUPP {
+		t.Fatalf("unknown namespace: %v", e)
+	}
+	wantList := "security.s\x00trusted.t\x00user.a\x00user.b\x00user.big\x00user." + strings.Repeat("n", 250) + "\x00"
 	if _, n, e := h.listxattr(f, 0); e != 0 || n != len(wantList) {
 		t.Fatalf("list size %d %v", n, e)
 	}
