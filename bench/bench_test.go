@@ -96,6 +96,21 @@ func TestParseTrace(t *testing.T) {
 	}
 }
 
+func TestParseStatCPU(t *testing.T) {
+	// comm with spaces and a parenthesis; utime 250 and stime 50 ticks.
+	stat := "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 0 0"
+	got, err := parseStatCPU(stat)
+	if err != nil || got != 3*time.Second {
+		t.Errorf("got %v, %v; want 3s", got, err)
+	}
+	if _, err := parseStatCPU("garbage"); err == nil {
+		t.Error("garbage parsed")
+	}
+	if self, err := processCPU(os.Getpid()); err != nil || self < 0 {
+		t.Errorf("own cpu: %v, %v", self, err)
+	}
+}
+
 func TestParseMountinfoLine(t *testing.T) {
 	line := `36 35 0:39 / /tmp/a\040b rw,nosuid,nodev,relatime shared:1 - fuse.spoolfs spoolfs:vol rw,user_id=0`
 	e, ok := parseMountinfoLine(line)
@@ -126,6 +141,10 @@ func TestParseVariant(t *testing.T) {
 	s, err := ParseVariant("spoolfs-nowb:--writeback-cache=false --readdirplus=on")
 	if err != nil || s.Name != "spoolfs-nowb" || s.Kind != KindSpoolfs || len(s.Args) != 2 {
 		t.Errorf("got %+v, %v", s, err)
+	}
+	env, flags := splitEnv([]string{"GOMAXPROCS=1", "GODEBUG=x=1", "--a=B=c"})
+	if len(env) != 2 || len(flags) != 1 || flags[0] != "--a=B=c" {
+		t.Errorf("splitEnv: env %v flags %v", env, flags)
 	}
 	for _, bad := range []string{"noargs", ":--x", "a b:--x"} {
 		if _, err := ParseVariant(bad); err == nil {

@@ -306,10 +306,13 @@ func (c *CompareConfig) timedRun(ctx context.Context, m mounted, w Workload, n, 
 	if cell.Err != nil {
 		return nil
 	}
-	res, err := Run(ctx, m.dir, Options{Workload: w, Clients: n, Duration: c.Duration, Count: c.MaxOps})
+	cpu := newCPUMeter(m.sys)
+	res, err := Run(ctx, m.dir, Options{Workload: w, Clients: n, Duration: c.Duration, Count: c.MaxOps,
+		BeforeTimed: cpu.start, AfterTimed: cpu.stop})
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	res.CPU = cpu.got
 	if err != nil {
 		cell.Err = err
 		c.progress("%-14s %-8s c=%d round %d: FAILED: %v", key.System, w, n, round+1, err)

@@ -191,6 +191,9 @@ while :; do sleep 0.05; done`)
 	if err := s.Mount(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
+	if pid := s.ServerPID(); pid <= 0 {
+		t.Errorf("ServerPID = %d while mounted", pid)
+	}
 	got, _ := os.ReadFile(argsFile)
 	if want := "mount --local bench " + dir + " --writeback-cache=false"; strings.TrimSpace(string(got)) != want {
 		t.Errorf("args %q, want %q", got, want)

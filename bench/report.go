@@ -134,6 +134,7 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 	r.writeRatios(w)
 	r.writeTargets(w)
 	r.writeLatency(w)
+	r.writeCPU(w)
 	r.writeRequests(w)
 	r.writeOpcodes(w)
 	if r.Err != nil {

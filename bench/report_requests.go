@@ -43,6 +43,7 @@ func (r *Report) writeRequests(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	r.writeTimePerRequest(w, sys)
+	r.writeServerCPUPerRequest(w)
 }
 
 func (r *Report) requestsCell(k CellKey) string {

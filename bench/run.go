@@ -47,6 +47,7 @@ type Result struct {
 	Ops      uint64        // completed iterations, all clients together
 	Elapsed  time.Duration // from the start signal until the last client stopped
 	Lat      Hist          // latency of each iteration
+	CPU      CPUTimes      // set by Compare's timed runs
 }
 
 // OpsPerSec returns the throughput of the run.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,7 +51,9 @@ type SystemSpec struct {
 }
 
 // ParseVariant parses "NAME:ARGS" (e.g. "spoolfs-nowb:--writeback-cache=false")
-// into a spoolfs system spec; ARGS is split on white space.
+// into a spoolfs system spec; ARGS is split on white space. Leading words
+// of the form UPPER_CASE=value set the child's environment instead
+// (e.g. "spoolfs-p1:GOMAXPROCS=1").
 func ParseVariant(s string) (SystemSpec, error) {
 	name, args, ok := strings.Cut(s, ":")
 	name = strings.TrimSpace(name)
@@ -219,12 +222,16 @@ func (s *spoolfsSystem) Name() string { return s.name }
 func (s *spoolfsSystem) Kind() string { return KindSpoolfs }
 func (s *spoolfsSystem) FUSE() bool   { return true }
 func (s *spoolfsSystem) Describe() string {
-	return strings.Join(append([]string{"spoolfs mount --local VOLUME DIR"}, s.args...), " ") + " (child process)"
+	env, flags := splitEnv(s.args)
+	words := append(append(env, "spoolfs mount --local VOLUME DIR"), flags...)
+	return strings.Join(words, " ") + " (child process)"
 }
 
 func (s *spoolfsSystem) Mount(ctx context.Context, dir string) error {
-	args := append([]string{"mount", "--local", "bench", dir}, s.args...)
+	env, flags := splitEnv(s.args)
+	args := append([]string{"mount", "--local", "bench", dir}, flags...)
 	cmd := exec.Command(s.bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	s.stderr = &lockedBuffer{}
 	cmd.Stdout = s.stderr
 	cmd.Stderr = s.stderr
@@ -271,6 +278,25 @@ func (s *spoolfsSystem) Unmount() error {
 		}
 	}
 	return err
+}
+
+var envWord = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`)
+
+// splitEnv splits the leading VAR=value words off args.
+func splitEnv(args []string) (env, rest []string) {
+	i := 0
+	for i < len(args) && envWord.MatchString(args[i]) {
+		i++
+	}
+	return args[:i], args[i:]
+}
+
+// ServerPID returns the pid of the spoolfs process (0 when not mounted).
+func (s *spoolfsSystem) ServerPID() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
 }
 
 // Output returns what the spoolfs process printed so far.

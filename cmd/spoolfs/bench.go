@@ -128,7 +128,7 @@ unmounted at the end, also on failure or Ctrl-C. Needs root.`,
 	fl.IntSliceVar(&f.clients, "clients", nil, "client counts (default 1,8)")
 	fl.StringSliceVar(&f.workloads, "workloads", nil, "workloads (default meta,write4k,spool)")
 	fl.StringSliceVar(&f.systems, "systems", nil, "systems of the suite to run (default tmpfs,memfs,spoolfs)")
-	fl.StringArrayVar(&f.variants, "variant", nil, `an extra spoolfs mount, NAME:FLAGS, e.g. "spoolfs-nowb:--writeback-cache=false" (repeatable)`)
+	fl.StringArrayVar(&f.variants, "variant", nil, `an extra spoolfs mount, NAME:[VAR=value...] FLAGS, e.g. "spoolfs-nowb:--writeback-cache=false" or "spoolfs-p1:GOMAXPROCS=1" (repeatable)`)
 	fl.StringArrayVar(&f.memfsVars, "memfs-variant", nil, `an extra memfs mount with knobs, NAME:KNOB,KNOB (writeback, no-default-permissions), e.g. "memfs-nodp:no-default-permissions" (repeatable)`)
 	fl.IntVar(&f.countIters, "count-iters", -1, "iterations per client of the request-counting pass (0: no pass; default 300)")
 	fl.StringVar(&f.spoolfsBin, "spoolfs-bin", "", "spoolfs binary to mount (default: this executable)")

@@ -1,0 +1,105 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// CPUTimes is the processor time (user + system) used during the timed part
+// of a run.
+type CPUTimes struct {
+	// Bench is this process: the clients and their system calls, which
+	// include the kernel's FUSE client side, and a server served in this
+	// process (memfs).
+	Bench time.Duration
+	// Server is a server in its own process (spoolfs); 0 when there is none.
+	Server time.Duration
+}
+
+// userHZ is the unit of the times in /proc/PID/stat (USER_HZ, 100 on Linux).
+const userHZ = 100
+
+// processCPU returns the user + system time of process pid, all threads.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of %d: %w", pid, err)
+	}
+	return parseStatCPU(string(b))
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15) of a /proc/PID/stat
+// line; the command name (field 2) may hold spaces, so fields are counted
+// from its closing parenthesis.
+func parseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed stat line")
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed stat line: %d fields", len(f))
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed stat times %q %q", f[11], f[12])
+	}
+	return time.Duration(ut+st) * time.Second / userHZ, nil
+}
+
+// selfCPU returns this process's user + system time.
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuMeter measures CPUTimes between start and stop.
+type cpuMeter struct {
+	serverPID    int // 0: no server process
+	bench0, srv0 time.Duration
+	got          CPUTimes
+}
+
+// serverProcess is implemented by systems served by another process.
+type serverProcess interface{ ServerPID() int }
+
+func newCPUMeter(sys System) *cpuMeter {
+	m := &cpuMeter{}
+	if sp, ok := sys.(serverProcess); ok {
+		m.serverPID = sp.ServerPID()
+	}
+	return m
+}
+
+func (m *cpuMeter) start() error {
+	m.bench0 = selfCPU()
+	if m.serverPID > 0 {
+		t, err := processCPU(m.serverPID)
+		if err != nil {
+			return err
+		}
+		m.srv0 = t
+	}
+	return nil
+}
+
+func (m *cpuMeter) stop() error {
+	m.got.Bench = selfCPU() - m.bench0
+	if m.serverPID > 0 {
+		t, err := processCPU(m.serverPID)
+		if err != nil {
+			return err
+		}
+		m.got.Server = t - m.srv0
+	}
+	return nil
+}
