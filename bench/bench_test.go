@@ -146,6 +146,12 @@ func TestParseVariant(t *testing.T) {
 	if len(env) != 2 || len(flags) != 1 || flags[0] != "--a=B=c" {
 		t.Errorf("splitEnv: env %v flags %v", env, flags)
 	}
+	sys, _ := NewSystem(SystemSpec{Name: "v", Kind: KindSpoolfs, Args: []string{"GOMAXPROCS=1", "--x"}}, "/bin/true")
+	for i := 0; i < 2; i++ { // Describe must not change the arguments
+		if d := sys.Describe(); !strings.HasPrefix(d, "GOMAXPROCS=1 spoolfs mount --local VOLUME DIR --x") {
+			t.Errorf("Describe = %q", d)
+		}
+	}
 	for _, bad := range []string{"noargs", ":--x", "a b:--x"} {
 		if _, err := ParseVariant(bad); err == nil {
 			t.Errorf("%q accepted", bad)

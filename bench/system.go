@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -223,7 +224,7 @@ func (s *spoolfsSystem) Kind() string { return KindSpoolfs }
 func (s *spoolfsSystem) FUSE() bool   { return true }
 func (s *spoolfsSystem) Describe() string {
 	env, flags := splitEnv(s.args)
-	words := append(append(env, "spoolfs mount --local VOLUME DIR"), flags...)
+	words := append(append(slices.Clone(env), "spoolfs mount --local VOLUME DIR"), flags...)
 	return strings.Join(words, " ") + " (child process)"
 }
 
@@ -288,7 +289,7 @@ func splitEnv(args []string) (env, rest []string) {
 	for i < len(args) && envWord.MatchString(args[i]) {
 		i++
 	}
-	return args[:i], args[i:]
+	return args[:i:i], args[i:]
 }
 
 // ServerPID returns the pid of the spoolfs process (0 when not mounted).
