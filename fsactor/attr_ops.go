@@ -47,7 +47,10 @@ func (st *State) setAttr(o *fuseops.SetInodeAttributesOp, now time.Time) (uint64
 	}
 	st.applyAttrs(in, o)
 	in.attr.Ctime = ns
-	lsn := st.emit(&Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
+	var lsn uint64
+	if inVolume(in) {
+		lsn = st.emit(&Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
+	}
 	in.fillAttributes(&o.Attributes)
 	o.AttributesExpiration = now.Add(st.cfg.AttrTimeout)
 	return st.mutationWait(lsn), 0

@@ -45,11 +45,12 @@ func (st *State) openFile(o *fuseops.OpenFileOp, now time.Time) (uint64, syscall
 	}
 	var lsn uint64
 	if trunc {
-		ns := now.UnixNano()
 		st.setSize(in, 0) // to 0 cannot fail
-		in.touchM(ns)
+		in.touchM(now.UnixNano())
 		in.dirty = true
-		lsn = st.emit(&Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
+		if inVolume(in) {
+			lsn = st.emit(&Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
+		}
 	}
 	o.Handle = st.newHandle(in, flags, false)
 	o.KeepPageCache = true

@@ -139,3 +139,39 @@ func TestReadOnly(t *testing.T) {
 	h := newHarness(t, Config{ReadOnly: true})
 	h.wantErrno(syscall.EROFS, &fuseops.MkDirOp{Parent: rootIno, Name: "x"})
 }
+
+// TestOutOfVolumeInodesEmitNothing: once the last name of an inode is gone
+// its unlink (or rmdir) record deleted it on the replicas, so changes made
+// through open handles or kernel references emit no record a replica
+// would reject.
+func TestOutOfVolumeInodesEmitNothing(t *testing.T) {
+	h := newHarness(t, Config{Sync: true})
+	ino, fh := h.create(rootIno, "f")
+	h.must(&fuseops.SetXattrOp{Inode: id(ino), Name: "user.a"})
+	d := h.mkdir(rootIno, "d", 0o755)
+	h.must(&fuseops.UnlinkOp{Parent: rootIno, Name: "f"})
+	h.must(&fuseops.RmDirOp{Parent: rootIno, Name: "d"})
+	h.take()
+	mode := os.FileMode(0o600)
+	ops := []any{
+		&fuseops.SetInodeAttributesOp{Inode: id(ino), Mode: &mode},
+		&fuseops.SetInodeAttributesOp{Inode: id(ino), Size: ptr(uint64(10)), Handle: ptr(fuseops.HandleID(fh))},
+		&fuseops.SetXattrOp{Inode: id(ino), Name: "user.b", Value: []byte("v")},
+		&fuseops.RemoveXattrOp{Inode: id(ino), Name: "user.a"},
+		&fuseops.WriteFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh), Data: []byte("x")},
+		&fuseops.OpenFileOp{Inode: id(ino), OpenFlags: syscall.O_RDWR | syscall.O_TRUNC},
+		&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)},
+		&fuseops.SetInodeAttributesOp{Inode: id(d), Mode: &mode},
+		&fuseops.SetXattrOp{Inode: id(d), Name: "user.d"},
+	}
+	for _, op := range ops {
+		h.must(op)
+	}
+	h.release(fh)
+	if recs := h.take(); len(recs) != 0 {
+		t.Fatalf("records for inodes outside the volume: %+v", recs)
+	}
+	if a := h.attr(ino); a.Mode != syscall.S_IFREG|0o600 || a.Size != 0 {
+		t.Fatalf("changes not applied in memory: %+v", a)
+	}
+}

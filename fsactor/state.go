@@ -42,11 +42,21 @@ type Note struct {
 	Len    int64
 }
 
-// maxDataEnd is the highest offset a file can hold bytes below: a data
-// record carries a file's whole content up to its last allocated byte, so
-// writes and allocations past it answer EFBIG. Sizes (truncate) may go up
-// to what the memfd allows: a hole at the end of a file costs nothing.
-const maxDataEnd = 4 << 30
+// Limits of one file, for the layers that store what the state emits (a
+// replica must accept every record the state produces).
+const (
+	// MaxFileData is the highest offset a file can hold bytes below: a
+	// data record carries a file's whole content up to its last allocated
+	// byte (Record.Data, at most this long), so writes and allocations
+	// past it answer EFBIG.
+	MaxFileData = 4 << 30
+	// MaxFileSize is the largest size (Attr.Size) a file can have, as a
+	// memfd (tmpfs) allows: a hole at the end of a file costs nothing.
+	MaxFileSize = math.MaxInt64
+)
+
+// maxDataEnd is MaxFileData as the handlers use it.
+const maxDataEnd = MaxFileData
 
 // State is the whole state of one volume: no goroutines, channels or clock.
 // It is driven by one goroutine at a time (the actor, or a test).
@@ -320,6 +330,12 @@ func (st *State) emit(r *Record) uint64 {
 	st.sink.Append(r)
 	return st.lsn
 }
+
+// inVolume reports whether in is part of the volume that records describe:
+// an inode whose last name is gone (unlinked but open, or a removed
+// directory the kernel still holds) was deleted by its unlink or rmdir
+// record, so changes to it emit nothing (a replica would not know it).
+func inVolume(in *inode) bool { return in.attr.Nlink > 0 || in.ino == rootIno }
 
 // mutationWait is what a mutation whose record is lsn waits for: nothing,
 // unless the volume is mounted sync.

@@ -87,6 +87,9 @@ func (st *State) setXattr(o *fuseops.SetXattrOp, now time.Time) (uint64, syscall
 		in.xattrs = slices.Insert(in.xattrs, i, xattr{name: o.Name, value: val})
 	}
 	in.attr.Ctime = now.UnixNano()
+	if !inVolume(in) {
+		return 0, 0
+	}
 	lsn := st.emit(&Record{Op: RecSetXattr, Ino: in.ino, XattrName: o.Name, Data: val, Attr: in.attr})
 	return st.mutationWait(lsn), 0
 }
@@ -108,6 +111,9 @@ func (st *State) removeXattr(o *fuseops.RemoveXattrOp, now time.Time) (uint64, s
 	}
 	in.xattrs = slices.Delete(in.xattrs, i, i+1)
 	in.attr.Ctime = now.UnixNano()
+	if !inVolume(in) {
+		return 0, 0
+	}
 	lsn := st.emit(&Record{Op: RecRemoveXattr, Ino: in.ino, XattrName: o.Name, Attr: in.attr})
 	return st.mutationWait(lsn), 0
 }
