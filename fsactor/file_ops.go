@@ -68,14 +68,14 @@ func (st *State) readFile(o *fuseops.ReadFileOp) syscall.Errno {
 	if o.Offset < 0 {
 		return syscall.EINVAL
 	}
-	dst := o.Dst
-	if dst == nil { // reads larger than jacobsa's buffer
-		dst = make([]byte, o.Size)
-	}
 	size := int64(in.attr.Size)
 	if o.Offset >= size {
 		o.BytesRead = 0
 		return 0
+	}
+	dst := o.Dst
+	if dst == nil { // reads larger than jacobsa's buffer: never past the size
+		dst = make([]byte, max(0, min(o.Size, size-o.Offset)))
 	}
 	n := int(min(int64(len(dst)), size-o.Offset))
 	got := 0
