@@ -168,6 +168,15 @@ func TestParseMemfsVariant(t *testing.T) {
 	if m, ok := sys.(*memfsSystem); err != nil || !ok || !m.writeback || !m.noDefaultPerms {
 		t.Errorf("system %+v, %v", sys, err)
 	}
+	p, err := ParseMemfsVariant("memfs-p:process,writeback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err = NewSystem(p, "/bin/spoolfs")
+	if c, ok := sys.(*childSystem); err != nil || !ok || c.Kind() != KindMemfs ||
+		strings.Join(c.argv("/d"), " ") != "bench serve-memfs --knobs=writeback /d" {
+		t.Errorf("process variant: %+v, %v", sys, err)
+	}
 	if _, err := ParseMemfsVariant("memfs-x:turbo"); err == nil {
 		t.Error("unknown knob accepted")
 	}
@@ -237,5 +246,50 @@ func TestRunDurationBoundAndCancel(t *testing.T) {
 	}
 	if time.Since(start) > 10*time.Second {
 		t.Error("cancelled run did not stop")
+	}
+}
+
+// TestRatioPairsRounds: ratios pair the runs of each round, so a round
+// where the whole machine was slow does not skew them.
+func TestRatioPairsRounds(t *testing.T) {
+	mk := func(rates ...float64) *Cell {
+		c := &Cell{}
+		for _, r := range rates {
+			if math.IsNaN(r) {
+				c.Runs = append(c.Runs, nil)
+				continue
+			}
+			c.Runs = append(c.Runs, &Result{Ops: uint64(r), Elapsed: time.Second})
+		}
+		return c
+	}
+	nan := math.NaN()
+	rep := &Report{
+		Config: CompareConfig{Workloads: []Workload{Meta}, Clients: []int{1}},
+		Systems: []SystemInfo{
+			{Name: "memfs", Kind: KindMemfs, FUSE: true},
+			{Name: "memfs-proc", Kind: KindMemfs, FUSE: true, Variant: true, ProcessOnly: true},
+			{Name: "memfs-nodp", Kind: KindMemfs, FUSE: true, Variant: true},
+			{Name: "spoolfs", Kind: KindSpoolfs, FUSE: true},
+		},
+		Cells: map[CellKey]*Cell{
+			{"memfs", Meta, 1}:      mk(100, 10, 100, 100),
+			{"memfs-proc", Meta, 1}: mk(200, 20, 200, 200),
+			{"spoolfs", Meta, 1}:    mk(300, 30, nan, 100),
+		},
+	}
+	med, lo, hi := rep.Ratio("spoolfs", "memfs", Meta, 1)
+	if med != 3 || lo != 1 || hi != 3 {
+		t.Errorf("ratio %v [%v, %v], want 3 [1, 3]", med, lo, hi)
+	}
+	if got := rep.memfsAnchors(); strings.Join(got, ",") != "memfs,memfs-proc" {
+		t.Errorf("memfs anchors %v", got)
+	}
+	var buf strings.Builder
+	rep.WriteMarkdown(&buf)
+	for _, want := range []string{"| meta | 1 | ≥ 2.0× | 3.00× met | 1.50× not met |", "spoolfs / memfs-proc"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, buf.String())
+		}
 	}
 }

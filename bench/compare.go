@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 )
@@ -34,12 +35,16 @@ type CompareConfig struct {
 }
 
 // LocalSuite returns the configuration of `bench compare --suite local`:
-// tmpfs, the memfs sample and spoolfs --local (plus the given spoolfs
-// variants), 1 and 8 clients, every workload, medians of 5 rounds.
+// tmpfs, the memfs sample (in this process, and in its own process) and
+// spoolfs --local (plus the given variants), 1 and 8 clients, every
+// workload, medians of 5 rounds.
 func LocalSuite(variants []SystemSpec) CompareConfig {
 	systems := []SystemSpec{
 		{Name: "tmpfs", Kind: KindTmpfs},
 		{Name: "memfs", Kind: KindMemfs},
+		// The same sample in its own process, as it is usually run: the
+		// in-process one shares this process's Go runtime with the clients.
+		{Name: "memfs-proc", Kind: KindMemfs, Args: []string{MemfsProcess}},
 		{Name: "spoolfs", Kind: KindSpoolfs},
 	}
 	return CompareConfig{
@@ -151,6 +156,7 @@ type SystemInfo struct {
 	Name, Kind, Describe string
 	FUSE                 bool
 	Variant              bool // a memfs or spoolfs with knobs turned (Args)
+	ProcessOnly          bool // a memfs whose only knob is "process": the sample as is, in its own process
 	MountErr             error
 }
 
@@ -226,7 +232,8 @@ func (c *CompareConfig) mountAll(ctx context.Context, base string, rep *Report) 
 	var out []mounted
 	for _, spec := range c.Systems {
 		sys, err := NewSystem(spec, c.SpoolfsBin)
-		info := SystemInfo{Name: spec.Name, Kind: spec.Kind, Variant: len(spec.Args) > 0}
+		info := SystemInfo{Name: spec.Name, Kind: spec.Kind, Variant: len(spec.Args) > 0,
+			ProcessOnly: spec.Kind == KindMemfs && slices.Equal(spec.Args, []string{MemfsProcess})}
 		if err == nil {
 			info.Describe, info.FUSE = sys.Describe(), sys.FUSE()
 			dir := filepath.Join(base, spec.Name)

@@ -186,7 +186,8 @@ func TestSpoolfsSubprocessLifecycle(t *testing.T) {
 mount -t tmpfs fake "$4" || exit 1
 trap 'umount "$4"; exit 0' TERM
 while :; do sleep 0.05; done`)
-	s := &spoolfsSystem{name: "spoolfs-x", bin: fake, args: []string{"--writeback-cache=false"}, fsPrefix: "tmpfs"}
+	s := newSpoolfs("spoolfs-x", fake, []string{"--writeback-cache=false"})
+	s.fsPrefix = "tmpfs"
 	t.Cleanup(func() { s.Unmount(); unmountDir(dir, 0) })
 	if err := s.Mount(context.Background(), dir); err != nil {
 		t.Fatal(err)
@@ -211,7 +212,7 @@ while :; do sleep 0.05; done`)
 func TestSpoolfsMountFailureReported(t *testing.T) {
 	tmp := t.TempDir()
 	fake := writeScript(t, tmp, "failing-spoolfs", `echo "spoolfs: mount point busy" >&2; exit 1`)
-	s := &spoolfsSystem{name: "spoolfs", bin: fake}
+	s := newSpoolfs("spoolfs", fake, nil)
 	start := time.Now()
 	err := s.Mount(context.Background(), t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "mount point busy") {

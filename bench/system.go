@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jacobsa/fuse"
@@ -68,10 +65,11 @@ func ParseVariant(s string) (SystemSpec, error) {
 const (
 	MemfsWriteback      = "writeback"              // enable the kernel's writeback cache
 	MemfsNoDefaultPerms = "no-default-permissions" // no default_permissions: no permission checks at all
+	MemfsProcess        = "process"                // serve it from a child process (spoolfs bench serve-memfs)
 )
 
 // ParseMemfsVariant parses "NAME:KNOB,KNOB" (knobs: writeback,
-// no-default-permissions) into a memfs system spec, to measure what a mount
+// no-default-permissions, process) into a memfs system spec, to measure what a mount
 // option costs with a server other than spoolfs.
 func ParseMemfsVariant(s string) (SystemSpec, error) {
 	name, knobs, ok := strings.Cut(s, ":")
@@ -82,11 +80,11 @@ func ParseMemfsVariant(s string) (SystemSpec, error) {
 	spec := SystemSpec{Name: name, Kind: KindMemfs}
 	for _, k := range strings.Split(knobs, ",") {
 		switch k = strings.TrimSpace(k); k {
-		case MemfsWriteback, MemfsNoDefaultPerms:
+		case MemfsWriteback, MemfsNoDefaultPerms, MemfsProcess:
 			spec.Args = append(spec.Args, k)
 		case "":
 		default:
-			return SystemSpec{}, fmt.Errorf("memfs variant %q: unknown knob %q (want %s or %s)", s, k, MemfsWriteback, MemfsNoDefaultPerms)
+			return SystemSpec{}, fmt.Errorf("memfs variant %q: unknown knob %q (want %s, %s or %s)", s, k, MemfsWriteback, MemfsNoDefaultPerms, MemfsProcess)
 		}
 	}
 	return spec, nil
@@ -102,17 +100,18 @@ func NewSystem(spec SystemSpec, spoolfsBin string) (System, error) {
 	case KindTmpfs:
 		return &tmpfsSystem{name: name}, nil
 	case KindMemfs:
-		m := &memfsSystem{name: name, knobs: spec.Args}
-		for _, k := range spec.Args {
-			m.writeback = m.writeback || k == MemfsWriteback
-			m.noDefaultPerms = m.noDefaultPerms || k == MemfsNoDefaultPerms
+		if !slices.Contains(spec.Args, MemfsProcess) {
+			return newMemfs(name, spec.Args), nil
 		}
-		return m, nil
+		if spoolfsBin == "" {
+			return nil, errors.New("memfs in its own process: no spoolfs binary given")
+		}
+		return newMemfsProcess(name, spoolfsBin, spec.Args), nil
 	case KindSpoolfs:
 		if spoolfsBin == "" {
 			return nil, errors.New("spoolfs: no binary given")
 		}
-		return &spoolfsSystem{name: name, bin: spoolfsBin, args: spec.Args}, nil
+		return newSpoolfs(name, spoolfsBin, spec.Args), nil
 	}
 	return nil, fmt.Errorf("unknown system kind %q (want tmpfs, memfs or spoolfs)", spec.Kind)
 }
@@ -156,6 +155,26 @@ type memfsSystem struct {
 
 	dir string
 	mfs *fuse.MountedFileSystem
+}
+
+func newMemfs(name string, knobs []string) *memfsSystem {
+	return &memfsSystem{
+		name:           name,
+		knobs:          knobs,
+		writeback:      slices.Contains(knobs, MemfsWriteback),
+		noDefaultPerms: slices.Contains(knobs, MemfsNoDefaultPerms),
+	}
+}
+
+// ServeMemfs mounts the memfs sample at dir with the given knobs and serves
+// it until ctx is done (`spoolfs bench serve-memfs`, for the process knob).
+func ServeMemfs(ctx context.Context, dir string, knobs []string) error {
+	s := newMemfs("memfs", knobs)
+	if err := s.Mount(ctx, dir); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return s.Unmount()
 }
 
 func (s *memfsSystem) Name() string { return s.name }
@@ -203,105 +222,6 @@ func (s *memfsSystem) Unmount() error {
 	}
 	return err
 }
-
-// spoolfsSystem is `spoolfs mount --local VOLUME DIR [args]` as a child
-// process; it unmounts itself on SIGTERM.
-type spoolfsSystem struct {
-	name string
-	bin  string
-	args []string
-
-	fsPrefix string // the mount type to wait for; "" means "fuse" (tests use a fake)
-
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	stderr *lockedBuffer
-}
-
-func (s *spoolfsSystem) Name() string { return s.name }
-func (s *spoolfsSystem) Kind() string { return KindSpoolfs }
-func (s *spoolfsSystem) FUSE() bool   { return true }
-func (s *spoolfsSystem) Describe() string {
-	env, flags := splitEnv(s.args)
-	words := append(append(slices.Clone(env), "spoolfs mount --local VOLUME DIR"), flags...)
-	return strings.Join(words, " ") + " (child process)"
-}
-
-func (s *spoolfsSystem) Mount(ctx context.Context, dir string) error {
-	env, flags := splitEnv(s.args)
-	args := append([]string{"mount", "--local", "bench", dir}, flags...)
-	cmd := exec.Command(s.bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	s.stderr = &lockedBuffer{}
-	cmd.Stdout = s.stderr
-	cmd.Stderr = s.stderr
-	// Its own process group: a Ctrl-C reaches the bench, which stops the
-	// clients first and then this child. If the bench dies, so does the child.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", s.bin, err)
-	}
-	s.dir, s.cmd, s.exited = dir, cmd, make(chan struct{})
-	go func() { cmd.Wait(); close(s.exited) }()
-	fsPrefix := s.fsPrefix
-	if fsPrefix == "" {
-		fsPrefix = "fuse"
-	}
-	if _, err := waitMounted(dir, fsPrefix, mountTimeout, s.exited); err != nil {
-		s.Unmount()
-		return fmt.Errorf("%s %s: %w; its output: %s", s.bin, strings.Join(args, " "), err, s.stderr.Tail(600))
-	}
-	return nil
-}
-
-func (s *spoolfsSystem) Unmount() error {
-	if s.cmd == nil {
-		return nil
-	}
-	dir, cmd := s.dir, s.cmd
-	s.cmd = nil
-	cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case <-s.exited:
-		if st := cmd.ProcessState; st != nil && !st.Success() {
-			err = fmt.Errorf("spoolfs %s exited with %v; its output: %s", s.name, st, s.stderr.Tail(600))
-		}
-	case <-time.After(unmountTimeout):
-		cmd.Process.Kill()
-		<-s.exited
-		err = fmt.Errorf("spoolfs %s did not stop within %s after SIGTERM: killed", s.name, unmountTimeout)
-	}
-	if _, mounted, _ := findMount(dir); mounted {
-		if uerr := unmountDir(dir, time.Second); uerr != nil {
-			err = errors.Join(err, uerr)
-		}
-	}
-	return err
-}
-
-var envWord = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*=`)
-
-// splitEnv splits the leading VAR=value words off args.
-func splitEnv(args []string) (env, rest []string) {
-	i := 0
-	for i < len(args) && envWord.MatchString(args[i]) {
-		i++
-	}
-	return args[:i:i], args[i:]
-}
-
-// ServerPID returns the pid of the spoolfs process (0 when not mounted).
-func (s *spoolfsSystem) ServerPID() int {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return 0
-	}
-	return s.cmd.Process.Pid
-}
-
-// Output returns what the spoolfs process printed so far.
-func (s *spoolfsSystem) Output() string { return s.stderr.Tail(4000) }
 
 // lockedBuffer collects a child's output; Tail returns its end.
 type lockedBuffer struct {

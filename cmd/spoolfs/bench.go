@@ -58,7 +58,35 @@ Workloads:
 	fl.IntVar(&f.clients, "clients", 1, "concurrent clients")
 	fl.DurationVar(&f.duration, "duration", 5*time.Second, "how long to run (0: until --count)")
 	fl.IntVar(&f.count, "count", 1_000_000, "iterations per client at most (0: until --duration)")
-	c.AddCommand(newBenchCompareCmd())
+	c.AddCommand(newBenchCompareCmd(), newServeMemfsCmd())
+	return c
+}
+
+// newServeMemfsCmd is the hidden `bench serve-memfs DIR`: jacobsa's memfs
+// sample served from this process until SIGINT/SIGTERM, for the memfs
+// "process" knob of bench compare.
+func newServeMemfsCmd() *cobra.Command {
+	var knobs []string
+	c := &cobra.Command{
+		Use:    "serve-memfs [--knobs writeback,no-default-permissions] DIR",
+		Short:  "Serve jacobsa's memfs sample at DIR until SIGINT/SIGTERM (used by bench compare)",
+		Hidden: true,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageErr(c, fmt.Errorf("want one DIR, got %d arguments", len(args)))
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if err := bench.ServeMemfs(ctx, args[0], knobs); err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringSliceVar(&knobs, "knobs", nil, "writeback, no-default-permissions")
 	return c
 }
 
@@ -127,9 +155,9 @@ unmounted at the end, also on failure or Ctrl-C. Needs root.`,
 	fl.DurationVar(&f.warmup, "warmup", -1, "untimed run per system before each workload (default 500ms)")
 	fl.IntSliceVar(&f.clients, "clients", nil, "client counts (default 1,8)")
 	fl.StringSliceVar(&f.workloads, "workloads", nil, "workloads (default meta,write4k,spool)")
-	fl.StringSliceVar(&f.systems, "systems", nil, "systems of the suite to run (default tmpfs,memfs,spoolfs)")
+	fl.StringSliceVar(&f.systems, "systems", nil, "systems of the suite to run (default tmpfs,memfs,memfs-proc,spoolfs)")
 	fl.StringArrayVar(&f.variants, "variant", nil, `an extra spoolfs mount, NAME:[VAR=value...] FLAGS, e.g. "spoolfs-nowb:--writeback-cache=false" or "spoolfs-p1:GOMAXPROCS=1" (repeatable)`)
-	fl.StringArrayVar(&f.memfsVars, "memfs-variant", nil, `an extra memfs mount with knobs, NAME:KNOB,KNOB (writeback, no-default-permissions), e.g. "memfs-nodp:no-default-permissions" (repeatable)`)
+	fl.StringArrayVar(&f.memfsVars, "memfs-variant", nil, `an extra memfs mount with knobs, NAME:KNOB,KNOB (writeback, no-default-permissions, process), e.g. "memfs-nodp:no-default-permissions" (repeatable)`)
 	fl.IntVar(&f.countIters, "count-iters", -1, "iterations per client of the request-counting pass (0: no pass; default 300)")
 	fl.StringVar(&f.spoolfsBin, "spoolfs-bin", "", "spoolfs binary to mount (default: this executable)")
 	fl.StringVar(&f.out, "out", "", "also write the report to this file")
@@ -250,7 +278,7 @@ func selectSystems(cfg *bench.CompareConfig, names []string) error {
 		}
 	}
 	for n := range want {
-		return fmt.Errorf("--systems: no system %q in the suite (tmpfs, memfs, spoolfs)", n)
+		return fmt.Errorf("--systems: no system %q in the suite (tmpfs, memfs, memfs-proc, spoolfs)", n)
 	}
 	cfg.Systems = kept
 	return nil
