@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/spoolfs/spoolfs/node"
+)
+
+func init() { extraCommands = append(extraCommands, newReplicaCmd) }
+
+func newReplicaCmd() *cobra.Command {
+	var o node.ReplicaOptions
+	var maxFile node.ByteSize
+	var grace time.Duration
+	c := &cobra.Command{
+		Use:   "replica --listen ADDR --data DIR",
+		Short: "Serve as a replica for the volumes that primaries push to it",
+		Long: `Serve the replication service on ADDR and store the volumes primaries push
+to it in DIR, one buntdb file per volume, fsynced before each acknowledgement.
+A restarted replica resumes from what is on disk. SIGINT/SIGTERM stop it:
+calls in flight get --stop-grace to finish, then the streams are closed (a
+primary reconnects to the replica when it returns).`,
+		Example: `  spoolfs replica --listen 10.0.0.7:7400 --data /var/lib/spoolfs`,
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			if o.Listen == "" || o.DataDir == "" {
+				return usageErr(c, errors.New("want --listen ADDR and --data DIR"))
+			}
+			o.MaxFileSize = uint64(maxFile)
+			return runReplica(o, grace)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&o.Listen, "listen", "", "host:port to serve the replication service on")
+	fl.StringVar(&o.DataDir, "data", "", "directory of the volumes' buntdb files (created if missing)")
+	fl.Var(&maxFile, "max-file-size", "largest file a record may carry, e.g. 1GiB (0: the default)")
+	fl.DurationVar(&grace, "stop-grace", 5*time.Second, "on SIGTERM, how long calls in flight have to finish")
+	return c
+}
+
+func runReplica(o node.ReplicaOptions, grace time.Duration) error {
+	log, err := newLogger()
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	defer log.Sync() //nolint:errcheck // stderr
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	r, err := node.StartReplica(o, log)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	select {
+	case s := <-sigs:
+		log.Info("stopping", zap.Stringer("signal", s))
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		r.Stop(ctx)
+		return nil
+	case <-r.Done():
+		r.Stop(context.Background())
+		return &exitError{code: 1, err: r.Err()}
+	}
+}

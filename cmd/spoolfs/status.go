@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spoolfs/spoolfs/node"
+)
+
+func init() { extraCommands = append(extraCommands, newStatusCmd) }
+
+func newStatusCmd() *cobra.Command {
+	var admin, replicas string
+	var asJSON bool
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "status [--admin ADDR | --replicas A,B,C]",
+		Short: "Print volumes, roles, terms, lsns and per-replica lag as a table",
+		Long: `Ask a node's admin endpoint (--admin, default ` + defaultAdmin + `, where
+spoolfs run --embedded serves it) for what it serves: each volume it is the
+primary of (term, last and durable lsn, and per replica: connected, acked
+lsn, lag, resyncs, last error), and each replica server it runs (per volume:
+accepted term, holder, last term, lsn, inodes, bytes, commits).
+With --replicas, ask the replicas themselves (their Status RPC) instead.`,
+		Example: `  spoolfs status
+  spoolfs status --admin 10.0.0.7:7480 --json
+  spoolfs status --replicas a:7400,b:7400,c:7400`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			if c.Flags().Changed("admin") && replicas != "" {
+				return usageErr(c, errors.New("--admin and --replicas exclude each other"))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			if replicas != "" {
+				return printReplicas(ctx, node.SplitReplicas(replicas), asJSON)
+			}
+			ns, err := node.FetchStatus(ctx, admin)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if asJSON {
+				return printJSON(ns)
+			}
+			return node.PrintStatus(os.Stdout, ns)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&admin, "admin", defaultAdmin, "the node's admin endpoint host:port")
+	fl.StringVar(&replicas, "replicas", "", "ask these replicas (host:port,...) directly")
+	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	fl.DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for answers")
+	return c
+}
+
+func printReplicas(ctx context.Context, addrs []string, asJSON bool) error {
+	rs := node.QueryReplicas(ctx, addrs, nil)
+	if asJSON {
+		return printJSON(rs)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	_, _ = tw.Write([]byte("REPLICA\tVOLUME\tACCEPTED TERM\tLAST TERM\tLSN\tINODES\tBYTES\tCOMMITS\tHOLDER\n"))
+	failed := 0
+	for _, r := range rs {
+		node.PrintReplicaRows(tw, r)
+		if r.Err != "" {
+			failed++
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if failed == len(rs) {
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,128 @@
+package node
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The metrics of a node (/metrics). Read when scraped, from the actors'
+// counters, the primaries' Status and the replica servers' Status: no
+// goroutine keeps them.
+var (
+	volLabels  = []string{"volume"}
+	linkLabels = []string{"volume", "replica"}
+	repLabels  = []string{"replica", "volume"}
+
+	mInfo      = prometheus.NewDesc("spoolfs_node_info", "The node (always 1).", []string{"node_id"}, nil)
+	mOps       = prometheus.NewDesc("spoolfs_fuse_ops_total", "FUSE requests answered, by op.", []string{"volume", "op"}, nil)
+	mErrnos    = prometheus.NewDesc("spoolfs_fuse_errors_total", "FUSE requests answered with an error, by op and errno.", []string{"volume", "op", "errno"}, nil)
+	mNotify    = prometheus.NewDesc("spoolfs_notify_total", "Kernel notifications, by outcome (sent, benign, failed, dropped).", []string{"volume", "outcome"}, nil)
+	mTerm      = prometheus.NewDesc("spoolfs_primary_term", "The term this node holds the volume with.", volLabels, nil)
+	mHead      = prometheus.NewDesc("spoolfs_primary_head_lsn", "The last record made.", volLabels, nil)
+	mDurable   = prometheus.NewDesc("spoolfs_primary_durable_lsn", "The last record stored on W replicas.", volLabels, nil)
+	mLogBytes  = prometheus.NewDesc("spoolfs_primary_log_bytes", "Bytes of records kept in memory for replicas that lack them.", volLabels, nil)
+	mFenced    = prometheus.NewDesc("spoolfs_primary_fenced", "1 once a newer term took the volume (it answers EROFS).", volLabels, nil)
+	mLag       = prometheus.NewDesc("spoolfs_replication_lag_records", "Records a replica lacks.", linkLabels, nil)
+	mAcked     = prometheus.NewDesc("spoolfs_replication_acked_lsn", "The last record a replica stored durably.", linkLabels, nil)
+	mConnected = prometheus.NewDesc("spoolfs_replication_connected", "1 while the stream to a replica is up.", linkLabels, nil)
+	mResyncs   = prometheus.NewDesc("spoolfs_replication_resyncs_total", "Full snapshots sent to a replica.", linkLabels, nil)
+	mWaits     = prometheus.NewDesc("spoolfs_durability_wait_seconds", "Waits for W replicas (close, fsync, rename, link; every mutation with -o sync), by result.", []string{"volume", "result"}, nil)
+	mStoreLSN  = prometheus.NewDesc("spoolfs_replica_lsn", "The last record a replica server stores, per volume.", repLabels, nil)
+	mStoreTerm = prometheus.NewDesc("spoolfs_replica_accepted_term", "The highest term a replica server accepted, per volume.", repLabels, nil)
+	mStoreLast = prometheus.NewDesc("spoolfs_replica_last_term", "The term of the last record a replica server stores.", repLabels, nil)
+	mCommits   = prometheus.NewDesc("spoolfs_replica_commits_total", "Batches a replica server committed (one fsync each).", repLabels, nil)
+	mInodes    = prometheus.NewDesc("spoolfs_replica_inodes", "Inodes a replica server stores, per volume.", repLabels, nil)
+	mBytes     = prometheus.NewDesc("spoolfs_replica_data_bytes", "File bytes a replica server stores, per volume.", repLabels, nil)
+)
+
+// nodeCollector is the prometheus.Collector of a Node.
+type nodeCollector struct{ n *Node }
+
+// Describe implements prometheus.Collector.
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mInfo, mOps, mErrnos, mNotify, mTerm, mHead, mDurable, mLogBytes, mFenced,
+		mLag, mAcked, mConnected, mResyncs, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mInodes, mBytes} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(mInfo, prometheus.GaugeValue, 1, c.n.id)
+	vols, reps := c.n.parts()
+	for _, rv := range vols {
+		collectVolume(ch, rv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, r := range reps {
+		resp, err := r.Status(ctx)
+		if err != nil {
+			continue
+		}
+		for _, v := range ReplicaStatusFromPB(r.Addr(), resp).Volumes {
+			collectStore(ch, r.Addr(), v)
+		}
+	}
+}
+
+func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
+	name := rv.opts.Volume
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	srv := rv.Server()
+	for op, n := range srv.OpCounts() {
+		counter(mOps, n, name, op)
+	}
+	for key, n := range srv.ErrnoCounts() {
+		op, errno, _ := strings.Cut(key, "/")
+		counter(mErrnos, n, name, op, errno)
+	}
+	ns := srv.NotifyStats()
+	counter(mNotify, ns.Sent, name, "sent")
+	counter(mNotify, ns.Benign, name, "benign")
+	counter(mNotify, ns.Failed, name, "failed")
+	counter(mNotify, ns.Dropped, name, "dropped")
+
+	st := rv.primary.Status()
+	gauge(mTerm, float64(st.Term), name)
+	gauge(mHead, float64(st.Head), name)
+	gauge(mDurable, float64(st.Durable), name)
+	gauge(mLogBytes, float64(st.LogBytes), name)
+	gauge(mFenced, b2f(st.Fenced), name)
+	for _, l := range st.Replicas {
+		gauge(mLag, float64(l.Lag), name, l.Addr)
+		gauge(mAcked, float64(l.Acked), name, l.Addr)
+		gauge(mConnected, b2f(l.Connected), name, l.Addr)
+		counter(mResyncs, uint64(l.Resyncs), name, l.Addr)
+	}
+	for _, h := range rv.waits.Histograms() {
+		ch <- prometheus.MustNewConstHistogram(mWaits, h.Count, h.Sum.Seconds(), h.Buckets, name, h.Result)
+	}
+}
+
+func collectStore(ch chan<- prometheus.Metric, addr string, v ReplicaVolStatus) {
+	gauge := func(d *prometheus.Desc, x uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(x), addr, v.Volume)
+	}
+	gauge(mStoreLSN, v.LSN)
+	gauge(mStoreTerm, v.AcceptedTerm)
+	gauge(mStoreLast, v.LastTerm)
+	gauge(mInodes, v.Inodes)
+	gauge(mBytes, v.DataBytes)
+	ch <- prometheus.MustNewConstMetric(mCommits, prometheus.CounterValue, float64(v.Commits), addr, v.Volume)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,129 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/replication"
+)
+
+// ReplicationOptions says how a mounted volume is replicated.
+type ReplicationOptions struct {
+	NodeID   string   // recorded by the replicas with the term this node takes
+	Replicas []string // host:port of each replica (3 in production)
+	W        int      // write quorum; 0: a majority
+	// MaxLogBytes bounds the in-memory log of records some replica lacks
+	// (0: 256 MiB); a replica further behind gets a full snapshot.
+	MaxLogBytes int64
+	// AcquireTimeout bounds taking the term and recovering (0: 30s).
+	AcquireTimeout time.Duration
+	// Creds secures the connections to the replicas (mTLS); nil: plaintext.
+	Creds credentials.TransportCredentials
+	// Progress reports recovery; nil: ProgressFor(os.Stderr, log).
+	Progress func(replication.Progress)
+}
+
+// ReplicatedVolume is a mounted volume whose records go to replicas: the
+// Volume serving it and the Primary shipping its records.
+type ReplicatedVolume struct {
+	*Volume
+	primary *replication.Primary
+	waits   *WaitStats
+	watched chan struct{} // closed when watchFenced returned
+}
+
+// MountReplicated makes this node the primary of o.Volume and mounts it:
+// it takes a new term from a quorum of r.Replicas and recovers the volume's
+// most advanced state from them (replication.OpenPrimary) BEFORE the mount
+// exists, so nothing is ever served from a state older than what was
+// acknowledged. Then it mounts (Mount) with the recovered state and a sink
+// shipping every record to the replicas. ctx bounds only the recovery.
+func MountReplicated(ctx context.Context, o MountOptions, r ReplicationOptions, log *zap.Logger) (*ReplicatedVolume, error) {
+	if o.ReadOnly {
+		return nil, errors.New("-o ro with replicas: a read-only mount of a replicated volume is a follower (--follow), which is not implemented yet")
+	}
+	if err := ValidateVolumeName(o.Volume); err != nil {
+		return nil, err
+	}
+	if _, err := PrepareMountPoint(o.Dir, log); err != nil {
+		return nil, err // before taking the term: a bad mount point fences nobody
+	}
+	progress := r.Progress
+	if progress == nil {
+		progress = ProgressFor(os.Stderr, log)
+	}
+	p, snap, err := replication.OpenPrimary(ctx, replication.PrimaryConfig{
+		Volume: o.Volume, NodeID: r.NodeID, Replicas: r.Replicas, W: r.W, Creds: r.Creds,
+		AcquireTimeout: r.AcquireTimeout, MaxLogBytes: r.MaxLogBytes,
+		Root:     replication.Attr{Mode: o.RootMode, Uid: o.RootUid, Gid: o.RootGid},
+		Progress: progress, Log: log.Named("replication"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: becoming its primary: %w", o.Volume, err)
+	}
+	waits := &WaitStats{}
+	v, err := Mount(o, &meteredSink{Sink: NewReplSink(p), stats: waits}, SnapshotToActor(snap), log)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.SetSnapshotSource(ActorSnapshots(v.Server()))
+	rv := &ReplicatedVolume{Volume: v, primary: p, waits: waits, watched: make(chan struct{})}
+	go rv.watchFenced()
+	log.Info("primary serving", zap.String("volume", o.Volume), zap.Uint64("term", p.Term()),
+		zap.Uint64("lsn", snap.LSN), zap.Int("inodes", len(snap.Inodes)), zap.Strings("replicas", r.Replicas))
+	return rv, nil
+}
+
+// watchFenced turns the volume read-only as soon as the primary learns that
+// a newer term took the volume, even if no close() is waiting to notice:
+// every later mutation answers EROFS. It returns when the primary fails or
+// closes.
+func (rv *ReplicatedVolume) watchFenced() {
+	defer close(rv.watched)
+	err := rv.primary.Wait(context.Background(), math.MaxUint64)
+	if !errors.Is(err, replication.ErrFenced) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	why := "another node took the volume with a newer term: " + err.Error()
+	if serr := rv.Server().SetReadOnly(ctx, why); serr != nil && !errors.Is(serr, fsactor.ErrStopped) {
+		rv.log.Error("could not turn the fenced volume read-only", zap.Error(serr))
+	}
+}
+
+// Primary is the replication side of the volume.
+func (rv *ReplicatedVolume) Primary() *replication.Primary { return rv.primary }
+
+// WaitStats are the durability waits of the volume so far.
+func (rv *ReplicatedVolume) WaitStats() *WaitStats { return rv.waits }
+
+// Close ends replication after the volume stopped serving (Done): it waits
+// up to drain for the records not yet on W replicas (unlinks and attribute
+// changes are shipped without waiting), logs what is left if any, and
+// closes the primary.
+func (rv *ReplicatedVolume) Close(drain time.Duration) {
+	st := rv.primary.Status()
+	if st.Durable < st.Head && !st.Fenced {
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		err := rv.primary.Wait(ctx, st.Head)
+		cancel()
+		if err != nil {
+			rv.log.Error("records not on a write quorum when the primary stopped", zap.String("volume", st.Volume),
+				zap.Uint64("head", st.Head), zap.Uint64("durable", rv.primary.Durable()), zap.Error(err))
+		}
+	}
+	rv.primary.Close()
+	<-rv.watched
+	rv.log.Info("primary closed", zap.String("volume", st.Volume), zap.Uint64("term", st.Term),
+		zap.Uint64("durable", rv.primary.Durable()))
+}

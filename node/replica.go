@@ -1,0 +1,151 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	pb "github.com/spoolfs/spoolfs/proto"
+	"github.com/spoolfs/spoolfs/replication"
+)
+
+// ReplicaOptions says where a replica listens and keeps its volumes.
+type ReplicaOptions struct {
+	Listen  string // host:port; port 0 picks a free one (Addr says which)
+	DataDir string // one buntdb file per volume; created if missing
+	// Creds secures the gRPC server (mTLS); nil: plaintext.
+	Creds credentials.TransportCredentials
+	// MaxFileSize bounds one file of a volume (0: replication's default).
+	MaxFileSize uint64
+}
+
+// Replica is one running replica server: the replication service on a
+// gRPC server, storing volumes under its data directory.
+type Replica struct {
+	opts ReplicaOptions
+	log  *zap.Logger
+	lock *os.File // the data directory's lock, held while serving
+	srv  *replication.ReplicaServer
+	g    *grpc.Server
+	lis  net.Listener
+
+	done     chan struct{} // closed when Serve returned
+	serveErr error         // valid after done
+}
+
+// StartReplica locks o.DataDir (two replicas on one directory would
+// corrupt it), opens the volumes stored there and serves them on o.Listen.
+func StartReplica(o ReplicaOptions, log *zap.Logger) (*Replica, error) {
+	if o.DataDir == "" {
+		return nil, errors.New("replica: no data directory")
+	}
+	lock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	var ropts []replication.ReplicaOption
+	if o.MaxFileSize > 0 {
+		ropts = append(ropts, replication.WithLimits(replication.Limits{MaxFileSize: o.MaxFileSize}))
+	}
+	srv, err := replication.NewReplicaServer(o.DataDir, log.Named("replica"), ropts...)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("replica %s: %w", o.DataDir, err)
+	}
+	lis, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		srv.Close()
+		lock.Close()
+		return nil, fmt.Errorf("replica: listen: %w", err)
+	}
+	gopts := replication.ServerOptions()
+	if o.Creds != nil {
+		gopts = append(gopts, grpc.Creds(o.Creds))
+	}
+	r := &Replica{opts: o, log: log, lock: lock, srv: srv, g: grpc.NewServer(gopts...), lis: lis, done: make(chan struct{})}
+	srv.Register(r.g)
+	go r.serve()
+	log.Info("replica serving", zap.String("listen", r.Addr()), zap.String("data", o.DataDir))
+	return r, nil
+}
+
+// lockDataDir takes an exclusive flock on DIR/LOCK, created with DIR.
+func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("replica data dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("replica data dir: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("replica data dir %s is in use by another spoolfs process", dir)
+		}
+		return nil, fmt.Errorf("replica data dir %s: lock: %w", dir, err)
+	}
+	return f, nil
+}
+
+func (r *Replica) serve() {
+	r.serveErr = r.g.Serve(r.lis)
+	close(r.done)
+}
+
+// Addr is the address the replica listens on (host:port).
+func (r *Replica) Addr() string { return r.lis.Addr().String() }
+
+// DataDir is where the replica keeps its volumes.
+func (r *Replica) DataDir() string { return r.opts.DataDir }
+
+// Done is closed when the gRPC server stopped serving (Stop, or a listener
+// failure: Err says which).
+func (r *Replica) Done() <-chan struct{} { return r.done }
+
+// Err is what serving ended with (nil after Stop); call after Done.
+func (r *Replica) Err() error {
+	if errors.Is(r.serveErr, grpc.ErrServerStopped) {
+		return nil
+	}
+	return r.serveErr
+}
+
+// Status reports the volumes the replica holds (the Status RPC, in process).
+func (r *Replica) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	return r.srv.Status(ctx, &pb.StatusRequest{})
+}
+
+// Stop stops serving: gracefully (calls in flight finish) until ctx ends,
+// then at once; then the volumes are closed and the data directory
+// unlocked. A primary's stream to this replica ends either way.
+func (r *Replica) Stop(ctx context.Context) {
+	stopped := make(chan struct{})
+	go func() { r.g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		r.log.Info("replica: streams still open; closing them", zap.String("listen", r.Addr()))
+		r.g.Stop()
+		<-stopped
+	}
+	<-r.done
+	if err := r.srv.Close(); err != nil {
+		r.log.Warn("replica: close", zap.Error(err))
+	}
+	r.lock.Close()
+	r.log.Info("replica stopped", zap.String("listen", r.Addr()))
+}
+
+// DefaultReplicaStopGrace is how long Stop lets calls in flight finish
+// when it is given no deadline of its own.
+const DefaultReplicaStopGrace = 2 * time.Second
