@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,7 +190,11 @@ func spoolfsBin(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "spoolfs")
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			binErr = err
+			return
+		}
 		binOut, binErr = exec.Command(goTool, "build", "-o", binPath, "github.com/spoolfs/spoolfs/cmd/spoolfs").CombinedOutput()
 	})
 	if binErr != nil {

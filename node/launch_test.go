@@ -37,8 +37,12 @@ import (
 const launchRoleEnv = "SPOOLFS_LAUNCH_TEST_ROLE"
 
 func init() {
-	if os.Getenv(launchRoleEnv) == "devfuse" {
+	switch os.Getenv(launchRoleEnv) {
+	case "devfuse":
 		os.Exit(launchDevFuse(os.Args[1:]))
+	case "fgcheck":
+		fmt.Println(inForegroundOfTerminal())
+		os.Exit(0)
 	}
 }
 
@@ -738,5 +742,73 @@ func TestLaunchErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Errorf("the command ran although the mount failed")
+	}
+}
+
+// TestForegroundOfTerminal checks the predicate that keeps a Ctrl-C from
+// reaching the child twice: true for the foreground process group of a
+// terminal (here a pty), false without a controlling terminal.
+func TestForegroundOfTerminal(t *testing.T) {
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer master.Close()
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	for _, withTTY := range []bool{true, false} {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), launchRoleEnv+"=fgcheck", "GORACE=atexit_sleep_ms=0")
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if withTTY {
+			cmd.Stdin = tty
+			cmd.SysProcAttr.Setctty = true // Ctty 0: stdin
+		}
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("tty %v: %v", withTTY, err)
+		}
+		if got := strings.TrimSpace(out.String()); got != strconv.FormatBool(withTTY) {
+			t.Errorf("with a controlling terminal %v: inForegroundOfTerminal = %s", withTTY, got)
+		}
+	}
+}
+
+// TestLaunchUnshareAsRootMapsAllIDs: root (CAP_SETUID/CAP_SETGID) with
+// --unshare maps every id onto itself, so the command may switch users, as
+// exim does; -o allow_other lets them use the mount.
+func TestLaunchUnshareAsRootMapsAllIDs(t *testing.T) {
+	bin := requireMount(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skipf("no setpriv(1): %v", err)
+	}
+	mnt := filepath.Join(launchPublicDir(t), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf(`cat /proc/self/uid_map; echo hi > %[1]s/f; chmod 644 %[1]s/f; %[2]s --reuid 65534 --regid 65534 --clear-groups sh -c 'id -u; cat %[1]s/f'`, mnt, setpriv)
+	cmd := exec.Command(bin, "mount", "--unshare", "--local", "--log-level", "warn", "-o", "allow_other", "v", mnt, "--", "sh", "-c", script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 5 || f[0] != "0" || f[1] != "0" || f[2] != "4294967295" || f[3] != "65534" || f[4] != "hi" {
+		t.Fatalf("output %q: want the identity map of every id, then uid 65534 reading the mount", out)
+	}
+	if mountedAt(t, os.Getpid(), mnt) {
+		t.Fatalf("the mount leaked to the host namespace")
 	}
 }
