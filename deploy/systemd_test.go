@@ -62,7 +62,11 @@ func TestSystemdVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	units := map[string]string{"spoolfs-node.service": "spoolfs-node.service", "spoolfs-mount@.service": "spoolfs-mount@test.service"}
+	units := map[string]string{
+		"spoolfs-node.service":    "spoolfs-node.service",
+		"spoolfs-replica.service": "spoolfs-replica.service",
+		"spoolfs-mount@.service":  "spoolfs-mount@test.service",
+	}
 	var paths []string
 	for src, dst := range units {
 		data, err := os.ReadFile(filepath.Join(sdDir, src))
@@ -99,51 +103,62 @@ var mountNamespaceOptions = []string{
 	"RootDirectory", "RootImage", "DynamicUser", "PrivateUsers",
 }
 
-func TestSystemdMountUnit(t *testing.T) {
-	u := unitFile(t, "spoolfs-mount@.service")
-	s := u["Service"]
-	for _, k := range mountNamespaceOptions {
-		if _, ok := s[k]; ok {
-			t.Errorf("spoolfs-mount@.service: %s gives the unit its own mount namespace: the host would not see the spool", k)
-		}
+// TestSystemdMountingUnits: the units that mount (a volume; a node that may
+// have volumes) keep the mount on the host and drain on stop.
+func TestSystemdMountingUnits(t *testing.T) {
+	for _, name := range []string{"spoolfs-mount@.service", "spoolfs-node.service"} {
+		checkMountingUnit(t, name, unitFile(t, name)["Service"])
 	}
-	if got := s["KillMode"]; len(got) != 1 || got[0] != "mixed" {
-		t.Errorf("KillMode %q, want mixed (SIGTERM to spoolfs alone, which stops its command first)", got)
-	}
-	stop := s["ExecStop"]
-	if len(stop) != 2 || !strings.Contains(stop[0], "kill -TERM $MAINPID") || !strings.Contains(stop[1], "--pid=$MAINPID") {
-		t.Errorf("ExecStop %q: want SIGTERM, then wait for spoolfs to exit (else systemd's own SIGTERM would force a lazy unmount)", stop)
-	}
-	if d := seconds(t, s["TimeoutStopSec"]); d < 100 {
-		t.Errorf("TimeoutStopSec %vs: want room for --stop-grace 60s + --unmount-timeout 10s + --flush-timeout 30s", d)
-	}
-	if !strings.Contains(strings.Join(s["DeviceAllow"], " "), "/dev/fuse rw") {
-		t.Errorf("DeviceAllow lacks /dev/fuse rw")
-	}
-	if !strings.Contains(strings.Join(s["ExecStartPost"], " "), "probe --wait") {
-		t.Errorf("ExecStartPost does not wait for the mount to answer")
-	}
-	caps := strings.Join(s["CapabilityBoundingSet"], " ")
-	if !strings.Contains(caps, "CAP_SYS_ADMIN") || strings.Contains(caps, "~") {
-		t.Errorf("CapabilityBoundingSet %q: want an allow list with CAP_SYS_ADMIN (mount)", caps)
-	}
-	if got := strings.Join(s["NoNewPrivileges"], ""); got != "yes" {
-		t.Errorf("NoNewPrivileges %q, want yes", got)
+	post := strings.Join(unitFile(t, "spoolfs-mount@.service")["Service"]["ExecStartPost"], " ")
+	if !strings.Contains(post, "probe --wait") {
+		t.Errorf("spoolfs-mount@.service: ExecStartPost does not wait for the mount to answer")
 	}
 }
 
-func TestSystemdNodeUnit(t *testing.T) {
-	s := unitFile(t, "spoolfs-node.service")["Service"]
+func checkMountingUnit(t *testing.T, name string, s map[string][]string) {
+	t.Helper()
+	for _, k := range mountNamespaceOptions {
+		if _, ok := s[k]; ok {
+			t.Errorf("%s: %s gives the unit its own mount namespace: the host would not see the spool", name, k)
+		}
+	}
+	if got := s["KillMode"]; len(got) != 1 || got[0] != "mixed" {
+		t.Errorf("%s: KillMode %q, want mixed (SIGTERM to spoolfs alone, which stops its command first)", name, got)
+	}
+	stop := s["ExecStop"]
+	if len(stop) != 2 || !strings.Contains(stop[0], "kill -TERM $MAINPID") || !strings.Contains(stop[1], "--pid=$MAINPID") {
+		t.Errorf("%s: ExecStop %q: want SIGTERM, then wait for spoolfs to exit (else systemd's own SIGTERM would force a lazy unmount)", name, stop)
+	}
+	if d := seconds(t, s["TimeoutStopSec"]); d < 100 {
+		t.Errorf("%s: TimeoutStopSec %vs: want room for --stop-grace 60s + --unmount-timeout 10s + --flush-timeout 30s", name, d)
+	}
+	if !strings.Contains(strings.Join(s["DeviceAllow"], " "), "/dev/fuse rw") {
+		t.Errorf("%s: DeviceAllow lacks /dev/fuse rw", name)
+	}
+	caps := strings.Join(s["CapabilityBoundingSet"], " ")
+	if !strings.Contains(caps, "CAP_SYS_ADMIN") || strings.Contains(caps, "~") {
+		t.Errorf("%s: CapabilityBoundingSet %q: want an allow list with CAP_SYS_ADMIN (mount)", name, caps)
+	}
+	if got := strings.Join(s["NoNewPrivileges"], ""); got != "yes" {
+		t.Errorf("%s: NoNewPrivileges %q, want yes", name, got)
+	}
+}
+
+func TestSystemdReplicaUnit(t *testing.T) {
+	s := unitFile(t, "spoolfs-replica.service")["Service"]
 	for k, want := range map[string]string{
 		"ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateDevices": "yes",
 		"DynamicUser": "yes", "StateDirectory": "spoolfs", "CapabilityBoundingSet": "",
 	} {
 		if got := s[k]; len(got) != 1 || got[0] != want {
-			t.Errorf("spoolfs-node.service: %s=%q, want %q", k, got, want)
+			t.Errorf("spoolfs-replica.service: %s=%q, want %q", k, got, want)
 		}
 	}
 	if !strings.Contains(strings.Join(s["ExecStart"], ""), "spoolfs replica --listen") {
-		t.Errorf("spoolfs-node.service: ExecStart does not run spoolfs replica")
+		t.Errorf("spoolfs-replica.service: ExecStart does not run spoolfs replica")
+	}
+	if got := strings.Join(unitFile(t, "spoolfs-node.service")["Service"]["ExecStart"], ""); !strings.Contains(got, "spoolfs run -c /etc/spoolfs/node.yaml") {
+		t.Errorf("spoolfs-node.service: ExecStart %q, want spoolfs run -c /etc/spoolfs/node.yaml", got)
 	}
 }
 

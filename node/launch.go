@@ -92,11 +92,9 @@ func (c *ChildConfig) withDefaults() ChildConfig {
 	return d
 }
 
-// ServeChild runs argv inside the mounted volume v (RunChild) and, once it
-// has exited, unmounts v as a stop does (ServeUntilSignal: a busy mount is
-// retried, then detached lazily; a second SIGINT/SIGTERM forces). If the
-// volume goes away while the child runs (unmounted from outside, serving
-// failed), the child is stopped.
+// ServeChild runs argv inside the mounted volume v (RunChildIn) and, once
+// it has exited, unmounts v as a stop does (ServeUntilSignal: a busy mount
+// is retried, then detached lazily; a second SIGINT/SIGTERM forces).
 //
 // cfg.Signals should carry SIGTERM, SIGINT and SIGHUP (nil: ServeChild
 // subscribes to them itself). The exit code is the child's; if the child
@@ -113,23 +111,7 @@ func ServeChild(v *Volume, argv []string, cfg ChildConfig) (int, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = v.log
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-v.Done():
-			if ctx.Err() == nil { // not the unmount below
-				cfg.Logger.Warn("the volume stopped serving while the child runs: stopping the child", zap.String("dir", v.Dir()))
-				cancel()
-			}
-		case <-ctx.Done():
-		}
-	}()
-	code, runErr := RunChild(ctx, v.Dir(), argv, cfg)
-	cancel()
-	if runErr != nil {
-		code = startFailureCode(runErr)
-	}
+	code, runErr := RunChildIn(v, argv, cfg)
 	// The child is gone: stop the volume as a signal would, and let a
 	// further SIGINT/SIGTERM force it.
 	stop := make(chan os.Signal, 2)
@@ -141,6 +123,44 @@ func ServeChild(v *Volume, argv []string, cfg ChildConfig) (int, error) {
 		code = vcode
 	}
 	return code, runErr
+}
+
+// Served is what RunChildIn needs of a mounted volume (*Volume, and a
+// replicated volume built on it).
+type Served interface {
+	Dir() string
+	// Done is closed when the volume stops serving.
+	Done() <-chan struct{}
+}
+
+// RunChildIn runs argv inside the mounted volume v (RunChild) and stops it
+// if v stops serving meanwhile (unmounted from outside, serving failed).
+// It leaves v mounted: the caller stops it its own way afterwards. The code
+// is the child's, or, if it could not run, 127 (not found), 126 (not
+// executable) or 1, with the error.
+func RunChildIn(v Served, argv []string, cfg ChildConfig) (int, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-v.Done():
+			if ctx.Err() == nil { // not after the child, when the caller unmounts
+				log.Warn("the volume stopped serving while the child runs: stopping the child", zap.String("dir", v.Dir()))
+				cancel()
+			}
+		case <-ctx.Done():
+		}
+	}()
+	code, err := RunChild(ctx, v.Dir(), argv, cfg)
+	cancel()
+	if err != nil {
+		return startFailureCode(err), err
+	}
+	return code, nil
 }
 
 // passStopSignal passes the first SIGINT or SIGTERM from sigs to stop,

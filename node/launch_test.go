@@ -812,3 +812,44 @@ func TestLaunchUnshareAsRootMapsAllIDs(t *testing.T) {
 		t.Fatalf("the mount leaked to the host namespace")
 	}
 }
+
+// TestLaunchVolumeGoneStopsChild: when the volume is unmounted from outside
+// while the command runs, the command is stopped (SIGTERM) and spoolfs
+// exits with its status.
+func TestLaunchVolumeGoneStopsChild(t *testing.T) {
+	bin := requireMount(t)
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	cmd := exec.Command(bin, "mount", "--local", "--log-level", "warn", "v", mnt, "--",
+		"sh", "-c", `trap 'exit 5' TERM; echo ready; sleep 1000 & wait $!`)
+	cmd.Stdout = pw
+	errOut := &syncBuffer{}
+	cmd.Stderr = errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if mountedAt(t, os.Getpid(), mnt) {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	r := &launchRun{cmd: cmd, errOut: errOut, toTest: pr}
+	if line := r.readLine(t); line != "ready" {
+		t.Fatalf("child said %q", line)
+	}
+	if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.wait(t); code != 5 {
+		t.Fatalf("exit code %d, want 5 (the child's, after SIGTERM); stderr: %s", code, errOut.String())
+	}
+}
