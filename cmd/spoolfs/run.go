@@ -69,6 +69,7 @@ data persists: the next run recovers the volume from the replicas.`,
 	fl.Var(&f.vol.LogBytes, "log-bytes", "bound of the in-memory log for lagging replicas, e.g. 256MiB (beyond: a full snapshot)")
 	fl.StringArrayVarP(&f.vol.Options, "options", "o", nil, "mount options, as for spoolfs mount (allow_other, sync, ...)")
 	fl.StringVar(&f.vol.RootMode, "root-mode", "", "permissions of a new volume's root directory (octal, default 0755)")
+	fl.BoolVar(&f.vol.AccessLog, "access-log", false, "log one line per FUSE op")
 	fl.StringVar(&f.vol.RootOwner, "root-owner", "", "UID:GID owning a new volume's root directory (default: this user)")
 	return c
 }
@@ -123,7 +124,7 @@ func exitCode(code int) error {
 // nodeConfig builds the node's configuration from -c or from the flags.
 func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 	nodeFlags := []string{"node-id", "listen", "data", "admin", "volume", "mount", "replicas", "w", "flush-timeout",
-		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner"}
+		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner", "access-log"}
 	switch {
 	case f.config != "" && f.embedded:
 		return nil, errors.New("-c and --embedded exclude each other")
