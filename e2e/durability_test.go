@@ -181,7 +181,7 @@ func (l *durLedger) acknowledged(start uint64) {
 // verifyResult counts what recovery got wrong.
 type verifyResult struct {
 	lost, corrupted, renames, resurrected, unexpected int
-	errors                                             []string
+	errors                                            []string
 }
 
 func (r *verifyResult) fail(kind *int, format string, args ...any) {
@@ -323,10 +323,10 @@ type workload struct {
 	// cut short; ENOENT once the mount is detached), not a wrong answer.
 	crashing atomic.Bool
 	wg       sync.WaitGroup
-	done    atomic.Int32
-	n       int32
-	mu      sync.Mutex
-	errList []string
+	done     atomic.Int32
+	n        int32
+	mu       sync.Mutex
+	errList  []string
 }
 
 func (w *workload) allDone() bool { return w.done.Load() == w.n }
@@ -384,7 +384,6 @@ type writer struct {
 	mine   []string // ids of its present files not yet renamed or deleted
 	seq    int
 }
-
 
 func (wr *writer) run() {
 	for {
