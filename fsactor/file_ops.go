@@ -270,9 +270,11 @@ func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 // shipData emits a data record with in's content and marks it clean. The
 // record carries the content up to the last allocated byte; a hole at the
 // end of the file is implied by Attr.Size (zeros, as a truncate extends).
+// A discarding sink (--local) gets the record without the content: copying
+// a file nobody keeps would cost a read of every byte at every close.
 func (st *State) shipData(in *inode) syscall.Errno {
 	var data []byte
-	if in.fd >= 0 {
+	if in.fd >= 0 && !st.discard {
 		var err error
 		if data, err = st.content(in); err != nil {
 			return errnoOf(err)

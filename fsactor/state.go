@@ -88,6 +88,7 @@ type State struct {
 	lsn uint64
 
 	readOnly  bool // fenced or mounted read-only: mutations answer EROFS
+	discard   bool // the sink keeps nothing (--local): data records carry no content
 	writeback bool // the kernel caches writes: it positions O_APPEND writes itself
 
 	// used is the sum of the memfds' allocations, in bytes.
@@ -121,7 +122,9 @@ func NewState(cfg Config, sink Sink, snap *Snapshot) (*State, error) {
 	if sink == nil {
 		sink = &DiscardSink{}
 	}
+	_, discard := sink.(*DiscardSink)
 	st := &State{
+		discard:    discard,
 		cfg:        cfg,
 		sink:       sink,
 		inodes:     make(map[uint64]*inode),

@@ -1,13 +1,14 @@
 package replication
 
 import (
+	"math"
 	"strings"
 )
 
 // Limits bound what a replica accepts. The zero value of a field means its
 // default.
 type Limits struct {
-	MaxFileSize   uint64 // data bytes of one regular file (default 1 GiB)
+	MaxFileSize   uint64 // data bytes of one regular file (default 4 GiB, the actor's fsactor.MaxFileData)
 	MaxXattrValue int    // bytes of one xattr value (default 64 KiB, Linux's XATTR_SIZE_MAX)
 	MaxTarget     int    // bytes of a symlink target (default 4095)
 }
@@ -17,12 +18,13 @@ const MaxNameLen = 255
 
 // maxSize bounds Attr.Size. A file's size may exceed its data (a hole at
 // the end reads as zeros, as after truncate): Limits.MaxFileSize bounds
-// the data, this only keeps sizes far from overflow.
-const maxSize = 1 << 62
+// the data; sizes go as far as Linux's (MAX_LFS_FILESIZE), as on the
+// primary (fsactor.MaxFileSize).
+const maxSize = math.MaxInt64
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxFileSize == 0 {
-		l.MaxFileSize = 1 << 30
+		l.MaxFileSize = 4 << 30
 	}
 	if l.MaxXattrValue == 0 {
 		l.MaxXattrValue = 64 << 10
