@@ -115,6 +115,9 @@ func TestCountRequestsMemfs(t *testing.T) {
 	if rep.CountErr != nil {
 		t.Skipf("requests not countable here: %v", rep.CountErr)
 	}
+	if left, _ := filepath.Glob(filepath.Join(tracefsRoot, "instances", fmt.Sprintf("%s%d", tracerPrefix, os.Getpid()))); len(left) != 0 {
+		t.Errorf("tracefs instance left behind: %v", left)
+	}
 	q := rep.Requests[CellKey{"memfs", Meta, 1}]
 	if q == nil || q.Err != nil || q.Ops != 20 {
 		t.Fatalf("requests: %+v", q)

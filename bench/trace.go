@@ -40,7 +40,8 @@ func OpenTracer() (*Tracer, error) {
 	if _, err := os.Stat(filepath.Join(tracefsRoot, "events/fuse/fuse_request_send")); err != nil {
 		return nil, fmt.Errorf("this kernel has no fuse tracepoints: %w", err)
 	}
-	dir := filepath.Join(tracefsRoot, "instances", fmt.Sprintf("spoolfs-bench-%d", os.Getpid()))
+	removeStaleInstances()
+	dir := filepath.Join(tracefsRoot, "instances", fmt.Sprintf("%s%d", tracerPrefix, os.Getpid()))
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("tracefs instance: %w", err)
 	}
@@ -54,6 +55,22 @@ func OpenTracer() (*Tracer, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// tracerPrefix names the tracefs instances of bench processes: prefix + pid.
+const tracerPrefix = "spoolfs-bench-"
+
+// removeStaleInstances removes the tracefs instances left by bench
+// processes that died without closing theirs (their buffers hold memory).
+func removeStaleInstances() {
+	dirs, _ := filepath.Glob(filepath.Join(tracefsRoot, "instances", tracerPrefix+"*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), tracerPrefix))
+		if err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		(&Tracer{dir: d}).Close()
+	}
 }
 
 // Close removes the tracefs instance.
