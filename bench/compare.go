@@ -290,7 +290,9 @@ func (c *CompareConfig) warmup(ctx context.Context, ms []mounted, w Workload, n 
 		return nil
 	}
 	for _, m := range ms {
+		wd := watch(m.sys, m.dir, c.Warmup+runGrace)
 		_, err := Run(ctx, m.dir, Options{Workload: w, Clients: n, Duration: c.Warmup, Count: c.MaxOps})
+		err = errors.Join(err, wd.stop())
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -314,8 +316,10 @@ func (c *CompareConfig) timedRun(ctx context.Context, m mounted, w Workload, n, 
 		return nil
 	}
 	cpu := newCPUMeter(m.sys)
+	wd := watch(m.sys, m.dir, c.Duration+runGrace)
 	res, err := Run(ctx, m.dir, Options{Workload: w, Clients: n, Duration: c.Duration, Count: c.MaxOps,
 		BeforeTimed: cpu.start, AfterTimed: cpu.stop})
+	err = errors.Join(err, wd.stop())
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -329,6 +333,9 @@ func (c *CompareConfig) timedRun(ctx context.Context, m mounted, w Workload, n, 
 	c.progress("%-14s %-8s c=%d round %d: %s", key.System, w, n, round+1, res.String())
 	return nil
 }
+
+// countLimit bounds one run of the request-counting pass (count-bounded only).
+const countLimit = 2 * time.Minute
 
 // countRequests runs the untimed pass that counts FUSE requests per op.
 func (c *CompareConfig) countRequests(ctx context.Context, ms []mounted, rep *Report) error {
@@ -366,6 +373,7 @@ func (c *CompareConfig) countOne(ctx context.Context, tr *Tracer, m mounted, w W
 		req.Err = fmt.Errorf("mount of %s not found: %v", m.dir, err)
 		return nil
 	}
+	wd := watch(m.sys, m.dir, countLimit)
 	res, err := Run(ctx, m.dir, Options{Workload: w, Clients: n, Count: c.CountIters,
 		BeforeTimed: func() error { return tr.Start(e.Major, e.Minor) },
 		AfterTimed: func() error {
@@ -373,6 +381,7 @@ func (c *CompareConfig) countOne(ctx context.Context, tr *Tracer, m mounted, w W
 			req.Counts = counts
 			return err
 		}})
+	err = errors.Join(err, wd.stop())
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
