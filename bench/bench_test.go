@@ -217,6 +217,20 @@ func TestRunCountBound(t *testing.T) {
 	}
 }
 
+// TestRunMaxFiles: a write4k run keeps at most MaxFiles files, spread over
+// its clients; other workloads ignore the bound.
+func TestRunMaxFiles(t *testing.T) {
+	dir := t.TempDir()
+	res, err := Run(context.Background(), dir, Options{Workload: Write4K, Clients: 4, Duration: time.Minute, MaxFiles: 10})
+	if err != nil || res.Ops != 12 {
+		t.Errorf("write4k: %v, %d ops; want 4 clients x 3", err, res.Ops)
+	}
+	res, err = Run(context.Background(), dir, Options{Workload: Meta, Clients: 1, Count: 20, MaxFiles: 10})
+	if err != nil || res.Ops != 20 {
+		t.Errorf("meta: %v, %d ops; want 20", err, res.Ops)
+	}
+}
+
 // TestRunStopsOnError: a client that cannot create its files fails the run
 // with the path and the syscall in the error, instead of counting errors.
 func TestRunStopsOnError(t *testing.T) {

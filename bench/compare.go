@@ -24,6 +24,7 @@ type CompareConfig struct {
 	Duration  time.Duration // of each timed run
 	Warmup    time.Duration // one untimed run per system before each cell's first round; 0: none
 	MaxOps    int           // per client and run: a bound on top of Duration
+	MaxFiles  int           // files a write4k run may keep (Options.MaxFiles)
 
 	// CountIters is the number of iterations per client of the untimed
 	// request-counting pass (0: no pass); it runs with each of CountClients.
@@ -56,6 +57,7 @@ func LocalSuite(variants []SystemSpec) CompareConfig {
 		Duration:     2 * time.Second,
 		Warmup:       500 * time.Millisecond,
 		MaxOps:       2_000_000,
+		MaxFiles:     10_000,
 		CountIters:   300,
 		CountClients: []int{1, 8},
 	}
@@ -67,6 +69,7 @@ func (c *CompareConfig) Quick() {
 	c.Duration = 100 * time.Millisecond
 	c.Warmup = 0
 	c.MaxOps = 5000
+	c.MaxFiles = 1000
 	c.CountIters = 10
 	c.CountClients = []int{1}
 }
@@ -291,7 +294,7 @@ func (c *CompareConfig) warmup(ctx context.Context, ms []mounted, w Workload, n 
 	}
 	for _, m := range ms {
 		wd := watch(m.sys, m.dir, c.Warmup+runGrace)
-		_, err := Run(ctx, m.dir, Options{Workload: w, Clients: n, Duration: c.Warmup, Count: c.MaxOps})
+		_, err := Run(ctx, m.dir, Options{Workload: w, Clients: n, Duration: c.Warmup, Count: c.MaxOps, MaxFiles: c.MaxFiles})
 		err = errors.Join(err, wd.stop())
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -318,7 +321,7 @@ func (c *CompareConfig) timedRun(ctx context.Context, m mounted, w Workload, n, 
 	cpu := newCPUMeter(m.sys)
 	wd := watch(m.sys, m.dir, c.Duration+runGrace)
 	res, err := Run(ctx, m.dir, Options{Workload: w, Clients: n, Duration: c.Duration, Count: c.MaxOps,
-		BeforeTimed: cpu.start, AfterTimed: cpu.stop})
+		MaxFiles: c.MaxFiles, BeforeTimed: cpu.start, AfterTimed: cpu.stop})
 	err = errors.Join(err, wd.stop())
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -166,8 +166,9 @@ func (r *Report) writeHeader(w io.Writer) {
 	fmt.Fprintf(w, "Load average (1 min) at the start and the end: %s, %s (other processes on the machine add noise; the per-round ranges show how much)  \n",
 		r.LoadStart, r.LoadEnd)
 	fmt.Fprintf(w, "Runs: %d interleaved rounds (each round runs every system in turn) of %s per run, "+
-		"after a %s warm-up; at most %d iterations per client and run; figures are medians over the rounds.\n\n",
-		c.Rounds, c.Duration, c.Warmup, c.MaxOps)
+		"after a %s warm-up; at most %d iterations per client and run, and %d files per write4k run "+
+		"(a faster system ends those sooner); figures are medians over the rounds.\n\n",
+		c.Rounds, c.Duration, c.Warmup, c.MaxOps, c.MaxFiles)
 	fmt.Fprintln(w, "| system | how it is mounted |")
 	fmt.Fprintln(w, "|---|---|")
 	for _, s := range r.Systems {

@@ -18,6 +18,10 @@ type Options struct {
 	Clients  int           // concurrent clients, each in its own directory (>= 1)
 	Duration time.Duration // stop after this long; 0: no time bound
 	Count    int           // iterations per client at most; 0: no count bound
+	// MaxFiles bounds the files a write4k run keeps (they stay until the
+	// run ends): each client stops after MaxFiles/Clients of them. A spoolfs
+	// volume holds a descriptor per non-empty file. 0: no bound.
+	MaxFiles int
 
 	// BeforeTimed and AfterTimed, when set, run right before the clients
 	// start and right after the last one stopped, outside the setup and the
@@ -33,8 +37,8 @@ func (o Options) validate() error {
 	if o.Duration <= 0 && o.Count <= 0 {
 		return errors.New("a run needs a duration or a count bound")
 	}
-	if o.Duration < 0 || o.Count < 0 {
-		return errors.New("negative duration or count")
+	if o.Duration < 0 || o.Count < 0 || o.MaxFiles < 0 {
+		return errors.New("negative duration, count or file bound")
 	}
 	_, err := ParseWorkload(string(o.Workload))
 	return err
@@ -86,6 +90,7 @@ func Run(ctx context.Context, dir string, o Options) (Result, error) {
 		clients[i] = newClient(cdir, prefix)
 	}
 	defer cleanupRun(dir, o.Clients, prefix)
+	o.Count = o.perClientCount()
 	if o.BeforeTimed != nil {
 		if err := o.BeforeTimed(); err != nil {
 			return Result{}, fmt.Errorf("before the run: %w", err)
@@ -98,6 +103,18 @@ func Run(ctx context.Context, dir string, o Options) (Result, error) {
 		}
 	}
 	return res, err
+}
+
+// perClientCount is the count bound of each client, MaxFiles included.
+func (o Options) perClientCount() int {
+	if o.Workload != Write4K || o.MaxFiles <= 0 {
+		return o.Count
+	}
+	n := (o.MaxFiles + o.Clients - 1) / o.Clients
+	if o.Count > 0 && o.Count < n {
+		return o.Count
+	}
+	return n
 }
 
 // runClients starts the clients together and waits for all of them.

@@ -25,6 +25,7 @@ type benchFlags struct {
 	clients  int
 	duration time.Duration
 	count    int
+	maxFiles int
 }
 
 func newBenchCmd() *cobra.Command {
@@ -58,6 +59,7 @@ Workloads:
 	fl.IntVar(&f.clients, "clients", 1, "concurrent clients")
 	fl.DurationVar(&f.duration, "duration", 5*time.Second, "how long to run (0: until --count)")
 	fl.IntVar(&f.count, "count", 1_000_000, "iterations per client at most (0: until --duration)")
+	fl.IntVar(&f.maxFiles, "max-files", 0, "write4k: files the run may keep, spread over the clients (0: no bound)")
 	c.AddCommand(newBenchCompareCmd(), newServeMemfsCmd())
 	return c
 }
@@ -97,7 +99,7 @@ func runBench(c *cobra.Command, f *benchFlags, dir string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	res, err := bench.Run(ctx, dir, bench.Options{Workload: w, Clients: f.clients, Duration: f.duration, Count: f.count})
+	res, err := bench.Run(ctx, dir, bench.Options{Workload: w, Clients: f.clients, Duration: f.duration, Count: f.count, MaxFiles: f.maxFiles})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return &exitError{code: 1, err: fmt.Errorf("bench %s: %w", dir, err)}
 	}
@@ -126,6 +128,7 @@ type compareFlags struct {
 	variants   []string
 	memfsVars  []string
 	countIters int
+	maxFiles   int
 	spoolfsBin string
 	out        string
 }
@@ -159,6 +162,7 @@ unmounted at the end, also on failure or Ctrl-C. Needs root.`,
 	fl.StringArrayVar(&f.variants, "variant", nil, `an extra spoolfs mount, NAME:[VAR=value...] FLAGS, e.g. "spoolfs-nowb:--writeback-cache=false" or "spoolfs-p1:GOMAXPROCS=1" (repeatable)`)
 	fl.StringArrayVar(&f.memfsVars, "memfs-variant", nil, `an extra memfs mount with knobs, NAME:KNOB,KNOB (writeback, no-default-permissions, process), e.g. "memfs-nodp:no-default-permissions" (repeatable)`)
 	fl.IntVar(&f.countIters, "count-iters", -1, "iterations per client of the request-counting pass (0: no pass; default 300)")
+	fl.IntVar(&f.maxFiles, "max-files", -1, "files a write4k run may keep (default 10000; a spoolfs volume holds a descriptor per non-empty file)")
 	fl.StringVar(&f.spoolfsBin, "spoolfs-bin", "", "spoolfs binary to mount (default: this executable)")
 	fl.StringVar(&f.out, "out", "", "also write the report to this file")
 	return c
@@ -244,6 +248,9 @@ func (f *compareFlags) override(cfg *bench.CompareConfig) error {
 	}
 	if f.countIters >= 0 {
 		cfg.CountIters = f.countIters
+	}
+	if f.maxFiles >= 0 {
+		cfg.MaxFiles = f.maxFiles
 	}
 	if len(f.clients) > 0 {
 		cfg.Clients, cfg.CountClients = f.clients, f.clients
