@@ -50,6 +50,7 @@ const (
 // the actor allocates nothing.
 type event struct {
 	kind evKind
+	ack  bool            // evOp: the reader waits on stepped until the actor stepped it
 	ctx  context.Context // evOp: the ctx ReadOp returned, to reply with
 	op   any             // evOp: a *fuseops.XxxOp
 	now  time.Time       // evOp: when the reader read it
@@ -57,12 +58,31 @@ type event struct {
 	fn   func(m machine) // evFunc
 }
 
-// Tuning of the loop, measured (docs/threads.md, "Measured"): what the
-// benchmarks found fastest on a real mount.
+// Tuning of the loop: what the benchmarks found fastest on a real mount
+// (fsactor/loop_bench_test.go; figures in docs/threads.md, "Measured").
 const (
 	defaultMailbox = 64
 	lockReader     = false
 	lockActor      = false
+	defaultHandoff = handoffSync
+)
+
+// handoff says what the reader does after handing an op to the actor.
+type handoff uint8
+
+const (
+	// handoffAsync: read the next op at once (reading overlaps the step).
+	handoffAsync handoff = iota
+	// handoffSync: wait until the actor has stepped the op (replied or
+	// started its task), then read the next. The reader parks on a channel
+	// instead of entering read(2), so the actor runs on the reader's
+	// thread: the kernel's wake-up of that thread is the only one a request
+	// waits for, as in a single-threaded C loop (Go may still wake an idle
+	// thread to look for work, off that path). With a blocking
+	// device, async handoff makes every request wake a second thread (the
+	// reader is in read(2) when the actor needs a thread): 4-6 times slower
+	// with one client.
+	handoffSync
 )
 
 // loop owns the reader goroutine, the actor goroutine and its tasks. It is
@@ -81,6 +101,8 @@ type loop struct {
 	flushTTL time.Duration
 
 	lockReader, lockActor bool // runtime.LockOSThread on the reader / the actor
+	handoff               handoff
+	stepped               chan struct{} // the actor stepped an op whose event has ack set
 
 	// Actor-owned: touched only by the actor goroutine.
 	c          conn
@@ -114,6 +136,7 @@ func newLoop(st machine, sink Sink, lc loopConfig) *loop {
 		flushTTL: lc.flushTimeout,
 
 		lockReader: lockReader, lockActor: lockActor,
+		handoff: defaultHandoff, stepped: make(chan struct{}, 1),
 	}
 	l.gidOf = l.gids.gid
 	return l
@@ -145,7 +168,11 @@ func (l *loop) read(c conn) {
 			}
 			continue
 		}
-		l.mbox <- event{kind: evOp, ctx: ctx, op: op, now: time.Now()}
+		wait := l.handoff == handoffSync
+		l.mbox <- event{kind: evOp, ack: wait, ctx: ctx, op: op, now: time.Now()}
+		if wait {
+			<-l.stepped
+		}
 	}
 }
 
@@ -176,6 +203,9 @@ func (l *loop) act() {
 		switch ev.kind {
 		case evOp:
 			l.step(ev)
+			if ev.ack {
+				l.stepped <- struct{}{} // buffered, one per ack: never blocks
+			}
 		case evEOF:
 			l.readerDone = true
 			close(l.eofSeen)

@@ -3,6 +3,7 @@ package fsactor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -37,21 +38,52 @@ func dirNames(dir string) ([]string, error) {
 	return names, err
 }
 
+// The server of these mounts is this test process, which must never wait
+// on its own mount where the Go runtime cannot serve it meanwhile:
+//   - files on the mount are opened with raw system calls, never os.Open or
+//     os.Create: those register the file with Go's netpoller, whose
+//     epoll_ctl asks the FUSE server for FUSE_POLL while holding the epoll
+//     instance's lock, and runtime threads polling the network block on
+//     that lock;
+//   - a child process never gets a cmd.Dir inside the mount: the vfork'ed
+//     child does chdir before exec while the parent thread holds its P in
+//     a raw syscall, and a garbage collection waiting for that P stops the
+//     server from answering the chdir's GETATTR.
+// Either way the process deadlocks in the kernel, unkillable, until its
+// FUSE connection is aborted. A server in another process, as in
+// production, is not affected.
+
+// writeRaw creates (or truncates) path with data.
+func writeRaw(path, data string) error {
+	fd, err := syscall.Open(path, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	if _, err := syscall.Write(fd, []byte(data)); err != nil {
+		syscall.Close(fd)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := syscall.Close(fd); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	return nil
+}
+
 // holdFlush writes a file on m and closes it on another goroutine with the
 // sink armed, so its FLUSH waits; it returns the close's result channel
 // once the FLUSH is waiting.
 func holdFlush(t *testing.T, m *testMount, sink *blockSink, name string) <-chan error {
 	t.Helper()
-	f, err := os.Create(m.path(name))
+	fd, err := syscall.Open(m.path(name), syscall.O_CREAT|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteString("a queued message\n"); err != nil {
+	if _, err := syscall.Write(fd, []byte("a queued message\n")); err != nil {
 		t.Fatal(err)
 	}
 	sink.arm()
 	closed := make(chan error, 1)
-	go func() { closed <- f.Close() }()
+	go func() { closed <- syscall.Close(fd) }()
 	sink.awaitWait(t)
 	return closed
 }
@@ -64,7 +96,7 @@ func TestMountFlushHeld(t *testing.T) {
 	sink := newBlockSink()
 	sink.disarmed = true
 	m := mountTest(t, Config{FlushTimeout: time.Minute}, sink, nil) // no kernel caching
-	if err := os.WriteFile(m.path("other"), []byte("x"), 0o644); err != nil {
+	if err := writeRaw(m.path("other"), "x"); err != nil {
 		t.Fatal(err)
 	}
 	closed := holdFlush(t, m, sink, "held")
@@ -126,7 +158,7 @@ func TestMountFlushTimeout(t *testing.T) {
 func TestMountRemoveNameNotifies(t *testing.T) {
 	needMount(t)
 	m := mountTest(t, Config{EntryTimeout: time.Hour, AttrTimeout: time.Hour}, nil, nil)
-	if err := os.WriteFile(m.path("gone"), []byte("msg"), 0o600); err != nil {
+	if err := writeRaw(m.path("gone"), "msg"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(m.path("gone")); err != nil {
@@ -172,8 +204,9 @@ func TestMountCallerGid(t *testing.T) {
 	if err := os.Chmod(pub, 0o777); err != nil { // past the umask
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", "-c", "touch f")
-	cmd.Dir = pub
+	// No cmd.Dir: the child would chdir into the mount between fork and
+	// exec (see the note above writeRaw).
+	cmd := exec.Command("sh", "-c", `touch "$1"`, "sh", m.path("pub/f"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: 65534, Gid: 65533, NoSetGroups: true},
 	}

@@ -22,9 +22,11 @@ import (
 // and keeps the original for kernel notifications.
 type testMount struct {
 	dir string
-	srv *Server
+	srv *Server // nil when served by something else (benchmarks)
 	mfs *fuse.MountedFileSystem
 	dev *os.File // the original /dev/fuse descriptor (notifications)
+
+	nonblock bool // serve sets O_NONBLOCK on the device (shared by the dup)
 }
 
 // needMount fails the test when CI=true and skips it otherwise, with why,
@@ -54,12 +56,39 @@ func needMount(t *testing.T) {
 // adjust the server before it serves (benchmarks).
 func mountTest(t testing.TB, cfg Config, sink Sink, tune func(*Server)) *testMount {
 	t.Helper()
+	return mountTestNB(t, cfg, sink, tune, false)
+}
+
+// mountTestNB is mountTest; with nonblock, the descriptor jacobsa reads is
+// in O_NONBLOCK mode, so its reads park in Go's netpoller instead of
+// holding a thread in read(2) (a variant the benchmarks measure).
+func mountTestNB(t testing.TB, cfg Config, sink Sink, tune func(*Server), nonblock bool) *testMount {
+	t.Helper()
 	if sink == nil {
 		sink = &DiscardSink{}
 	}
 	if cfg.Log == nil {
 		cfg.Log = zaptest.NewLogger(t)
 	}
+	m := mountDevice(t)
+	cfg.NotifyDev = m.dev
+	srv, err := NewServer(cfg, sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(srv)
+	}
+	m.srv = srv
+	m.nonblock = nonblock
+	m.serve(t, srv)
+	return m
+}
+
+// mountDevice opens /dev/fuse and mounts it on a new directory; the mount
+// waits for a server (serve). It is unmounted when the test ends.
+func mountDevice(t testing.TB) *testMount {
+	t.Helper()
 	dir := t.TempDir()
 	// Other uids (the gid test's child) must reach the mount point.
 	for _, d := range []string{filepath.Dir(dir), dir} {
@@ -79,24 +108,20 @@ func mountTest(t testing.TB, cfg Config, sink Sink, tune func(*Server)) *testMou
 	}
 	m := &testMount{dir: dir, dev: dev}
 	t.Cleanup(m.unmount(t))
-	m.serve(t, cfg, sink, tune)
 	return m
 }
 
-// serve builds the server and hands jacobsa a dup of the device.
-func (m *testMount) serve(t testing.TB, cfg Config, sink Sink, tune func(*Server)) {
+// serve hands jacobsa a dup of the device as /dev/fd/N, served by srv.
+func (m *testMount) serve(t testing.TB, srv fuse.Server) {
 	t.Helper()
-	cfg.NotifyDev = m.dev
-	srv, err := NewServer(cfg, sink, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tune != nil {
-		tune(srv)
-	}
 	dup, err := unix.FcntlInt(m.dev.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if m.nonblock {
+		if err := unix.SetNonblock(dup, true); err != nil {
+			t.Fatal(err)
+		}
 	}
 	mfs, err := fuse.Mount("/dev/fd/"+strconv.Itoa(dup), srv, &fuse.MountConfig{
 		FSName: "spoolfs:test", Subtype: "spoolfs",
@@ -105,7 +130,7 @@ func (m *testMount) serve(t testing.TB, cfg Config, sink Sink, tune func(*Server
 		unix.Close(dup)
 		t.Fatalf("serving /dev/fd/%d: %v", dup, err)
 	}
-	m.srv, m.mfs = srv, mfs
+	m.mfs = mfs
 }
 
 func mountFailed(t testing.TB, err error) {
