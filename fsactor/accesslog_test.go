@@ -1,0 +1,78 @@
+package fsactor
+
+import (
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestAccessLog(t *testing.T) {
+	lookup := &fuseops.LookUpInodeOp{Parent: 1, Name: "m1", OpContext: fuseops.OpContext{FuseID: 7}}
+	rename := &fuseops.RenameOp{OldParent: 1, OldName: "a", NewParent: 1, NewName: "b"}
+	flush := &fuseops.FlushFileOp{Inode: 9}
+	for _, tc := range []struct {
+		name  string
+		on    bool
+		kind  opKind
+		op    any
+		errno syscall.Errno
+		level zapcore.Level // -1: nothing logged
+	}{
+		{"off: success", false, kindLookUp, lookup, 0, -1},
+		{"off: lookup ENOENT is normal", false, kindLookUp, lookup, syscall.ENOENT, -1},
+		{"off: EEXIST is normal", false, kindCreate, lookup, syscall.EEXIST, -1},
+		{"off: ENOSYS is normal", false, kindUnknown, struct{}{}, syscall.ENOSYS, -1},
+		{"off: unlink ENOENT is an error", false, kindUnlink, lookup, syscall.ENOENT, zapcore.WarnLevel},
+		{"off: EIO at Error", false, kindFlush, flush, syscall.EIO, zapcore.ErrorLevel},
+		{"on: success", true, kindRename, rename, 0, zapcore.InfoLevel},
+		{"on: normal errno", true, kindLookUp, lookup, syscall.ENOENT, zapcore.InfoLevel},
+		{"on: EIO", true, kindFlush, flush, syscall.EIO, zapcore.ErrorLevel},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.DebugLevel)
+			a := newAccessLog(zap.New(core), tc.on)
+			_, oc := classify(tc.op)
+			a.done(tc.kind, tc.op, oc, time.Now(), tc.errno)
+			entries := logs.All()
+			if tc.level < 0 {
+				if len(entries) != 0 {
+					t.Fatalf("logged %v, want nothing", entries)
+				}
+				return
+			}
+			if len(entries) != 1 || entries[0].Level != tc.level {
+				t.Fatalf("logged %v, want one line at %s", entries, tc.level)
+			}
+			f := entries[0].ContextMap()
+			for _, key := range []string{"req", "op", "ino", "errno", "latency"} {
+				if _, ok := f[key]; !ok {
+					t.Errorf("field %q missing: %v", key, f)
+				}
+			}
+			if tc.op == lookup && (f["name"] != "m1" || f["req"] != uint64(7)) {
+				t.Errorf("lookup line %v: want name m1, req 7", f)
+			}
+			if tc.op == rename && (f["name"] != "a" || f["to"] != "b") {
+				t.Errorf("rename line %v: want name a, to b", f)
+			}
+		})
+	}
+}
+
+// TestAccessLogSampled: a storm of error replies is sampled.
+func TestAccessLogSampled(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	a := newAccessLog(zap.New(core), false)
+	op := &fuseops.FlushFileOp{Inode: 9}
+	for range 1000 {
+		a.done(kindFlush, op, &op.OpContext, time.Now(), syscall.EIO)
+	}
+	if n := logs.Len(); n < errFirst || n > errFirst+1000/errThereafter {
+		t.Fatalf("%d lines for 1000 EIO replies, want about %d", n, errFirst+(1000-errFirst)/errThereafter)
+	}
+}
