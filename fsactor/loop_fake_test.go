@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -270,5 +271,45 @@ func TestLoopSnapshotAndDo(t *testing.T) {
 	snap, err := s.Snapshot(ctx)
 	if err != nil || snap.LSN != 7 {
 		t.Fatalf("Snapshot: %+v, %v", snap, err)
+	}
+}
+
+// errConn fails ReadOp with errs in turn, then behaves as conn.
+type errConn struct {
+	*fakeConn
+	mu   sync.Mutex
+	errs []error
+}
+
+func (c *errConn) ReadOp() (context.Context, any, error) {
+	c.mu.Lock()
+	if len(c.errs) > 0 {
+		err := c.errs[0]
+		c.errs = c.errs[1:]
+		c.mu.Unlock()
+		return nil, nil, err
+	}
+	c.mu.Unlock()
+	return c.fakeConn.ReadOp()
+}
+
+// TestLoopReadErrors: a request jacobsa cannot decode is skipped and the
+// loop goes on; a failing device ends serving like EOF.
+func TestLoopReadErrors(t *testing.T) {
+	s := newServer(Config{Log: zaptest.NewLogger(t)}.withDefaults(), newFakeMachine(), &DiscardSink{})
+	fc := newFakeConn()
+	c := &errConn{fakeConn: fc, errs: []error{errors.New("convertInMessage: short message")}}
+	go s.loop.run(c)
+	if err := fc.do(t, &fuseops.GetInodeAttributesOp{Inode: 1}); err != nil {
+		t.Fatalf("getattr after a skipped request: %v", err)
+	}
+	c.mu.Lock()
+	c.errs = []error{&os.PathError{Op: "read", Path: "/dev/fuse", Err: syscall.EBADF}}
+	c.mu.Unlock()
+	fc.send(t, &fuseops.GetInodeAttributesOp{Inode: 1}) // served; the next ReadOp fails
+	select {
+	case <-s.Done():
+	case <-time.After(deadline):
+		t.Fatal("a failing device did not end ServeOps")
 	}
 }

@@ -412,3 +412,24 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestDoRunsOnActor: Server.Do runs a function on the real State, in order
+// with FUSE ops, and the notes it makes reach the notify pool.
+func TestDoRunsOnActor(t *testing.T) {
+	dev := newFakeDev(nil)
+	s, fc := startStateDev(t, Config{}, dev)
+	f, _ := createFile(t, fc, fuseops.RootInodeID, "remote")
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	var rerr error
+	if err := s.Do(ctx, func(st *State) {
+		rerr = st.RemoveName(uint64(fuseops.RootInodeID), "remote", time.Now())
+		st.CheckInvariants()
+	}); err != nil || rerr != nil {
+		t.Fatalf("Do: %v, RemoveName: %v", err, rerr)
+	}
+	dev.await(t, encodeNote(nil, Note{Kind: NoteDelete, Parent: uint64(fuseops.RootInodeID), Child: uint64(f), Name: "remote"}))
+	if names := readDirNames(t, fc, fuseops.RootInodeID); contains(names, "remote") {
+		t.Fatalf("readdir after Do removed it: %q", names)
+	}
+}
