@@ -274,22 +274,24 @@ func TestLoopSnapshotAndDo(t *testing.T) {
 	}
 }
 
-// errConn fails ReadOp with errs in turn, then behaves as conn.
+// errConn plays a script of ReadOp results: an error, or nil for "the next
+// op of fakeConn"; after the script, fakeConn alone.
 type errConn struct {
 	*fakeConn
-	mu   sync.Mutex
-	errs []error
+	mu     sync.Mutex
+	script []error
 }
 
 func (c *errConn) ReadOp() (context.Context, any, error) {
 	c.mu.Lock()
-	if len(c.errs) > 0 {
-		err := c.errs[0]
-		c.errs = c.errs[1:]
-		c.mu.Unlock()
-		return nil, nil, err
+	var err error
+	if len(c.script) > 0 {
+		err, c.script = c.script[0], c.script[1:]
 	}
 	c.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
 	return c.fakeConn.ReadOp()
 }
 
@@ -298,15 +300,14 @@ func (c *errConn) ReadOp() (context.Context, any, error) {
 func TestLoopReadErrors(t *testing.T) {
 	s := newServer(Config{Log: zaptest.NewLogger(t)}.withDefaults(), newFakeMachine(), &DiscardSink{})
 	fc := newFakeConn()
-	c := &errConn{fakeConn: fc, errs: []error{errors.New("convertInMessage: short message")}}
-	go s.loop.run(c)
+	go s.loop.run(&errConn{fakeConn: fc, script: []error{
+		errors.New("convertInMessage: short message"),
+		nil,
+		&os.PathError{Op: "read", Path: "/dev/fuse", Err: syscall.EBADF},
+	}})
 	if err := fc.do(t, &fuseops.GetInodeAttributesOp{Inode: 1}); err != nil {
 		t.Fatalf("getattr after a skipped request: %v", err)
 	}
-	c.mu.Lock()
-	c.errs = []error{&os.PathError{Op: "read", Path: "/dev/fuse", Err: syscall.EBADF}}
-	c.mu.Unlock()
-	fc.send(t, &fuseops.GetInodeAttributesOp{Inode: 1}) // served; the next ReadOp fails
 	select {
 	case <-s.Done():
 	case <-time.After(deadline):
