@@ -147,6 +147,11 @@ func TestParseVariant(t *testing.T) {
 		t.Errorf("splitEnv: env %v flags %v", env, flags)
 	}
 	sys, _ := NewSystem(SystemSpec{Name: "v", Kind: KindSpoolfs, Args: []string{"GOMAXPROCS=1", "--x"}}, "/bin/true")
+	other := newSpoolfs("o", "/bin/spoolfs", []string{"GOMAXPROCS=1", "@/tmp/other", "--x"})
+	if other.bin != "/tmp/other" || strings.Join(other.argv("/d"), " ") != "mount --local bench /d --x" ||
+		!strings.HasPrefix(other.Describe(), "GOMAXPROCS=1 /tmp/other mount") {
+		t.Errorf("@binary variant: bin %q argv %v describe %q", other.bin, other.argv("/d"), other.Describe())
+	}
 	for i := 0; i < 2; i++ { // Describe must not change the arguments
 		if d := sys.Describe(); !strings.HasPrefix(d, "GOMAXPROCS=1 spoolfs mount --local VOLUME DIR --x") {
 			t.Errorf("Describe = %q", d)

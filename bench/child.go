@@ -33,10 +33,15 @@ type childSystem struct {
 }
 
 // newSpoolfs returns `spoolfs mount --local bench DIR` with args: leading
-// VAR=value words go to its environment, the rest are flags.
+// VAR=value words go to its environment, then a word @PATH names another
+// spoolfs binary (to compare two builds), the rest are flags.
 func newSpoolfs(name, bin string, args []string) *childSystem {
 	env, flags := splitEnv(args)
-	words := append(append(slices.Clone(env), "spoolfs mount --local VOLUME DIR"), flags...)
+	prog := "spoolfs"
+	if len(flags) > 0 && strings.HasPrefix(flags[0], "@") && len(flags[0]) > 1 {
+		bin, prog, flags = flags[0][1:], flags[0][1:], flags[1:]
+	}
+	words := append(append(slices.Clone(env), prog+" mount --local VOLUME DIR"), flags...)
 	return &childSystem{
 		name: name, kind: KindSpoolfs, bin: bin, env: env,
 		argv: func(dir string) []string {

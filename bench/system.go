@@ -51,7 +51,8 @@ type SystemSpec struct {
 // ParseVariant parses "NAME:ARGS" (e.g. "spoolfs-nowb:--writeback-cache=false")
 // into a spoolfs system spec; ARGS is split on white space. Leading words
 // of the form UPPER_CASE=value set the child's environment instead
-// (e.g. "spoolfs-p1:GOMAXPROCS=1").
+// (e.g. "spoolfs-p1:GOMAXPROCS=1"), and a following word @PATH runs another
+// spoolfs binary (e.g. "spoolfs-new:@/tmp/spoolfs-new").
 func ParseVariant(s string) (SystemSpec, error) {
 	name, args, ok := strings.Cut(s, ":")
 	name = strings.TrimSpace(name)

@@ -159,7 +159,7 @@ unmounted at the end, also on failure or Ctrl-C. Needs root.`,
 	fl.IntSliceVar(&f.clients, "clients", nil, "client counts (default 1,8)")
 	fl.StringSliceVar(&f.workloads, "workloads", nil, "workloads (default meta,write4k,spool)")
 	fl.StringSliceVar(&f.systems, "systems", nil, "systems of the suite to run (default tmpfs,memfs,memfs-proc,spoolfs)")
-	fl.StringArrayVar(&f.variants, "variant", nil, `an extra spoolfs mount, NAME:[VAR=value...] FLAGS, e.g. "spoolfs-nowb:--writeback-cache=false" or "spoolfs-p1:GOMAXPROCS=1" (repeatable)`)
+	fl.StringArrayVar(&f.variants, "variant", nil, `an extra spoolfs mount, NAME:[VAR=value...] [@BINARY] FLAGS, e.g. "spoolfs-nowb:--writeback-cache=false", "spoolfs-p1:GOMAXPROCS=1" or "spoolfs-new:@/tmp/spoolfs-new" (repeatable)`)
 	fl.StringArrayVar(&f.memfsVars, "memfs-variant", nil, `an extra memfs mount with knobs, NAME:KNOB,KNOB (writeback, no-default-permissions, process), e.g. "memfs-nodp:no-default-permissions" (repeatable)`)
 	fl.IntVar(&f.countIters, "count-iters", -1, "iterations per client of the request-counting pass (0: no pass; default 300)")
 	fl.IntVar(&f.maxFiles, "max-files", -1, "files a write4k run may keep (default 10000; a spoolfs volume holds a descriptor per non-empty file)")
