@@ -24,7 +24,11 @@ type Config struct {
 	AttrTimeout  time.Duration
 
 	ReadOnly bool // every mutation answers EROFS
-	Sync     bool // every mutation waits until its record is durable
+	// DisableWritebackCache mirrors fuse.MountConfig.DisableWritebackCaching:
+	// whether the kernel caches writes decides how O_APPEND writes are placed
+	// (State.SetWritebackCache).
+	DisableWritebackCache bool
+	Sync                  bool // every mutation waits until its record is durable
 
 	// Root directory owner and mode for a new (empty) volume.
 	RootUid, RootGid uint32

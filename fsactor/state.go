@@ -132,7 +132,7 @@ func NewState(cfg Config, sink Sink, snap *Snapshot) (*State, error) {
 		nextIno:    rootIno + 1,
 		nextHandle: 1,
 		readOnly:   cfg.ReadOnly,
-		writeback:  true,
+		writeback:  !cfg.DisableWritebackCache,
 	}
 	st.capacity, st.maxInodes = limits(cfg)
 	if snap == nil {

@@ -83,20 +83,21 @@ func (v *Volume) serve(sink fsactor.Sink, snap *fsactor.Snapshot) error {
 func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Server, error) {
 	o := &v.opts
 	srv, err := fsactor.NewServer(fsactor.Config{
-		Volume:       o.Volume,
-		EntryTimeout: o.EntryTimeout,
-		AttrTimeout:  o.AttrTimeout,
-		ReadOnly:     o.ReadOnly,
-		Sync:         o.Sync,
-		RootUid:      o.RootUid,
-		RootGid:      o.RootGid,
-		RootMode:     o.RootMode,
-		Capacity:     o.Capacity,
-		MaxInodes:    o.MaxInodes,
-		FlushTimeout: o.FlushTimeout,
-		NotifyDev:    v.dev,
-		Log:          v.log.Named("fsactor"),
-		AccessLog:    o.AccessLog,
+		Volume:                o.Volume,
+		EntryTimeout:          o.EntryTimeout,
+		AttrTimeout:           o.AttrTimeout,
+		ReadOnly:              o.ReadOnly,
+		DisableWritebackCache: !o.Kernel.WritebackCache,
+		Sync:                  o.Sync,
+		RootUid:               o.RootUid,
+		RootGid:               o.RootGid,
+		RootMode:              o.RootMode,
+		Capacity:              o.Capacity,
+		MaxInodes:             o.MaxInodes,
+		FlushTimeout:          o.FlushTimeout,
+		NotifyDev:             v.dev,
+		Log:                   v.log.Named("fsactor"),
+		AccessLog:             o.AccessLog,
 	}, sink, snap)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", o.Volume, err)
