@@ -103,6 +103,7 @@ type loop struct {
 	lockReader, lockActor bool // runtime.LockOSThread on the reader / the actor
 	handoff               handoff
 	stepped               chan struct{} // the actor stepped an op whose event has ack set
+	wk                    *waker        // non-nil: the reader is the actor (serveInline)
 
 	// Actor-owned: touched only by the actor goroutine.
 	c          conn
@@ -120,6 +121,7 @@ type loopConfig struct {
 	log          *zap.Logger
 	notify       *notifyPool
 	mailbox      int
+	mountDir     string // non-empty: serve inline, woken by statfs of it
 }
 
 func newLoop(st machine, sink Sink, lc loopConfig) *loop {
@@ -139,6 +141,9 @@ func newLoop(st machine, sink Sink, lc loopConfig) *loop {
 		handoff: defaultHandoff, stepped: make(chan struct{}, 1),
 	}
 	l.gidOf = l.gids.gid
+	if lc.mountDir != "" {
+		l.wk = newWaker(lc.mountDir)
+	}
 	return l
 }
 
@@ -146,7 +151,13 @@ func newLoop(st machine, sink Sink, lc loopConfig) *loop {
 // task has ended; then it closes the state and the notify pool.
 func (l *loop) run(c conn) {
 	l.c = c
-	go l.read(c)
+	if l.wk != nil {
+		go l.wk.run()
+		l.serveInline(c)
+		l.wk.stop()
+	} else {
+		go l.read(c)
+	}
 	l.act()
 	l.st.Close()
 	l.notify.close()
@@ -192,6 +203,64 @@ func (l *loop) readFailed(err error) bool {
 	return false
 }
 
+// serveInline is the reader and the actor in one goroutine: it reads an
+// op, takes whatever waits in the mailbox (internal events, a task's
+// fencing), then steps the op. Measured against the hand-off of read (one
+// goroutine reading, one stepping): a request then wakes one thread, not
+// two, as in libfuse's single-threaded loop (docs/threads.md, "Measured").
+// The state still has one owner at a time: this goroutine until the kernel
+// hangs up, then act on the same goroutine for the tasks still running.
+// While it sleeps in read(2), events are brought in by the waker.
+func (l *loop) serveInline(c conn) {
+	for {
+		ctx, op, err := c.ReadOp()
+		now := time.Now()
+		l.drain()
+		if err != nil {
+			if l.readFailed(err) {
+				l.readerDone = true
+				close(l.eofSeen)
+				return
+			}
+			continue
+		}
+		l.step(event{kind: evOp, ctx: ctx, op: op, now: now})
+	}
+}
+
+// drain handles every event waiting in the mailbox, without blocking.
+func (l *loop) drain() {
+	l.wk.rearm()
+	for {
+		select {
+		case ev := <-l.mbox:
+			l.handle(ev)
+		default:
+			return
+		}
+	}
+}
+
+// send puts ev in the mailbox. When the mailbox is full the inline actor
+// is woken (it may be asleep in read(2)) until there is room.
+func (l *loop) send(ev event) {
+	for {
+		select {
+		case l.mbox <- ev:
+			return
+		default:
+		}
+		l.wk.wake()
+		t := time.NewTimer(time.Millisecond)
+		select {
+		case l.mbox <- ev:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // act is the actor goroutine's loop.
 func (l *loop) act() {
 	if l.lockActor {
@@ -199,24 +268,28 @@ func (l *loop) act() {
 		defer runtime.UnlockOSThread()
 	}
 	for !l.readerDone || l.tasks > 0 {
-		ev := <-l.mbox
-		switch ev.kind {
-		case evOp:
-			l.step(ev)
-			if ev.ack {
-				l.stepped <- struct{}{} // buffered, one per ack: never blocks
-			}
-		case evEOF:
-			l.readerDone = true
-			close(l.eofSeen)
-		case evTaskDone:
-			l.tasks--
-		case evFenced:
-			l.setReadOnly(ev.err.Error())
-		case evFunc:
-			ev.fn(l.st)
-			l.flushNotes()
+		l.handle(<-l.mbox)
+	}
+}
+
+// handle runs one mailbox event on the actor.
+func (l *loop) handle(ev event) {
+	switch ev.kind {
+	case evOp:
+		l.step(ev)
+		if ev.ack {
+			l.stepped <- struct{}{} // buffered, one per ack: never blocks
 		}
+	case evEOF:
+		l.readerDone = true
+		close(l.eofSeen)
+	case evTaskDone:
+		l.tasks--
+	case evFenced:
+		l.setReadOnly(ev.err.Error())
+	case evFunc:
+		ev.fn(l.st)
+		l.flushNotes()
 	}
 }
 
@@ -286,10 +359,10 @@ func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64
 	if errors.Is(err, ErrFenced) {
 		// Before the reply: a mutation the kernel sends after seeing this
 		// EIO reaches the actor after the volume turned read-only.
-		l.mbox <- event{kind: evFenced, err: err}
+		l.send(event{kind: evFenced, err: err})
 	}
 	l.reply(ev.ctx, ev.op, k, oc, ev.now, waitErrno(ev.ctx, err))
-	l.mbox <- event{kind: evTaskDone}
+	l.send(event{kind: evTaskDone})
 }
 
 // waitErrno maps a sink's Wait result to the reply: nil; EINTR when the
@@ -327,11 +400,17 @@ func (l *loop) call(ctx context.Context, fn func(m machine)) error {
 	ev := event{kind: evFunc, fn: func(m machine) { fn(m); close(done) }}
 	select {
 	case l.mbox <- ev:
-	case <-l.stopped:
-		return ErrStopped
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
+		l.wk.wake() // full: the inline actor may be asleep in read(2)
+		select {
+		case l.mbox <- ev:
+		case <-l.stopped:
+			return ErrStopped
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	l.wk.wake()
 	select {
 	case <-done:
 		return nil

@@ -75,24 +75,29 @@ type tuning struct {
 	lockR, lockA bool
 	handoff      handoff
 	nonblock     bool
+	inline       bool // the reader is the actor (serveInline, the default on a mount)
 }
 
 var benchTunings = []tuning{
-	{"mbox1", 1, false, false, handoffAsync, false},
-	{"mbox64", 64, false, false, handoffAsync, false},
-	{"mbox1024", 1024, false, false, handoffAsync, false},
-	{"mbox64-lockreader", 64, true, false, handoffAsync, false},
-	{"mbox64-lockactor", 64, false, true, handoffAsync, false},
-	{"mbox64-lockboth", 64, true, true, handoffAsync, false},
-	{"mbox64-sync", 64, false, false, handoffSync, false},
-	{"mbox64-nb", 64, false, false, handoffAsync, true},
-	{"mbox64-sync-nb", 64, false, false, handoffSync, true},
+	{"inline", 64, false, false, handoffSync, false, true},
+	{"mbox1", 1, false, false, handoffAsync, false, false},
+	{"mbox64", 64, false, false, handoffAsync, false, false},
+	{"mbox1024", 1024, false, false, handoffAsync, false, false},
+	{"mbox64-lockreader", 64, true, false, handoffAsync, false, false},
+	{"mbox64-lockactor", 64, false, true, handoffAsync, false, false},
+	{"mbox64-lockboth", 64, true, true, handoffAsync, false, false},
+	{"mbox64-sync", 64, false, false, handoffSync, false, false},
+	{"mbox64-nb", 64, false, false, handoffAsync, true, false},
+	{"mbox64-sync-nb", 64, false, false, handoffSync, true, false},
 }
 
 func (tc tuning) apply(s *Server) {
 	s.loop.mbox = make(chan event, tc.mailbox)
 	s.loop.lockReader, s.loop.lockActor = tc.lockR, tc.lockA
 	s.loop.handoff = tc.handoff
+	if !tc.inline {
+		s.loop.wk = nil
+	}
 }
 
 // benchMachine returns the state a benchmark drives: the real State when

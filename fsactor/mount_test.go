@@ -226,3 +226,26 @@ func TestMountCallerGid(t *testing.T) {
 			g.fast.Load(), g.slow.Load(), g.failed.Load())
 	}
 }
+
+// TestMountInlineWakes: on a mount the reader is the actor, asleep in
+// read(2) while the kernel is idle; an internal event must still be run
+// promptly, woken by the waker's statfs (counted as a STATFS request).
+func TestMountInlineWakes(t *testing.T) {
+	m := mountTest(t, Config{}, nil, nil)
+	if m.srv.loop.wk == nil {
+		t.Fatal("a mount with MountDir should serve inline")
+	}
+	before := m.srv.OpCounts()["statfs"]
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ran := false
+		err := m.srv.Do(ctx, func(*State) { ran = true })
+		cancel()
+		if err != nil || !ran {
+			t.Fatalf("event %d on an idle inline actor: ran=%v err=%v", i, ran, err)
+		}
+	}
+	if got := m.srv.OpCounts()["statfs"] - before; got == 0 {
+		t.Fatalf("no STATFS woke the actor; want at least one")
+	}
+}

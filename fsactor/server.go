@@ -50,6 +50,13 @@ type Config struct {
 	// ServeOps has returned.
 	NotifyDev *os.File
 
+	// MountDir is where the volume is mounted. Given, the goroutine that
+	// reads the FUSE device is the actor itself (one thread woken per
+	// request instead of two) and internal events wake it with a statfs of
+	// MountDir. Empty: a reader hands ops to a separate actor goroutine
+	// (tests that drive the loop with a fake connection).
+	MountDir string
+
 	// NotifyWorkers and NotifyQueue size the notify pool: worker
 	// goroutines, and notes queued in all before new ones are dropped.
 	// 0: DefaultNotifyWorkers, DefaultNotifyQueue.
@@ -113,7 +120,7 @@ func newServer(cfg Config, st machine, sink Sink) *Server {
 	pool := newNotifyPool(dev, cfg.NotifyWorkers, cfg.NotifyQueue, sampled(log))
 	l := newLoop(st, sink, loopConfig{
 		flushTimeout: cfg.FlushTimeout, accessLog: cfg.AccessLog,
-		log: log, notify: pool, mailbox: defaultMailbox,
+		log: log, notify: pool, mailbox: defaultMailbox, mountDir: cfg.MountDir,
 	})
 	return &Server{cfg: cfg, loop: l}
 }

@@ -72,6 +72,7 @@ func mountTestNB(t testing.TB, cfg Config, sink Sink, tune func(*Server), nonblo
 	}
 	m := mountDevice(t)
 	cfg.NotifyDev = m.dev
+	cfg.MountDir = m.dir // the production loop: the reader is the actor
 	srv, err := NewServer(cfg, sink, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -96,6 +96,7 @@ func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Serv
 		MaxInodes:             o.MaxInodes,
 		FlushTimeout:          o.FlushTimeout,
 		NotifyDev:             v.dev,
+		MountDir:              v.dir,
 		Log:                   v.log.Named("fsactor"),
 		AccessLog:             o.AccessLog,
 	}, sink, snap)
