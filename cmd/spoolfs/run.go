@@ -178,14 +178,14 @@ func (f *runFlags) embeddedConfig(c *cobra.Command) (*node.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--mount: %w", err)
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, fmt.Errorf("--mount: %w", err)
-	}
 	v := f.vol
 	v.MountPoint, v.Replicas = abs, []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"} // checked like 3 replicas
 	cfg := node.Config{NodeID: f.cfg.NodeID, Volumes: []node.VolumeConfig{v}}
 	if err := cfg.Validate(); err != nil {
 		return nil, flagNames(err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("--mount: %w", err)
 	}
 	cfg.DataDir, cfg.Admin = f.cfg.DataDir, f.cfg.Admin
 	return &cfg, nil
