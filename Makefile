@@ -1,6 +1,7 @@
 # spoolfs — a bare `make` lists the targets.
 GO      ?= go
 MNT     ?= $(CURDIR)/mnt
+DATA    ?= $(CURDIR)/data
 VOLUME  ?= spool
 SPOOLFS_FLAGS ?=
 BIN     := bin/spoolfs
@@ -15,12 +16,9 @@ help: ## list the targets
 build: ## build bin/spoolfs
 	$(GO) build -o $(BIN) ./cmd/spoolfs
 
-run: build ## mount a volume (VOLUME=spool) at ./mnt (MNT=...) and serve it until Ctrl-C, then unmount
+run: build ## the whole system here: 3 replicas (data in ./data, DATA=...) and the primary of VOLUME=spool at ./mnt (MNT=...), until Ctrl-C
 	@mkdir -p $(MNT)
-	@echo "spoolfs: mounting volume $(VOLUME) at $(abspath $(MNT)) (in memory only: --local)"
-	@echo "  look at it from another terminal:  ls -la $(abspath $(MNT)); df -h $(abspath $(MNT)); grep spoolfs /proc/mounts"
-	@echo "  stop: Ctrl-C here (unmounts cleanly); a second Ctrl-C forces"
-	@./$(BIN) mount --local $(SPOOLFS_FLAGS) $(VOLUME) $(MNT)
+	@./$(BIN) run --embedded --mount $(MNT) --volume $(VOLUME) --data $(DATA) $(SPOOLFS_FLAGS)
 
 test: build proto-check lint ## every test, with -race (mount tests need root or /dev/fuse)
 	$(GO) test -race -count=1 -timeout 40m ./...

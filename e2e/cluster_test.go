@@ -226,11 +226,10 @@ func (c *cluster) startPrimary(volume, nodeID string, extra ...string) *primary 
 	return pr
 }
 
-// primaryArgs is the command line of a primary: `spoolfs run` with one
-// volume, the same code path as `spoolfs mount --replicas` (node.MountReplicated).
+// primaryArgs is the command line of a primary.
 func primaryArgs(volume, dir, replicas, nodeID string, extra []string) []string {
-	args := []string{"run", "--volume", volume, "--mount", dir, "--replicas", replicas, "--node-id", nodeID}
-	return append(args, extra...)
+	args := []string{"mount", "--replicas", replicas, "--node-id", nodeID}
+	return append(append(args, extra...), volume, dir)
 }
 
 // cleanup kills a primary still running and detaches its mount.

@@ -24,8 +24,10 @@ type EmbeddedOptions struct {
 	AdminFallback  bool
 	LogBytes       int64         // the primary's in-memory log bound (0: 256 MiB)
 	AcquireTimeout time.Duration // bound of taking the volume and recovering it (0: 30s)
-	// Out hears where the volume is mounted and how to look at it.
-	Out io.Writer
+	// Out hears where the volume is mounted and how to look at it, with
+	// Command as the name of this program (default "spoolfs").
+	Out     io.Writer
+	Command string
 }
 
 // StartEmbedded starts the embedded cluster in this node: o.Replicas
@@ -68,7 +70,7 @@ func (n *Node) StartEmbedded(ctx context.Context, o EmbeddedOptions) error {
 		return err
 	}
 	if o.Out != nil {
-		printEmbedded(o.Out, rv, addrs, dirs, admin)
+		printEmbedded(o.Out, o.Command, rv, addrs, dirs, admin)
 	}
 	return nil
 }
@@ -86,7 +88,10 @@ func (n *Node) startEmbeddedAdmin(o EmbeddedOptions) (*Admin, error) {
 }
 
 // printEmbedded says where the volume is and how to look at it.
-func printEmbedded(w io.Writer, rv *ReplicatedVolume, addrs, dirs []string, admin *Admin) {
+func printEmbedded(w io.Writer, prog string, rv *ReplicatedVolume, addrs, dirs []string, admin *Admin) {
+	if prog == "" {
+		prog = "spoolfs"
+	}
 	st := rv.primary.Status()
 	fmt.Fprintf(w, "\nspoolfs: volume %s is mounted at %s (term %d, lsn %d; W=%d of %d replicas)\n",
 		st.Volume, rv.Dir(), st.Term, st.Head, st.W, len(addrs))
@@ -95,9 +100,9 @@ func printEmbedded(w io.Writer, rv *ReplicatedVolume, addrs, dirs []string, admi
 	}
 	fmt.Fprintf(w, "  look at it:   ls -la %s\n", rv.Dir())
 	if admin != nil {
-		fmt.Fprintf(w, "                spoolfs status --admin %s\n", admin.Addr())
+		fmt.Fprintf(w, "                %s status --admin %s\n", prog, admin.Addr())
 		fmt.Fprintf(w, "                curl -s http://%s/metrics | grep ^spoolfs_\n", admin.Addr())
 	}
-	fmt.Fprintf(w, "                spoolfs status --replicas %s\n", strings.Join(addrs, ","))
+	fmt.Fprintf(w, "                %s status --replicas %s\n", prog, strings.Join(addrs, ","))
 	fmt.Fprintf(w, "  stop: Ctrl-C (unmounts cleanly; the replicas keep the volume and the next run recovers it)\n\n")
 }

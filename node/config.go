@@ -301,3 +301,11 @@ func FlagNames(msg string) string {
 	}
 	return msg
 }
+
+// DefaultNodeID is a node's id when none is given: the host name.
+func DefaultNodeID() string {
+	if host, err := os.Hostname(); err == nil && host != "" {
+		return host
+	}
+	return "spoolfs"
+}

@@ -92,6 +92,19 @@ func (n *Node) watch(done <-chan struct{}, e ended) {
 	}
 }
 
+// RemoveVolume forgets a volume its caller stopped and closed itself
+// (`spoolfs mount --replicas` serves its one volume with ServeUntilSignal).
+func (n *Node) RemoveVolume(rv *ReplicatedVolume) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, v := range n.volumes {
+		if v == rv {
+			n.volumes = append(n.volumes[:i:i], n.volumes[i+1:]...)
+			return
+		}
+	}
+}
+
 // StartAdmin serves the admin endpoint of this node on addr.
 func (n *Node) StartAdmin(addr string) (*Admin, error) {
 	a, err := StartAdmin(addr, n, n.log)
@@ -164,13 +177,7 @@ func (n *Node) Serve(sigs <-chan os.Signal) int {
 // volumeEnded handles a volume that stopped serving without being asked
 // (unmounted from outside, or its connection aborted).
 func (n *Node) volumeEnded(rv *ReplicatedVolume) int {
-	n.mu.Lock()
-	for i, v := range n.volumes {
-		if v == rv {
-			n.volumes = append(n.volumes[:i:i], n.volumes[i+1:]...)
-		}
-	}
-	n.mu.Unlock()
+	n.RemoveVolume(rv)
 	code := 0
 	if rv.removeDeadMount() {
 		code = 1

@@ -26,7 +26,7 @@ type mountFlags struct {
 	rootMode  string
 	rootOwner string
 	local     bool
-	replicas  string
+	repl      replicaFlags // --replicas and what goes with it (mount_replicas.go)
 	follow    bool
 	unshare   bool
 	launch    launchFlags
@@ -40,8 +40,16 @@ func newMountCmd() *cobra.Command {
 		Long: `Mount VOLUME at MOUNTPOINT and serve it until it is unmounted or spoolfs gets
 SIGINT/SIGTERM (then it unmounts cleanly; a second signal forces a lazy unmount).
 As root it mounts with mount(2); otherwise through fusermount3 (package fuse3).
-The mount shows in /proc/mounts as "spoolfs:VOLUME MOUNTPOINT fuse.spoolfs".`,
-		Example: `  spoolfs mount --local spool ./mnt
+The mount shows in /proc/mounts as "spoolfs:VOLUME MOUNTPOINT fuse.spoolfs".
+
+With --replicas, this node becomes the volume's primary: it takes a new term
+from a quorum of the replicas and loads the volume's most advanced state
+from them before the mount exists; close(), fsync(), rename() and link()
+return once --w replicas hold the change (EIO after --flush-timeout). With
+--local the volume lives in this process's memory alone.`,
+		Example: `  spoolfs mount --replicas a:7400,b:7400,c:7400 mx1-spool /var/spool/exim4
+  spoolfs mount --replicas a:7400,b:7400,c:7400 -o allow_other -- exim -bd -q30m
+  spoolfs mount --local spool ./mnt
   spoolfs mount --local -o allow_other,entry_timeout=10m mx1-spool /var/spool/exim4`,
 		Args: mountArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runMount(c, f, args) },
@@ -59,7 +67,7 @@ The mount shows in /proc/mounts as "spoolfs:VOLUME MOUNTPOINT fuse.spoolfs".`,
 	fl.StringVar(&f.rootMode, "root-mode", f.rootMode, "permissions of a new volume's root directory (octal)")
 	fl.StringVar(&f.rootOwner, "root-owner", "", "UID:GID owning a new volume's root directory (default: the mounting user)")
 	addKernelFlags(c, f)
-	fl.StringVar(&f.replicas, "replicas", "", "replica set host:port,host:port,host:port (not implemented yet)")
+	addReplicaFlags(c, &f.repl)
 	fl.BoolVar(&f.follow, "follow", false, "mount read-only as a follower of the primary (not implemented yet)")
 	fl.BoolVar(&f.unshare, "unshare", false, "enter new user and mount namespaces first (mount as a user without privileges; the mount is seen by spoolfs and CMD only)")
 	addLaunchFlags(c, &f.launch)
@@ -119,6 +127,9 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	if f.repl.replicas != "" {
+		return runReplicated(f, child, sigs, log)
+	}
 	v, err := node.Mount(f.opts, &fsactor.DiscardSink{}, nil, log)
 	if err != nil {
 		return &exitError{code: 1, err: err}
@@ -143,10 +154,10 @@ func (f *mountFlags) finish(c *cobra.Command) error {
 	switch {
 	case f.follow:
 		return errors.New("--follow is not implemented yet")
-	case f.replicas != "":
-		return errors.New("--replicas: replication is not implemented yet; use --local")
-	case !f.local:
-		return errors.New("replication is not configured: pass --local to serve the volume from memory alone, with no replicas")
+	case f.local && f.repl.replicas != "":
+		return errors.New("--local and --replicas exclude each other")
+	case !f.local && f.repl.replicas == "":
+		return errors.New("no replicas: pass --replicas host:port,host:port,host:port, or --local to serve the volume from memory alone")
 	}
 	for _, o := range f.o {
 		if err := node.ApplyOptionString(&f.opts, o); err != nil {
@@ -163,8 +174,10 @@ func (f *mountFlags) finish(c *cobra.Command) error {
 		return fmt.Errorf("--root-mode %q: want octal permissions like 0755", f.rootMode)
 	}
 	f.opts.RootMode = uint32(mode)
-	f.opts.RootUid, f.opts.RootGid, err = parseOwner(f.rootOwner)
-	return err
+	if f.opts.RootUid, f.opts.RootGid, err = parseOwner(f.rootOwner); err != nil {
+		return err
+	}
+	return f.repl.check(c, f.local, f.opts.ReadOnly)
 }
 
 // parseOwner reads UID:GID; empty means the current user.

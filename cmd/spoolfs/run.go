@@ -200,7 +200,7 @@ func (f *runFlags) embeddedOptions(cfg *node.Config, out interface{ Write([]byte
 		admin, fallback = defaultAdmin, true
 	}
 	return node.EmbeddedOptions{DataDir: cfg.DataDir, Mount: o, W: v.W, Admin: admin, AdminFallback: fallback,
-		LogBytes: int64(v.LogBytes), AcquireTimeout: v.AcquireTimeout, Out: out}
+		LogBytes: int64(v.LogBytes), AcquireTimeout: v.AcquireTimeout, Out: out, Command: os.Args[0]}
 }
 
 // flagNames rewords a config validation error for the flags: the

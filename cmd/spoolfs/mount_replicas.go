@@ -1,0 +1,101 @@
+package main
+
+// `spoolfs mount --replicas`: the volume's primary (node.MountReplicated).
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/spoolfs/spoolfs/node"
+)
+
+// replicaFlags are the flags of a replicated mount.
+type replicaFlags struct {
+	replicas       string
+	w              int
+	logBytes       node.ByteSize
+	nodeID         string
+	acquireTimeout time.Duration
+	admin          string
+}
+
+func addReplicaFlags(c *cobra.Command, r *replicaFlags) {
+	fl := c.Flags()
+	fl.StringVar(&r.replicas, "replicas", "", "the volume's replicas host:port,host:port,host:port: become its primary")
+	fl.IntVar(&r.w, "w", 0, "with --replicas: replicas that must hold a change before close/fsync/rename/link return (default: a majority, 2 of 3)")
+	fl.Var(&r.logBytes, "log-bytes", "with --replicas: bound of the in-memory log for a lagging replica, e.g. 256MiB (beyond it: a full snapshot)")
+	fl.StringVar(&r.nodeID, "node-id", "", "with --replicas: this node's id, recorded with its term (default: the host name)")
+	fl.DurationVar(&r.acquireTimeout, "acquire-timeout", 30*time.Second, "with --replicas: how long taking the volume and recovering it may take")
+	fl.StringVar(&r.admin, "admin", "", "with --replicas: serve /metrics, /healthz, /readyz, /status, /debug/pprof on host:port")
+}
+
+// check validates the replication flags (the same rules as a node config).
+func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
+	if r.replicas == "" {
+		for _, name := range []string{"w", "log-bytes", "node-id", "acquire-timeout", "admin"} {
+			if c.Flags().Changed(name) {
+				return fmt.Errorf("--%s: only with --replicas", name)
+			}
+		}
+		return nil
+	}
+	if readOnly {
+		return errors.New("-o ro with --replicas: a read-only mount of a replicated volume is a follower (--follow), not implemented yet")
+	}
+	if r.nodeID == "" {
+		r.nodeID = node.DefaultNodeID()
+	}
+	v := node.VolumeConfig{Name: "v", MountPoint: "/", Replicas: node.SplitReplicas(r.replicas), W: r.w, LogBytes: r.logBytes}
+	cfg := node.Config{NodeID: r.nodeID, Admin: r.admin, Volumes: []node.VolumeConfig{v}}
+	if err := cfg.Validate(); err != nil {
+		return flagNames(err)
+	}
+	return nil
+}
+
+func (r *replicaFlags) options() node.ReplicationOptions {
+	return node.ReplicationOptions{NodeID: r.nodeID, Replicas: node.SplitReplicas(r.replicas), W: r.w,
+		MaxLogBytes: int64(r.logBytes), AcquireTimeout: r.acquireTimeout}
+}
+
+// runReplicated makes this node the volume's primary, mounts it and serves
+// it (or runs CMD in it) until unmounted or signalled; then it waits for the
+// replicas to hold every record and closes the primary.
+func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logger) error {
+	n := node.NewNode(f.repl.nodeID, log)
+	defer n.Stop(nil) // the admin endpoint, once the volume is done
+	if f.repl.admin != "" {
+		if _, err := n.StartAdmin(f.repl.admin); err != nil {
+			return &exitError{code: 1, err: err}
+		}
+	}
+	ctx, release := node.SignalContext(sigs, log)
+	rv, err := n.MountVolume(ctx, f.opts, f.repl.options())
+	sig, signalled := release()
+	switch {
+	case err != nil && signalled:
+		return &exitError{code: 1, err: fmt.Errorf("stopped by %v while starting: %w", sig, err)}
+	case err != nil:
+		return &exitError{code: 1, err: err}
+	}
+	defer func() {
+		rv.Close(f.opts.FlushTimeout)
+		n.RemoveVolume(rv)
+	}()
+	if signalled {
+		sigs <- sig // ServeUntilSignal stops at once
+	}
+	if child != nil {
+		return serveChild(rv.Volume, child, f.launch, sigs, log)
+	}
+	log.Info("serving; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
+	if code := node.ServeUntilSignal(rv.Volume, sigs); code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
