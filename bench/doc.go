@@ -17,7 +17,12 @@
 //     untimed pass and never slows the timed runs.
 //   - compare.go, report.go: the interleaved comparison (round-robin over the
 //     systems, medians of R rounds) and its Markdown report.
+//   - replicated.go, report_replicated.go: the replicated suite (make
+//     bench-replicated): a directory of the local disk against spoolfs
+//     mounted --replicas on three `spoolfs replica` processes, the targets
+//     of issue 3, and p50/p99 of fsync, close and rename (Steps, recorded
+//     by the workloads).
 //
 // Nothing here is used by a mounted volume: the package is a tool of
-// `spoolfs bench` and of `make bench-local`.
+// `spoolfs bench`, `make bench-local` and `make bench-replicated`.
 package bench

@@ -147,6 +147,7 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 	r.writeThroughput(w)
 	r.writeRatios(w)
 	r.writeTargets(w)
+	r.writeReplicated(w)
 	r.writeLatency(w)
 	r.writeCPU(w)
 	r.writeRequests(w)

@@ -51,6 +51,7 @@ type Result struct {
 	Ops      uint64        // completed iterations, all clients together
 	Elapsed  time.Duration // from the start signal until the last client stopped
 	Lat      Hist          // latency of each iteration
+	Steps    Steps         // latency of each fsync, close and rename
 	CPU      CPUTimes      // set by Compare's timed runs
 }
 
@@ -155,9 +156,10 @@ func runClients(ctx context.Context, clients []*client, o Options) (Result, erro
 	close(start)
 	wg.Wait()
 	res := Result{Workload: o.Workload, Clients: len(clients), Elapsed: time.Since(t0)}
-	for i := range clients {
+	for i, c := range clients {
 		res.Ops += ops[i]
 		res.Lat.Merge(&hists[i])
+		res.Steps.Merge(c.steps)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return res, fmt.Errorf("%s: %w", o.Workload, err)

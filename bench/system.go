@@ -113,8 +113,15 @@ func NewSystem(spec SystemSpec, spoolfsBin string) (System, error) {
 			return nil, errors.New("spoolfs: no binary given")
 		}
 		return newSpoolfs(name, spoolfsBin, spec.Args), nil
+	case KindDisk:
+		return newDisk(name), nil
+	case KindReplicated:
+		if spoolfsBin == "" {
+			return nil, errors.New("spoolfs: no binary given")
+		}
+		return newReplicated(name, spoolfsBin, spec.Args), nil
 	}
-	return nil, fmt.Errorf("unknown system kind %q (want tmpfs, memfs or spoolfs)", spec.Kind)
+	return nil, fmt.Errorf("unknown system kind %q (want tmpfs, memfs, spoolfs, disk or spoolfs-replicated)", spec.Kind)
 }
 
 // tmpfsSystem is the kernel's tmpfs, mounted for the run.

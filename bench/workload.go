@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +51,20 @@ const (
 	createMode  = 0o600
 )
 
+// Steps are the latencies of the system calls a mail server waits on for
+// durability, as the workloads make them: fsync and the close after it
+// (spool), close (write4k), and the rename that publishes a message.
+type Steps struct {
+	Fsync, Close, Rename Hist
+}
+
+// Merge adds o's latencies to s.
+func (s *Steps) Merge(o *Steps) {
+	s.Fsync.Merge(&o.Fsync)
+	s.Close.Merge(&o.Close)
+	s.Rename.Merge(&o.Rename)
+}
+
 // client is the state of one benchmark client: its own directory, a name
 // counter and its buffers, so that an iteration allocates little.
 type client struct {
@@ -60,6 +75,7 @@ type client struct {
 	rbuf   []byte // read buffer
 	name   []byte // scratch for building paths
 	step   string // the syscall of the current iteration, for errors
+	steps  *Steps // where fsync, close and rename latencies go
 }
 
 func newClient(dir, prefix string) *client {
@@ -73,6 +89,7 @@ func newClient(dir, prefix string) *client {
 		data:   data,
 		rbuf:   make([]byte, 64<<10),
 		name:   make([]byte, 0, 256),
+		steps:  &Steps{},
 	}
 }
 
@@ -152,15 +169,19 @@ func (c *client) writeFile(p string, size, chunk int, fsync bool) error {
 	}
 	if fsync {
 		c.step = "fsync"
+		t := time.Now()
 		if err := unix.Fsync(fd); err != nil {
 			unix.Close(fd)
 			return c.fail(p, err)
 		}
+		c.steps.Fsync.Record(time.Since(t))
 	}
 	c.step = "close"
+	t := time.Now()
 	if err := unix.Close(fd); err != nil {
 		return c.fail(p, err)
 	}
+	c.steps.Close.Record(time.Since(t))
 	return nil
 }
 
@@ -205,9 +226,11 @@ func (c *client) spool() error {
 		return err
 	}
 	c.step = "rename"
+	t := time.Now()
 	if err := unix.Rename(htmp, h); err != nil {
 		return c.fail(htmp, err)
 	}
+	c.steps.Rename.Record(time.Since(t))
 	if err := c.readFile(h, 1<<10); err != nil {
 		return err
 	}

@@ -136,29 +136,36 @@ type compareFlags struct {
 func newBenchCompareCmd() *cobra.Command {
 	f := &compareFlags{}
 	c := &cobra.Command{
-		Use:   "compare --suite local [flags]",
-		Short: "Mount tmpfs, the jacobsa memfs sample and spoolfs --local and compare them side by side",
+		Use:   "compare --suite local|replicated [flags]",
+		Short: "Mount tmpfs, the jacobsa memfs sample and spoolfs --local (or the local disk and spoolfs with 3 replicas) and compare them side by side",
 		Long: `Mount every system itself (under $TMPDIR/spoolfs-bench-PID-*), run each workload
 with each client count in interleaved rounds (system A, B, C, A, B, C...), and
 print Markdown tables: ops/s (medians), the ratio of spoolfs to each anchor,
 the targets of issue 2, latency, and FUSE requests per operation counted in a
 separate untimed pass through the kernel's fuse tracepoints. Everything is
-unmounted at the end, also on failure or Ctrl-C. Needs root.`,
+unmounted at the end, also on failure or Ctrl-C. Needs root.
+
+--suite replicated compares the spool workload on a directory of the local
+disk (fsync) with spoolfs mounted --replicas on three local replica
+processes (buntdb, fsync per batch), 1, 8 and 32 writers, and reports the
+ratio to the disk, the targets of issue 3 and p50/p99 of fsync, close and
+rename.`,
 		Example: `  spoolfs bench compare --suite local
   spoolfs bench compare --suite local --variant "spoolfs-nowb:--writeback-cache=false"
-  spoolfs bench compare --suite local --quick --systems tmpfs`,
+  spoolfs bench compare --suite local --quick --systems tmpfs
+  spoolfs bench compare --suite replicated`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error { return runCompare(c, f) },
 	}
 	fl := c.Flags()
-	fl.StringVar(&f.suite, "suite", "local", "which suite: local")
+	fl.StringVar(&f.suite, "suite", "local", "which suite: local or replicated")
 	fl.BoolVar(&f.quick, "quick", false, "a smoke run: one short round, few counted iterations")
 	fl.IntVar(&f.rounds, "rounds", 0, "interleaved rounds; medians are over them (default 5)")
 	fl.DurationVar(&f.duration, "duration", 0, "length of each timed run (default 2s)")
 	fl.DurationVar(&f.warmup, "warmup", -1, "untimed run per system before each workload (default 500ms)")
 	fl.IntSliceVar(&f.clients, "clients", nil, "client counts (default 1,8)")
 	fl.StringSliceVar(&f.workloads, "workloads", nil, "workloads (default meta,write4k,spool)")
-	fl.StringSliceVar(&f.systems, "systems", nil, "systems of the suite to run (default tmpfs,memfs,memfs-proc,spoolfs)")
+	fl.StringSliceVar(&f.systems, "systems", nil, "systems of the suite to run (default local: tmpfs,memfs,memfs-proc,spoolfs; replicated: disk,spoolfs-r3)")
 	fl.StringArrayVar(&f.variants, "variant", nil, `an extra spoolfs mount, NAME:[VAR=value...] [@BINARY] FLAGS, e.g. "spoolfs-nowb:--writeback-cache=false", "spoolfs-p1:GOMAXPROCS=1" or "spoolfs-new:@/tmp/spoolfs-new" (repeatable)`)
 	fl.StringArrayVar(&f.memfsVars, "memfs-variant", nil, `an extra memfs mount with knobs, NAME:KNOB,KNOB (writeback, no-default-permissions, process), e.g. "memfs-nodp:no-default-permissions" (repeatable)`)
 	fl.IntVar(&f.countIters, "count-iters", -1, "iterations per client of the request-counting pass (0: no pass; default 300)")
@@ -195,8 +202,14 @@ func runCompare(c *cobra.Command, f *compareFlags) error {
 
 // config builds the comparison from the suite and the flags.
 func (f *compareFlags) config(c *cobra.Command) (bench.CompareConfig, error) {
-	if f.suite != "local" {
-		return bench.CompareConfig{}, fmt.Errorf("suite %q: only the local suite exists so far", f.suite)
+	var cfg bench.CompareConfig
+	switch f.suite {
+	case "local":
+		cfg = bench.LocalSuite(nil)
+	case "replicated":
+		cfg = bench.ReplicatedSuite()
+	default:
+		return cfg, fmt.Errorf("suite %q: want local or replicated", f.suite)
 	}
 	var variants []bench.SystemSpec
 	for _, v := range f.variants {
@@ -213,7 +226,6 @@ func (f *compareFlags) config(c *cobra.Command) (bench.CompareConfig, error) {
 		}
 		variants = append(variants, spec)
 	}
-	cfg := bench.LocalSuite(nil)
 	if f.quick {
 		cfg.Quick()
 	}
@@ -285,8 +297,17 @@ func selectSystems(cfg *bench.CompareConfig, names []string) error {
 		}
 	}
 	for n := range want {
-		return fmt.Errorf("--systems: no system %q in the suite (tmpfs, memfs, memfs-proc, spoolfs)", n)
+		return fmt.Errorf("--systems: no system %q in the suite %s", n, suiteSystems(cfg))
 	}
 	cfg.Systems = kept
 	return nil
+}
+
+// suiteSystems lists the names of a suite's systems, for errors.
+func suiteSystems(cfg *bench.CompareConfig) string {
+	var names []string
+	for _, s := range cfg.Systems {
+		names = append(names, s.Name)
+	}
+	return "(" + strings.Join(names, ", ") + ")"
 }
