@@ -17,9 +17,21 @@
 // to return (it closes the device and Done); one per unmount in progress;
 // a stat of a mount point in PrepareMountPoint, bounded by a deadline.
 //
+// Replicated volumes (issue 3): MountReplicated (primary.go) makes this
+// node a volume's primary — a new term and recovery from the replicas
+// before the mount exists — and mounts it with a sink shipping its records;
+// StartReplica (replica.go) serves the replication service; a Node
+// (run.go) holds the replica servers, volumes and admin endpoint of one
+// process, from a Config (config.go, the YAML of `spoolfs run -c`) or as
+// the embedded cluster of `make run` (cluster.go); admin.go, metrics.go
+// and status.go serve /metrics, /healthz, /readyz, /status and pprof, and
+// print `spoolfs status`. docs/threads.md lists every goroutine.
+//
 // Files: volume.go (Mount, Volume), mountpoint.go and mountinfo.go (checks),
 // fusedev.go (mount(2) and fusermount3), unmount.go, serve.go (signals),
 // options.go, rlimit.go, log.go. launch*.go and unshare.go (running a
 // command inside the mount, user namespaces) and replsink.go (the
-// replication adapter) belong to their own authors.
+// replication adapter) belong to their own authors; primary.go,
+// replica.go, run.go, cluster.go, config*.go, admin.go, metrics.go,
+// status.go, waits.go and progress.go to the replication wiring.
 package node
