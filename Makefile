@@ -46,11 +46,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 bench-local: build ## spoolfs --local vs tmpfs vs jacobsa memfs, 1 and 8 clients
 	$(GO) run ./cmd/spoolfs bench compare --suite local
 
-# The clients are goroutines of the bench process: with async preemption on,
-# the Go runtime's signals interrupt their waits for the replicas (EINTR from
-# fsync, close, rename), which a mail server written in C never sees.
 bench-replicated: build ## spoolfs with 3 replicas vs local disk with fsync, 1/8/32 writers
-	GODEBUG=asyncpreemptoff=1 ./$(BIN) bench compare --suite replicated
+	./$(BIN) bench compare --suite replicated
 
 clean:
 	rm -rf bin

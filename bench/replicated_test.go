@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -56,7 +55,6 @@ func TestCompareQuickReplicated(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "bench", "compare", "--suite", "replicated", "--quick", "--clients", "1,4")
-	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -352,8 +352,15 @@ func toErrno(err error) syscall.Errno {
 // waitDurable is a task: it waits, off the actor, until lsn is durable,
 // replies, and tells the actor it is done. It carries the op (whose output
 // fields the actor already filled) and touches no state.
+//
+// The kernel's INTERRUPT (the caller got a signal) does not cut the wait
+// short: the op's change is already applied and its record queued, so
+// answering EINTR would tell the caller it did not happen (a retried
+// rename would then fail with ENOENT, a mail server would requeue a message
+// it had published). The caller waits for the true outcome, bounded by the
+// flush timeout, as for any FUSE request the kernel does not abort.
 func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64) {
-	ctx, cancel := context.WithTimeout(ev.ctx, l.flushTTL)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ev.ctx), l.flushTTL)
 	err := l.sink.Wait(ctx, lsn)
 	cancel()
 	if errors.Is(err, ErrFenced) {
@@ -361,21 +368,15 @@ func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64
 		// EIO reaches the actor after the volume turned read-only.
 		l.send(event{kind: evFenced, err: err})
 	}
-	l.reply(ev.ctx, ev.op, k, oc, ev.now, waitErrno(ev.ctx, err))
+	l.reply(ev.ctx, ev.op, k, oc, ev.now, waitErrno(err))
 	l.send(event{kind: evTaskDone})
 }
 
-// waitErrno maps a sink's Wait result to the reply: nil; EINTR when the
-// kernel interrupted the request; else EIO (ErrNotDurable, ErrFenced, the
-// flush timeout).
-func waitErrno(opCtx context.Context, err error) error {
-	switch {
-	case err == nil:
+// waitErrno maps a sink's Wait result to the reply: nil, or EIO
+// (ErrNotDurable, ErrFenced, the flush timeout).
+func waitErrno(err error) error {
+	if err == nil {
 		return nil
-	case errors.Is(err, ErrFenced):
-		return syscall.EIO
-	case opCtx.Err() != nil:
-		return syscall.EINTR
 	}
 	return syscall.EIO
 }
