@@ -43,6 +43,12 @@ type PrimaryConfig struct {
 	// MinBackoff and MaxBackoff bound the reconnect delays (default 50ms
 	// and 5s, doubling).
 	MinBackoff, MaxBackoff time.Duration
+	// ShipDelay is how long a record nobody waits for may sit in the log
+	// before it is sent (default 1ms; negative: send every record at once).
+	// A Wait sends at once everything up to its LSN, so records travel in
+	// batches — a spool message's create, setattr and data records in one
+	// Ship message and one write per replica — instead of one by one.
+	ShipDelay time.Duration
 
 	// Root gives the owner and permission bits of the root directory of a
 	// volume no replica holds yet (default mode 0755, owner 0:0).
@@ -92,6 +98,9 @@ func (c PrimaryConfig) withDefaults() (PrimaryConfig, error) {
 	setDefault(&c.CallTimeout, 5*time.Second)
 	setDefault(&c.MinBackoff, 50*time.Millisecond)
 	setDefault(&c.MaxBackoff, 5*time.Second)
+	if c.ShipDelay == 0 {
+		c.ShipDelay = time.Millisecond
+	}
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = 256 << 20
 	}
@@ -141,6 +150,7 @@ type Primary struct {
 	failed    error         // non-nil: fenced, closed or broken; Wait fails with it
 	durableCh chan struct{} // closed and replaced when durable or failed changes
 	snapSrc   SnapshotSource
+	shipArmed bool // a ShipDelay timer will wake the links
 }
 
 // Term is the term this primary holds.
@@ -175,6 +185,23 @@ func (p *Primary) Append(r *Record) {
 	p.head = r.LSN
 	p.logBytes += r.size()
 	p.trimLocked()
+	if p.cfg.ShipDelay < 0 {
+		p.mu.Unlock()
+		p.wakeAll()
+		return
+	}
+	arm := !p.shipArmed
+	p.shipArmed = true
+	p.mu.Unlock()
+	if arm {
+		time.AfterFunc(p.cfg.ShipDelay, p.ship)
+	}
+}
+
+// ship sends what the log holds: the ShipDelay timer's end, or a Wait.
+func (p *Primary) ship() {
+	p.mu.Lock()
+	p.shipArmed = false
 	p.mu.Unlock()
 	p.wakeAll()
 }
@@ -192,6 +219,9 @@ func (p *Primary) Durable() uint64 { return p.durable.Load() }
 // primary took the volume, ErrNoQuorum when ctx ends first (the record
 // stays queued and is shipped when replicas return), ErrClosed after Close.
 func (p *Primary) Wait(ctx context.Context, lsn uint64) error {
+	if p.durable.Load() < lsn {
+		p.wakeAll() // someone waits: no ShipDelay for these records
+	}
 	for {
 		if p.durable.Load() >= lsn {
 			return nil

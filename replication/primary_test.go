@@ -314,3 +314,41 @@ func TestConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestShipDelay: records nobody waits for stay in the log for ShipDelay,
+// and a Wait sends them at once. With a delay of an hour, the replicas
+// have nothing until the Wait; then the whole batch is durable promptly.
+func TestShipDelay(t *testing.T) {
+	c := makeCluster(t, 3)
+	cfg := c.primaryConfig(vol)
+	cfg.ShipDelay = time.Hour
+	p, m := c.openPrimary(cfg)
+	// Wait until every link has its stream: a session that starts sends
+	// what the log holds, which is right, but not what this test is about.
+	deadline := time.Now().Add(10 * time.Second)
+	for !allConnected(p.Status()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("links not connected: %+v", p.Status().Replicas)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := p.Durable()
+	q := m.mkdir(RootIno, "queue")
+	_, last := m.writeFile(q, "msg-D", []byte("body"))
+	// No replica may get the new records on its own within a while.
+	time.Sleep(50 * time.Millisecond) // a window for a wrong early send, not a wait for a condition
+	if d := p.Durable(); d != before {
+		t.Fatalf("durable %d: records were shipped before ShipDelay or a Wait", d)
+	}
+	mustWait(t, p, last, 10*time.Second)
+	c.waitForLSN(vol, last)
+}
+
+func allConnected(st PrimaryStatus) bool {
+	for _, r := range st.Replicas {
+		if !r.Connected {
+			return false
+		}
+	}
+	return len(st.Replicas) > 0
+}
