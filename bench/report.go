@@ -183,15 +183,25 @@ func (r *Report) writeHeader(w io.Writer) {
 }
 
 func (r *Report) writeThroughput(w io.Writer) {
+	r.writeSystemTable(w, "### Throughput (operations/s, median of the rounds)", "", r.rateCell)
+}
+
+// writeSystemTable writes a table with a row per workload and client count
+// and a column per measured system, each cell given by cell.
+func (r *Report) writeSystemTable(w io.Writer, title, intro string, cell func(CellKey) string) {
 	sys := r.measured()
-	fmt.Fprintln(w, "### Throughput (operations/s, median of the rounds)")
+	fmt.Fprintln(w, title)
 	fmt.Fprintln(w)
+	if intro != "" {
+		fmt.Fprintln(w, intro)
+		fmt.Fprintln(w)
+	}
 	header(w, "workload", "clients", names(sys)...)
 	for _, wl := range r.Config.Workloads {
 		for _, n := range r.Config.Clients {
 			row := []string{string(wl), fmt.Sprint(n)}
 			for _, s := range sys {
-				row = append(row, r.rateCell(CellKey{s.Name, wl, n}))
+				row = append(row, cell(CellKey{s.Name, wl, n}))
 			}
 			tableRow(w, row...)
 		}
@@ -294,25 +304,16 @@ func (r *Report) hasCell(wl Workload, n int) bool {
 }
 
 func (r *Report) writeLatency(w io.Writer) {
-	sys := r.measured()
-	fmt.Fprintln(w, "### Latency of one operation in the median run (p50 / p99)")
-	fmt.Fprintln(w)
-	header(w, "workload", "clients", names(sys)...)
-	for _, wl := range r.Config.Workloads {
-		for _, n := range r.Config.Clients {
-			row := []string{string(wl), fmt.Sprint(n)}
-			for _, s := range sys {
-				cell := "—"
-				if c := r.Cells[CellKey{s.Name, wl, n}]; c != nil && c.MedianRun() != nil {
-					m := c.MedianRun()
-					cell = fmt.Sprintf("%s / %s", fmtDur(m.Lat.Percentile(0.5)), fmtDur(m.Lat.Percentile(0.99)))
-				}
-				row = append(row, cell)
-			}
-			tableRow(w, row...)
-		}
+	r.writeSystemTable(w, "### Latency of one operation in the median run (p50 / p99)", "", r.latencyCell)
+}
+
+func (r *Report) latencyCell(k CellKey) string {
+	c := r.Cells[k]
+	if c == nil || c.MedianRun() == nil {
+		return "—"
 	}
-	fmt.Fprintln(w)
+	m := c.MedianRun()
+	return fmt.Sprintf("%s / %s", fmtDur(m.Lat.Percentile(0.5)), fmtDur(m.Lat.Percentile(0.99)))
 }
 
 func names(sys []SystemInfo) []string {

@@ -18,23 +18,10 @@ func perOpMicros(d float64, r *Result) float64 {
 // bench process (clients, the kernel's FUSE client side, an in-process
 // memfs) and a server process (spoolfs).
 func (r *Report) writeCPU(w io.Writer) {
-	sys := r.measured()
-	fmt.Fprintln(w, "### CPU time per operation in the median run (µs: bench process + server process)")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "The bench process runs the clients, so it carries their system calls, the kernel's FUSE "+
-		"client side and, for memfs, the server too; spoolfs is its own process. 2 CPUs give at most 2 s of CPU per second.")
-	fmt.Fprintln(w)
-	header(w, "workload", "clients", names(sys)...)
-	for _, wl := range r.Config.Workloads {
-		for _, n := range r.Config.Clients {
-			row := []string{string(wl), fmt.Sprint(n)}
-			for _, s := range sys {
-				row = append(row, r.cpuCell(CellKey{s.Name, wl, n}))
-			}
-			tableRow(w, row...)
-		}
-	}
-	fmt.Fprintln(w)
+	r.writeSystemTable(w, "### CPU time per operation in the median run (µs: bench process + server process)",
+		"The bench process runs the clients, so it carries their system calls, the kernel's FUSE "+
+			"client side and, for memfs, the server too; spoolfs is its own process. 2 CPUs give at most 2 s of CPU per second.",
+		r.cpuCell)
 }
 
 func (r *Report) cpuCell(k CellKey) string {
