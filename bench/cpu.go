@@ -19,6 +19,9 @@ type CPUTimes struct {
 	Bench time.Duration
 	// Server is a server in its own process (spoolfs); 0 when there is none.
 	Server time.Duration
+	// Helpers are the server's helper processes (the replicas of a
+	// replicated mount), all together; 0 when there are none.
+	Helpers time.Duration
 }
 
 // userHZ is the unit of the times in /proc/PID/stat (USER_HZ, 100 on Linux).
@@ -65,17 +68,26 @@ func selfCPU() time.Duration {
 // cpuMeter measures CPUTimes between start and stop.
 type cpuMeter struct {
 	serverPID    int // 0: no server process
+	helperPIDs   []int
 	bench0, srv0 time.Duration
+	help0        time.Duration
 	got          CPUTimes
 }
 
 // serverProcess is implemented by systems served by another process.
 type serverProcess interface{ ServerPID() int }
 
+// helperProcesses is implemented by systems whose server needs more
+// processes (the replicas).
+type helperProcesses interface{ HelperPIDs() []int }
+
 func newCPUMeter(sys System) *cpuMeter {
 	m := &cpuMeter{}
 	if sp, ok := sys.(serverProcess); ok {
 		m.serverPID = sp.ServerPID()
+	}
+	if hp, ok := sys.(helperProcesses); ok {
+		m.helperPIDs = hp.HelperPIDs()
 	}
 	return m
 }
@@ -89,7 +101,21 @@ func (m *cpuMeter) start() error {
 		}
 		m.srv0 = t
 	}
-	return nil
+	t, err := helpersCPU(m.helperPIDs)
+	m.help0 = t
+	return err
+}
+
+func helpersCPU(pids []int) (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range pids {
+		t, err := processCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += t
+	}
+	return sum, nil
 }
 
 func (m *cpuMeter) stop() error {
@@ -101,5 +127,7 @@ func (m *cpuMeter) stop() error {
 		}
 		m.got.Server = t - m.srv0
 	}
-	return nil
+	t, err := helpersCPU(m.helperPIDs)
+	m.got.Helpers = t - m.help0
+	return err
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -123,11 +124,17 @@ type replicatedSystem struct {
 	exited   []chan struct{}
 }
 
-func newReplicated(name, bin string, flags []string) *replicatedSystem {
+func newReplicated(name, bin string, args []string) *replicatedSystem {
+	env, flags := splitEnv(args)
+	prog := "spoolfs"
+	if len(flags) > 0 && strings.HasPrefix(flags[0], "@") && len(flags[0]) > 1 {
+		bin, prog, flags = flags[0][1:], flags[0][1:], flags[1:]
+	}
+	words := append(append(slices.Clone(env), prog+" mount --replicas A,B,C VOLUME DIR"), flags...)
 	return &replicatedSystem{bin: bin, flags: flags,
-		childSystem: &childSystem{name: name, kind: KindReplicated, bin: bin,
-			describe: "spoolfs mount --replicas A,B,C VOLUME DIR " + strings.Join(flags, " ") +
-				" (child process) with 3 `spoolfs replica` processes on 127.0.0.1, data on the local disk (buntdb, fsync per batch)"}}
+		childSystem: &childSystem{name: name, kind: KindReplicated, bin: bin, env: env,
+			describe: strings.Join(words, " ") +
+				" (child process) with 3 `" + prog + " replica` processes on 127.0.0.1, data on the local disk (buntdb, fsync per batch)"}}
 }
 
 func (s *replicatedSystem) Mount(ctx context.Context, dir string) error {
@@ -163,6 +170,7 @@ func (s *replicatedSystem) startReplica(data string) (string, error) {
 	out := &lockedBuffer{}
 	cmd := exec.Command(s.bin, "--log-level", "warn", "replica", "--listen", addr, "--data", data)
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(os.Environ(), s.env...) // a variant's environment goes to every process of it
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start replica: %w", err)
@@ -209,4 +217,15 @@ func (s *replicatedSystem) stopReplicas() error {
 	}
 	s.replicas, s.exited = nil, nil
 	return errors.Join(errs...)
+}
+
+// HelperPIDs returns the pids of the replica processes.
+func (s *replicatedSystem) HelperPIDs() []int {
+	var pids []int
+	for _, cmd := range s.replicas {
+		if cmd.Process != nil {
+			pids = append(pids, cmd.Process.Pid)
+		}
+	}
+	return pids
 }

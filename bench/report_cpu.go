@@ -18,7 +18,7 @@ func perOpMicros(d float64, r *Result) float64 {
 // bench process (clients, the kernel's FUSE client side, an in-process
 // memfs) and a server process (spoolfs).
 func (r *Report) writeCPU(w io.Writer) {
-	r.writeSystemTable(w, "### CPU time per operation in the median run (µs: bench process + server process)",
+	r.writeSystemTable(w, "### CPU time per operation in the median run (µs: bench process + server process [+ its replicas])",
 		"The bench process runs the clients, so it carries their system calls, the kernel's FUSE "+
 			"client side and, for memfs, the server too; spoolfs is its own process. 2 CPUs give at most 2 s of CPU per second.",
 		r.cpuCell)
@@ -34,7 +34,10 @@ func (r *Report) cpuCell(k CellKey) string {
 	if m.CPU.Server == 0 {
 		return fmt.Sprintf("%.0f", b)
 	}
-	return fmt.Sprintf("%.0f + %.0f", b, perOpMicros(float64(m.CPU.Server), m))
+	if m.CPU.Helpers == 0 {
+		return fmt.Sprintf("%.0f + %.0f", b, perOpMicros(float64(m.CPU.Server), m))
+	}
+	return fmt.Sprintf("%.0f + %.0f + %.0f", b, perOpMicros(float64(m.CPU.Server), m), perOpMicros(float64(m.CPU.Helpers), m))
 }
 
 // writeServerCPUPerRequest writes, for servers in their own process, the

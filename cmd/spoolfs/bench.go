@@ -217,6 +217,9 @@ func (f *compareFlags) config(c *cobra.Command) (bench.CompareConfig, error) {
 		if err != nil {
 			return bench.CompareConfig{}, err
 		}
+		if f.suite == "replicated" {
+			spec.Kind = bench.KindReplicated // the same flags, on a replicated mount
+		}
 		variants = append(variants, spec)
 	}
 	for _, v := range f.memfsVars {
