@@ -157,7 +157,8 @@ type tracked struct {
 // operations of all writers: a change is covered by a later acknowledged
 // close or rename when it returned (its end tick) before that call
 // started (its start tick) — DESIGN.md's promise covers "every change to
-// the volume made before it".
+// the volume made before it" for a close that ships content and for a
+// rename; every close here ships content.
 type durLedger struct {
 	clock   atomic.Uint64
 	mu      sync.Mutex
@@ -420,7 +421,10 @@ func (wr *writer) failed(op, name string, err error) bool {
 func (wr *writer) create() bool {
 	wr.seq++
 	id := fmt.Sprintf("spool/%s-%05d", wr.prefix, wr.seq)
-	data := make([]byte, wr.rng.IntN(48<<10))
+	// At least one byte: the close then ships the content, so it covers
+	// every change made before it; a clean close covers only the file's
+	// own last record (docs/architecture.md, "What close waits for").
+	data := make([]byte, 1+wr.rng.IntN(48<<10))
 	for i := range data {
 		data[i] = byte(wr.rng.Uint32())
 	}

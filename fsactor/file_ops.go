@@ -248,9 +248,12 @@ func (st *State) fallocate(o *fuseops.FallocateOp, now time.Time) (uint64, sysca
 }
 
 // flush answers FLUSH and FSYNC: a dirty file with a name ships its whole
-// content, and the reply waits until the head is durable: that file and
-// every change made before it. An unlinked file ships nothing. On a fenced
-// volume a dirty file cannot be made durable: EIO.
+// content, and the reply waits until the file's last record is durable —
+// the content just shipped and, records being durable in order, every
+// change made before it. A clean file waits for its last record only, not
+// for what other files changed since (docs/architecture.md, "What close
+// waits for"). An unlinked file ships nothing. On a fenced volume a dirty
+// file cannot be made durable: EIO.
 func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 	in, e := st.getInode(ino)
 	if e != 0 {
@@ -264,7 +267,7 @@ func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 			return 0, e
 		}
 	}
-	return st.lsn, 0
+	return in.lastLSN, 0
 }
 
 // shipData emits a data record with in's content and marks it clean. The

@@ -3,6 +3,7 @@ package fsactor
 import (
 	"bytes"
 	"math"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -264,15 +265,27 @@ func TestFlushShipsDirtyData(t *testing.T) {
 	if w != recs[0].LSN {
 		t.Fatalf("flush waits for %d, want %d", w, recs[0].LSN)
 	}
-	// Clean now: a second flush and an fsync ship nothing, but still wait for the head.
+	// Clean now: a second flush and an fsync ship nothing and wait for the
+	// file's last record, not for what changed elsewhere since.
 	h.mkdir(rootIno, "later", 0o755)
-	head := h.st.lsn
-	h.take()
-	if w := h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)}); w != head {
-		t.Fatalf("clean flush waits for %d, head %d", w, head)
+	if h.st.lsn == w {
+		t.Fatal("mkdir emitted nothing")
 	}
-	if w := h.must(&fuseops.SyncFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)}); w != head {
-		t.Fatalf("fsync waits for %d, head %d", w, head)
+	h.take()
+	if w2 := h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)}); w2 != w {
+		t.Fatalf("clean flush waits for %d, want its data record %d", w2, w)
+	}
+	if w2 := h.must(&fuseops.SyncFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)}); w2 != w {
+		t.Fatalf("fsync waits for %d, want its data record %d", w2, w)
+	}
+	// A change to the file's attributes is part of what its close waits for.
+	mode := os.FileMode(0o600)
+	h.must(&fuseops.SetInodeAttributesOp{Inode: id(ino), Mode: &mode})
+	setattr := h.st.lsn
+	h.mkdir(rootIno, "later2", 0o755)
+	h.take()
+	if w2 := h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)}); w2 != setattr {
+		t.Fatalf("flush after chmod waits for %d, want the setattr %d", w2, setattr)
 	}
 	if recs := h.take(); len(recs) != 0 {
 		t.Fatalf("clean file shipped %+v", recs)

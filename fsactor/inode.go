@@ -76,6 +76,13 @@ type inode struct {
 	// INVARIANT: only regular files are dirty.
 	dirty bool
 
+	// lastLSN is the last record about this inode (its create, data,
+	// attributes, names): what a FLUSH or FSYNC of it waits for when it is
+	// clean (DESIGN change in docs/architecture.md, "What close waits for").
+	//
+	// INVARIANT: lastLSN <= State.lsn.
+	lastLSN uint64
+
 	// target is a symlink's target.
 	//
 	// INVARIANT: target == "" for anything but a symlink.

@@ -106,6 +106,9 @@ func (st *State) checkInode(ino uint64, in *inode, links uint32) error {
 	if !in.isReg() && (in.fd >= 0 || in.dirty) {
 		return fmt.Errorf("a %#o has content or is dirty", in.fileType())
 	}
+	if in.lastLSN > st.lsn {
+		return fmt.Errorf("last record %d after the head %d", in.lastLSN, st.lsn)
+	}
 	for i := 1; i < len(in.xattrs); i++ {
 		if in.xattrs[i-1].name >= in.xattrs[i].name {
 			return fmt.Errorf("xattrs out of order at %q", in.xattrs[i].name)

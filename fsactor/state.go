@@ -330,6 +330,11 @@ func (st *State) CheckInvariants() {
 func (st *State) emit(r *Record) uint64 {
 	st.lsn++
 	r.LSN = st.lsn
+	for _, ino := range [2]uint64{r.Ino, r.Replaced} {
+		if in, ok := st.inodes[ino]; ok && ino != 0 {
+			in.lastLSN = st.lsn
+		}
+	}
 	st.sink.Append(r)
 	return st.lsn
 }
