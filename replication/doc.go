@@ -47,6 +47,15 @@
 // SnapshotSource the node sets) when the log no longer reaches back, the
 // replica's history differs from the primary's, or it rejected a record.
 //
+// # Quorum first
+//
+// A Wait wakes only the W links whose replicas acknowledged fastest lately
+// (ackEWMA, from the send time of each batch to its ack); the others send
+// when the ShipDelay timer fires, so the trailing replica commits a batch
+// per ShipDelay rather than one per waited record. If the record is not
+// durable within the hedge delay, the Wait wakes every link. A link wakes
+// itself after an ack only when its in-flight window was full.
+//
 // Durable() is the W-th highest acknowledged lsn. A replica answering
 // "fenced" makes the whole Primary fenced: every Wait fails with ErrFenced.
 //

@@ -44,11 +44,17 @@ type PrimaryConfig struct {
 	// and 5s, doubling).
 	MinBackoff, MaxBackoff time.Duration
 	// ShipDelay is how long a record nobody waits for may sit in the log
-	// before it is sent (default 1ms; negative: send every record at once).
-	// A Wait sends at once everything up to its LSN, so records travel in
-	// batches — a spool message's create, setattr and data records in one
-	// Ship message and one write per replica — instead of one by one.
+	// before it is sent to every replica (default 5ms; negative: send
+	// every record at once). A Wait sends at once everything up to its
+	// LSN to the W fastest replicas, so records travel in batches — a spool
+	// message's create and data records in one Ship message and one write
+	// per replica — and the other replicas trail by up to ShipDelay, each
+	// batch of theirs carrying many waits (doc.go, "Quorum first").
 	ShipDelay time.Duration
+	// HedgeDelay is the least time a Wait gives the W fastest replicas
+	// before it sends to the trailing ones too (default 2ms; it grows to
+	// 4× the recent durability latency under load).
+	HedgeDelay time.Duration
 
 	// Root gives the owner and permission bits of the root directory of a
 	// volume no replica holds yet (default mode 0755, owner 0:0).
@@ -99,8 +105,9 @@ func (c PrimaryConfig) withDefaults() (PrimaryConfig, error) {
 	setDefault(&c.MinBackoff, 50*time.Millisecond)
 	setDefault(&c.MaxBackoff, 5*time.Second)
 	if c.ShipDelay == 0 {
-		c.ShipDelay = time.Millisecond
+		c.ShipDelay = 5 * time.Millisecond
 	}
+	setDefault(&c.HedgeDelay, 2*time.Millisecond)
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = 256 << 20
 	}
@@ -138,6 +145,9 @@ type Primary struct {
 	wg       sync.WaitGroup
 	links    []*link
 	durable  atomic.Uint64
+	// waitEWMA is a moving average of how long Waits that had to wait
+	// took, in ns (it sets the hedge).
+	waitEWMA atomic.Int64
 	// testSkipLSN: tests set it to make one link skip that record once.
 	testSkipLSN atomic.Uint64
 
@@ -151,6 +161,8 @@ type Primary struct {
 	durableCh chan struct{} // closed and replaced when durable or failed changes
 	snapSrc   SnapshotSource
 	shipArmed bool // a ShipDelay timer will wake the links
+	// quorumOrder is wakeQuorum's scratch space.
+	quorumOrder []*link
 }
 
 // Term is the term this primary holds.
@@ -215,15 +227,68 @@ func (p *Primary) wakeAll() {
 // Durable is the highest LSN stored on W replicas (never decreases).
 func (p *Primary) Durable() uint64 { return p.durable.Load() }
 
+// wakeQuorum wakes the W links expected to acknowledge first: connected
+// ones with the lowest recent ack latency. When fewer than W are
+// connected it wakes them all.
+func (p *Primary) wakeQuorum() {
+	if p.cfg.W >= len(p.links) {
+		p.wakeAll()
+		return
+	}
+	p.mu.Lock()
+	order := p.quorumOrder[:0]
+	for _, l := range p.links {
+		if l.connected {
+			order = append(order, l)
+		}
+	}
+	if len(order) < p.cfg.W {
+		p.mu.Unlock()
+		p.wakeAll()
+		return
+	}
+	slices.SortStableFunc(order, func(a, b *link) int { return cmpDuration(a.ackEWMA, b.ackEWMA) })
+	order = order[:p.cfg.W]
+	for _, l := range order {
+		l.poke()
+	}
+	p.quorumOrder = order
+	p.mu.Unlock()
+}
+
+func cmpDuration(a, b time.Duration) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// hedge is how long a Wait gives the quorum links before it wakes all.
+func (p *Primary) hedge() time.Duration {
+	return max(p.cfg.HedgeDelay, 4*time.Duration(p.waitEWMA.Load()))
+}
+
 // Wait blocks until lsn is durable. It fails with ErrFenced when another
 // primary took the volume, ErrNoQuorum when ctx ends first (the record
 // stays queued and is shipped when replicas return), ErrClosed after Close.
+//
+// It sends the records up to lsn to the W replicas that acknowledged
+// fastest lately; if they have not made it durable within the hedge delay,
+// to every replica.
 func (p *Primary) Wait(ctx context.Context, lsn uint64) error {
-	if p.durable.Load() < lsn {
-		p.wakeAll() // someone waits: no ShipDelay for these records
+	if p.durable.Load() >= lsn {
+		return nil
 	}
+	p.wakeQuorum() // someone waits: no ShipDelay for these records
+	start := time.Now()
+	hedge := time.NewTimer(p.hedge())
+	defer hedge.Stop()
 	for {
 		if p.durable.Load() >= lsn {
+			p.noteWait(time.Since(start))
 			return nil
 		}
 		p.mu.Lock()
@@ -237,11 +302,20 @@ func (p *Primary) Wait(ctx context.Context, lsn uint64) error {
 		}
 		select {
 		case <-ch:
+		case <-hedge.C:
+			p.wakeAll()
 		case <-ctx.Done():
 			return fmt.Errorf("replication: lsn %d not on %d replicas (%s): %w (%w)",
 				lsn, p.cfg.W, p.ackSummary(), ErrNoQuorum, ctx.Err())
 		}
 	}
+}
+
+// noteWait folds a Wait's latency into waitEWMA (weight 1/8; a lost
+// update between two Waits is harmless).
+func (p *Primary) noteWait(d time.Duration) {
+	old := p.waitEWMA.Load()
+	p.waitEWMA.Store(old + (int64(d)-old)/8)
 }
 
 // broadcastLocked wakes every Wait (caller holds p.mu).
@@ -279,6 +353,7 @@ func (p *Primary) setAcked(l *link, lsn uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	l.acked = lsn
+	l.ackedLocked(lsn)
 	acked := make([]uint64, len(p.links))
 	for i, o := range p.links {
 		acked[i] = o.acked

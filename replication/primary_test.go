@@ -315,23 +315,15 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-// TestShipDelay: records nobody waits for stay in the log for ShipDelay,
-// and a Wait sends them at once. With a delay of an hour, the replicas
-// have nothing until the Wait; then the whole batch is durable promptly.
+// TestShipDelay: records nobody waits for stay in the log for ShipDelay;
+// a Wait sends them at once to the W replicas that acknowledge fastest,
+// and the trailing replica gets them when the ShipDelay timer fires.
 func TestShipDelay(t *testing.T) {
 	c := makeCluster(t, 3)
 	cfg := c.primaryConfig(vol)
-	cfg.ShipDelay = time.Hour
+	cfg.ShipDelay, cfg.HedgeDelay = time.Hour, time.Hour
 	p, m := c.openPrimary(cfg)
-	// Wait until every link has its stream: a session that starts sends
-	// what the log holds, which is right, but not what this test is about.
-	deadline := time.Now().Add(10 * time.Second)
-	for !allConnected(p.Status()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("links not connected: %+v", p.Status().Replicas)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitConnected(t, p)
 	before := p.Durable()
 	q := m.mkdir(RootIno, "queue")
 	_, last := m.writeFile(q, "msg-D", []byte("body"))
@@ -341,7 +333,61 @@ func TestShipDelay(t *testing.T) {
 		t.Fatalf("durable %d: records were shipped before ShipDelay or a Wait", d)
 	}
 	mustWait(t, p, last, 10*time.Second)
+	time.Sleep(50 * time.Millisecond) // a window for a wrong send to the trailing replica
+	if n := c.replicasAt(vol, last); n != cfg.W {
+		t.Fatalf("%d replicas hold lsn %d after the Wait, want the quorum alone (%d)", n, last, cfg.W)
+	}
+	p.ship() // what the ShipDelay timer does
 	c.waitForLSN(vol, last)
+}
+
+// TestHedge: when a replica of the quorum stalls, a Wait sends to the
+// trailing replica after the hedge delay and completes with it.
+func TestHedge(t *testing.T) {
+	c := makeCluster(t, 3)
+	cfg := c.primaryConfig(vol)
+	cfg.ShipDelay, cfg.HedgeDelay = time.Hour, 20*time.Millisecond
+	p, m := c.openPrimary(cfg)
+	waitConnected(t, p)
+	_, lsn := m.writeFile(RootIno, "warm", []byte("x"))
+	mustWait(t, p, lsn, 10*time.Second)
+	// Stall one replica of the quorum the next Wait will pick.
+	p.mu.Lock()
+	var stalled int
+	for i, l := range p.links {
+		if l == p.quorumOrder[0] {
+			stalled = i
+		}
+	}
+	p.mu.Unlock()
+	release := make(chan struct{})
+	c.server(stalled).hookBeforeApply = func() { <-release }
+	defer close(release)
+	_, last := m.writeFile(RootIno, "msg", []byte("body"))
+	mustWait(t, p, last, 10*time.Second)
+	for i := range c.reps {
+		if got := c.status(i, vol).Lsn; (i == stalled) != (got < last) {
+			t.Errorf("replica %d (stalled %v) at lsn %d, want %d only on the others", i, i == stalled, got, last)
+		}
+	}
+}
+
+func waitConnected(t *testing.T, p *Primary) {
+	t.Helper()
+	// Wait until every link has its stream: a session that starts sends
+	// what the log holds, which is right, but not what these tests are about.
+	waitFor(t, "links connected", 10*time.Second, func() bool { return allConnected(p.Status()) })
+}
+
+// replicasAt counts the replicas holding lsn.
+func (c *testCluster) replicasAt(vol string, lsn uint64) int {
+	n := 0
+	for i := range c.reps {
+		if c.status(i, vol).Lsn >= lsn {
+			n++
+		}
+	}
+	return n
 }
 
 func allConnected(st PrimaryStatus) bool {

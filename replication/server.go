@@ -100,8 +100,18 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.MaxSendMsgSize(maxMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.InitialWindowSize(flowWindow),
+		grpc.InitialConnWindowSize(flowWindow),
 	}
 }
+
+// flowWindow is the HTTP/2 flow-control window of replication streams and
+// connections, both ways. A fixed window this large turns off gRPC's
+// bandwidth estimation (its PING frames) and means a WINDOW_UPDATE frame —
+// one more write(2) and wake-up on each side — only every 16 MiB instead
+// of every few records; the primary's own bound on what is in flight
+// (maxInflightBytes) is what limits a stream.
+const flowWindow = 64 << 20
 
 // Close closes every volume; later calls answer Unavailable.
 func (s *ReplicaServer) Close() error {

@@ -37,13 +37,53 @@ type link struct {
 	wake   chan struct{} // cap 1: new records, acks, a snapshot source
 	rewind atomic.Uint64 // lsn to resend from after a gap (0: none)
 
+	blocked atomic.Bool // pump waits for acks: its window is full
+
 	// Guarded by p.mu.
+	sent       []sentMark    // sends not yet acknowledged, oldest first
+	ackEWMA    time.Duration // moving average of send→ack latency
 	acked      uint64
 	connected  bool
 	granted    bool // the replica accepted our term
 	needResync bool
 	resyncs    int
 	lastErr    error
+}
+
+// sentMark is when the records up to lsn were sent.
+type sentMark struct {
+	lsn uint64
+	at  time.Time
+}
+
+// maxSentMarks bounds link.sent; past it the oldest marks are dropped
+// (the average then misses a few samples).
+const maxSentMarks = 1024
+
+// markSent notes that records up to lsn left now.
+func (l *link) markSent(lsn uint64) {
+	now := time.Now()
+	l.p.mu.Lock()
+	if len(l.sent) >= maxSentMarks {
+		l.sent = append(l.sent[:0], l.sent[1:]...)
+	}
+	l.sent = append(l.sent, sentMark{lsn, now})
+	l.p.mu.Unlock()
+}
+
+// ackedLocked folds the latency of the sends lsn acknowledges into
+// ackEWMA (weight 1/8; caller holds p.mu).
+func (l *link) ackedLocked(lsn uint64) {
+	n := 0
+	for n < len(l.sent) && l.sent[n].lsn <= lsn {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	d := time.Since(l.sent[n-1].at)
+	l.ackEWMA += (d - l.ackEWMA) / 8
+	l.sent = append(l.sent[:0], l.sent[n:]...)
 }
 
 func (l *link) poke() {
@@ -182,6 +222,7 @@ func (l *link) open(ctx context.Context, cancel context.CancelFunc) (pb.Replica_
 	}
 	l.p.mu.Lock()
 	l.connected, l.lastErr = true, nil
+	l.sent = l.sent[:0] // marks of an earlier stream
 	l.p.mu.Unlock()
 	l.p.setAcked(l, pos.DurableLsn)
 	l.log().Info("replica stream open", zap.Uint64("replica_lsn", pos.DurableLsn), zap.Uint64("head", l.p.headLSN()))
@@ -222,7 +263,9 @@ func (l *link) receive(stream pb.Replica_ShipClient, errc chan<- error) {
 			l.rewind.Store(ack.DurableLsn + 1)
 		}
 		l.p.setAcked(l, ack.DurableLsn)
-		l.poke()
+		if ack.Gap || l.blocked.Load() {
+			l.poke() // resend, or the window opened
+		}
 	}
 }
 
@@ -241,6 +284,12 @@ func (l *link) pump(ctx context.Context, stream pb.Replica_ShipClient, next uint
 			return errResync
 		}
 		if len(recs) == 0 {
+			// A full window waits for an ack, which pokes a blocked link;
+			// check again after saying so, for an ack that came between.
+			if full := l.window(next) == 0; full != l.blocked.Load() {
+				l.blocked.Store(full)
+				continue
+			}
 			select {
 			case <-l.wake:
 				continue
@@ -254,6 +303,7 @@ func (l *link) pump(ctx context.Context, stream pb.Replica_ShipClient, next uint
 		if err := sendRecords(stream, l.p.testSkip(recs)); err != nil {
 			return l.streamEnded(recvErr(errc, err))
 		}
+		l.markSent(last)
 		next = last + 1
 	}
 }
