@@ -212,6 +212,7 @@ func CheckW(field string, w, replicas int) error {
 // names the volume in errors.
 func (v *VolumeConfig) MountOptions(field string) (MountOptions, error) {
 	o := DefaultMountOptions()
+	o.Replicated()
 	o.Volume, o.Dir = v.Name, v.MountPoint
 	for _, s := range v.Options {
 		if err := ApplyOptionString(&o, s); err != nil {

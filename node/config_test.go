@@ -62,6 +62,13 @@ func TestParseConfig(t *testing.T) {
 	if o, _ := v1.MountOptions("v"); o.FlushTimeout != DefaultMountOptions().FlushTimeout || o.RootMode != 0o755 {
 		t.Errorf("volume 1 defaults: %+v", o)
 	}
+	if o.Kernel.WritebackCache {
+		t.Error("a replicated volume mounts with the write-back cache by default")
+	}
+	v1.Options = []string{"writeback_cache"}
+	if o, err := v1.MountOptions("v"); err != nil || !o.Kernel.WritebackCache {
+		t.Errorf("options writeback_cache: %v, write-back cache %v", err, o.Kernel.WritebackCache)
+	}
 }
 
 // TestParseConfigErrors: each mistake is an error naming the field.

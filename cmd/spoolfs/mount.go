@@ -78,7 +78,7 @@ return once --w replicas hold the change (EIO after --flush-timeout). With
 func addKernelFlags(c *cobra.Command, f *mountFlags) {
 	k := &f.opts.Kernel
 	fl := c.Flags()
-	fl.BoolVar(&k.WritebackCache, "writeback-cache", k.WritebackCache, "kernel write-back caching (batches small writes)")
+	fl.BoolVar(&k.WritebackCache, "writeback-cache", k.WritebackCache, "kernel write-back caching (batches small writes; default: on with --local, off with --replicas, where each mtime the kernel writes back is a record to ship)")
 	fl.Var(&k.Readdirplus, "readdirplus", "READDIRPLUS: off, on, or auto (the kernel chooses)")
 	fl.BoolVar(&k.AsyncReads, "async-reads", k.AsyncReads, "let the kernel send several READs of one file at once")
 	fl.BoolVar(&k.ParallelDirOps, "parallel-dirops", k.ParallelDirOps, "let the kernel send concurrent LOOKUP/READDIR in one directory")
@@ -158,6 +158,9 @@ func (f *mountFlags) finish(c *cobra.Command) error {
 		return errors.New("--local and --replicas exclude each other")
 	case !f.local && f.repl.replicas == "":
 		return errors.New("no replicas: pass --replicas host:port,host:port,host:port, or --local to serve the volume from memory alone")
+	}
+	if f.repl.replicas != "" && !c.Flags().Changed("writeback-cache") {
+		f.opts.Replicated()
 	}
 	for _, o := range f.o {
 		if err := node.ApplyOptionString(&f.opts, o); err != nil {
