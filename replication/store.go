@@ -3,6 +3,7 @@ package replication
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -212,7 +213,11 @@ func (s *volStore) commit(v *view, m meta) error {
 	return s.maybeShrink()
 }
 
-// maybeShrink rewrites the append-only file once it has doubled.
+// maybeShrink rewrites the append-only file once it has doubled (and
+// grown past shrinkMin). The next threshold gets a random factor of 1 to
+// 1.5, so that replicas holding the same records do not all stall on a
+// rewrite at the same moment: the primary's hedge rides over one slow
+// replica, not over all of them.
 func (s *volStore) maybeShrink() error {
 	if s.syncf == nil {
 		return nil
@@ -221,25 +226,79 @@ func (s *volStore) maybeShrink() error {
 	if err != nil || fi.Size() < s.shrinkAt {
 		return nil
 	}
-	if err := s.db.Shrink(); err != nil {
-		s.log.Warn("shrink failed", zap.String("path", s.path), zap.Error(err))
+	start := time.Now()
+	if err := s.compact(); err != nil {
+		if s.db == nil {
+			return err // the old file is gone and the new one did not open
+		}
+		s.log.Warn("compaction failed", zap.String("path", s.path), zap.Error(err))
 		s.shrinkAt = fi.Size() * 2
 		return nil
 	}
-	_ = s.syncf.Close()
-	if s.syncf, err = os.OpenFile(s.path, os.O_RDWR, 0); err != nil {
-		return fmt.Errorf("reopen %s after shrink: %w", s.path, err)
-	}
-	if err := s.sync(); err != nil {
-		return err
-	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
-		return err
-	}
-	if fi, err = s.syncf.Stat(); err == nil {
-		s.shrinkAt = max(s.shrinkMin, fi.Size()*2)
+	if fi2, err := s.syncf.Stat(); err == nil {
+		next := float64(max(s.shrinkMin, fi2.Size()*2)) * (1 + rand.Float64()/2)
+		s.shrinkAt = int64(next)
+		s.log.Debug("compacted", zap.String("path", s.path), zap.Int64("from", fi.Size()),
+			zap.Int64("to", fi2.Size()), zap.Duration("took", time.Since(start)))
 	}
 	return nil
+}
+
+// compact rewrites the database file with the live keys alone, the way
+// install replaces it: a new file written and fsynced next to the old
+// one, renamed over it, the directory fsynced, the database reopened. It
+// runs between batches (the caller holds the volume), so nothing is
+// written meanwhile. buntdb's own Shrink is not used: it sleeps 250 ms
+// before it starts and renames a file it never fsynced.
+func (s *volStore) compact() error {
+	tmp := s.path + ".compact"
+	_ = os.Remove(tmp)
+	nd, err := buntdb.Open(tmp)
+	if err != nil {
+		return fmt.Errorf("compact: create %s: %w", tmp, err)
+	}
+	err = s.db.View(func(tx *buntdb.Tx) error {
+		return nd.Update(func(ntx *buntdb.Tx) error {
+			var serr error
+			err := tx.Ascend("", func(k, v string) bool {
+				_, _, serr = ntx.Set(k, v, nil)
+				return serr == nil
+			})
+			if serr != nil {
+				return serr
+			}
+			return err
+		})
+	})
+	if cerr := nd.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsyncPath(tmp)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact: write %s: %w", tmp, err)
+	}
+	s.close()
+	if err := os.Rename(tmp, s.path); err != nil {
+		_ = os.Remove(tmp)
+		return errors.Join(fmt.Errorf("compact: rename %s: %w", tmp, err), s.open())
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return errors.Join(err, s.open())
+	}
+	return s.open()
+}
+
+// fsyncPath fsyncs the file at path.
+func fsyncPath(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 func syncDir(dir string) error {
@@ -302,12 +361,7 @@ func buildDB(path string, snap *Snapshot, m meta) error {
 	if err != nil {
 		return fmt.Errorf("install: write %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("install: reopen %s: %w", path, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
+	if err := fsyncPath(path); err != nil {
 		return fmt.Errorf("install: fsync %s: %w", path, err)
 	}
 	return nil

@@ -155,6 +155,9 @@ func TestShrinkKeepsState(t *testing.T) {
 	if fi.Size() > 128<<10 {
 		t.Fatalf("file of %d bytes after 320 KiB of rewrites: no shrink", fi.Size())
 	}
+	if left, _ := filepath.Glob(path + ".*"); len(left) != 0 {
+		t.Fatalf("compaction left %v", left)
+	}
 	want, _, _ := st.readSnapshot()
 	st.close()
 	st = openTestStore(t, path)

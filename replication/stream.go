@@ -269,29 +269,38 @@ func (l *link) receive(stream pb.Replica_ShipClient, errc chan<- error) {
 	}
 }
 
-// pump sends records as they come, without waiting for acks, within the
-// inflight window.
+// pump sends records without waiting for acks, within the inflight
+// window: at the start of a session everything the log holds, then, each
+// time the link is woken, everything up to the head as it is then. A link
+// nobody woke sends nothing, so a trailing replica gets records in the
+// batches the ShipDelay timer makes (doc.go, "Quorum first").
 func (l *link) pump(ctx context.Context, stream pb.Replica_ShipClient, next uint64, errc chan error) error {
+	target := l.p.headLSN()
 	for {
 		if r := l.rewind.Swap(0); r != 0 && r < next {
 			l.log().Info("replica reported a gap: resending", zap.Uint64("from", r))
 			next = r
 		}
-		recs, ok := l.p.records(next, l.window(next), maxInflightBytes)
-		if !ok {
-			l.markResync("log no longer reaches lsn %d", next)
-			_ = stream.CloseSend()
-			return errResync
+		var recs []*Record
+		if next <= target {
+			var ok bool
+			recs, ok = l.p.records(next, min(l.window(next), int(min(target-next+1, 1<<30))), maxInflightBytes)
+			if !ok {
+				l.markResync("log no longer reaches lsn %d", next)
+				_ = stream.CloseSend()
+				return errResync
+			}
 		}
 		if len(recs) == 0 {
-			// A full window waits for an ack, which pokes a blocked link;
+			// A full window waits for an ack, which wakes a blocked link;
 			// check again after saying so, for an ack that came between.
-			if full := l.window(next) == 0; full != l.blocked.Load() {
+			if full := next <= target && l.window(next) == 0; full != l.blocked.Load() {
 				l.blocked.Store(full)
 				continue
 			}
 			select {
 			case <-l.wake:
+				target = l.p.headLSN()
 				continue
 			case err := <-errc:
 				return l.streamEnded(err)
