@@ -26,6 +26,10 @@ type ReplicaOptions struct {
 	Creds credentials.TransportCredentials
 	// MaxFileSize bounds one file of a volume (0: replication's default).
 	MaxFileSize uint64
+	// AdaptProcs lets the replica set GOMAXPROCS to the number of volumes
+	// being shipped to it (at least 1, at most the CPUs). For a process
+	// that is a replica and nothing else (adaptProcs in procs.go says why).
+	AdaptProcs bool
 }
 
 // Replica is one running replica server: the replication service on a
@@ -74,6 +78,9 @@ func StartReplica(o ReplicaOptions, log *zap.Logger) (*Replica, error) {
 	r := &Replica{opts: o, log: log, lock: lock, srv: srv, g: grpc.NewServer(gopts...), lis: lis, done: make(chan struct{})}
 	srv.Register(r.g)
 	go r.serve()
+	if o.AdaptProcs {
+		go r.adaptProcs(time.Second)
+	}
 	log.Info("replica serving", zap.String("listen", r.Addr()), zap.String("data", o.DataDir))
 	return r, nil
 }

@@ -122,7 +122,10 @@ func (n *Node) StartAdmin(addr string) (*Admin, error) {
 // the start (a signal cancels it). On error what was started is stopped.
 func (n *Node) StartConfig(ctx context.Context, c *Config) error {
 	if c.Listen != "" {
-		if _, err := n.StartReplica(ReplicaOptions{Listen: c.Listen, DataDir: c.DataDir}); err != nil {
+		// A node that is only a replica sizes GOMAXPROCS to the volumes
+		// it serves (procs.go); one that also mounts volumes leaves it.
+		adapt := len(c.Volumes) == 0 && os.Getenv("GOMAXPROCS") == ""
+		if _, err := n.StartReplica(ReplicaOptions{Listen: c.Listen, DataDir: c.DataDir, AdaptProcs: adapt}); err != nil {
 			return err
 		}
 	}

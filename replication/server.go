@@ -35,6 +35,7 @@ type ReplicaServer struct {
 	closed bool
 
 	received atomic.Uint64 // records received on Ship streams (tests)
+	streams  atomic.Int64  // Ship streams being served
 	// hookBeforeApply, when set, runs in the Ship applier before each
 	// batch is collected (tests block it to build a big batch).
 	hookBeforeApply func()
@@ -51,6 +52,10 @@ type volume struct {
 	holder   string
 	broken   error // set when storage failed or the server closed
 }
+
+// ShipStreams is the number of Ship streams being served: primaries
+// pushing records to this replica.
+func (s *ReplicaServer) ShipStreams() int { return int(s.streams.Load()) }
 
 // ReplicaOption configures a ReplicaServer.
 type ReplicaOption func(*ReplicaServer)

@@ -40,6 +40,8 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 	if err := stream.Send(ack); err != nil {
 		return err
 	}
+	s.streams.Add(1)
+	defer s.streams.Add(-1)
 	sess := &shipSession{s: s, v: v, stream: stream, term: h.Term,
 		queue: make(chan []*Record, shipQueueLen), errc: make(chan error, 1),
 		log: s.log.With(zap.String("volume", v.name), zap.String("node", h.NodeId), zap.Uint64("term", h.Term))}

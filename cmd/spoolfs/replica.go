@@ -55,6 +55,9 @@ func runReplica(o node.ReplicaOptions, grace time.Duration) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// A process that is a replica and nothing else sizes GOMAXPROCS to
+	// the volumes it serves (node/procs.go), unless the environment says.
+	o.AdaptProcs = os.Getenv("GOMAXPROCS") == ""
 	r, err := node.StartReplica(o, log)
 	if err != nil {
 		return &exitError{code: 1, err: err}
