@@ -16,14 +16,23 @@
 // FailedPrecondition and changes nothing.
 //
 // Crash safety of a batch: buntdb writes a transaction as a run of
-// commands in map order, and a process killed inside write(2) may leave a
-// prefix of them. So each batch is written twice: first its physical
-// change set as one value under the key m:redo (one command: present
-// whole or not at all), then the changes themselves plus the deletion of
-// m:redo, then one fsync. Opening a volume replays a leftover m:redo,
-// which is idempotent. buntdb's own SyncPolicy is Never and its automatic
-// shrink is off: the store fsyncs through its own descriptor, so an fsync
-// error is seen (buntdb drops it), and shrinks itself between batches.
+// commands in map order, and a process killed inside write(2) — or a power
+// cut before the fsync — may leave a prefix of them, that is, part of a
+// batch. So a batch is written as one command: its physical change set
+// (every key it sets or deletes, the position included) as the value of
+// one key, l:<lsn>, then one fsync. buntdb drops a command cut short at
+// the end of the file when it opens it, so a batch is on disk whole or not
+// at all (TestBatchWholeOrNotAtAll). The volume itself lives in a second,
+// in-memory buntdb database (mem), which opening builds from the file's
+// compacted keys and then its log entries in lsn order, which each batch
+// updates after its fsync, and which every read uses. When the file has
+// doubled (and passed 64 MiB) the store rewrites it from mem without log
+// entries — a new file fsynced, renamed over the old one, the directory
+// fsynced — at a threshold with a random factor, so that replicas holding
+// the same records do not all stall at once. buntdb's own SyncPolicy is
+// Never and its automatic shrink is off: the store fsyncs through its own
+// descriptor, so an fsync error is seen (buntdb drops it), and buntdb's
+// Shrink sleeps 250 ms and renames a file it never fsynced.
 //
 // The accepted term of a volume lives in a small sidecar file
 // (<volume>.term, written with write-fsync-rename-fsync), so that a replica

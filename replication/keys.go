@@ -9,7 +9,8 @@ import (
 // digits, so keys sort by inode and a directory's entries sort by name.
 //
 //	m:meta             meta (last term, lsn, next ino, initialized)
-//	m:redo             physical change set of the batch being written (see doc.go)
+//	l:<lsn>            one committed batch: its physical change set, up to lsn (see doc.go)
+//	m:redo             (older files) change set of a batch being written
 //	i:<ino>            attributes (52 bytes)
 //	t:<ino>            symlink target
 //	c:<ino>            file content (may be shorter than the size: zeros follow)
@@ -17,9 +18,14 @@ import (
 //	d:<ino>:<name>     directory entry → child inode (8 bytes)
 //	x:<ino>:<name>     extended attribute value
 const (
-	keyMeta = "m:meta"
-	keyRedo = "m:redo"
+	keyMeta   = "m:meta"
+	keyRedo   = "m:redo"
+	logPrefix = "l:"
 )
+
+// logKey names the log entry of the batch that ends at lsn; log keys sort
+// in lsn order.
+func logKey(lsn uint64) string { return inoKey('l', lsn) }
 
 const hexDigits = "0123456789abcdef"
 

@@ -20,15 +20,23 @@ const minShrink = 64 << 20
 // volStore is the buntdb database of one volume on a replica. It is not
 // safe for concurrent use: the volume's mutex serialises every call except
 // readSnapshot, which only reads.
+//
+// Two buntdb databases: db is the file — the volume as of the last
+// compaction plus one l:<lsn> entry per batch committed since — and mem
+// (in memory) is the volume itself, every batch applied, which all reads
+// use. A batch is one Set of one key in db, so it is on disk whole or not
+// at all (doc.go, "Replica side"). mem shares the strings of db's entries.
 type volStore struct {
-	path      string // "" for an in-memory store (tests, fuzzing)
-	db        *buntdb.DB
-	syncf     *os.File // the database file, for our own fsync
-	meta      meta     // as committed
-	commits   uint64   // committed batches (one fsync each)
-	shrinkAt  int64    // file size that triggers the next shrink
-	shrinkMin int64    // never shrink below this size
-	log       *zap.Logger
+	path       string     // "" for an in-memory store (tests, fuzzing)
+	db         *buntdb.DB // the file; nil in memory
+	mem        *buntdb.DB // the volume, every committed batch applied
+	syncf      *os.File   // the database file, for our own fsync
+	meta       meta       // as committed
+	commits    uint64     // committed batches (one fsync each)
+	logEntries int        // l: entries in the file, since the last compaction
+	shrinkAt   int64      // file size that triggers the next shrink
+	shrinkMin  int64      // never shrink below this size
+	log        *zap.Logger
 }
 
 // openVolStore opens (or creates) the database at path, replays a
@@ -44,18 +52,23 @@ func openVolStore(path string, log *zap.Logger) (*volStore, error) {
 }
 
 func (s *volStore) open() error {
-	db, err := s.openDB()
+	mem, err := buntdb.Open(":memory:")
 	if err != nil {
+		return fmt.Errorf("open the in-memory volume: %w", err)
+	}
+	s.mem = mem
+	if s.path == "" {
+		return s.loadMeta()
+	}
+	if s.db, err = s.openDB(); err != nil {
+		s.close()
 		return err
 	}
-	s.db = db
-	if s.path != "" {
-		if s.syncf, err = os.OpenFile(s.path, os.O_RDWR, 0); err != nil {
-			_ = db.Close()
-			return fmt.Errorf("open %s for fsync: %w", s.path, err)
-		}
+	if s.syncf, err = os.OpenFile(s.path, os.O_RDWR, 0); err != nil {
+		s.close()
+		return fmt.Errorf("open %s for fsync: %w", s.path, err)
 	}
-	if err := s.replayRedo(); err != nil {
+	if err := s.load(); err != nil {
 		s.close()
 		return err
 	}
@@ -63,6 +76,55 @@ func (s *volStore) open() error {
 		s.close()
 		return err
 	}
+	return nil
+}
+
+// load builds mem from the file: the compacted keys, then each logged
+// batch in lsn order (and the redo of a batch an older version was
+// writing when it stopped).
+func (s *volStore) load() error {
+	var logs []string
+	var redo string
+	err := s.db.View(func(tx *buntdb.Tx) error {
+		return s.mem.Update(func(mtx *buntdb.Tx) error {
+			var serr error
+			err := tx.Ascend("", func(k, v string) bool {
+				switch {
+				case strings.HasPrefix(k, logPrefix):
+					logs = append(logs, v) // in key order: lsn order
+				case k == keyRedo:
+					redo = v
+				default:
+					_, _, serr = mtx.Set(k, v, nil)
+				}
+				return serr == nil
+			})
+			if serr != nil {
+				return serr
+			}
+			if err != nil {
+				return err
+			}
+			if redo != "" {
+				s.log.Warn("replaying an interrupted batch", zap.String("path", s.path))
+				logs = append(logs, redo)
+			}
+			for _, l := range logs {
+				changes, err := decodeChanges(l)
+				if err != nil {
+					return fmt.Errorf("log entry: %w", err)
+				}
+				if err := applyChanges(mtx, changes); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("load %s: %w", s.path, err)
+	}
+	s.logEntries = len(logs)
 	return nil
 }
 
@@ -98,40 +160,8 @@ func (s *volStore) openDB() (*buntdb.DB, error) {
 	return db, nil
 }
 
-// replayRedo finishes a batch whose write was cut short (doc.go).
-func (s *volStore) replayRedo() error {
-	var redo string
-	err := s.db.View(func(tx *buntdb.Tx) error {
-		v, err := tx.Get(keyRedo)
-		redo = v
-		return err
-	})
-	if errors.Is(err, buntdb.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read redo: %w", err)
-	}
-	changes, err := decodeChanges(redo)
-	if err != nil {
-		return fmt.Errorf("decode redo of %s: %w", s.path, err)
-	}
-	s.log.Warn("replaying an interrupted batch", zap.String("path", s.path), zap.Int("changes", len(changes)))
-	err = s.db.Update(func(tx *buntdb.Tx) error {
-		if err := applyChanges(tx, changes); err != nil {
-			return err
-		}
-		_, err := tx.Delete(keyRedo)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("replay redo: %w", err)
-	}
-	return s.sync()
-}
-
 func (s *volStore) loadMeta() error {
-	return s.db.View(func(tx *buntdb.Tx) error {
+	return s.mem.View(func(tx *buntdb.Tx) error {
 		v, err := tx.Get(keyMeta)
 		if errors.Is(err, buntdb.ErrNotFound) {
 			s.meta = meta{NextIno: RootIno + 1}
@@ -146,9 +176,11 @@ func (s *volStore) loadMeta() error {
 }
 
 func (s *volStore) close() {
-	if s.db != nil {
-		_ = s.db.Close()
-		s.db = nil
+	for _, db := range []**buntdb.DB{&s.db, &s.mem} {
+		if *db != nil {
+			_ = (*db).Close()
+			*db = nil
+		}
 	}
 	if s.syncf != nil {
 		_ = s.syncf.Close()
@@ -169,7 +201,7 @@ func (s *volStore) sync() error {
 // view starts a scratch view of the committed state; release it with done
 // before commit.
 func (s *volStore) view() (v *view, done func()) {
-	tx, err := s.db.Begin(false)
+	tx, err := s.mem.Begin(false)
 	if err != nil {
 		return newView(nil), func() {}
 	}
@@ -181,32 +213,28 @@ func (s *volStore) view() (v *view, done func()) {
 // must drop it and reopen.
 func (s *volStore) commit(v *view, m meta) error {
 	v.set(keyMeta, m.encode())
-	if s.path != "" {
-		redo := v.encodeChanges()
+	changes := v.changes()
+	if s.db != nil {
+		entry := v.encodeChanges()
 		err := s.db.Update(func(tx *buntdb.Tx) error {
-			_, _, err := tx.Set(keyRedo, redo, nil)
+			_, _, err := tx.Set(logKey(m.LSN), entry, nil)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("write redo: %w", err)
+			return fmt.Errorf("write batch: %w", err)
 		}
+		if err := s.sync(); err != nil {
+			return err
+		}
+		// mem keeps substrings of the logged entry rather than copies.
+		if changes, err = decodeChanges(entry); err != nil {
+			return fmt.Errorf("batch up to lsn %d: %w", m.LSN, err)
+		}
+		s.logEntries++
 	}
-	changes := v.changes()
-	err := s.db.Update(func(tx *buntdb.Tx) error {
-		if err := applyChanges(tx, changes); err != nil {
-			return err
-		}
-		if s.path != "" {
-			_, err := tx.Delete(keyRedo)
-			return err
-		}
-		return nil
-	})
+	err := s.mem.Update(func(tx *buntdb.Tx) error { return applyChanges(tx, changes) })
 	if err != nil {
-		return fmt.Errorf("write batch: %w", err)
-	}
-	if err := s.sync(); err != nil {
-		return err
+		return fmt.Errorf("apply batch in memory: %w", err)
 	}
 	s.meta = m
 	s.commits++
@@ -244,8 +272,8 @@ func (s *volStore) maybeShrink() error {
 	return nil
 }
 
-// compact rewrites the database file with the live keys alone, the way
-// install replaces it: a new file written and fsynced next to the old
+// compact rewrites the database file with the volume as mem holds it, no
+// log entries, the way install replaces it: a new file written and fsynced next to the old
 // one, renamed over it, the directory fsynced, the database reopened. It
 // runs between batches (the caller holds the volume), so nothing is
 // written meanwhile. buntdb's own Shrink is not used: it sleeps 250 ms
@@ -257,7 +285,7 @@ func (s *volStore) compact() error {
 	if err != nil {
 		return fmt.Errorf("compact: create %s: %w", tmp, err)
 	}
-	err = s.db.View(func(tx *buntdb.Tx) error {
+	err = s.mem.View(func(tx *buntdb.Tx) error {
 		return nd.Update(func(ntx *buntdb.Tx) error {
 			var serr error
 			err := tx.Ascend("", func(k, v string) bool {
@@ -318,7 +346,7 @@ func syncDir(dir string) error {
 // transaction).
 func (s *volStore) install(snap *Snapshot, m meta) error {
 	if s.path == "" {
-		err := s.db.Update(func(tx *buntdb.Tx) error {
+		err := s.mem.Update(func(tx *buntdb.Tx) error {
 			if err := tx.DeleteAll(); err != nil {
 				return err
 			}
@@ -443,7 +471,7 @@ func (s *volStore) readSnapshot() (*Snapshot, meta, error) {
 		return in
 	}
 	m := s.meta
-	err := s.db.View(func(tx *buntdb.Tx) error {
+	err := s.mem.View(func(tx *buntdb.Tx) error {
 		var ferr error
 		err := tx.Ascend("", func(k, v string) bool {
 			ferr = readKey(k, v, get)
@@ -509,7 +537,7 @@ func assembleSnapshot(inodes map[uint64]*SnapInode, m meta) *Snapshot {
 
 // counts reports the number of inodes and the stored content bytes.
 func (s *volStore) counts() (inodes, bytes uint64) {
-	_ = s.db.View(func(tx *buntdb.Tx) error {
+	_ = s.mem.View(func(tx *buntdb.Tx) error {
 		return tx.AscendGreaterOrEqual("", "c:", func(k, v string) bool {
 			switch k[0] {
 			case 'c':

@@ -47,10 +47,10 @@ func stage(t *testing.T, st *volStore, recs ...*Record) (*view, meta) {
 	return v, m
 }
 
-// TestRedoReplayedAfterCrash: a batch whose redo reached the disk but not
-// its changes (the process died between the two writes) is completed when
-// the volume opens.
-func TestRedoReplayedAfterCrash(t *testing.T) {
+// TestOldRedoReplayed: a file an older version left with a batch's redo
+// written but not its changes (it stopped between its two writes) opens
+// with the batch applied, and the next compaction drops the redo.
+func TestOldRedoReplayed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v.db")
 	st := installBase(t, path)
 	v, m := stage(t, st, createRec(1, 1, 4, 1, "a"), &Record{Term: 1, LSN: 2, Op: OpData, Ino: 4, Attr: fileAttr(3), Data: []byte("abc")})
@@ -73,8 +73,57 @@ func TestRedoReplayedAfterCrash(t *testing.T) {
 	if in, ok := find(snap, "a"); !ok || string(in.Data) != "abc" {
 		t.Fatalf("replayed file: %+v", in)
 	}
+	if err := st.compact(); err != nil {
+		t.Fatal(err)
+	}
 	if err := st.db.View(func(tx *buntdb.Tx) error { _, err := tx.Get(keyRedo); return err }); err != buntdb.ErrNotFound {
-		t.Fatalf("redo left behind: %v", err)
+		t.Fatalf("redo left behind after a compaction: %v", err)
+	}
+	if got, _, _ := st.readSnapshot(); !reflect.DeepEqual(got, snap) {
+		t.Fatal("compaction changed the volume")
+	}
+}
+
+// TestBatchWholeOrNotAtAll: a batch is one command in the file, so a file
+// cut anywhere inside it (a kill inside write(2), a power cut before the
+// fsync) opens as the volume before the batch, never as part of it.
+func TestBatchWholeOrNotAtAll(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "v.db")
+	st := installBase(t, path)
+	before, mBefore, _ := st.readSnapshot()
+	fi, _ := os.Stat(path)
+	start := fi.Size()
+	v, m := stage(t, st, createRec(1, 1, 4, 1, "a"), createRec(1, 2, 5, 1, "b"),
+		&Record{Term: 1, LSN: 3, Op: OpData, Ino: 4, Attr: fileAttr(5000), Data: []byte(strings.Repeat("q", 5000))})
+	if err := st.commit(v, m); err != nil {
+		t.Fatal(err)
+	}
+	after, _, _ := st.readSnapshot()
+	st.close()
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := int64(len(whole))
+	for _, cut := range []int64{start + 1, start + 20, start + 40, (start + end) / 2, end - 40, end - 1, end} {
+		cp := filepath.Join(dir, "cut.db")
+		if err := os.WriteFile(cp, whole[:cut], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		st := openTestStore(t, cp)
+		got, mGot, err := st.readSnapshot()
+		st.close()
+		if err != nil {
+			t.Fatalf("cut at %d of %d..%d: %v", cut, start, end, err)
+		}
+		want, wantM := before, mBefore
+		if cut == end {
+			want, wantM = after, m
+		}
+		if mGot != wantM || !reflect.DeepEqual(got, want) {
+			t.Fatalf("cut at %d of %d..%d: lsn %d, want the volume at lsn %d whole", cut, start, end, mGot.LSN, wantM.LSN)
+		}
 	}
 }
 
