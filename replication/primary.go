@@ -161,8 +161,8 @@ type Primary struct {
 	durableCh chan struct{} // closed and replaced when durable or failed changes
 	snapSrc   SnapshotSource
 	shipArmed bool // a ShipDelay timer will wake the links
-	// quorumOrder is wakeQuorum's scratch space.
-	quorumOrder []*link
+	// quorum is the set of W links a Wait wakes first (wakeQuorum).
+	quorum []*link
 }
 
 // Term is the term this primary holds.
@@ -227,33 +227,61 @@ func (p *Primary) wakeAll() {
 // Durable is the highest LSN stored on W replicas (never decreases).
 func (p *Primary) Durable() uint64 { return p.durable.Load() }
 
-// wakeQuorum wakes the W links expected to acknowledge first: connected
-// ones with the lowest recent ack latency. When fewer than W are
-// connected it wakes them all.
+// wakeQuorum wakes the W links expected to acknowledge first. The set is
+// sticky — the trailing replica gets its records in ShipDelay batches only
+// if it stays the trailing one — and is chosen again, by recent ack
+// latency, when one of its links is down or lags far behind a link
+// outside it. With fewer than W links up it wakes them all.
 func (p *Primary) wakeQuorum() {
 	if p.cfg.W >= len(p.links) {
 		p.wakeAll()
 		return
 	}
 	p.mu.Lock()
-	order := p.quorumOrder[:0]
-	for _, l := range p.links {
-		if l.connected {
-			order = append(order, l)
+	if !p.quorumHolds(time.Now()) {
+		var up []*link
+		for _, l := range p.links {
+			if l.connected {
+				up = append(up, l)
+			}
 		}
+		if len(up) < p.cfg.W {
+			p.mu.Unlock()
+			p.wakeAll()
+			return
+		}
+		now := time.Now()
+		slices.SortStableFunc(up, func(a, b *link) int { return cmpDuration(a.latency(now), b.latency(now)) })
+		p.quorum = up[:p.cfg.W]
 	}
-	if len(order) < p.cfg.W {
-		p.mu.Unlock()
-		p.wakeAll()
-		return
-	}
-	slices.SortStableFunc(order, func(a, b *link) int { return cmpDuration(a.ackEWMA, b.ackEWMA) })
-	order = order[:p.cfg.W]
-	for _, l := range order {
+	for _, l := range p.quorum {
 		l.poke()
 	}
-	p.quorumOrder = order
 	p.mu.Unlock()
+}
+
+// quorumHolds says whether the current quorum set may stay: W links, all
+// up, none stalled, none slower on average than 3× a link outside it and
+// by more than 2 ms (caller holds p.mu).
+func (p *Primary) quorumHolds(now time.Time) bool {
+	if len(p.quorum) != p.cfg.W {
+		return false
+	}
+	slowest := time.Duration(0)
+	for _, l := range p.quorum {
+		if !l.connected || l.stalled(now) {
+			return false
+		}
+		slowest = max(slowest, l.ackEWMA)
+	}
+	for _, l := range p.links {
+		if l.connected && !slices.Contains(p.quorum, l) {
+			if d := l.ackEWMA; slowest > 3*d && slowest > d+2*time.Millisecond {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func cmpDuration(a, b time.Duration) int {

@@ -355,7 +355,7 @@ func TestHedge(t *testing.T) {
 	p.mu.Lock()
 	var stalled int
 	for i, l := range p.links {
-		if l == p.quorumOrder[0] {
+		if l == p.quorum[0] {
 			stalled = i
 		}
 	}
@@ -397,4 +397,34 @@ func allConnected(st PrimaryStatus) bool {
 		}
 	}
 	return len(st.Replicas) > 0
+}
+
+// TestQuorumHolds: the quorum set stays unless a member is down, stalled
+// (a send waiting far longer than its average) or far slower on average
+// than a replica outside it.
+func TestQuorumHolds(t *testing.T) {
+	now := time.Now()
+	mk := func(ewma time.Duration, connected bool, oldest time.Duration) *link {
+		l := &link{connected: connected, ackEWMA: ewma}
+		if oldest > 0 {
+			l.sent = []sentMark{{lsn: 1, at: now.Add(-oldest)}}
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		name    string
+		a, b, c *link // a and b form the quorum, c trails
+		holds   bool
+	}{
+		{"steady", mk(time.Millisecond, true, 2*time.Millisecond), mk(time.Millisecond, true, 0), mk(300*time.Microsecond, true, 0), true},
+		{"member down", mk(time.Millisecond, false, 0), mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), false},
+		{"member stalled", mk(time.Millisecond, true, 50*time.Millisecond), mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), false},
+		{"member far slower", mk(9*time.Millisecond, true, 0), mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), false},
+		{"trailing one down", mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), mk(0, false, 0), true},
+	} {
+		p := &Primary{cfg: PrimaryConfig{W: 2}, links: []*link{tc.a, tc.b, tc.c}, quorum: []*link{tc.a, tc.b}}
+		if got := p.quorumHolds(now); got != tc.holds {
+			t.Errorf("%s: quorumHolds = %v, want %v", tc.name, got, tc.holds)
+		}
+	}
 }

@@ -86,6 +86,25 @@ func (l *link) ackedLocked(lsn uint64) {
 	l.sent = append(l.sent[:0], l.sent[n:]...)
 }
 
+// latency orders links for the quorum: the moving average of their ack
+// latency, and a stalled link last (caller holds p.mu).
+func (l *link) latency(now time.Time) time.Duration {
+	if l.stalled(now) {
+		return time.Hour + now.Sub(l.sent[0].at)
+	}
+	return l.ackEWMA
+}
+
+// stalled: a send has waited for its ack more than 4× the average and
+// more than 10 ms (caller holds p.mu).
+func (l *link) stalled(now time.Time) bool {
+	if len(l.sent) == 0 {
+		return false
+	}
+	age := now.Sub(l.sent[0].at)
+	return age > 4*l.ackEWMA && age > 10*time.Millisecond
+}
+
 func (l *link) poke() {
 	select {
 	case l.wake <- struct{}{}:
