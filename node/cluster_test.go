@@ -269,6 +269,8 @@ func checkMetrics(t *testing.T, addr string) {
 		`spoolfs_primary_durable_lsn{volume="spool"}`,
 		`spoolfs_replication_lag_records{replica="127.0.0.1:`,
 		`spoolfs_replication_connected{replica="127.0.0.1:`,
+		`spoolfs_replication_quorum{replica="127.0.0.1:`,
+		`spoolfs_replication_ack_latency_seconds{replica="127.0.0.1:`,
 		`spoolfs_durability_wait_seconds_count{result="ok",volume="spool"}`,
 		`spoolfs_replica_lsn{replica="127.0.0.1:`,
 		`spoolfs_replica_commits_total{replica="127.0.0.1:`,

@@ -29,6 +29,8 @@ var (
 	mAcked     = prometheus.NewDesc("spoolfs_replication_acked_lsn", "The last record a replica stored durably.", linkLabels, nil)
 	mConnected = prometheus.NewDesc("spoolfs_replication_connected", "1 while the stream to a replica is up.", linkLabels, nil)
 	mResyncs   = prometheus.NewDesc("spoolfs_replication_resyncs_total", "Full snapshots sent to a replica.", linkLabels, nil)
+	mQuorum    = prometheus.NewDesc("spoolfs_replication_quorum", "1 while a wait sends to this replica at once; 0 while it trails by up to the ship delay.", linkLabels, nil)
+	mAckLat    = prometheus.NewDesc("spoolfs_replication_ack_latency_seconds", "Moving average from a send to a replica to its ack.", linkLabels, nil)
 	mWaits     = prometheus.NewDesc("spoolfs_durability_wait_seconds", "Waits for W replicas (close, fsync, rename, link; every mutation with -o sync), by result.", []string{"volume", "result"}, nil)
 	mStoreLSN  = prometheus.NewDesc("spoolfs_replica_lsn", "The last record a replica server stores, per volume.", repLabels, nil)
 	mStoreTerm = prometheus.NewDesc("spoolfs_replica_accepted_term", "The highest term a replica server accepted, per volume.", repLabels, nil)
@@ -44,7 +46,7 @@ type nodeCollector struct{ n *Node }
 // Describe implements prometheus.Collector.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mInfo, mOps, mErrnos, mNotify, mTerm, mHead, mDurable, mLogBytes, mFenced,
-		mLag, mAcked, mConnected, mResyncs, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mInodes, mBytes} {
+		mLag, mAcked, mConnected, mResyncs, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mInodes, mBytes} {
 		ch <- d
 	}
 }
@@ -102,6 +104,8 @@ func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
 		gauge(mAcked, float64(l.Acked), name, l.Addr)
 		gauge(mConnected, b2f(l.Connected), name, l.Addr)
 		counter(mResyncs, uint64(l.Resyncs), name, l.Addr)
+		gauge(mQuorum, b2f(l.Quorum), name, l.Addr)
+		gauge(mAckLat, l.AckLatency.Seconds(), name, l.Addr)
 	}
 	for _, h := range rv.waits.Histograms() {
 		ch <- prometheus.MustNewConstHistogram(mWaits, h.Count, h.Sum.Seconds(), h.Buckets, name, h.Result)

@@ -53,6 +53,10 @@ type VolumeReplicaStatus struct {
 	Lag       uint64 `json:"lag"` // records it lacks
 	Resyncs   int    `json:"resyncs"`
 	LastError string `json:"last_error,omitempty"`
+	// Quorum: a wait sends to it at once; otherwise it trails by up to
+	// the ship delay (docs/architecture.md, "quorum first").
+	Quorum     bool          `json:"quorum"`
+	AckLatency time.Duration `json:"ack_latency_ns"` // moving average, send to ack
 }
 
 // WaitSummary counts the durability waits of one outcome.
@@ -142,7 +146,7 @@ func PrintStatus(w io.Writer, ns NodeStatus) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node %s, up %s\n\n", ns.NodeID, ns.Uptime)
 	if len(ns.Volumes) > 0 {
-		fmt.Fprintln(tw, "VOLUME\tROLE\tTERM\tHEAD\tDURABLE\tW\tREPLICA\tCONNECTED\tACKED\tLAG\tRESYNCS\tLAST ERROR")
+		fmt.Fprintln(tw, "VOLUME\tROLE\tTERM\tHEAD\tDURABLE\tW\tREPLICA\tCONNECTED\tQUORUM\tACK LATENCY\tACKED\tLAG\tRESYNCS\tLAST ERROR")
 		for _, v := range ns.Volumes {
 			printVolumeRows(tw, v)
 		}
@@ -163,8 +167,8 @@ func printVolumeRows(w io.Writer, v VolumeStatus) {
 		if i > 0 {
 			name, role, term, head, durable, wq = "", "", "", "", "", ""
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", name, role, term, head, durable, wq,
-			l.Addr, yesNo(l.Connected), l.Acked, l.Lag, l.Resyncs, shorten(l.LastError, 60))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", name, role, term, head, durable, wq,
+			l.Addr, yesNo(l.Connected), yesNo(l.Quorum), l.AckLatency.Round(time.Microsecond), l.Acked, l.Lag, l.Resyncs, shorten(l.LastError, 60))
 	}
 }
 

@@ -449,6 +449,11 @@ type ReplicaStatus struct {
 	Lag       uint64 // records the replica lacks
 	Resyncs   int    // snapshots installed on it by this primary
 	LastError string
+	// Quorum: a Wait sends to it at once (one of the W fastest lately);
+	// otherwise it trails by up to ShipDelay.
+	Quorum bool
+	// AckLatency is the moving average from a send to its ack.
+	AckLatency time.Duration
 }
 
 // PrimaryStatus is what `spoolfs status` shows of a primary.
@@ -474,7 +479,8 @@ func (p *Primary) Status() PrimaryStatus {
 		st.Err = p.failed.Error()
 	}
 	for _, l := range p.links {
-		rs := ReplicaStatus{Addr: l.addr, Connected: l.connected, Acked: l.acked, Resyncs: l.resyncs}
+		rs := ReplicaStatus{Addr: l.addr, Connected: l.connected, Acked: l.acked, Resyncs: l.resyncs,
+			Quorum: slices.Contains(p.quorum, l) || p.cfg.W >= len(p.links), AckLatency: l.ackEWMA}
 		if l.acked < p.head {
 			rs.Lag = p.head - l.acked
 		}
