@@ -83,9 +83,8 @@ func TestFencing(t *testing.T) {
 	if err := os.WriteFile(p2.path("p2-file"), []byte("p2"), 0o644); err != nil {
 		t.Errorf("P2: write: %v", err)
 	}
-	if !strings.Contains(p1.out.String(), "read-only") {
-		t.Errorf("P1 did not log why it turned read-only")
-	}
+	// The log line travels through a pipe to the harness: wait for it.
+	waitFor(t, "P1 to log why it turned read-only", func() bool { return strings.Contains(p1.out.String(), "read-only") })
 	p1.stop(t)
 	p2.stop(t)
 }
