@@ -217,7 +217,7 @@ func TestRecoveryPicksMostAdvanced(t *testing.T) {
 	ctx := context.Background()
 	put := func(i int, lastTerm, lsn uint64, name string) {
 		cl := c.rawClient(i)
-		if _, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: vol, Term: 4}); err != nil {
+		if _, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: vol, Term: 4, NodeId: "raw"}); err != nil {
 			t.Fatal(err)
 		}
 		snap := baseSnapshot()
@@ -225,7 +225,7 @@ func TestRecoveryPicksMostAdvanced(t *testing.T) {
 		snap.NextIno = 5
 		snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: name, Ino: 4})
 		snap.Inodes = append(snap.Inodes, SnapInode{Ino: 4, Attr: fileAttr(0)})
-		if err := installSnapshot(ctx, cl, &pb.SnapshotHeader{Volume: vol, Term: 4, LastTerm: lastTerm}, snap, nil); err != nil {
+		if err := installSnapshot(ctx, cl, &pb.SnapshotHeader{Volume: vol, Term: 4, LastTerm: lastTerm, NodeId: "raw"}, snap, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -34,7 +34,7 @@ func setupVolume(t *testing.T, c *testCluster, i int, term uint64) pb.ReplicaCli
 	if err != nil || !resp.Granted {
 		t.Fatalf("acquire: %v %v", resp, err)
 	}
-	hdr := &pb.SnapshotHeader{Volume: vol, Term: term, LastTerm: term}
+	hdr := &pb.SnapshotHeader{Volume: vol, Term: term, LastTerm: term, NodeId: "raw"}
 	if err := installSnapshot(ctx, cl, hdr, baseSnapshot(), nil); err != nil {
 		t.Fatalf("install: %v", err)
 	}
@@ -171,7 +171,7 @@ func TestReplicaRestartResumesFromDisk(t *testing.T) {
 	if in, ok := find(after, "a"); !ok || string(in.Data) != big {
 		t.Fatalf("big file lost")
 	}
-	resp, err := c.rawClient(0).Acquire(context.Background(), &pb.AcquireRequest{Volume: vol, Term: 2})
+	resp, err := c.rawClient(0).Acquire(context.Background(), &pb.AcquireRequest{Volume: vol, Term: 2, NodeId: "other"})
 	if err != nil || resp.Granted {
 		t.Fatalf("term 2 granted again after restart: %v %v", resp, err)
 	}
@@ -279,7 +279,7 @@ func TestGarbageOnTheWireRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SendMsg(&pb.ShipRequest{Header: &pb.ShipHeader{Volume: vol, Term: 1}}); err != nil {
+	if err := s.SendMsg(&pb.ShipRequest{Header: &pb.ShipHeader{Volume: vol, Term: 1, NodeId: "raw"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RecvMsg(&pb.Ack{}); err != nil {
@@ -319,7 +319,7 @@ func TestInstallRejectsBadSnapshots(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			snap := baseSnapshot()
 			mutate(snap)
-			err := installSnapshot(context.Background(), cl, &pb.SnapshotHeader{Volume: vol, Term: 2, LastTerm: 2}, snap, nil)
+			err := installSnapshot(context.Background(), cl, &pb.SnapshotHeader{Volume: vol, Term: 2, LastTerm: 2, NodeId: "raw"}, snap, nil)
 			if status.Code(err) != codes.InvalidArgument {
 				t.Fatalf("got %v, want InvalidArgument", err)
 			}
@@ -328,8 +328,39 @@ func TestInstallRejectsBadSnapshots(t *testing.T) {
 			}
 		})
 	}
-	err := installSnapshot(context.Background(), cl, &pb.SnapshotHeader{Volume: vol, Term: 1, LastTerm: 1}, baseSnapshot(), nil)
+	err := installSnapshot(context.Background(), cl, &pb.SnapshotHeader{Volume: vol, Term: 1, LastTerm: 1, NodeId: "raw"}, baseSnapshot(), nil)
 	if !isFenced(err) {
 		t.Fatalf("install under an old term: %v", err)
+	}
+}
+
+// TestOnlyTheHolderWrites: records and snapshots of the accepted term come
+// from the holder that acquired it; another node naming the same term is
+// refused with PermissionDenied and changes nothing.
+func TestOnlyTheHolderWrites(t *testing.T) {
+	c := makeCluster(t, 1)
+	cl := setupVolume(t, c, 0, 1) // held by "raw"
+	before := c.status(0, vol)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := cl.Ship(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&pb.ShipRequest{Header: &pb.ShipHeader{Volume: vol, Term: 1, NodeId: "impostor/1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("ship from a node that does not hold the term: %v, want PermissionDenied", err)
+	}
+	hdr := &pb.SnapshotHeader{Volume: vol, Term: 1, LastTerm: 1, NodeId: "impostor/1"}
+	if err := installSnapshot(ctx, cl, hdr, baseSnapshot(), nil); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("install from a node that does not hold the term: %v, want PermissionDenied", err)
+	}
+	if after := c.status(0, vol); after.Lsn != before.Lsn || after.Commits != before.Commits || after.Holder != "raw" {
+		t.Fatalf("refused calls changed the volume: %v → %v", before, after)
+	}
+	if _, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: vol, Term: 2}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("acquire without a node id: %v, want InvalidArgument", err)
 	}
 }

@@ -214,6 +214,12 @@ func (v *volume) fail(log *zap.Logger, err error) error {
 // Acquire implements pb.ReplicaServer: a term above the accepted one is
 // persisted (term file) before the grant is answered.
 func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*pb.AcquireResponse, error) {
+	if req.NodeId == "" {
+		return nil, invalidf("acquire: no node id")
+	}
+	if err := checkClaim(ctx, req.NodeId); err != nil {
+		return nil, err
+	}
 	v, err := s.volume(req.Volume, true)
 	if err != nil {
 		return nil, err
@@ -281,6 +287,9 @@ func (s *ReplicaServer) Install(stream pb.Replica_InstallServer) error {
 			return err
 		}
 		if v == nil {
+			if err := checkClaim(stream.Context(), asm.hdr.NodeId); err != nil {
+				return err
+			}
 			if v, err = s.installTarget(asm.hdr); err != nil {
 				return err
 			}
@@ -313,7 +322,10 @@ func (s *ReplicaServer) installTarget(h *pb.SnapshotHeader) (*volume, error) {
 	if err := v.usable(); err != nil {
 		return nil, err
 	}
-	return v, checkTerm(h.Term, v.accepted)
+	if err := checkTerm(h.Term, v.accepted); err != nil {
+		return nil, err
+	}
+	return v, v.checkHolder(h.Term, h.NodeId)
 }
 
 func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, snap *Snapshot) error {
@@ -323,6 +335,9 @@ func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, snap *Snapsho
 		return err
 	}
 	if err := checkTerm(h.Term, v.accepted); err != nil {
+		return err
+	}
+	if err := v.checkHolder(h.Term, h.NodeId); err != nil {
 		return err
 	}
 	m := meta{LastTerm: h.LastTerm, LSN: snap.LSN, NextIno: snap.NextIno, Initialized: true}

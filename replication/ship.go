@@ -29,11 +29,14 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 	if h == nil || len(first.Records) > 0 || len(first.MoreData) > 0 {
 		return invalidf("ship: the first message must be a header alone")
 	}
+	if err := checkClaim(stream.Context(), h.NodeId); err != nil {
+		return err
+	}
 	v, err := s.volume(h.Volume, false)
 	if err != nil {
 		return err
 	}
-	ack, err := v.handshake(h.Term)
+	ack, err := v.handshake(h.Term, h.NodeId)
 	if err != nil {
 		return err
 	}
@@ -54,13 +57,16 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 }
 
 // handshake checks a stream's term and returns the replica's position.
-func (v *volume) handshake(term uint64) (*pb.Ack, error) {
+func (v *volume) handshake(term uint64, holder string) (*pb.Ack, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := v.usable(); err != nil {
 		return nil, err
 	}
 	if err := checkTerm(term, v.accepted); err != nil {
+		return nil, err
+	}
+	if err := v.checkHolder(term, holder); err != nil {
 		return nil, err
 	}
 	return v.ack(false), nil

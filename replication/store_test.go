@@ -161,7 +161,7 @@ func TestCorruptDatabaseMovedAside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := srv.Acquire(t.Context(), &pb.AcquireRequest{Volume: vol, Term: 7})
+	resp, err := srv.Acquire(t.Context(), &pb.AcquireRequest{Volume: vol, Term: 7, NodeId: "raw"})
 	if err != nil || !resp.Granted {
 		t.Fatal(resp, err)
 	}
@@ -174,7 +174,7 @@ func TestCorruptDatabaseMovedAside(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	resp, err = srv.Acquire(t.Context(), &pb.AcquireRequest{Volume: vol, Term: 7})
+	resp, err = srv.Acquire(t.Context(), &pb.AcquireRequest{Volume: vol, Term: 7, NodeId: "other"})
 	if err != nil || resp.Granted || resp.AcceptedTerm != 7 || resp.Initialized {
 		t.Fatalf("after corruption: %v %v", resp, err)
 	}

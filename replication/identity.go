@@ -1,0 +1,58 @@
+package replication
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Node identity (DESIGN.md, Replication: "mTLS, node identity from the
+// certificate; only the volume's current term holder may write").
+//
+// Over mTLS a caller's node id is the common name of the certificate it
+// proved it holds, and the node id a call claims — the first part of the
+// holder string "NODE/random" that Acquire, Ship and Install carry — must
+// be that one: a node cannot take or write a volume under another node's
+// name. Over plaintext (loopback, tests) there is no identity to check.
+// Whatever the transport, Ship and Install must come from the holder that
+// acquired the volume's current term (checkHolder).
+
+// peerIdentity is the node id the caller's verified certificate names, or
+// "" when the connection carries none.
+func peerIdentity(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	return ti.State.VerifiedChains[0][0].Subject.CommonName
+}
+
+// checkClaim refuses a call whose claimed holder names a node other than
+// the caller's certificate.
+func checkClaim(ctx context.Context, holder string) error {
+	id := peerIdentity(ctx)
+	if id == "" {
+		return nil
+	}
+	if node, _, _ := strings.Cut(holder, "/"); node != id {
+		return status.Errorf(codes.PermissionDenied, "node %q (by its certificate) claims to be %q", id, node)
+	}
+	return nil
+}
+
+// checkHolder refuses records or a snapshot of the accepted term from
+// anyone but the holder that acquired it (caller holds v.mu).
+func (v *volume) checkHolder(term uint64, holder string) error {
+	if term == v.accepted && v.holder != "" && holder != v.holder {
+		return status.Errorf(codes.PermissionDenied, "volume %q: term %d is held by %q, not %q", v.name, term, v.holder, holder)
+	}
+	return nil
+}
