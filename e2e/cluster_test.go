@@ -103,17 +103,24 @@ type cluster struct {
 type replicaProc struct {
 	*proc
 	addr, data string
+	extra      []string      // more flags (--tls-*)
 	log        *lockedBuffer // every run's output
 }
 
 // newCluster starts n replicas on free loopback ports; they are killed in
 // t.Cleanup.
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int) *cluster { return newClusterWith(t, n, nil) }
+
+// newClusterWith is newCluster with more flags for replica i from extra.
+func newClusterWith(t *testing.T, n int, extra func(i int) []string) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	base := t.TempDir()
 	for i := 0; i < n; i++ {
 		r := &replicaProc{addr: freeAddr(t), data: filepath.Join(base, fmt.Sprintf("replica-%d", i+1)), log: &lockedBuffer{}}
+		if extra != nil {
+			r.extra = extra(i)
+		}
 		c.reps = append(c.reps, r)
 		c.start(i)
 	}
@@ -146,7 +153,7 @@ func (c *cluster) start(i int) {
 	c.t.Helper()
 	r := c.reps[i]
 	fmt.Fprintf(r.log, "--- start\n")
-	p, err := startProc(fmt.Sprintf("replica %d", i+1), r.log, "replica", "--listen", r.addr, "--data", r.data)
+	p, err := startProc(fmt.Sprintf("replica %d", i+1), r.log, append([]string{"replica", "--listen", r.addr, "--data", r.data}, r.extra...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ type Config struct {
 	DataDir string         `yaml:"data_dir"` // the replica's volumes; required with listen
 	Admin   string         `yaml:"admin"`    // admin HTTP host:port (/metrics...); empty: off
 	Volumes []VolumeConfig `yaml:"volumes"`  // volumes this node mounts as primary
+	TLS     TLSConfig      `yaml:"tls"`      // mTLS between nodes; empty: plaintext
 }
 
 // VolumeConfig is one volume the node mounts as its primary.
@@ -78,6 +79,9 @@ func ParseConfig(b []byte) (*Config, error) {
 // Validate checks the fields and fills the defaults (node_id from the
 // host name). Errors name the field.
 func (c *Config) Validate() error {
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
 	if c.NodeID == "" {
 		host, err := os.Hostname()
 		if err != nil {
@@ -289,6 +293,7 @@ var flagOfField = []struct{ field, flag string }{
 	{"volumes[0].log_bytes", "--log-bytes"}, {"volumes[0].options", "-o"},
 	{"volumes[0].root_mode", "--root-mode"}, {"volumes[0].root_owner", "--root-owner"},
 	{"node_id", "--node-id"}, {"listen", "--listen"}, {"data_dir", "--data"}, {"admin", "--admin"},
+	{"tls.cert", "--tls-cert"}, {"tls.key", "--tls-key"}, {"tls.ca", "--tls-ca"},
 }
 
 // FlagNames rewrites a validation error of a config built from flags so it

@@ -65,6 +65,10 @@ func StartReplica(o ReplicaOptions, log *zap.Logger) (*Replica, error) {
 		lock.Close()
 		return nil, fmt.Errorf("replica %s: %w", o.DataDir, err)
 	}
+	if plaintextOutsideLoopback(o.Listen, o.Creds != nil) {
+		log.Warn("the replication service listens beyond loopback without TLS: any host that reaches it can take or write volumes; give it certificates (spoolfs certs)",
+			zap.String("listen", o.Listen))
+	}
 	lis, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		srv.Close()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc/credentials"
 )
 
 // Node is one spoolfs process serving several things at once: replica
@@ -121,11 +122,15 @@ func (n *Node) StartAdmin(addr string) (*Admin, error) {
 // data_dir), its admin endpoint, then each volume, in order. ctx bounds
 // the start (a signal cancels it). On error what was started is stopped.
 func (n *Node) StartConfig(ctx context.Context, c *Config) error {
+	server, client, err := c.Credentials()
+	if err != nil {
+		return err
+	}
 	if c.Listen != "" {
 		// A node that is only a replica sizes GOMAXPROCS to the volumes
 		// it serves (procs.go); one that also mounts volumes leaves it.
 		adapt := len(c.Volumes) == 0 && os.Getenv("GOMAXPROCS") == ""
-		if _, err := n.StartReplica(ReplicaOptions{Listen: c.Listen, DataDir: c.DataDir, AdaptProcs: adapt}); err != nil {
+		if _, err := n.StartReplica(ReplicaOptions{Listen: c.Listen, DataDir: c.DataDir, AdaptProcs: adapt, Creds: server}); err != nil {
 			return err
 		}
 	}
@@ -139,7 +144,9 @@ func (n *Node) StartConfig(ctx context.Context, c *Config) error {
 		vc := &c.Volumes[i]
 		o, err := vc.MountOptions(fmt.Sprintf("volumes[%d]", i))
 		if err == nil {
-			_, err = n.MountVolume(ctx, o, vc.Replication(c.NodeID))
+			r := vc.Replication(c.NodeID)
+			r.Creds = client
+			_, err = n.MountVolume(ctx, o, r)
 		}
 		if err != nil {
 			n.Stop(nil)
@@ -147,6 +154,22 @@ func (n *Node) StartConfig(ctx context.Context, c *Config) error {
 		}
 	}
 	return nil
+}
+
+// Credentials are the gRPC credentials of the config's tls section: the
+// replica server's and the primary's (nil, nil without it).
+func (c *Config) Credentials() (server, client credentials.TransportCredentials, err error) {
+	f := c.TLS.Files()
+	if !f.Enabled() {
+		return nil, nil, nil
+	}
+	if server, err = f.ServerCreds(); err != nil {
+		return nil, nil, err
+	}
+	if client, err = f.ClientCreds(); err != nil {
+		return nil, nil, err
+	}
+	return server, client, nil
 }
 
 // Serve serves until a signal arrives on sigs, then stops everything

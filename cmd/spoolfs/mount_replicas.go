@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/spoolfs/spoolfs/node"
 )
@@ -22,6 +23,8 @@ type replicaFlags struct {
 	nodeID         string
 	acquireTimeout time.Duration
 	admin          string
+	tls            tlsFlags
+	client         credentials.TransportCredentials // from tls, set by check
 }
 
 func addReplicaFlags(c *cobra.Command, r *replicaFlags) {
@@ -32,12 +35,13 @@ func addReplicaFlags(c *cobra.Command, r *replicaFlags) {
 	fl.StringVar(&r.nodeID, "node-id", "", "with --replicas: this node's id, recorded with its term (default: the host name)")
 	fl.DurationVar(&r.acquireTimeout, "acquire-timeout", 30*time.Second, "with --replicas: how long taking the volume and recovering it may take")
 	fl.StringVar(&r.admin, "admin", "", "with --replicas: serve /metrics, /healthz, /readyz, /status, /debug/pprof on host:port")
+	addTLSFlags(fl, &r.tls)
 }
 
 // check validates the replication flags (the same rules as a node config).
 func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 	if r.replicas == "" {
-		for _, name := range []string{"w", "log-bytes", "node-id", "acquire-timeout", "admin"} {
+		for _, name := range append([]string{"w", "log-bytes", "node-id", "acquire-timeout", "admin"}, tlsFlagNames...) {
 			if c.Flags().Changed(name) {
 				return fmt.Errorf("--%s: only with --replicas", name)
 			}
@@ -47,20 +51,25 @@ func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 	if readOnly {
 		return errors.New("-o ro with --replicas: a read-only mount of a replicated volume is a follower (--follow), not implemented yet")
 	}
-	if r.nodeID == "" {
-		r.nodeID = node.DefaultNodeID()
-	}
 	v := node.VolumeConfig{Name: "v", MountPoint: "/", Replicas: node.SplitReplicas(r.replicas), W: r.w, LogBytes: r.logBytes}
-	cfg := node.Config{NodeID: r.nodeID, Admin: r.admin, Volumes: []node.VolumeConfig{v}}
-	if err := cfg.Validate(); err != nil {
+	cfg := node.Config{NodeID: r.nodeID, Admin: r.admin, Volumes: []node.VolumeConfig{v}, TLS: r.tls.config()}
+	if err := cfg.Validate(); err != nil { // with --tls-*: the node id is the certificate's
 		return flagNames(err)
+	}
+	r.nodeID = cfg.NodeID
+	if cfg.TLS.Files().Enabled() {
+		creds, err := cfg.TLS.Files().ClientCreds()
+		if err != nil {
+			return err
+		}
+		r.client = creds
 	}
 	return nil
 }
 
 func (r *replicaFlags) options() node.ReplicationOptions {
 	return node.ReplicationOptions{NodeID: r.nodeID, Replicas: node.SplitReplicas(r.replicas), W: r.w,
-		MaxLogBytes: int64(r.logBytes), AcquireTimeout: r.acquireTimeout}
+		MaxLogBytes: int64(r.logBytes), AcquireTimeout: r.acquireTimeout, Creds: r.client}
 }
 
 // runReplicated makes this node the volume's primary, mounts it and serves

@@ -20,6 +20,7 @@ func newReplicaCmd() *cobra.Command {
 	var o node.ReplicaOptions
 	var maxFile node.ByteSize
 	var grace time.Duration
+	var tf tlsFlags
 	c := &cobra.Command{
 		Use:   "replica --listen ADDR --data DIR",
 		Short: "Serve as a replica for the volumes that primaries push to it",
@@ -28,13 +29,23 @@ to it in DIR, one buntdb file per volume, fsynced before each acknowledgement.
 A restarted replica resumes from what is on disk. SIGINT/SIGTERM stop it:
 calls in flight get --stop-grace to finish, then the streams are closed (a
 primary reconnects to the replica when it returns).`,
-		Example: `  spoolfs replica --listen 10.0.0.7:7400 --data /var/lib/spoolfs`,
-		Args:    cobra.NoArgs,
+		Example: `  spoolfs replica --listen 10.0.0.7:7400 --data /var/lib/spoolfs \
+      --tls-ca /etc/spoolfs/tls/ca.crt --tls-cert /etc/spoolfs/tls/r1.crt --tls-key /etc/spoolfs/tls/r1.key`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			if o.Listen == "" || o.DataDir == "" {
 				return usageErr(c, errors.New("want --listen ADDR and --data DIR"))
 			}
 			o.MaxFileSize = uint64(maxFile)
+			cfg := node.Config{Listen: o.Listen, DataDir: o.DataDir, TLS: tf.config()}
+			if err := cfg.Validate(); err != nil {
+				return usageErr(c, flagNames(err))
+			}
+			server, _, err := cfg.Credentials()
+			if err != nil {
+				return usageErr(c, err)
+			}
+			o.Creds = server
 			return runReplica(o, grace)
 		},
 	}
@@ -43,6 +54,7 @@ primary reconnects to the replica when it returns).`,
 	fl.StringVar(&o.DataDir, "data", "", "directory of the volumes' buntdb files (created if missing)")
 	fl.Var(&maxFile, "max-file-size", "largest file a record may carry, e.g. 1GiB (0: the default)")
 	fl.DurationVar(&grace, "stop-grace", 5*time.Second, "on SIGTERM, how long calls in flight have to finish")
+	addTLSFlags(fl, &tf)
 	return c
 }
 

@@ -28,6 +28,7 @@ type runFlags struct {
 	vol      node.VolumeConfig
 	replicas string
 	mount    string
+	tls      tlsFlags
 }
 
 func newRunCmd() *cobra.Command {
@@ -71,6 +72,7 @@ data persists: the next run recovers the volume from the replicas.`,
 	fl.StringVar(&f.vol.RootMode, "root-mode", "", "permissions of a new volume's root directory (octal, default 0755)")
 	fl.BoolVar(&f.vol.AccessLog, "access-log", false, "log one line per FUSE op")
 	fl.StringVar(&f.vol.RootOwner, "root-owner", "", "UID:GID owning a new volume's root directory (default: this user)")
+	addTLSFlags(fl, &f.tls)
 	return c
 }
 
@@ -124,7 +126,7 @@ func exitCode(code int) error {
 // nodeConfig builds the node's configuration from -c or from the flags.
 func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 	nodeFlags := []string{"node-id", "listen", "data", "admin", "volume", "mount", "replicas", "w", "flush-timeout",
-		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner", "access-log"}
+		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner", "access-log", "tls-ca", "tls-cert", "tls-key"}
 	switch {
 	case f.config != "" && f.embedded:
 		return nil, errors.New("-c and --embedded exclude each other")
@@ -139,6 +141,7 @@ func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 		return f.embeddedConfig(c)
 	}
 	cfg := f.cfg
+	cfg.TLS = f.tls.config()
 	if f.vol.Name != "" || f.mount != "" || f.replicas != "" {
 		v := f.vol
 		v.Replicas = node.SplitReplicas(f.replicas)
@@ -160,9 +163,9 @@ func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 // embeddedConfig checks the flags of --embedded; the volume goes through
 // the same validation as a config file's.
 func (f *runFlags) embeddedConfig(c *cobra.Command) (*node.Config, error) {
-	for _, name := range []string{"listen", "replicas"} {
+	for _, name := range append([]string{"listen", "replicas"}, tlsFlagNames...) {
 		if c.Flags().Changed(name) {
-			return nil, fmt.Errorf("--%s: not with --embedded (it starts its own replicas)", name)
+			return nil, fmt.Errorf("--%s: not with --embedded (it starts its own replicas, on loopback)", name)
 		}
 	}
 	if f.mount == "" {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/spoolfs/spoolfs/node"
 )
@@ -18,6 +19,7 @@ func init() { extraCommands = append(extraCommands, newStatusCmd) }
 func newStatusCmd() *cobra.Command {
 	var admin, replicas string
 	var asJSON bool
+	var tf tlsFlags
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "status [--admin ADDR | --replicas A,B,C]",
@@ -39,7 +41,11 @@ With --replicas, ask the replicas themselves (their Status RPC) instead.`,
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			if replicas != "" {
-				return printReplicas(ctx, node.SplitReplicas(replicas), asJSON)
+				_, creds, err := (&node.Config{TLS: tf.config()}).Credentials()
+				if err != nil {
+					return usageErr(c, err)
+				}
+				return printReplicas(ctx, node.SplitReplicas(replicas), creds, asJSON)
 			}
 			ns, err := node.FetchStatus(ctx, admin)
 			if err != nil {
@@ -56,11 +62,12 @@ With --replicas, ask the replicas themselves (their Status RPC) instead.`,
 	fl.StringVar(&replicas, "replicas", "", "ask these replicas (host:port,...) directly")
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	fl.DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for answers")
+	addTLSFlags(fl, &tf)
 	return c
 }
 
-func printReplicas(ctx context.Context, addrs []string, asJSON bool) error {
-	rs := node.QueryReplicas(ctx, addrs, nil)
+func printReplicas(ctx context.Context, addrs []string, creds credentials.TransportCredentials, asJSON bool) error {
+	rs := node.QueryReplicas(ctx, addrs, creds)
 	if asJSON {
 		return printJSON(rs)
 	}

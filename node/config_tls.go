@@ -1,0 +1,79 @@
+package node
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+)
+
+// TLSConfig is a node's mTLS material in its YAML config:
+//
+//	tls:
+//	  ca: /etc/spoolfs/tls/ca.crt      # the cluster's CA (spoolfs certs ca)
+//	  cert: /etc/spoolfs/tls/mx1.crt   # this node's certificate (spoolfs certs node)
+//	  key: /etc/spoolfs/tls/mx1.key
+//
+// With it the replica service requires and verifies client certificates,
+// the primary verifies the replicas', and a node's id is the common name
+// of its certificate (replication/identity.go).
+type TLSConfig struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Files is the same as TLSFiles.
+func (t TLSConfig) Files() TLSFiles { return TLSFiles(t) }
+
+// CertNodeID is the node id the certificate of f names.
+func CertNodeID(f TLSFiles) (string, error) {
+	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", f.Cert, err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", f.Cert, err)
+	}
+	return NodeIdentity(leaf), nil
+}
+
+// validateTLS checks the tls section and settles the node id: with mTLS
+// it is the certificate's, and a node_id that names another node is an
+// error (the replicas would refuse every call).
+func (c *Config) validateTLS() error {
+	f := c.TLS.Files()
+	if !f.Enabled() {
+		return nil
+	}
+	if err := f.Validate(); err != nil {
+		return err // names the file
+	}
+	id, err := CertNodeID(f)
+	if err != nil {
+		return fmt.Errorf("tls.cert: %w", err)
+	}
+	switch c.NodeID {
+	case "":
+		c.NodeID = id
+	case id:
+	default:
+		return fmt.Errorf("node_id: %q, but the certificate tls.cert names node %q (replicas take the node id from the certificate)", c.NodeID, id)
+	}
+	return nil
+}
+
+// plaintextOutsideLoopback says whether addr serves the replication
+// service to other hosts without TLS.
+func plaintextOutsideLoopback(addr string, tlsOn bool) bool {
+	if tlsOn || addr == "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/spoolfs/spoolfs/replication"
+)
+
+// tlsCluster makes a CA, certificates for the named nodes (127.0.0.1) and
+// returns their files.
+func tlsCluster(t *testing.T, nodes ...string) (dir string, files map[string]TLSFiles) {
+	t.Helper()
+	dir = t.TempDir()
+	if err := CreateCA(dir, "test CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	files = map[string]TLSFiles{}
+	for _, n := range nodes {
+		if err := IssueNodeCert(dir, dir, n, []string{"127.0.0.1"}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		files[n] = TLSFiles{CA: filepath.Join(dir, CACertFile), Cert: filepath.Join(dir, n+".crt"), Key: filepath.Join(dir, n+".key")}
+	}
+	return dir, files
+}
+
+// TestMutualTLSCluster: three replicas serving over mTLS. A primary with
+// its own certificate takes the volume and ships to all of them; a node
+// presenting its own certificate under another node's id, and a client
+// with no certificate, get nothing.
+func TestMutualTLSCluster(t *testing.T) {
+	_, files := tlsCluster(t, "r1", "r2", "r3", "p1", "evil")
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	var addrs []string
+	for _, r := range []string{"r1", "r2", "r3"} {
+		creds, err := files[r].ServerCreds()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Creds: creds}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rep.Stop(context.Background()) })
+		addrs = append(addrs, rep.Addr())
+	}
+	open := func(nodeID string, files TLSFiles, plaintext bool) (*replication.Primary, error) {
+		cfg := replication.PrimaryConfig{Volume: "mail", NodeID: nodeID, Replicas: addrs, Log: log,
+			AcquireTimeout: 3 * time.Second, CallTimeout: time.Second}
+		if plaintext {
+			cfg.Creds = insecure.NewCredentials()
+		} else {
+			creds, err := files.ClientCreds()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Creds = creds
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p, _, err := replication.OpenPrimary(ctx, cfg)
+		return p, err
+	}
+
+	if _, err := open("p1", files["evil"], false); err == nil || !strings.Contains(err.Error(), "claims to be") {
+		t.Fatalf("a node claiming another node's id: %v, want a refusal naming the claim", err)
+	}
+	if _, err := open("p1", TLSFiles{}, true); err == nil {
+		t.Fatal("a client without TLS took the volume")
+	}
+	p, err := open("p1", files["p1"], false)
+	if err != nil {
+		t.Fatalf("the primary with its own certificate: %v", err)
+	}
+	defer p.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := p.Status()
+		up := 0
+		for _, r := range st.Replicas {
+			if r.Connected {
+				up++
+			}
+		}
+		if up == len(addrs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ship streams over mTLS not up: %+v", st.Replicas)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, r := range QueryReplicas(context.Background(), addrs, mustClient(t, files["p1"])) {
+		if r.Err != "" || len(r.Volumes) != 1 || !strings.HasPrefix(r.Volumes[0].Holder, "p1/") {
+			t.Errorf("replica %s: %+v, want volume mail held by p1", r.Addr, r)
+		}
+	}
+}
+
+func mustClient(t *testing.T, f TLSFiles) credentials.TransportCredentials {
+	t.Helper()
+	creds, err := f.ClientCreds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return creds
+}
+
+// TestConfigTLSNodeID: with a tls section the node id is the certificate's;
+// a node_id naming another node is refused, naming the field.
+func TestConfigTLSNodeID(t *testing.T) {
+	_, files := tlsCluster(t, "mx1")
+	f := files["mx1"]
+	tlsCfg := TLSConfig(f)
+	c := Config{Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: tlsCfg}
+	if err := c.Validate(); err != nil || c.NodeID != "mx1" {
+		t.Fatalf("validate: %v, node id %q, want mx1 from the certificate", err, c.NodeID)
+	}
+	c = Config{NodeID: "mx2", Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: tlsCfg}
+	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "node_id:") {
+		t.Fatalf("node_id mx2 with mx1's certificate: %v, want an error naming node_id", err)
+	}
+	c = Config{Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: TLSConfig{Cert: f.Cert}}
+	if err := c.Validate(); err == nil {
+		t.Fatal("a tls section with the certificate alone was accepted")
+	}
+}
