@@ -6,4 +6,8 @@
 // (docs/operations.md) promises: no privileged container, no added
 // SYS_ADMIN, limits on every container, probes that fail when the mount
 // stops answering, and a mail container that runs under `spoolfs mount`.
+// tls_test.go checks mTLS: every container that talks to other nodes
+// passes --tls-* files of the spoolfs-tls Secret (made by
+// kubernetes/make-tls-secret.sh, which the test runs offline), and the
+// systemd units and examples name their certificate files.
 package deploy

@@ -332,7 +332,8 @@ func spoolfsMount(t *testing.T, where string, cmd []string) (args, child []strin
 // positional returns the arguments that are not flags or flag values.
 func positional(args []string) []string {
 	withValue := map[string]bool{"--replicas": true, "--capacity": true, "--stop-grace": true,
-		"--log-format": true, "-o": true, "--root-owner": true, "--root-mode": true, "--flush-timeout": true}
+		"--log-format": true, "-o": true, "--root-owner": true, "--root-mode": true, "--flush-timeout": true,
+		"--node-id": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true}
 	var pos []string
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; {
@@ -449,12 +450,15 @@ func TestMailVariants(t *testing.T) {
 	userns.SecurityContext.RunAsNonRoot = host.SecurityContext.RunAsNonRoot
 	userns.SecurityContext.RunAsUser = host.SecurityContext.RunAsUser
 	userns.SecurityContext.RunAsGroup = host.SecurityContext.RunAsGroup
+	// Who reads the spoolfs-tls files: the host variant's user through
+	// fsGroup, the userns variant's root as their owner.
+	userns.SecurityContext.FSGroup = host.SecurityContext.FSGroup
 	c.SecurityContext.Capabilities.Add = nil
 	c.Command = removeArgs(c.Command, "-o", "allow_other", "--root-owner", "--root-mode")
 	if !reflect.DeepEqual(host, userns) {
 		a, _ := json.MarshalIndent(host, "", " ")
 		b, _ := json.MarshalIndent(userns, "", " ")
-		t.Errorf("the mail variants differ beyond hostUsers, ids, SETUID/SETGID and mount options:\n%s", lineDiff(string(a), string(b)))
+		t.Errorf("the mail variants differ beyond hostUsers, ids, fsGroup, SETUID/SETGID and mount options:\n%s", lineDiff(string(a), string(b)))
 	}
 }
 
@@ -529,7 +533,8 @@ func TestReplicaStatefulSet(t *testing.T) {
 		t.Errorf("replicas: want a zone spread constraint (maxSkew 1, DoNotSchedule, minDomains 3)")
 	}
 	c := sts.Spec.Template.Spec.Containers[0]
-	want := []string{"spoolfs", "replica", "--listen", ":7070", "--data", "/data"}
+	want := []string{"spoolfs", "replica", "--listen", ":7070", "--data", "/data",
+		"--tls-ca", tlsDir + "/ca.crt", "--tls-cert", tlsDir + "/$(POD_NAME).crt", "--tls-key", tlsDir + "/$(POD_NAME).key"}
 	if !slices.Equal(c.Command, want) {
 		t.Errorf("replica command %q, want %q", c.Command, want)
 	}

@@ -350,6 +350,8 @@ func TestMountHelperErrors(t *testing.T) {
 		{"bad source", []string{"v", dir, "-o", "local"}, "want spoolfs:VOLUME"},
 		{"missing dir", []string{"spoolfs:v", dir + "/nope", "-o", "local"}, "no such directory"},
 		{"spoolfs refuses", []string{"spoolfs:v", dir}, "did not mount"},
+		// tls_* reach spoolfs as --tls-*: it names the missing file.
+		{"tls files", []string{"spoolfs:v", dir, "-o", "replicas=127.0.0.1:1+127.0.0.2:1+127.0.0.3:1,tls_ca=" + dir + "/none-ca.crt,tls_cert=" + dir + "/x.crt,tls_key=" + dir + "/x.key"}, "none-ca.crt"},
 	} {
 		start := time.Now()
 		code, out := runHelper(t, bin, tc.args...)
