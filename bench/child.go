@@ -36,11 +36,7 @@ type childSystem struct {
 // VAR=value words go to its environment, then a word @PATH names another
 // spoolfs binary (to compare two builds), the rest are flags.
 func newSpoolfs(name, bin string, args []string) *childSystem {
-	env, flags := splitEnv(args)
-	prog := "spoolfs"
-	if len(flags) > 0 && strings.HasPrefix(flags[0], "@") && len(flags[0]) > 1 {
-		bin, prog, flags = flags[0][1:], flags[0][1:], flags[1:]
-	}
+	env, bin, prog, flags := variantArgs(bin, args)
 	words := append(append(slices.Clone(env), prog+" mount --local VOLUME DIR"), flags...)
 	return &childSystem{
 		name: name, kind: KindSpoolfs, bin: bin, env: env,
@@ -49,6 +45,17 @@ func newSpoolfs(name, bin string, args []string) *childSystem {
 		},
 		describe: strings.Join(words, " ") + " (child process)",
 	}
+}
+
+// variantArgs splits a variant's words: leading VAR=value words (env), an
+// optional @PATH naming another binary (bin and prog, as shown), the flags.
+func variantArgs(bin string, args []string) (env []string, _ string, prog string, flags []string) {
+	env, flags = splitEnv(args)
+	prog = "spoolfs"
+	if len(flags) > 0 && strings.HasPrefix(flags[0], "@") && len(flags[0]) > 1 {
+		bin, prog, flags = flags[0][1:], flags[0][1:], flags[1:]
+	}
+	return env, bin, prog, flags
 }
 
 // newMemfsProcess returns memfs served by `spoolfs bench serve-memfs`.

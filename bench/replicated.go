@@ -125,11 +125,7 @@ type replicatedSystem struct {
 }
 
 func newReplicated(name, bin string, args []string) *replicatedSystem {
-	env, flags := splitEnv(args)
-	prog := "spoolfs"
-	if len(flags) > 0 && strings.HasPrefix(flags[0], "@") && len(flags[0]) > 1 {
-		bin, prog, flags = flags[0][1:], flags[0][1:], flags[1:]
-	}
+	env, bin, prog, flags := variantArgs(bin, args)
 	words := append(append(slices.Clone(env), prog+" mount --replicas A,B,C VOLUME DIR"), flags...)
 	return &replicatedSystem{bin: bin, flags: flags,
 		childSystem: &childSystem{name: name, kind: KindReplicated, bin: bin, env: env,

@@ -79,3 +79,22 @@ func TestCompareQuickReplicated(t *testing.T) {
 		t.Errorf("replica processes left running: %s", pids)
 	}
 }
+
+// TestReplicatedVariant: a replicated variant's words are parsed like a
+// local one's: environment first, then another binary, then mount flags;
+// the replicas run that binary with that environment too.
+func TestReplicatedVariant(t *testing.T) {
+	s := newReplicated("new", "/usr/bin/spoolfs", []string{"GOMAXPROCS=1", "@/tmp/spoolfs-new", "--writeback-cache=true"})
+	if s.bin != "/tmp/spoolfs-new" || s.childSystem.bin != "/tmp/spoolfs-new" {
+		t.Errorf("binary %q / %q, want /tmp/spoolfs-new for the mount and the replicas", s.bin, s.childSystem.bin)
+	}
+	if len(s.env) != 1 || s.env[0] != "GOMAXPROCS=1" {
+		t.Errorf("environment %q", s.env)
+	}
+	if len(s.flags) != 1 || s.flags[0] != "--writeback-cache=true" {
+		t.Errorf("mount flags %q", s.flags)
+	}
+	if d := s.Describe(); !strings.Contains(d, "GOMAXPROCS=1 /tmp/spoolfs-new mount --replicas") || !strings.Contains(d, "/tmp/spoolfs-new replica") {
+		t.Errorf("description %q", d)
+	}
+}
