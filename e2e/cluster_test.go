@@ -193,19 +193,31 @@ func (c *cluster) lsns(volume string) []uint64 {
 	return out
 }
 
-func replicaLSN(addr, volume string) uint64 {
+func replicaLSN(addr, volume string) uint64 { return replicaStatus(addr, volume).GetLsn() }
+
+// replicaStatus asks a replica for one volume's status (nil if it cannot).
+func replicaStatus(addr, volume string) *pb.VolumeStatus {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	resp, err := pb.NewReplicaClient(conn).Status(ctx, &pb.StatusRequest{Volume: volume})
 	if err != nil || len(resp.Volumes) == 0 {
-		return 0
+		return nil
 	}
-	return resp.Volumes[0].Lsn
+	return resp.Volumes[0]
+}
+
+// compactions sums the file rewrites the running replicas report.
+func (c *cluster) compactions(volume string) uint64 {
+	var n uint64
+	for _, r := range c.reps {
+		n += replicaStatus(r.addr, volume).GetCompactions()
+	}
+	return n
 }
 
 // primary is one primary process and its mount point.

@@ -47,7 +47,9 @@ func TestDurability(t *testing.T) {
 	t.Logf("durability seed %d (rerun with -durability.seed=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	start := time.Now()
-	c := newCluster(t, 3)
+	// Replicas compact their files from 1 MiB on (64 MiB by default), so
+	// that kills land before, during and after rewrites of the file too.
+	c := newClusterWith(t, 3, func(int) []string { return []string{"--compact-min-size", "1MiB"} })
 	const vol = "durability"
 	p := c.startPrimary(vol, "p0", "--flush-timeout", "20s")
 	for _, d := range []string{"spool", "new"} {
@@ -66,6 +68,11 @@ func TestDurability(t *testing.T) {
 		}
 	}
 	waitConverged(t, c, vol)
+	if n := c.compactions(vol); n == 0 {
+		t.Error("no replica compacted its file: the test did not exercise compaction")
+	} else {
+		t.Logf("compactions by the replicas running now: %d", n)
+	}
 	fmt.Printf("durability (seed %d, %d rounds, %v): files acknowledged %d, lost %d, corrupted %d\n",
 		seed, *flagDurRounds, time.Since(start).Round(time.Millisecond), led.ackCount(), led.lostTotal, led.corruptedTotal)
 	p.stop(t)

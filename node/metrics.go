@@ -36,6 +36,7 @@ var (
 	mStoreTerm = prometheus.NewDesc("spoolfs_replica_accepted_term", "The highest term a replica server accepted, per volume.", repLabels, nil)
 	mStoreLast = prometheus.NewDesc("spoolfs_replica_last_term", "The term of the last record a replica server stores.", repLabels, nil)
 	mCommits   = prometheus.NewDesc("spoolfs_replica_commits_total", "Batches a replica server committed (one fsync each).", repLabels, nil)
+	mCompacts  = prometheus.NewDesc("spoolfs_replica_compactions_total", "Rewrites of a volume's database file by a replica server.", repLabels, nil)
 	mInodes    = prometheus.NewDesc("spoolfs_replica_inodes", "Inodes a replica server stores, per volume.", repLabels, nil)
 	mBytes     = prometheus.NewDesc("spoolfs_replica_data_bytes", "File bytes a replica server stores, per volume.", repLabels, nil)
 )
@@ -46,7 +47,7 @@ type nodeCollector struct{ n *Node }
 // Describe implements prometheus.Collector.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mInfo, mOps, mErrnos, mNotify, mTerm, mHead, mDurable, mLogBytes, mFenced,
-		mLag, mAcked, mConnected, mResyncs, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mInodes, mBytes} {
+		mLag, mAcked, mConnected, mResyncs, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes} {
 		ch <- d
 	}
 }
@@ -122,6 +123,7 @@ func collectStore(ch chan<- prometheus.Metric, addr string, v ReplicaVolStatus) 
 	gauge(mInodes, v.Inodes)
 	gauge(mBytes, v.DataBytes)
 	ch <- prometheus.MustNewConstMetric(mCommits, prometheus.CounterValue, float64(v.Commits), addr, v.Volume)
+	ch <- prometheus.MustNewConstMetric(mCompacts, prometheus.CounterValue, float64(v.Compactions), addr, v.Volume)
 }
 
 func b2f(b bool) float64 {

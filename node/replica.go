@@ -26,6 +26,9 @@ type ReplicaOptions struct {
 	Creds credentials.TransportCredentials
 	// MaxFileSize bounds one file of a volume (0: replication's default).
 	MaxFileSize uint64
+	// CompactMin is the file size below which a volume's database is never
+	// compacted (0: replication.DefaultCompactMin, 64 MiB).
+	CompactMin int64
 	// AdaptProcs lets the replica set GOMAXPROCS to the number of volumes
 	// being shipped to it (at least 1, at most the CPUs). For a process
 	// that is a replica and nothing else (adaptProcs in procs.go says why).
@@ -56,7 +59,7 @@ func StartReplica(o ReplicaOptions, log *zap.Logger) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ropts []replication.ReplicaOption
+	ropts := []replication.ReplicaOption{replication.WithCompactMin(o.CompactMin)}
 	if o.MaxFileSize > 0 {
 		ropts = append(ropts, replication.WithLimits(replication.Limits{MaxFileSize: o.MaxFileSize}))
 	}

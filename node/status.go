@@ -85,6 +85,7 @@ type ReplicaVolStatus struct {
 	Inodes       uint64 `json:"inodes"`
 	DataBytes    uint64 `json:"data_bytes"`
 	Commits      uint64 `json:"commits"`
+	Compactions  uint64 `json:"compactions"`
 }
 
 // ReplicaStatusFromPB converts a replica's Status RPC answer.
@@ -92,7 +93,8 @@ func ReplicaStatusFromPB(addr string, resp *pb.StatusResponse) ReplicaStatus {
 	rs := ReplicaStatus{Addr: addr, Volumes: []ReplicaVolStatus{}}
 	for _, v := range resp.GetVolumes() {
 		rs.Volumes = append(rs.Volumes, ReplicaVolStatus{Volume: v.Volume, AcceptedTerm: v.AcceptedTerm,
-			Holder: v.Holder, LastTerm: v.LastTerm, LSN: v.Lsn, Inodes: v.Inodes, DataBytes: v.DataBytes, Commits: v.Commits})
+			Holder: v.Holder, LastTerm: v.LastTerm, LSN: v.Lsn, Inodes: v.Inodes, DataBytes: v.DataBytes, Commits: v.Commits,
+			Compactions: v.Compactions})
 	}
 	return rs
 }

@@ -1244,17 +1244,19 @@ func (x *StatusResponse) GetVolumes() []*VolumeStatus {
 }
 
 type VolumeStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Volume        string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
-	AcceptedTerm  uint64                 `protobuf:"varint,2,opt,name=accepted_term,json=acceptedTerm,proto3" json:"accepted_term,omitempty"`
-	Holder        string                 `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
-	LastTerm      uint64                 `protobuf:"varint,4,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
-	Lsn           uint64                 `protobuf:"varint,5,opt,name=lsn,proto3" json:"lsn,omitempty"`
-	NextIno       uint64                 `protobuf:"varint,6,opt,name=next_ino,json=nextIno,proto3" json:"next_ino,omitempty"`
-	Inodes        uint64                 `protobuf:"varint,7,opt,name=inodes,proto3" json:"inodes,omitempty"`
-	DataBytes     uint64                 `protobuf:"varint,8,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"`
-	Commits       uint64                 `protobuf:"varint,9,opt,name=commits,proto3" json:"commits,omitempty"`
-	Initialized   bool                   `protobuf:"varint,10,opt,name=initialized,proto3" json:"initialized,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Volume       string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	AcceptedTerm uint64                 `protobuf:"varint,2,opt,name=accepted_term,json=acceptedTerm,proto3" json:"accepted_term,omitempty"`
+	Holder       string                 `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	LastTerm     uint64                 `protobuf:"varint,4,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
+	Lsn          uint64                 `protobuf:"varint,5,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	NextIno      uint64                 `protobuf:"varint,6,opt,name=next_ino,json=nextIno,proto3" json:"next_ino,omitempty"`
+	Inodes       uint64                 `protobuf:"varint,7,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	DataBytes    uint64                 `protobuf:"varint,8,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"`
+	Commits      uint64                 `protobuf:"varint,9,opt,name=commits,proto3" json:"commits,omitempty"`
+	Initialized  bool                   `protobuf:"varint,10,opt,name=initialized,proto3" json:"initialized,omitempty"`
+	// compactions: rewrites of the volume's file since the replica started.
+	Compactions   uint64 `protobuf:"varint,11,opt,name=compactions,proto3" json:"compactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1359,6 +1361,13 @@ func (x *VolumeStatus) GetInitialized() bool {
 	return false
 }
 
+func (x *VolumeStatus) GetCompactions() uint64 {
+	if x != nil {
+		return x.Compactions
+	}
+	return 0
+}
+
 var File_replication_proto protoreflect.FileDescriptor
 
 const file_replication_proto_rawDesc = "" +
@@ -1453,7 +1462,7 @@ const file_replication_proto_rawDesc = "" +
 	"\rStatusRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\"P\n" +
 	"\x0eStatusResponse\x12>\n" +
-	"\avolumes\x18\x01 \x03(\v2$.spoolfs.replication.v1.VolumeStatusR\avolumes\"\xa0\x02\n" +
+	"\avolumes\x18\x01 \x03(\v2$.spoolfs.replication.v1.VolumeStatusR\avolumes\"\xc2\x02\n" +
 	"\fVolumeStatus\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12#\n" +
 	"\raccepted_term\x18\x02 \x01(\x04R\facceptedTerm\x12\x16\n" +
@@ -1466,7 +1475,8 @@ const file_replication_proto_rawDesc = "" +
 	"data_bytes\x18\b \x01(\x04R\tdataBytes\x12\x18\n" +
 	"\acommits\x18\t \x01(\x04R\acommits\x12 \n" +
 	"\vinitialized\x18\n" +
-	" \x01(\bR\vinitialized*\xa2\x01\n" +
+	" \x01(\bR\vinitialized\x12 \n" +
+	"\vcompactions\x18\v \x01(\x04R\vcompactions*\xa2\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tOP_CREATE\x10\x01\x12\v\n" +

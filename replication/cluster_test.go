@@ -220,7 +220,7 @@ type model struct {
 }
 
 func newModel(t testing.TB, snap *Snapshot) *model {
-	st, err := openVolStore("", zap.NewNop())
+	st, err := openVolStore("", 0, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

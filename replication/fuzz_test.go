@@ -12,7 +12,7 @@ import (
 // fuzzVolume is an in-memory volume holding baseSnapshot at lsn 0 of
 // term 1, accepted term 1.
 func fuzzVolume(t *testing.T) *volume {
-	st, err := openVolStore("", zap.NewNop())
+	st, err := openVolStore("", 0, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

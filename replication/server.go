@@ -36,6 +36,8 @@ type ReplicaServer struct {
 
 	received atomic.Uint64 // records received on Ship streams (tests)
 	streams  atomic.Int64  // Ship streams being served
+
+	compactMin int64 // WithCompactMin; 0: DefaultCompactMin
 	// hookBeforeApply, when set, runs in the Ship applier before each
 	// batch is collected (tests block it to build a big batch).
 	hookBeforeApply func()
@@ -59,6 +61,13 @@ func (s *ReplicaServer) ShipStreams() int { return int(s.streams.Load()) }
 
 // ReplicaOption configures a ReplicaServer.
 type ReplicaOption func(*ReplicaServer)
+
+// WithCompactMin sets the file size below which a volume's database is
+// never compacted (default DefaultCompactMin, 64 MiB); past it the file is
+// rewritten whenever it has doubled.
+func WithCompactMin(bytes int64) ReplicaOption {
+	return func(s *ReplicaServer) { s.compactMin = bytes }
+}
 
 // WithLimits sets the bounds records and snapshots are held to.
 func WithLimits(l Limits) ReplicaOption { return func(s *ReplicaServer) { s.lim = l.withDefaults() } }
@@ -184,7 +193,7 @@ func (s *ReplicaServer) openVolume(name string) (*volume, error) {
 		}
 		v.accepted, v.holder = tf.Term, tf.Holder
 	}
-	st, err := openVolStore(dbPath, s.log.With(zap.String("volume", name)))
+	st, err := openVolStore(dbPath, s.compactMin, s.log.With(zap.String("volume", name)))
 	if err != nil {
 		return nil, err
 	}
@@ -376,6 +385,7 @@ func (v *volume) status() *pb.VolumeStatus {
 	}
 	m := v.st.meta
 	vs.LastTerm, vs.Lsn, vs.NextIno, vs.Initialized, vs.Commits = m.LastTerm, m.LSN, m.NextIno, m.Initialized, v.st.commits
+	vs.Compactions = v.st.compactions
 	vs.Inodes, vs.DataBytes = v.st.counts()
 	return vs
 }

@@ -14,8 +14,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// minShrink is the database file size below which the store never shrinks.
-const minShrink = 64 << 20
+// DefaultCompactMin is the database file size below which the store never
+// compacts (WithCompactMin changes it).
+const DefaultCompactMin = 64 << 20
 
 // volStore is the buntdb database of one volume on a replica. It is not
 // safe for concurrent use: the volume's mutex serialises every call except
@@ -27,24 +28,28 @@ const minShrink = 64 << 20
 // use. A batch is one Set of one key in db, so it is on disk whole or not
 // at all (doc.go, "Replica side"). mem shares the strings of db's entries.
 type volStore struct {
-	path       string     // "" for an in-memory store (tests, fuzzing)
-	db         *buntdb.DB // the file; nil in memory
-	mem        *buntdb.DB // the volume, every committed batch applied
-	syncf      *os.File   // the database file, for our own fsync
-	meta       meta       // as committed
-	commits    uint64     // committed batches (one fsync each)
-	logEntries int        // l: entries in the file, since the last compaction
-	shrinkAt   int64      // file size that triggers the next shrink
-	shrinkMin  int64      // never shrink below this size
-	log        *zap.Logger
+	path        string     // "" for an in-memory store (tests, fuzzing)
+	db          *buntdb.DB // the file; nil in memory
+	mem         *buntdb.DB // the volume, every committed batch applied
+	syncf       *os.File   // the database file, for our own fsync
+	meta        meta       // as committed
+	commits     uint64     // committed batches (one fsync each)
+	logEntries  int        // l: entries in the file, since the last compaction
+	compactions uint64     // rewrites of the file since it was opened
+	shrinkAt    int64      // file size that triggers the next shrink
+	shrinkMin   int64      // never shrink below this size
+	log         *zap.Logger
 }
 
 // openVolStore opens (or creates) the database at path, replays a
 // leftover redo and reads the volume's position. A database buntdb cannot
 // parse is moved aside and the volume starts empty: its replicas will
 // install a snapshot.
-func openVolStore(path string, log *zap.Logger) (*volStore, error) {
-	s := &volStore{path: path, log: log, shrinkAt: minShrink, shrinkMin: minShrink}
+func openVolStore(path string, compactMin int64, log *zap.Logger) (*volStore, error) {
+	if compactMin <= 0 {
+		compactMin = DefaultCompactMin
+	}
+	s := &volStore{path: path, log: log, shrinkAt: compactMin, shrinkMin: compactMin}
 	if err := s.open(); err != nil {
 		return nil, err
 	}
@@ -263,6 +268,7 @@ func (s *volStore) maybeShrink() error {
 		s.shrinkAt = fi.Size() * 2
 		return nil
 	}
+	s.compactions++
 	if fi2, err := s.syncf.Stat(); err == nil {
 		next := float64(max(s.shrinkMin, fi2.Size()*2)) * (1 + rand.Float64()/2)
 		s.shrinkAt = int64(next)

@@ -14,7 +14,7 @@ import (
 
 func openTestStore(t *testing.T, path string) *volStore {
 	t.Helper()
-	st, err := openVolStore(path, zap.NewNop())
+	st, err := openVolStore(path, 0, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +206,9 @@ func TestShrinkKeepsState(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(path + ".*"); len(left) != 0 {
 		t.Fatalf("compaction left %v", left)
+	}
+	if st.compactions == 0 {
+		t.Fatal("no compaction counted")
 	}
 	want, _, _ := st.readSnapshot()
 	st.close()

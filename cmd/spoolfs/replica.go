@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,7 +19,7 @@ func init() { extraCommands = append(extraCommands, newReplicaCmd) }
 
 func newReplicaCmd() *cobra.Command {
 	var o node.ReplicaOptions
-	var maxFile node.ByteSize
+	var maxFile, compactMin node.ByteSize
 	var grace time.Duration
 	var tf tlsFlags
 	c := &cobra.Command{
@@ -36,7 +37,10 @@ primary reconnects to the replica when it returns).`,
 			if o.Listen == "" || o.DataDir == "" {
 				return usageErr(c, errors.New("want --listen ADDR and --data DIR"))
 			}
-			o.MaxFileSize = uint64(maxFile)
+			o.MaxFileSize, o.CompactMin = uint64(maxFile), int64(compactMin)
+			if compactMin != 0 && compactMin < 1<<20 {
+				return usageErr(c, fmt.Errorf("--compact-min-size %d: below the minimum of 1MiB", compactMin))
+			}
 			cfg := node.Config{Listen: o.Listen, DataDir: o.DataDir, TLS: tf.config()}
 			if err := cfg.Validate(); err != nil {
 				return usageErr(c, flagNames(err))
@@ -53,6 +57,7 @@ primary reconnects to the replica when it returns).`,
 	fl.StringVar(&o.Listen, "listen", "", "host:port to serve the replication service on")
 	fl.StringVar(&o.DataDir, "data", "", "directory of the volumes' buntdb files (created if missing)")
 	fl.Var(&maxFile, "max-file-size", "largest file a record may carry, e.g. 1GiB (0: the default)")
+	fl.Var(&compactMin, "compact-min-size", "a volume's file is rewritten when it has doubled and passed this size (default 64MiB); each rewrite pauses that volume's commits")
 	fl.DurationVar(&grace, "stop-grace", 5*time.Second, "on SIGTERM, how long calls in flight have to finish")
 	addTLSFlags(fl, &tf)
 	return c
