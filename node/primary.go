@@ -122,6 +122,15 @@ func (rv *ReplicatedVolume) Close(drain time.Duration) {
 				zap.Uint64("head", st.Head), zap.Uint64("durable", rv.primary.Durable()), zap.Error(err))
 		}
 	}
+	if !st.Fenced {
+		// The trailing replica gets the last records too (a short bound:
+		// it is not needed for the promise, only spares it a catch-up).
+		ctx, cancel := context.WithTimeout(context.Background(), min(drain, 2*time.Second))
+		if err := rv.primary.Drain(ctx); err != nil {
+			rv.log.Warn("a replica is behind as the primary stops; it catches up from the next primary", zap.Error(err))
+		}
+		cancel()
+	}
 	rv.primary.Close()
 	<-rv.watched
 	rv.log.Info("primary closed", zap.String("volume", st.Volume), zap.Uint64("term", st.Term),

@@ -507,6 +507,33 @@ func (p *Primary) ackSummary() string {
 	return s
 }
 
+// Drain sends everything to every replica and waits until each connected
+// one holds the head, or ctx ends: a clean stop leaves no replica trailing
+// (Wait needs only the quorum).
+func (p *Primary) Drain(ctx context.Context) error {
+	p.wakeAll()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		p.mu.Lock()
+		head, behind := p.head, 0
+		for _, l := range p.links {
+			if l.connected && l.acked < head {
+				behind++
+			}
+		}
+		p.mu.Unlock()
+		if behind == 0 {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("replication: %d connected replicas still short of lsn %d (%s): %w", behind, head, p.ackSummary(), ctx.Err())
+		}
+	}
+}
+
 // Close stops shipping and closes the connections. Records not yet
 // durable stay so; Wait fails with ErrClosed.
 func (p *Primary) Close() error {
