@@ -368,8 +368,12 @@ func (cio *childIO) finish(timeout time.Duration) {
 func superviseChild(ctx context.Context, cmd *exec.Cmd, sigs <-chan os.Signal, r *reaper, c *ChildConfig) int {
 	waited := make(chan *os.ProcessState, 1)
 	go func() {
-		// The error is the exit status, which the ProcessState holds.
-		_ = cmd.Wait()
+		// The error is the exit status, which the ProcessState holds —
+		// unless the wait itself failed (ECHILD: another waiter of this
+		// process collected the child), which leaves it nil.
+		if err := cmd.Wait(); cmd.ProcessState == nil {
+			c.Logger.Error("the child's exit status is lost: another wait in this process collected it", zap.Int("pid", cmd.Process.Pid), zap.Error(err))
+		}
 		waited <- cmd.ProcessState
 	}()
 	ctxDone := ctx.Done()
@@ -435,8 +439,11 @@ func isStopSignal(sig os.Signal) bool {
 }
 
 // ExitCode is the shell's view of a finished process: its exit status, or
-// 128+N if signal N killed it.
+// 128+N if signal N killed it; 1 when its status was lost (st nil).
 func ExitCode(st *os.ProcessState) int {
+	if st == nil {
+		return 1
+	}
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return 128 + int(ws.Signal())
 	}
