@@ -185,9 +185,11 @@ func TestSpoolfsSubprocessLifecycle(t *testing.T) {
 	requireMount(t)
 	dir, tmp := t.TempDir(), t.TempDir()
 	argsFile := filepath.Join(tmp, "args")
+	// The trap comes before the mount: the harness may send SIGTERM as
+	// soon as the mount shows.
 	fake := writeScript(t, tmp, "fake-spoolfs", `echo "$@" > `+argsFile+`
-mount -t tmpfs fake "$4" || exit 1
 trap 'umount "$4"; exit 0' TERM
+mount -t tmpfs fake "$4" || exit 1
 while :; do sleep 0.05; done`)
 	s := newSpoolfs("spoolfs-x", fake, []string{"--writeback-cache=false"})
 	s.fsPrefix = "tmpfs"
