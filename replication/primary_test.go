@@ -423,9 +423,9 @@ func TestQuorumHolds(t *testing.T) {
 		a, b, c *link // a and b form the quorum, c trails
 		holds   bool
 	}{
-		{"steady", mk(time.Millisecond, true, 2*time.Millisecond), mk(time.Millisecond, true, 0), mk(300*time.Microsecond, true, 0), true},
+		{"steady", mk(time.Millisecond, true, 30*time.Millisecond), mk(time.Millisecond, true, 0), mk(300*time.Microsecond, true, 0), true},
 		{"member down", mk(time.Millisecond, false, 0), mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), false},
-		{"member stalled", mk(time.Millisecond, true, 50*time.Millisecond), mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), false},
+		{"member stalled", mk(time.Millisecond, true, 200*time.Millisecond), mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), false},
 		{"member far slower", mk(9*time.Millisecond, true, 0), mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), false},
 		{"trailing one down", mk(time.Millisecond, true, 0), mk(time.Millisecond, true, 0), mk(0, false, 0), true},
 	} {

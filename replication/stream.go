@@ -95,14 +95,16 @@ func (l *link) latency(now time.Time) time.Duration {
 	return l.ackEWMA
 }
 
-// stalled: a send has waited for its ack more than 4× the average and
-// more than 10 ms (caller holds p.mu).
+// stalled: a send has waited for its ack more than 8× the average and
+// more than 100 ms (caller holds p.mu). Under load acks take a few times
+// their average now and then; a single slow wait is the hedge's business,
+// the quorum set changes for a replica that stopped answering.
 func (l *link) stalled(now time.Time) bool {
 	if len(l.sent) == 0 {
 		return false
 	}
 	age := now.Sub(l.sent[0].at)
-	return age > 4*l.ackEWMA && age > 10*time.Millisecond
+	return age > 8*l.ackEWMA && age > 100*time.Millisecond
 }
 
 func (l *link) poke() {
