@@ -262,22 +262,28 @@ func (s *ReplicaServer) Fetch(req *pb.FetchRequest, stream pb.Replica_FetchServe
 	if err != nil {
 		return err
 	}
+	// The volume is held while it is sent, one inode at a time (eachInode),
+	// so that the snapshot is consistent without a second copy of it.
+	// Fetch serves recovery, when no primary ships to this volume.
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	if err := v.usable(); err != nil {
-		v.mu.Unlock()
 		return err
 	}
-	snap, m, err := v.st.readSnapshot()
-	accepted := v.accepted
-	v.mu.Unlock()
-	if err != nil {
-		return status.Errorf(codes.Internal, "fetch %q: %v", req.Volume, err)
-	}
+	m := v.st.meta
 	if !m.Initialized {
 		return preconditionf("volume %q not initialized on this replica", req.Volume)
 	}
-	hdr := &pb.SnapshotHeader{Volume: req.Volume, Term: accepted, LastTerm: m.LastTerm}
-	return sendSnapshot(hdr, snap, stream.Send, nil)
+	inodes, bytes := v.st.counts()
+	hdr := &pb.SnapshotHeader{Volume: req.Volume, Term: v.accepted, LastTerm: m.LastTerm,
+		Lsn: m.LSN, NextIno: m.NextIno, Inodes: inodes, Bytes: bytes}
+	if err := sendInodes(hdr, v.st.eachInode, stream.Send, nil); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
+		return status.Errorf(codes.Internal, "fetch %q: %v", req.Volume, err)
+	}
+	return nil
 }
 
 // Install implements pb.ReplicaServer: a full resync under a term.

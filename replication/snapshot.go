@@ -17,11 +17,25 @@ const (
 func sendSnapshot(hdr *pb.SnapshotHeader, snap *Snapshot, send func(*pb.SnapshotChunk) error, progress func(inodes, bytes uint64)) error {
 	hdr.NextIno, hdr.Lsn = snap.NextIno, snap.LSN
 	hdr.Inodes, hdr.Bytes = uint64(len(snap.Inodes)), snap.dataBytes()
+	each := func(fn func(*SnapInode) error) error {
+		for i := range snap.Inodes {
+			if err := fn(&snap.Inodes[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return sendInodes(hdr, each, send, progress)
+}
+
+// sendInodes sends hdr (its counts filled in) and then the inodes each
+// yields, in chunks of about chunkSize: one inode at a time is all it holds.
+func sendInodes(hdr *pb.SnapshotHeader, each func(func(*SnapInode) error) error, send func(*pb.SnapshotChunk) error, progress func(inodes, bytes uint64)) error {
 	cur := &pb.SnapshotChunk{Header: hdr}
 	size := 0
-	var doneBytes uint64
-	for i := range snap.Inodes {
-		for _, piece := range inodePieces(&snap.Inodes[i]) {
+	var doneInodes, doneBytes uint64
+	err := each(func(in *SnapInode) error {
+		for _, piece := range inodePieces(in) {
 			ps := pieceSize(piece)
 			if size+ps > chunkSize && (len(cur.Inodes) > 0 || cur.Header != nil) {
 				if err := send(cur); err != nil {
@@ -32,10 +46,15 @@ func sendSnapshot(hdr *pb.SnapshotHeader, snap *Snapshot, send func(*pb.Snapshot
 			cur.Inodes = append(cur.Inodes, piece)
 			size += ps
 		}
-		doneBytes += uint64(len(snap.Inodes[i].Data))
+		doneInodes++
+		doneBytes += uint64(len(in.Data))
 		if progress != nil {
-			progress(uint64(i+1), doneBytes)
+			progress(doneInodes, doneBytes)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return send(cur)
 }

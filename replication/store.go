@@ -541,6 +541,65 @@ func assembleSnapshot(inodes map[uint64]*SnapInode, m meta) *Snapshot {
 	return snap
 }
 
+// eachInode calls fn with every inode of the volume, in inode order, each
+// built from mem on its own: what readSnapshot returns whole, without
+// holding the whole volume twice. The caller holds the volume.
+func (s *volStore) eachInode(fn func(*SnapInode) error) error {
+	return s.mem.View(func(tx *buntdb.Tx) error {
+		var ferr error
+		err := tx.AscendGreaterOrEqual("", "i:", func(k, v string) bool {
+			if !strings.HasPrefix(k, "i:") {
+				return false
+			}
+			in, err := inodeFromTx(tx, k, v)
+			if err == nil {
+				err = fn(in)
+			}
+			ferr = err
+			return err == nil
+		})
+		if ferr != nil {
+			return ferr
+		}
+		return err
+	})
+}
+
+// inodeFromTx gathers one inode: its attributes (k, v), target, content,
+// extended attributes and directory entries.
+func inodeFromTx(tx *buntdb.Tx, k, v string) (*SnapInode, error) {
+	ino, _, err := parseInoKey(k)
+	if err != nil {
+		return nil, err
+	}
+	in := &SnapInode{Ino: ino}
+	if in.Attr, err = decodeAttr(v); err != nil {
+		return nil, fmt.Errorf("key %q: %w", k, err)
+	}
+	if t, err := tx.Get(targetKey(ino)); err == nil {
+		in.Target = t
+	}
+	if c, err := tx.Get(contentKey(ino)); err == nil {
+		in.Data = []byte(c)
+	}
+	get := func(uint64) *SnapInode { return in }
+	for _, kind := range []byte{'x', 'd'} {
+		prefix := childPrefix(kind, ino)
+		var rerr error
+		_ = tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
+			if !strings.HasPrefix(k, prefix) {
+				return false
+			}
+			rerr = readKey(k, v, get)
+			return rerr == nil
+		})
+		if rerr != nil {
+			return nil, rerr
+		}
+	}
+	return in, nil
+}
+
 // counts reports the number of inodes and the stored content bytes.
 func (s *volStore) counts() (inodes, bytes uint64) {
 	_ = s.mem.View(func(tx *buntdb.Tx) error {

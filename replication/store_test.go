@@ -219,3 +219,31 @@ func TestShrinkKeepsState(t *testing.T) {
 		t.Fatalf("state changed by the shrink (lsn %d)", m.LSN)
 	}
 }
+
+// TestEachInodeMatchesSnapshot: the inodes Fetch streams one by one are
+// the snapshot readSnapshot assembles whole: directories with entries,
+// files with content and xattrs, symlinks, in inode order.
+func TestEachInodeMatchesSnapshot(t *testing.T) {
+	st := installBase(t, filepath.Join(t.TempDir(), "v.db"))
+	defer st.close()
+	link := &Record{Term: 1, LSN: 2, Op: OpCreate, Ino: 5, Parent: 2, Name: "ln",
+		Attr: Attr{Mode: modeLnk | 0o777, Nlink: 1, Size: 6, Ctime: testTime}, Target: "target"}
+	v, m := stage(t, st, createRec(1, 1, 4, 2, "in-d"), link)
+	if err := st.commit(v, m); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := st.readSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []SnapInode
+	if err := st.eachInode(func(in *SnapInode) error { got = append(got, *in); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want.Inodes) {
+		t.Fatalf("streamed inodes differ from the snapshot:\n got %+v\nwant %+v", got, want.Inodes)
+	}
+	if len(got) != 5 {
+		t.Fatalf("%d inodes, want 5", len(got))
+	}
+}
