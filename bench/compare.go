@@ -326,7 +326,7 @@ func (c *CompareConfig) timedRun(ctx context.Context, m mounted, w Workload, n, 
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	res.CPU = cpu.got
+	res.CPU, res.Commits = cpu.got, cpu.gotCommits
 	if err != nil {
 		cell.Err = err
 		c.progress("%-14s %-8s c=%d round %d: FAILED: %v", key.System, w, n, round+1, err)

@@ -71,6 +71,9 @@ type cpuMeter struct {
 	helperPIDs   []int
 	bench0, srv0 time.Duration
 	help0        time.Duration
+	commits      commitCounter // nil: none
+	commits0     uint64
+	gotCommits   uint64
 	got          CPUTimes
 }
 
@@ -81,6 +84,10 @@ type serverProcess interface{ ServerPID() int }
 // processes (the replicas).
 type helperProcesses interface{ HelperPIDs() []int }
 
+// commitCounter is implemented by systems whose replicas count the batches
+// they commit.
+type commitCounter interface{ ReplicaCommits() (uint64, error) }
+
 func newCPUMeter(sys System) *cpuMeter {
 	m := &cpuMeter{}
 	if sp, ok := sys.(serverProcess); ok {
@@ -89,6 +96,7 @@ func newCPUMeter(sys System) *cpuMeter {
 	if hp, ok := sys.(helperProcesses); ok {
 		m.helperPIDs = hp.HelperPIDs()
 	}
+	m.commits, _ = sys.(commitCounter)
 	return m
 }
 
@@ -103,6 +111,9 @@ func (m *cpuMeter) start() error {
 	}
 	t, err := helpersCPU(m.helperPIDs)
 	m.help0 = t
+	if err == nil && m.commits != nil {
+		m.commits0, err = m.commits.ReplicaCommits()
+	}
 	return err
 }
 
@@ -129,5 +140,10 @@ func (m *cpuMeter) stop() error {
 	}
 	t, err := helpersCPU(m.helperPIDs)
 	m.got.Helpers = t - m.help0
+	if err == nil && m.commits != nil {
+		var n uint64
+		n, err = m.commits.ReplicaCommits()
+		m.gotCommits = n - m.commits0
+	}
 	return err
 }

@@ -9,6 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	pb "github.com/spoolfs/spoolfs/proto"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"net"
 	"os"
 	"os/exec"
@@ -122,6 +125,7 @@ type replicatedSystem struct {
 	flags    []string
 	replicas []*exec.Cmd
 	exited   []chan struct{}
+	addrs    []string
 }
 
 func newReplicated(name, bin string, args []string) *replicatedSystem {
@@ -143,6 +147,7 @@ func (s *replicatedSystem) Mount(ctx context.Context, dir string) error {
 		}
 		addrs = append(addrs, addr)
 	}
+	s.addrs = addrs
 	s.childSystem.argv = func(dir string) []string {
 		args := []string{"mount", "--log-level", "warn", "--replicas", strings.Join(addrs, ","), "--node-id", "bench"}
 		return append(append(args, s.flags...), "bench", dir)
@@ -224,4 +229,27 @@ func (s *replicatedSystem) HelperPIDs() []int {
 		}
 	}
 	return pids
+}
+
+// ReplicaCommits sums the batches the replicas committed to the bench
+// volume (their Status RPC).
+func (s *replicatedSystem) ReplicaCommits() (uint64, error) {
+	var n uint64
+	for _, addr := range s.addrs {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return 0, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := pb.NewReplicaClient(conn).Status(ctx, &pb.StatusRequest{Volume: "bench"})
+		cancel()
+		conn.Close()
+		if err != nil {
+			return 0, fmt.Errorf("replica %s: %w", addr, err)
+		}
+		for _, v := range resp.Volumes {
+			n += v.Commits
+		}
+	}
+	return n, nil
 }

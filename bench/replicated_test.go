@@ -4,6 +4,8 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -74,6 +76,13 @@ func TestCompareQuickReplicated(t *testing.T) {
 	}
 	if strings.Contains(report, "failed") || strings.Contains(report, "NOT MEASURED") {
 		t.Errorf("a system was not measured:\n%s\n%s", report, stderr.String())
+	}
+	// Commits per message: at least the 2 fsync waits and the rename on
+	// each of the two quorum replicas, unless waits shared commits.
+	if m := regexp.MustCompile(`(?m)^\| spool \| 1 \| — \| ([0-9.]+) \|$`).FindStringSubmatch(report); m == nil {
+		t.Errorf("report lacks replica commits per message at 1 writer:\n%s", report)
+	} else if v, _ := strconv.ParseFloat(m[1], 64); v < 2 {
+		t.Errorf("%.2f replica commits per message at 1 writer, want at least 2", v)
 	}
 	if pids, _ := exec.Command("pgrep", "-f", bin+" --log-level warn replica").Output(); len(pids) > 0 {
 		t.Errorf("replica processes left running: %s", pids)

@@ -39,6 +39,18 @@ func (r *Report) writeReplicated(w io.Writer) {
 	fmt.Fprintln(w)
 	r.writeSteps(w, append(append([]string(nil), disks...), subjects...))
 	r.writeFsyncTarget(w, subjects)
+	r.writeSystemTable(w, "### Replica commits per message in the median run (the three replicas together)",
+		"Each commit is one write and one fsync on one replica; a message makes three durability waits (two fsyncs, a rename).",
+		r.commitsCell)
+}
+
+func (r *Report) commitsCell(k CellKey) string {
+	c := r.Cells[k]
+	if c == nil || c.MedianRun() == nil || c.MedianRun().Commits == 0 || c.MedianRun().Ops == 0 {
+		return "—"
+	}
+	m := c.MedianRun()
+	return fmt.Sprintf("%.2f", float64(m.Commits)/float64(m.Ops))
 }
 
 func rangeNote(lo, hi float64) string {

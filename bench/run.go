@@ -53,6 +53,9 @@ type Result struct {
 	Lat      Hist          // latency of each iteration
 	Steps    Steps         // latency of each fsync, close and rename
 	CPU      CPUTimes      // set by Compare's timed runs
+	// Commits are the batches the replicas of a replicated system
+	// committed (one fsync each) during the timed part, all together.
+	Commits uint64
 }
 
 // OpsPerSec returns the throughput of the run.
