@@ -162,3 +162,14 @@ func TestExampleConfig(t *testing.T) {
 		t.Errorf("the example should show a replica and a volume: %+v", c)
 	}
 }
+
+func TestParseOwner(t *testing.T) {
+	if u, g, err := ParseOwner("8:12"); err != nil || u != 8 || g != 12 {
+		t.Errorf("ParseOwner(8:12) = %d, %d, %v", u, g, err)
+	}
+	for _, bad := range []string{"8", "a:b", "8:", ":8", "-1:2"} {
+		if _, _, err := ParseOwner(bad); err == nil {
+			t.Errorf("ParseOwner(%q) = nil error", bad)
+		}
+	}
+}

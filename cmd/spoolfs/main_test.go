@@ -47,14 +47,3 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version printed %q", out.String())
 	}
 }
-
-func TestParseOwner(t *testing.T) {
-	if u, g, err := parseOwner("8:12"); err != nil || u != 8 || g != 12 {
-		t.Errorf("parseOwner(8:12) = %d, %d, %v", u, g, err)
-	}
-	for _, bad := range []string{"8", "a:b", "8:", ":8", "-1:2"} {
-		if _, _, err := parseOwner(bad); err == nil {
-			t.Errorf("parseOwner(%q) = nil error", bad)
-		}
-	}
-}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -172,27 +170,12 @@ func (f *mountFlags) finish(c *cobra.Command) error {
 		return fmt.Errorf("--max-write %d: too large", f.maxWrite)
 	}
 	f.opts.Kernel.MaxWrite = uint32(f.maxWrite)
-	mode, err := strconv.ParseUint(f.rootMode, 8, 32)
-	if err != nil || mode > 0o7777 {
-		return fmt.Errorf("--root-mode %q: want octal permissions like 0755", f.rootMode)
+	var err error
+	if f.opts.RootMode, err = node.ParseRootMode(f.rootMode); err != nil {
+		return fmt.Errorf("--root-mode %w", err)
 	}
-	f.opts.RootMode = uint32(mode)
-	if f.opts.RootUid, f.opts.RootGid, err = parseOwner(f.rootOwner); err != nil {
-		return err
+	if f.opts.RootUid, f.opts.RootGid, err = node.ParseOwner(f.rootOwner); err != nil {
+		return fmt.Errorf("--root-owner %w", err)
 	}
 	return f.repl.check(c, f.local, f.opts.ReadOnly)
-}
-
-// parseOwner reads UID:GID; empty means the current user.
-func parseOwner(s string) (uint32, uint32, error) {
-	if s == "" {
-		return uint32(os.Getuid()), uint32(os.Getgid()), nil
-	}
-	u, g, ok := strings.Cut(s, ":")
-	uid, err1 := strconv.ParseUint(u, 10, 32)
-	gid, err2 := strconv.ParseUint(g, 10, 32)
-	if !ok || err1 != nil || err2 != nil {
-		return 0, 0, fmt.Errorf("--root-owner %q: want numeric UID:GID", s)
-	}
-	return uint32(uid), uint32(gid), nil
 }
