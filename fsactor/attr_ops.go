@@ -49,7 +49,7 @@ func (st *State) setAttr(o *fuseops.SetInodeAttributesOp, now time.Time) (uint64
 	in.attr.Ctime = ns
 	var lsn uint64
 	if inVolume(in) {
-		lsn = st.emit(&Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
+		lsn = st.emit(in, &Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
 	}
 	in.fillAttributes(&o.Attributes)
 	o.AttributesExpiration = now.Add(st.cfg.AttrTimeout)

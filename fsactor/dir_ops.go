@@ -77,7 +77,7 @@ func (st *State) create(p *inode, name string, mode uint32, c Caller, now time.T
 	p.dir.add(name, in.ino, in.isDir())
 	syncDirNlink(p)
 	p.touchM(ns)
-	lsn := st.emit(&Record{Op: RecCreate, Ino: in.ino, Parent: p.ino, Name: name,
+	lsn := st.emit(in, &Record{Op: RecCreate, Ino: in.ino, Parent: p.ino, Name: name,
 		Attr: in.attr, Target: in.target})
 	return in, lsn
 }

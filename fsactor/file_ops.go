@@ -49,7 +49,7 @@ func (st *State) openFile(o *fuseops.OpenFileOp, now time.Time) (uint64, syscall
 		in.touchM(now.UnixNano())
 		in.dirty = true
 		if inVolume(in) {
-			lsn = st.emit(&Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
+			lsn = st.emit(in, &Record{Op: RecSetattr, Ino: in.ino, Attr: in.attr})
 		}
 	}
 	o.Handle = st.newHandle(in, flags, false)
@@ -283,7 +283,7 @@ func (st *State) shipData(in *inode) syscall.Errno {
 			return errnoOf(err)
 		}
 	}
-	st.emit(&Record{Op: RecData, Ino: in.ino, Data: data, Attr: in.attr})
+	st.emit(in, &Record{Op: RecData, Ino: in.ino, Data: data, Attr: in.attr})
 	in.dirty = false
 	return 0
 }

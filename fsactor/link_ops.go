@@ -37,7 +37,7 @@ func (st *State) createLink(o *fuseops.CreateLinkOp, now time.Time) (uint64, sys
 	p.touchM(ns)
 	t.attr.Nlink++
 	t.attr.Ctime = ns
-	lsn := st.emit(&Record{Op: RecLink, Ino: t.ino, Parent: p.ino, Name: o.Name, Attr: t.attr})
+	lsn := st.emit(t, &Record{Op: RecLink, Ino: t.ino, Parent: p.ino, Name: o.Name, Attr: t.attr})
 	st.fillEntry(&o.Entry, t, now)
 	return lsn, 0
 }
@@ -109,7 +109,7 @@ func (st *State) removeEntry(p *inode, name string, child *inode, ns int64) uint
 	} else {
 		child.attr.Nlink--
 	}
-	lsn := st.emit(&Record{Op: op, Ino: child.ino, Parent: p.ino, Name: name, Attr: child.attr})
+	lsn := st.emit(child, &Record{Op: op, Ino: child.ino, Parent: p.ino, Name: name, Attr: child.attr})
 	st.maybeFree(child)
 	return lsn
 }
@@ -248,9 +248,10 @@ func (st *State) rename(o *fuseops.RenameOp, now time.Time) (uint64, syscall.Err
 	a.oldP.touchM(ns)
 	a.newP.touchM(ns)
 	a.src.attr.Ctime = ns
-	lsn := st.emit(&Record{Op: RecRename, Ino: a.src.ino, Parent: a.oldP.ino, Name: o.OldName,
+	lsn := st.emit(a.src, &Record{Op: RecRename, Ino: a.src.ino, Parent: a.oldP.ino, Name: o.OldName,
 		NewParent: a.newP.ino, NewName: o.NewName, Replaced: replaced, Attr: a.src.attr})
 	if a.dst != nil {
+		a.dst.lastLSN = lsn // it lost a link
 		st.maybeFree(a.dst)
 	}
 	return lsn, 0

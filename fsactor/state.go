@@ -325,16 +325,13 @@ func (st *State) CheckInvariants() {
 	}
 }
 
-// emit numbers r with the next LSN and appends it to the sink; the state
-// never touches r again.
-func (st *State) emit(r *Record) uint64 {
+// emit numbers r, a record about in, with the next LSN, marks it as in's
+// last record and appends it to the sink; the state never touches r
+// again.
+func (st *State) emit(in *inode, r *Record) uint64 {
 	st.lsn++
 	r.LSN = st.lsn
-	for _, ino := range [2]uint64{r.Ino, r.Replaced} {
-		if in, ok := st.inodes[ino]; ok && ino != 0 {
-			in.lastLSN = st.lsn
-		}
-	}
+	in.lastLSN = st.lsn
 	st.sink.Append(r)
 	return st.lsn
 }

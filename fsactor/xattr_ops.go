@@ -90,7 +90,7 @@ func (st *State) setXattr(o *fuseops.SetXattrOp, now time.Time) (uint64, syscall
 	if !inVolume(in) {
 		return 0, 0
 	}
-	lsn := st.emit(&Record{Op: RecSetXattr, Ino: in.ino, XattrName: o.Name, Data: val, Attr: in.attr})
+	lsn := st.emit(in, &Record{Op: RecSetXattr, Ino: in.ino, XattrName: o.Name, Data: val, Attr: in.attr})
 	return st.mutationWait(lsn), 0
 }
 
@@ -114,7 +114,7 @@ func (st *State) removeXattr(o *fuseops.RemoveXattrOp, now time.Time) (uint64, s
 	if !inVolume(in) {
 		return 0, 0
 	}
-	lsn := st.emit(&Record{Op: RecRemoveXattr, Ino: in.ino, XattrName: o.Name, Attr: in.attr})
+	lsn := st.emit(in, &Record{Op: RecRemoveXattr, Ino: in.ino, XattrName: o.Name, Attr: in.attr})
 	return st.mutationWait(lsn), 0
 }
 
