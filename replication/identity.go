@@ -19,7 +19,7 @@ import (
 // be that one: a node cannot take or write a volume under another node's
 // name. Over plaintext (loopback, tests) there is no identity to check.
 // Whatever the transport, Ship and Install must come from the holder that
-// acquired the volume's current term (checkHolder).
+// acquired the volume's current term (writableBy).
 
 // peerIdentity is the node id the caller's verified certificate names, or
 // "" when the connection carries none.
@@ -48,10 +48,17 @@ func checkClaim(ctx context.Context, holder string) error {
 	return nil
 }
 
-// checkHolder refuses records or a snapshot of the accepted term from
-// anyone but the holder that acquired it (caller holds v.mu).
-func (v *volume) checkHolder(term uint64, holder string) error {
-	if term == v.accepted && v.holder != "" && holder != v.holder {
+// writableBy says whether holder, writing under term, may ship records or
+// install a snapshot now: the volume is usable, the term is the accepted
+// one, and holder is who acquired it (caller holds v.mu).
+func (v *volume) writableBy(term uint64, holder string) error {
+	if err := v.usable(); err != nil {
+		return err
+	}
+	if err := checkTerm(term, v.accepted); err != nil {
+		return err
+	}
+	if v.holder != "" && holder != v.holder {
 		return status.Errorf(codes.PermissionDenied, "volume %q: term %d is held by %q, not %q", v.name, term, v.holder, holder)
 	}
 	return nil

@@ -334,25 +334,13 @@ func (s *ReplicaServer) installTarget(h *pb.SnapshotHeader) (*volume, error) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if err := v.usable(); err != nil {
-		return nil, err
-	}
-	if err := checkTerm(h.Term, v.accepted); err != nil {
-		return nil, err
-	}
-	return v, v.checkHolder(h.Term, h.NodeId)
+	return v, v.writableBy(h.Term, h.NodeId)
 }
 
 func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, snap *Snapshot) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if err := v.usable(); err != nil {
-		return err
-	}
-	if err := checkTerm(h.Term, v.accepted); err != nil {
-		return err
-	}
-	if err := v.checkHolder(h.Term, h.NodeId); err != nil {
+	if err := v.writableBy(h.Term, h.NodeId); err != nil { // again: the body took time
 		return err
 	}
 	m := meta{LastTerm: h.LastTerm, LSN: snap.LSN, NextIno: snap.NextIno, Initialized: true}

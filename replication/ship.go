@@ -60,13 +60,7 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 func (v *volume) handshake(term uint64, holder string) (*pb.Ack, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if err := v.usable(); err != nil {
-		return nil, err
-	}
-	if err := checkTerm(term, v.accepted); err != nil {
-		return nil, err
-	}
-	if err := v.checkHolder(term, holder); err != nil {
+	if err := v.writableBy(term, holder); err != nil {
 		return nil, err
 	}
 	return v.ack(false), nil
