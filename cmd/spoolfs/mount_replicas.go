@@ -86,11 +86,8 @@ func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.
 	ctx, release := node.SignalContext(sigs, log)
 	rv, err := n.MountVolume(ctx, f.opts, f.repl.options())
 	sig, signalled := release()
-	switch {
-	case err != nil && signalled:
-		return &exitError{code: 1, err: fmt.Errorf("stopped by %v while starting: %w", sig, err)}
-	case err != nil:
-		return &exitError{code: 1, err: err}
+	if err != nil {
+		return startFailed(err, sig, signalled)
 	}
 	defer func() {
 		rv.Close(f.opts.FlushTimeout)

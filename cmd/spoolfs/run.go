@@ -103,17 +103,25 @@ func runNode(c *cobra.Command, f *runFlags) error {
 		err = n.StartConfig(ctx, cfg)
 	}
 	sig, signalled := release()
+	if err != nil {
+		return startFailed(err, sig, signalled)
+	}
 	switch {
-	case err != nil && signalled:
-		return &exitError{code: 1, err: fmt.Errorf("stopped by %v while starting: %w", sig, err)}
-	case err != nil:
-		return &exitError{code: 1, err: err}
 	case signalled:
 		log.Info("stopping", zap.Stringer("signal", sig))
 		return exitCode(n.Stop(sigs))
 	}
 	log.Info("serving; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
 	return exitCode(n.Serve(sigs))
+}
+
+// startFailed is the error of a start that failed, perhaps because a
+// signal cut it short.
+func startFailed(err error, sig os.Signal, signalled bool) error {
+	if signalled {
+		err = fmt.Errorf("stopped by %v while starting: %w", sig, err)
+	}
+	return &exitError{code: 1, err: err}
 }
 
 func exitCode(code int) error {
