@@ -103,14 +103,7 @@ func (h *health) healthz(w http.ResponseWriter, r *http.Request) {
 			bad = append(bad, fmt.Sprintf("volume %s at %s: %v", rv.opts.Volume, rv.Dir(), err))
 		}
 	}
-	for _, rep := range reps {
-		select {
-		case <-rep.Done():
-			bad = append(bad, "replica "+rep.Addr()+": not serving")
-		default:
-		}
-	}
-	answer(w, bad)
+	answer(w, append(bad, replicasDown(reps)...))
 }
 
 func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
@@ -130,14 +123,20 @@ func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 			bad = append(bad, "volume "+rv.opts.Volume+": fenced (another node holds a newer term; mutations answer EROFS)")
 		}
 	}
+	answer(w, append(bad, replicasDown(reps)...))
+}
+
+// replicasDown names the replica servers that stopped serving.
+func replicasDown(reps []*Replica) []string {
+	var down []string
 	for _, rep := range reps {
 		select {
 		case <-rep.Done():
-			bad = append(bad, "replica "+rep.Addr()+": not serving")
+			down = append(down, "replica "+rep.Addr()+": not serving")
 		default:
 		}
 	}
-	answer(w, bad)
+	return down
 }
 
 func answer(w http.ResponseWriter, bad []string) {
