@@ -111,18 +111,6 @@ func TestParseStatCPU(t *testing.T) {
 	}
 }
 
-func TestParseMountinfoLine(t *testing.T) {
-	line := `36 35 0:39 / /tmp/a\040b rw,nosuid,nodev,relatime shared:1 - fuse.spoolfs spoolfs:vol rw,user_id=0`
-	e, ok := parseMountinfoLine(line)
-	want := mountEntry{Major: 0, Minor: 39, Point: "/tmp/a b", FSType: "fuse.spoolfs", Source: "spoolfs:vol"}
-	if !ok || e != want {
-		t.Errorf("got %+v %v, want %+v", e, ok, want)
-	}
-	if _, ok := parseMountinfoLine("garbage"); ok {
-		t.Error("garbage parsed")
-	}
-}
-
 func TestStaleBase(t *testing.T) {
 	tmp := "/tmp/"
 	if _, ok := staleBase(tmp, "/tmp/spoolfs-bench-"+strconv.Itoa(os.Getpid())+"-123/memfs"); ok {

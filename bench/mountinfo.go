@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -12,86 +11,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/node"
 )
 
 // mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	Major, Minor uint32
-	Point        string
-	FSType       string
-	Source       string
-}
+type mountEntry = node.MountInfo
 
 // readMountinfo parses /proc/self/mountinfo.
-func readMountinfo() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("mountinfo: %w", err)
-	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if e, ok := parseMountinfoLine(sc.Text()); ok {
-			out = append(out, e)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("mountinfo: %w", err)
-	}
-	return out, nil
-}
-
-// parseMountinfoLine parses "id parent maj:min root point opts [tags] - type source superopts".
-func parseMountinfoLine(line string) (mountEntry, bool) {
-	fields := strings.Fields(line)
-	sep := -1
-	for i, f := range fields {
-		if f == "-" && i >= 6 {
-			sep = i
-			break
-		}
-	}
-	if sep < 0 || len(fields) < sep+3 {
-		return mountEntry{}, false
-	}
-	maj, min, ok := strings.Cut(fields[2], ":")
-	if !ok {
-		return mountEntry{}, false
-	}
-	ma, err1 := strconv.ParseUint(maj, 10, 32)
-	mi, err2 := strconv.ParseUint(min, 10, 32)
-	if err1 != nil || err2 != nil {
-		return mountEntry{}, false
-	}
-	return mountEntry{
-		Major:  uint32(ma),
-		Minor:  uint32(mi),
-		Point:  unescapeOctal(fields[4]),
-		FSType: fields[sep+1],
-		Source: unescapeOctal(fields[sep+2]),
-	}, true
-}
-
-// unescapeOctal undoes the \ooo escapes of mountinfo (space, tab, newline, backslash).
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func readMountinfo() ([]mountEntry, error) { return node.ReadMountInfo() }
 
 // findMount returns the topmost mount at point, if any.
 func findMount(point string) (mountEntry, bool, error) {

@@ -5,15 +5,19 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 )
 
 // MountInfo is one line of /proc/self/mountinfo (proc(5)).
 type MountInfo struct {
-	Point  string // mount point, unescaped
-	FSType string // e.g. "fuse.spoolfs", "tmpfs"
-	Source string // e.g. "spoolfs:mx1-spool"
-	Opts   string // per-mount options, e.g. "rw,nosuid,nodev"
+	// Major and Minor are the filesystem's device; for FUSE, Minor is the
+	// connection's number under /sys/fs/fuse/connections.
+	Major, Minor uint32
+	Point        string // mount point, unescaped
+	FSType       string // e.g. "fuse.spoolfs", "tmpfs"
+	Source       string // e.g. "spoolfs:mx1-spool"
+	Opts         string // per-mount options, e.g. "rw,nosuid,nodev"
 }
 
 // IsFUSE says whether the mount is a FUSE filesystem.
@@ -69,7 +73,15 @@ func parseMountInfo(r io.Reader) ([]MountInfo, error) {
 		if len(f) < 6 || sep < 0 || sep+2 >= len(f) {
 			return nil, fmt.Errorf("reading the mount table: malformed line %q", sc.Text())
 		}
+		maj, mnr, ok := strings.Cut(f[2], ":")
+		ma, err1 := strconv.ParseUint(maj, 10, 32)
+		mi, err2 := strconv.ParseUint(mnr, 10, 32)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("reading the mount table: malformed device in %q", sc.Text())
+		}
 		out = append(out, MountInfo{
+			Major:  uint32(ma),
+			Minor:  uint32(mi),
 			Point:  unescapeMountField(f[4]),
 			Opts:   f[5],
 			FSType: unescapeMountField(f[sep+1]),

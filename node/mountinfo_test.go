@@ -16,10 +16,10 @@ func TestParseMountInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []MountInfo{
-		{Point: "/", FSType: "ext4", Source: "/dev/sda1", Opts: "rw,relatime"},
-		{Point: "/tmp/with space", FSType: "fuse.spoolfs", Source: "spoolfs:vol1", Opts: "rw,nosuid,nodev,relatime"},
-		{Point: "/run/user", FSType: "tmpfs", Source: "tmpfs", Opts: "rw"},
-		{Point: "/tmp/with space", FSType: "fuse", Source: `fusectl\x`, Opts: "rw"},
+		{Major: 8, Minor: 1, Point: "/", FSType: "ext4", Source: "/dev/sda1", Opts: "rw,relatime"},
+		{Minor: 39, Point: "/tmp/with space", FSType: "fuse.spoolfs", Source: "spoolfs:vol1", Opts: "rw,nosuid,nodev,relatime"},
+		{Minor: 40, Point: "/run/user", FSType: "tmpfs", Source: "tmpfs", Opts: "rw"},
+		{Minor: 41, Point: "/tmp/with space", FSType: "fuse", Source: `fusectl\x`, Opts: "rw"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d entries, want %d: %+v", len(got), len(want), got)
@@ -35,7 +35,7 @@ func TestParseMountInfo(t *testing.T) {
 }
 
 func TestParseMountInfoMalformed(t *testing.T) {
-	for _, in := range []string{"1 2 3\n", "22 1 8:1 / / rw shared:1 ext4 /dev/sda1 rw\n", "22 1 8:1 / / rw - ext4\n"} {
+	for _, in := range []string{"1 2 3\n", "22 1 x:1 / / rw - ext4 /dev/sda1 rw\n", "22 1 8:1 / / rw shared:1 ext4 /dev/sda1 rw\n", "22 1 8:1 / / rw - ext4\n"} {
 		if _, err := parseMountInfo(strings.NewReader(in)); err == nil {
 			t.Errorf("parseMountInfo(%q) = nil error", in)
 		}
