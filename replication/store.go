@@ -34,7 +34,6 @@ type volStore struct {
 	syncf       *os.File   // the database file, for our own fsync
 	meta        meta       // as committed
 	commits     uint64     // committed batches (one fsync each)
-	logEntries  int        // l: entries in the file, since the last compaction
 	compactions uint64     // rewrites of the file since it was opened
 	shrinkAt    int64      // file size that triggers the next shrink
 	shrinkMin   int64      // never shrink below this size
@@ -129,7 +128,6 @@ func (s *volStore) load() error {
 	if err != nil {
 		return fmt.Errorf("load %s: %w", s.path, err)
 	}
-	s.logEntries = len(logs)
 	return nil
 }
 
@@ -235,7 +233,6 @@ func (s *volStore) commit(v *view, m meta) error {
 		if changes, err = decodeChanges(entry); err != nil {
 			return fmt.Errorf("batch up to lsn %d: %w", m.LSN, err)
 		}
-		s.logEntries++
 	}
 	err := s.mem.Update(func(tx *buntdb.Tx) error { return applyChanges(tx, changes) })
 	if err != nil {
