@@ -216,8 +216,10 @@ func (s *volStore) view() (v *view, done func()) {
 // must drop it and reopen.
 func (s *volStore) commit(v *view, m meta) error {
 	v.set(keyMeta, m.encode())
-	changes := v.changes()
-	if s.db != nil {
+	var changes []change
+	if s.db == nil {
+		changes = v.changes()
+	} else {
 		entry := v.encodeChanges()
 		err := s.db.Update(func(tx *buntdb.Tx) error {
 			_, _, err := tx.Set(logKey(m.LSN), entry, nil)
