@@ -93,27 +93,54 @@ func TestRunChildPassesStdioAndEnv(t *testing.T) {
 
 // readyChild starts RunChild on a script that prints "ready" once its traps
 // are set, and returns the channel of RunChild's result once "ready" came.
+//
+// RunChild makes this process a child subreaper and stops every child of it
+// that appears while it runs, so a RunChild left running by a failed test
+// would kill the processes of the tests after it (a go build, a mount): the
+// cleanup stops it (ctx is cancelled, StopGrace is short) and waits for it.
 func readyChild(t *testing.T, ctx context.Context, script string, cfg ChildConfig) <-chan childResult {
 	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pr.Close() })
-	var errOut bytes.Buffer
-	cfg.Stdout, cfg.Stderr = pw, &errOut
+	errOut := &syncBuffer{}
+	cfg.Stdout, cfg.Stderr = pw, errOut
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = 2 * time.Second
+	}
 	res := make(chan childResult, 1)
+	finished := make(chan struct{})
 	go func() {
+		defer close(finished)
 		code, err := RunChild(ctx, "/proc", []string{"sh", "-c", script}, cfg)
 		pw.Close()
 		res <- childResult{code, err}
 	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-finished:
+		case <-time.After(30 * time.Second):
+			t.Errorf("RunChild still runs 30s after its test ended")
+		}
+		pr.Close()
+	})
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if line != "ready\n" {
+		cancel()
+		<-finished
 		t.Fatalf("child did not get ready: %q, %v (stderr %q)", line, err, errOut.String())
 	}
 	return res
 }
+
+// idleLoop keeps a shell waiting for a trapped signal. Not `sleep 1000 &
+// wait $!`: a background job forked just before the shell exits may not
+// have exec'd yet, and then catches the SIGTERM meant for it with the
+// shell's trap handler and loses it (it would live on until SIGKILL).
+const idleLoop = `while :; do sleep 0.05; done`
 
 type childResult struct {
 	code int
@@ -150,7 +177,7 @@ func TestRunChildForwardsSignals(t *testing.T) {
 			continue
 		}
 		sigs := make(chan os.Signal, 1)
-		script := fmt.Sprintf(`trap 'exit %d' %s; echo ready; sleep 1000 & wait $!`, tc.want, tc.name)
+		script := fmt.Sprintf(`trap 'exit %d' %s; echo ready; %s`, tc.want, tc.name, idleLoop)
 		res := readyChild(t, context.Background(), script, ChildConfig{Signals: sigs})
 		sigs <- tc.sig
 		if r := waitResult(t, res, 10*time.Second); r.err != nil || r.code != tc.want {
@@ -183,7 +210,7 @@ func ignoredByProcess(t *testing.T, sig syscall.Signal) bool {
 func TestRunChildStopOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	res := readyChild(t, ctx, `trap 'exit 0' TERM; echo ready; sleep 1000 & wait $!`, ChildConfig{})
+	res := readyChild(t, ctx, `trap 'exit 0' TERM; echo ready; `+idleLoop, ChildConfig{})
 	cancel()
 	if r := waitResult(t, res, 10*time.Second); r.err != nil || r.code != 0 {
 		t.Fatalf("code %d err %v, want 0: the child should get SIGTERM and exit", r.code, r.err)
@@ -649,7 +676,7 @@ func TestLaunchStopStopsChildFirst(t *testing.T) {
 	// The child handles SIGTERM by writing to and reading from the mount:
 	// it works only if spoolfs stops the child before it unmounts. It also
 	// leaves a process behind, which spoolfs must stop.
-	r := startLaunch(t, viaFlag, `trap 'echo bye > "$MNT/g"; cat "$MNT/g"; exit 0' TERM; sleep 1000 & echo > "$TO_TEST"; wait $!`)
+	r := startLaunch(t, viaFlag, `trap 'echo bye > "$MNT/g"; cat "$MNT/g"; exit 0' TERM; echo > "$TO_TEST"; `+idleLoop)
 	r.readLine(t)
 	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -701,7 +728,7 @@ func TestLaunchOuterKilled(t *testing.T) {
 	// kill -9 of the spoolfs the user started: the one inside the
 	// namespaces gets SIGTERM (parent death signal), stops the child,
 	// unmounts and exits; nothing is left.
-	r := startLaunch(t, viaFlag, `trap 'exit 0' TERM; sleep 1000 & echo > "$TO_TEST"; wait $!`)
+	r := startLaunch(t, viaFlag, `trap 'exit 0' TERM; echo > "$TO_TEST"; `+idleLoop)
 	r.readLine(t)
 	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -857,7 +884,7 @@ func TestLaunchVolumeGoneStopsChild(t *testing.T) {
 	}
 	defer pr.Close()
 	cmd := exec.Command(bin, "mount", "--local", "--log-level", "warn", "v", mnt, "--",
-		"sh", "-c", `trap 'exit 5' TERM; echo ready; sleep 1000 & wait $!`)
+		"sh", "-c", `trap 'exit 5' TERM; echo ready; `+idleLoop)
 	cmd.Stdout = pw
 	errOut := &syncBuffer{}
 	cmd.Stderr = errOut
