@@ -195,7 +195,7 @@ func (s *volStore) sync() error {
 	if s.syncf == nil {
 		return nil
 	}
-	if err := s.syncf.Sync(); err != nil {
+	if err := fsyncHeld(s.syncf); err != nil {
 		return fmt.Errorf("fsync %s: %w", s.path, err)
 	}
 	return nil
