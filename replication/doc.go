@@ -32,7 +32,11 @@
 // the same records do not all stall at once. buntdb's own SyncPolicy is
 // Never and its automatic shrink is off: the store fsyncs through its own
 // descriptor, so an fsync error is seen (buntdb drops it), and buntdb's
-// Shrink sleeps 250 ms and renames a file it never fsynced.
+// Shrink sleeps 250 ms and renames a file it never fsynced. That fsync is
+// a raw system call (fsync.go): through os.File.Sync the Go scheduler
+// would hand the applier's P to another thread for the length of every
+// fsync and take it back after, two or three thread switches per commit
+// on a replica whose GOMAXPROCS is its stream count.
 //
 // The accepted term of a volume lives in a small sidecar file
 // (<volume>.term, written with write-fsync-rename-fsync), so that a replica
