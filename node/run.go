@@ -122,7 +122,7 @@ func (n *Node) StartAdmin(addr string) (*Admin, error) {
 // data_dir), its admin endpoint, then each volume, in order. ctx bounds
 // the start (a signal cancels it). On error what was started is stopped.
 func (n *Node) StartConfig(ctx context.Context, c *Config) error {
-	server, client, err := c.Credentials()
+	server, client, err := c.Credentials(n.log)
 	if err != nil {
 		return err
 	}
@@ -157,19 +157,18 @@ func (n *Node) StartConfig(ctx context.Context, c *Config) error {
 }
 
 // Credentials are the gRPC credentials of the config's tls section: the
-// replica server's and the primary's (nil, nil without it).
-func (c *Config) Credentials() (server, client credentials.TransportCredentials, err error) {
+// replica server's and the primary's (nil, nil without it), from one
+// TLSMaterial that log hears reloads of (nil: not logged).
+func (c *Config) Credentials(log *zap.Logger) (server, client credentials.TransportCredentials, err error) {
 	f := c.TLS.Files()
 	if !f.Enabled() {
 		return nil, nil, nil
 	}
-	if server, err = f.ServerCreds(); err != nil {
+	m, err := f.Material(log)
+	if err != nil {
 		return nil, nil, err
 	}
-	if client, err = f.ClientCreds(); err != nil {
-		return nil, nil, err
-	}
-	return server, client, nil
+	return m.ServerCreds(), m.ClientCreds(), nil
 }
 
 // Serve serves until a signal arrives on sigs, then stops everything

@@ -7,9 +7,9 @@ package node
 // node id, the SANs are the node's host names and addresses, and the
 // extended key usage allows both roles. `spoolfs certs ca` and `spoolfs
 // certs node` make that material (CreateCA, IssueNodeCert); TLSFiles
-// loads it into gRPC transport credentials. The files are read once, when
-// the credentials are made: to rotate a certificate, replace the files and
-// restart the node.
+// loads it into gRPC transport credentials, which read the files again
+// when they change (tls_reload.go): a certificate is rotated by replacing
+// its files.
 
 import (
 	"context"
@@ -76,37 +76,23 @@ func (f TLSFiles) Validate() error {
 	return err
 }
 
-// ServerCreds are the credentials of a node serving gRPC: it presents
-// Cert/Key, wants TLS 1.3, and requires a client certificate that chains
-// to CA (with client-auth usage). The caller reads the client's identity
-// with PeerIdentity.
+// ServerCreds are Material(nil).ServerCreds(): reloaded when the files
+// change, nothing logged.
 func (f TLSFiles) ServerCreds() (credentials.TransportCredentials, error) {
-	pool, cert, err := f.load()
+	m, err := f.Material(nil)
 	if err != nil {
 		return nil, err
 	}
-	return credentials.NewTLS(&tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
-	}), nil
+	return m.ServerCreds(), nil
 }
 
-// ClientCreds are the credentials of a node dialing another: it verifies
-// the server's certificate against CA (and, through grpc's
-// credentials.NewTLS, the host name or IP of the dial address against the
-// certificate's SANs), presents Cert/Key, and wants TLS 1.3.
+// ClientCreds are Material(nil).ClientCreds().
 func (f TLSFiles) ClientCreds() (credentials.TransportCredentials, error) {
-	pool, cert, err := f.load()
+	m, err := f.Material(nil)
 	if err != nil {
 		return nil, err
 	}
-	return credentials.NewTLS(&tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      pool,
-	}), nil
+	return m.ClientCreds(), nil
 }
 
 // NodeIdentity is the node id a verified certificate names: its

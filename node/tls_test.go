@@ -48,10 +48,17 @@ func nodeFiles(caDir, certDir, id string) TLSFiles {
 // sends the caller's identity on the returned channel.
 func startHealthServer(t *testing.T, f TLSFiles) (string, <-chan string) {
 	t.Helper()
-	creds, err := f.ServerCreds()
+	m, err := f.Material(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startHealthServerCreds(t, m)
+}
+
+// startHealthServerCreds is startHealthServer with m's server credentials.
+func startHealthServerCreds(t *testing.T, m *TLSMaterial) (string, <-chan string) {
+	t.Helper()
+	creds := m.ServerCreds()
 	seen := make(chan string, 16)
 	srv := grpc.NewServer(grpc.Creds(creds), grpc.UnaryInterceptor(
 		func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

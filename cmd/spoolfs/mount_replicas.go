@@ -25,6 +25,7 @@ type replicaFlags struct {
 	admin          string
 	tls            tlsFlags
 	client         credentials.TransportCredentials // from tls, set by check
+	tlsMaterial    *node.TLSMaterial                // its source, whose reloads are logged once the mount has a logger
 }
 
 func addReplicaFlags(c *cobra.Command, r *replicaFlags) {
@@ -58,11 +59,11 @@ func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 	}
 	r.nodeID = cfg.NodeID
 	if cfg.TLS.Files().Enabled() {
-		creds, err := cfg.TLS.Files().ClientCreds()
+		m, err := cfg.TLS.Files().Material(nil)
 		if err != nil {
 			return err
 		}
-		r.client = creds
+		r.tlsMaterial, r.client = m, m.ClientCreds()
 	}
 	return nil
 }
@@ -76,6 +77,9 @@ func (r *replicaFlags) options() node.ReplicationOptions {
 // it (or runs CMD in it) until unmounted or signalled; then it waits for the
 // replicas to hold every record and closes the primary.
 func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logger) error {
+	if m := f.repl.tlsMaterial; m != nil {
+		m.SetLogger(log)
+	}
 	n := node.NewNode(f.repl.nodeID, log)
 	defer n.Stop(nil) // the admin endpoint, once the volume is done
 	if f.repl.admin != "" {

@@ -45,12 +45,15 @@ primary reconnects to the replica when it returns).`,
 			if err := cfg.Validate(); err != nil {
 				return usageErr(c, flagNames(err))
 			}
-			server, _, err := cfg.Credentials()
-			if err != nil {
-				return usageErr(c, err)
+			var mat *node.TLSMaterial
+			if f := cfg.TLS.Files(); f.Enabled() {
+				m, err := f.Material(nil)
+				if err != nil {
+					return usageErr(c, err)
+				}
+				mat, o.Creds = m, m.ServerCreds()
 			}
-			o.Creds = server
-			return runReplica(o, grace)
+			return runReplica(o, grace, mat)
 		},
 	}
 	fl := c.Flags()
@@ -63,10 +66,13 @@ primary reconnects to the replica when it returns).`,
 	return c
 }
 
-func runReplica(o node.ReplicaOptions, grace time.Duration) error {
+func runReplica(o node.ReplicaOptions, grace time.Duration, mat *node.TLSMaterial) error {
 	log, err := newLogger()
 	if err != nil {
 		return &exitError{code: 2, err: err}
+	}
+	if mat != nil {
+		mat.SetLogger(log) // its reloads
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 	sigs := make(chan os.Signal, 1)

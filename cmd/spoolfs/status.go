@@ -41,7 +41,7 @@ With --replicas, ask the replicas themselves (their Status RPC) instead.`,
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			if replicas != "" {
-				_, creds, err := (&node.Config{TLS: tf.config()}).Credentials()
+				_, creds, err := (&node.Config{TLS: tf.config()}).Credentials(nil)
 				if err != nil {
 					return usageErr(c, err)
 				}
