@@ -39,6 +39,8 @@ var (
 	mCompacts  = prometheus.NewDesc("spoolfs_replica_compactions_total", "Rewrites of a volume's database file by a replica server.", repLabels, nil)
 	mInodes    = prometheus.NewDesc("spoolfs_replica_inodes", "Inodes a replica server stores, per volume.", repLabels, nil)
 	mBytes     = prometheus.NewDesc("spoolfs_replica_data_bytes", "File bytes a replica server stores, per volume.", repLabels, nil)
+	mTLSExpiry = prometheus.NewDesc("spoolfs_tls_cert_expiry_timestamp_seconds", "When the certificate this node presents expires (Unix time; with mTLS).", nil, nil)
+	mTLSReload = prometheus.NewDesc("spoolfs_tls_reloads_total", "Changes of the TLS files: used (ok) or kept out (failed: they did not fit together or named another node).", []string{"result"}, nil)
 )
 
 // nodeCollector is the prometheus.Collector of a Node.
@@ -47,7 +49,7 @@ type nodeCollector struct{ n *Node }
 // Describe implements prometheus.Collector.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mInfo, mOps, mErrnos, mNotify, mTerm, mHead, mDurable, mLogBytes, mFenced,
-		mLag, mAcked, mConnected, mResyncs, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes} {
+		mLag, mAcked, mConnected, mResyncs, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes, mTLSExpiry, mTLSReload} {
 		ch <- d
 	}
 }
@@ -56,6 +58,15 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(mInfo, prometheus.GaugeValue, 1, c.n.id)
 	vols, reps := c.n.parts()
+	c.n.mu.Lock()
+	tm := c.n.tls
+	c.n.mu.Unlock()
+	if tm != nil {
+		ts := tm.Status()
+		ch <- prometheus.MustNewConstMetric(mTLSExpiry, prometheus.GaugeValue, float64(ts.NotAfter.Unix()))
+		ch <- prometheus.MustNewConstMetric(mTLSReload, prometheus.CounterValue, float64(ts.Reloads), "ok")
+		ch <- prometheus.MustNewConstMetric(mTLSReload, prometheus.CounterValue, float64(ts.Failures), "failed")
+	}
 	for _, rv := range vols {
 		collectVolume(ch, rv)
 	}

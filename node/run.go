@@ -25,6 +25,7 @@ type Node struct {
 	replicas []*Replica
 	volumes  []*ReplicatedVolume
 	admin    *Admin
+	tls      *TLSMaterial  // the node's mTLS material, for metrics (nil without)
 	ended    chan ended    // a volume or replica stopped serving
 	quit     chan struct{} // closed by Stop: nobody reads ended any more
 	quitOnce sync.Once
@@ -39,6 +40,14 @@ type ended struct {
 // NewNode makes an empty node; add replicas, volumes and an admin endpoint.
 func NewNode(id string, log *zap.Logger) *Node {
 	return &Node{id: id, log: log, started: time.Now(), ended: make(chan ended), quit: make(chan struct{})}
+}
+
+// SetTLS names the node's mTLS material: /metrics reports its expiry and
+// reloads.
+func (n *Node) SetTLS(m *TLSMaterial) {
+	n.mu.Lock()
+	n.tls = m
+	n.mu.Unlock()
 }
 
 // ID is the node's id.
@@ -122,9 +131,14 @@ func (n *Node) StartAdmin(addr string) (*Admin, error) {
 // data_dir), its admin endpoint, then each volume, in order. ctx bounds
 // the start (a signal cancels it). On error what was started is stopped.
 func (n *Node) StartConfig(ctx context.Context, c *Config) error {
-	server, client, err := c.Credentials(n.log)
-	if err != nil {
-		return err
+	var server, client credentials.TransportCredentials
+	if f := c.TLS.Files(); f.Enabled() {
+		m, err := f.Material(n.log)
+		if err != nil {
+			return err
+		}
+		n.SetTLS(m)
+		server, client = m.ServerCreds(), m.ClientCreds()
 	}
 	if c.Listen != "" {
 		// A node that is only a replica sizes GOMAXPROCS to the volumes

@@ -39,12 +39,27 @@ type TLSMaterial struct {
 	files TLSFiles
 	id    string // the node id, fixed at load
 
-	mu      sync.Mutex
-	log     *zap.Logger
-	pool    *x509.CertPool
-	cert    tls.Certificate
-	sig     [3]fileSig // of the files as last looked at
-	checked time.Time
+	mu       sync.Mutex
+	log      *zap.Logger
+	pool     *x509.CertPool
+	cert     tls.Certificate
+	sig      [3]fileSig // of the files as last looked at
+	checked  time.Time
+	reloads  uint64 // material replaced
+	failures uint64 // changes that could not be used
+}
+
+// TLSStatus describes the material in use, for metrics.
+type TLSStatus struct {
+	NotAfter          time.Time // the expiry of the certificate this node presents
+	Reloads, Failures uint64    // reloads done, and changed files that could not be used
+}
+
+// Status reports the material in use.
+func (m *TLSMaterial) Status() TLSStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return TLSStatus{NotAfter: m.cert.Leaf.NotAfter, Reloads: m.reloads, Failures: m.failures}
 }
 
 // fileSig tells whether a file changed.
@@ -114,10 +129,12 @@ func (m *TLSMaterial) reloadLocked() {
 		err = fmt.Errorf("tls certificate %s names node %q, and this node runs as %q (restart it to change its id)", m.files.Cert, NodeIdentity(cert.Leaf), m.id)
 	}
 	if err != nil {
+		m.failures++
 		m.log.Warn("tls files changed but cannot be used: keeping the certificates in use until they change again", zap.Error(err))
 		return
 	}
 	m.pool, m.cert = pool, cert
+	m.reloads++
 	m.log.Info("tls material reloaded", zap.String("cert", m.files.Cert), zap.String("serial", cert.Leaf.SerialNumber.String()),
 		zap.Time("not_after", cert.Leaf.NotAfter))
 }

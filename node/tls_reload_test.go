@@ -1,11 +1,13 @@
 package node
 
 import (
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -108,5 +110,40 @@ func TestTLSReload(t *testing.T) {
 	<-seen
 	if got := logs.FilterMessageSnippet("cannot be used").All(); len(got) != before+1 || !strings.Contains(got[len(got)-1].ContextMap()["error"].(string), `names node "replica-2"`) {
 		t.Fatalf("want a warning naming the other node; logs: %v", got)
+	}
+
+	// /metrics: the expiry of the certificate in use (the second CA's
+	// replica-1), one reload used and two kept out.
+	n := NewNode("replica-1", zap.NewNop())
+	n.SetTLS(srvMat)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(&nodeCollector{n: n})
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(nodeFiles(pki2, pki2, "replica-1").Cert, nodeFiles(pki2, pki2, "replica-1").Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		"spoolfs_tls_cert_expiry_timestamp_seconds": float64(pair.Leaf.NotAfter.Unix()),
+		"spoolfs_tls_reloads_total/ok":              1,
+		"spoolfs_tls_reloads_total/failed":          2,
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
 	}
 }

@@ -77,10 +77,11 @@ func (r *replicaFlags) options() node.ReplicationOptions {
 // it (or runs CMD in it) until unmounted or signalled; then it waits for the
 // replicas to hold every record and closes the primary.
 func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logger) error {
+	n := node.NewNode(f.repl.nodeID, log)
 	if m := f.repl.tlsMaterial; m != nil {
 		m.SetLogger(log)
+		n.SetTLS(m)
 	}
-	n := node.NewNode(f.repl.nodeID, log)
 	defer n.Stop(nil) // the admin endpoint, once the volume is done
 	if f.repl.admin != "" {
 		if _, err := n.StartAdmin(f.repl.admin); err != nil {
