@@ -534,9 +534,18 @@ func TestReplicaStatefulSet(t *testing.T) {
 	}
 	c := sts.Spec.Template.Spec.Containers[0]
 	want := []string{"spoolfs", "replica", "--listen", ":7070", "--data", "/data",
-		"--tls-ca", tlsDir + "/ca.crt", "--tls-cert", tlsDir + "/$(POD_NAME).crt", "--tls-key", tlsDir + "/$(POD_NAME).key"}
+		"--tls-ca", tlsDir + "/ca.crt", "--tls-cert", tlsDir + "/$(POD_NAME).crt", "--tls-key", tlsDir + "/$(POD_NAME).key",
+		"--admin", ":7480"}
 	if !slices.Equal(c.Command, want) {
 		t.Errorf("replica command %q, want %q", c.Command, want)
+	}
+	// The probes ask the admin endpoint the command opens.
+	admin := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "admin" && p.ContainerPort == 7480 })
+	for name, pr := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		wantPath := map[string]string{"liveness": "/healthz", "readiness": "/readyz"}[name]
+		if admin < 0 || pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Port.String() != "admin" || pr.HTTPGet.Path != wantPath {
+			t.Errorf("replicas: want a %s probe GET %s on the admin port 7480", name, wantPath)
+		}
 	}
 	if len(sts.Spec.VolumeClaimTemplates) != 1 || !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
 		return m.Name == sts.Spec.VolumeClaimTemplates[0].Name && m.MountPath == "/data"

@@ -33,6 +33,9 @@ type ReplicaOptions struct {
 	// being shipped to it (at least 1, at most the CPUs). For a process
 	// that is a replica and nothing else (adaptProcs in procs.go says why).
 	AdaptProcs bool
+	// StopGrace is how long a node's Stop lets the replica's calls in
+	// flight finish (0: DefaultReplicaStopGrace).
+	StopGrace time.Duration
 }
 
 // Replica is one running replica server: the replication service on a

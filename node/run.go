@@ -297,7 +297,11 @@ func stopReplicas(reps []*Replica) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), DefaultReplicaStopGrace)
+			grace := r.opts.StopGrace
+			if grace <= 0 {
+				grace = DefaultReplicaStopGrace
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), grace)
 			defer cancel()
 			r.Stop(ctx)
 		}()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +20,7 @@ func newReplicaCmd() *cobra.Command {
 	var o node.ReplicaOptions
 	var maxFile, compactMin node.ByteSize
 	var grace time.Duration
+	var admin string
 	var tf tlsFlags
 	c := &cobra.Command{
 		Use:   "replica --listen ADDR --data DIR",
@@ -53,7 +53,8 @@ primary reconnects to the replica when it returns).`,
 				}
 				mat, o.Creds = m, m.ServerCreds()
 			}
-			return runReplica(o, grace, mat)
+			o.StopGrace = grace
+			return runReplica(o, cfg.NodeID, admin, mat)
 		},
 	}
 	fl := c.Flags()
@@ -62,38 +63,38 @@ primary reconnects to the replica when it returns).`,
 	fl.Var(&maxFile, "max-file-size", "largest file a record may carry, e.g. 1GiB (0: the default)")
 	fl.Var(&compactMin, "compact-min-size", "a volume's file is rewritten when it has doubled and passed this size (default 64MiB); each rewrite pauses that volume's commits")
 	fl.DurationVar(&grace, "stop-grace", 5*time.Second, "on SIGTERM, how long calls in flight have to finish")
+	fl.StringVar(&admin, "admin", "", "host:port of the admin HTTP endpoint: /metrics, /healthz, /readyz, /status, /debug/pprof (default: none)")
 	addTLSFlags(fl, &tf)
 	return c
 }
 
-func runReplica(o node.ReplicaOptions, grace time.Duration, mat *node.TLSMaterial) error {
+func runReplica(o node.ReplicaOptions, id, admin string, mat *node.TLSMaterial) error {
 	log, err := newLogger()
 	if err != nil {
 		return &exitError{code: 2, err: err}
-	}
-	if mat != nil {
-		mat.SetLogger(log) // its reloads
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	n := node.NewNode(id, log)
+	if mat != nil {
+		mat.SetLogger(log) // its reloads
+		n.SetTLS(mat)
+	}
 	// A process that is a replica and nothing else sizes GOMAXPROCS to
 	// the volumes it serves (node/procs.go), unless the environment says.
 	o.AdaptProcs = os.Getenv("GOMAXPROCS") == ""
-	r, err := node.StartReplica(o, log)
-	if err != nil {
+	if _, err := n.StartReplica(o); err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	select {
-	case s := <-sigs:
-		log.Info("stopping", zap.Stringer("signal", s))
-		ctx, cancel := context.WithTimeout(context.Background(), grace)
-		defer cancel()
-		r.Stop(ctx)
-		return nil
-	case <-r.Done():
-		r.Stop(context.Background())
-		return &exitError{code: 1, err: r.Err()}
+	if admin != "" {
+		a, err := n.StartAdmin(admin)
+		if err != nil {
+			n.Stop(nil)
+			return &exitError{code: 1, err: err}
+		}
+		log.Info("admin endpoint", zap.String("addr", a.Addr()))
 	}
+	return exitCode(n.Serve(sigs)) // Serve logged why
 }
