@@ -38,6 +38,16 @@
 // fsync and take it back after, two or three thread switches per commit
 // on a replica whose GOMAXPROCS is its stream count.
 //
+// What is reported as stored is on disk. Opening a volume fsyncs its
+// file first: a process killed between a batch's write and its fsync
+// leaves the batch in the page cache, unacknowledged, and without that
+// fsync a restarted replica would report it before the kernel wrote it.
+// A commit whose write or fsync fails leaves the volume unusable until a
+// restart and a marker (<volume>.db.failed) holding the file's size at
+// its last good fsync: Linux may keep the pages of a failed fsync in the
+// page cache marked clean and never write them, so the next open cuts the
+// file back to that size before reading it (store.go, cutToDurable).
+//
 // The accepted term of a volume lives in a small sidecar file
 // (<volume>.term, written with write-fsync-rename-fsync), so that a replica
 // that must throw away a corrupt database still remembers which terms it

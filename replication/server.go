@@ -216,6 +216,7 @@ func (v *volume) usable() error {
 func (v *volume) fail(log *zap.Logger, err error) error {
 	log.Error("replica storage failed: volume unusable until restart", zap.String("volume", v.name), zap.Error(err))
 	v.broken = err
+	v.st.markFailed()
 	v.st.close()
 	return status.Errorf(codes.Internal, "volume %q: storage failed: %v", v.name, err)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +38,7 @@ type volStore struct {
 	compactions uint64     // rewrites of the file since it was opened
 	shrinkAt    int64      // file size that triggers the next shrink
 	shrinkMin   int64      // never shrink below this size
+	durableSize int64      // the file's size at its last fsync; -1: unknown
 	log         *zap.Logger
 }
 
@@ -56,6 +58,10 @@ func openVolStore(path string, compactMin int64, log *zap.Logger) (*volStore, er
 }
 
 func (s *volStore) open() error {
+	s.durableSize = -1
+	if err := s.cutToDurable(); err != nil {
+		return err
+	}
 	mem, err := buntdb.Open(":memory:")
 	if err != nil {
 		return fmt.Errorf("open the in-memory volume: %w", err)
@@ -71,6 +77,13 @@ func (s *volStore) open() error {
 	if s.syncf, err = os.OpenFile(s.path, os.O_RDWR, 0); err != nil {
 		s.close()
 		return fmt.Errorf("open %s for fsync: %w", s.path, err)
+	}
+	// What the file holds is made durable before any of it is reported:
+	// a batch written by a process killed before its fsync may still be
+	// only in the page cache.
+	if err := s.sync(); err != nil {
+		s.close()
+		return err
 	}
 	if err := s.load(); err != nil {
 		s.close()
@@ -189,6 +202,7 @@ func (s *volStore) close() {
 		_ = s.syncf.Close()
 		s.syncf = nil
 	}
+	s.durableSize = -1
 }
 
 func (s *volStore) sync() error {
@@ -198,7 +212,85 @@ func (s *volStore) sync() error {
 	if err := fsyncHeld(s.syncf); err != nil {
 		return fmt.Errorf("fsync %s: %w", s.path, err)
 	}
+	if fi, err := s.syncf.Stat(); err == nil {
+		s.durableSize = fi.Size()
+	} else {
+		s.durableSize = -1
+	}
 	return nil
+}
+
+// failedSuffix names the marker a failed commit leaves next to the file:
+// it holds the file's size at its last good fsync.
+const failedSuffix = ".failed"
+
+// markFailed records, after a commit failed, how much of the file is
+// known to be durable: the size at its last good fsync. A failed fsync
+// (or write) leaves the pages of the batch in an unknown state — Linux
+// may keep them in the page cache marked clean and never write them — so
+// the file as a later open reads it may hold a batch that is not on disk.
+// The next open cuts the file back to that size (cutToDurable). Best
+// effort: a disk that cannot take this small file is failing anyway.
+func (s *volStore) markFailed() {
+	if s.path == "" || s.syncf == nil || s.durableSize < 0 {
+		return
+	}
+	marker := s.path + failedSuffix
+	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		_, err = fmt.Fprintf(f, "%d\n", s.durableSize)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(s.path))
+	}
+	if err != nil {
+		s.log.Error("cannot record how much of the file is durable", zap.String("marker", marker), zap.Error(err))
+	}
+}
+
+// cutToDurable applies a marker markFailed left: the file is truncated to
+// the size it had at its last good fsync, made durable, and the marker
+// removed. What is cut was never acknowledged.
+func (s *volStore) cutToDurable() error {
+	if s.path == "" {
+		return nil
+	}
+	marker := s.path + failedSuffix
+	b, err := os.ReadFile(marker)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", marker, err)
+	}
+	size, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || size < 0 {
+		return fmt.Errorf("%s: not a file size: %q", marker, b)
+	}
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return fmt.Errorf("a commit failed before this start (%s): %w", marker, err)
+	}
+	if fi.Size() > size {
+		s.log.Warn("a commit failed before this start: the file is cut back to what its last good fsync made durable",
+			zap.String("path", s.path), zap.Int64("size", fi.Size()), zap.Int64("durable", size))
+		if err := os.Truncate(s.path, size); err != nil {
+			return fmt.Errorf("cut %s back to %d bytes: %w", s.path, size, err)
+		}
+		if err := fsyncPath(s.path); err != nil {
+			return fmt.Errorf("cut %s back to %d bytes: fsync: %w", s.path, size, err)
+		}
+	}
+	if err := os.Remove(marker); err != nil {
+		return fmt.Errorf("remove %s: %w", marker, err)
+	}
+	return syncDir(filepath.Dir(s.path))
 }
 
 // view starts a scratch view of the committed state; release it with done

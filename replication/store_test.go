@@ -247,3 +247,51 @@ func TestEachInodeMatchesSnapshot(t *testing.T) {
 		t.Fatalf("%d inodes, want 5", len(got))
 	}
 }
+
+// TestFailedCommitCutBack: after a commit failed (its fsync, or its
+// write), the next open cuts the file back to its size at the last good
+// fsync, so a batch that may exist only in the page cache is not
+// reported as stored; a marker that is not a size stops the open.
+func TestFailedCommitCutBack(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.db")
+	st := installBase(t, path)
+	for i := uint64(1); i <= 2; i++ {
+		v, m := stage(t, st, &Record{Term: 1, LSN: i, Op: OpData, Ino: 3, Attr: fileAttr(1), Data: []byte{byte('a' + i)}})
+		if err := st.commit(v, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _, _ := st.readSnapshot()
+	// Batch 3 is written as commit writes it, and then its fsync "fails".
+	v, m := stage(t, st, &Record{Term: 1, LSN: 3, Op: OpData, Ino: 3, Attr: fileAttr(1), Data: []byte("z")})
+	v.set(keyMeta, m.encode())
+	entry := v.encodeChanges()
+	if err := st.db.Update(func(tx *buntdb.Tx) error { _, _, err := tx.Set(logKey(3), entry, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	st.markFailed()
+	st.close()
+	if _, err := os.Stat(path + failedSuffix); err != nil {
+		t.Fatalf("no marker after a failed commit: %v", err)
+	}
+
+	st = openTestStore(t, path)
+	got, gm, err := st.readSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gm.LSN != 2 || !reflect.DeepEqual(want, got) {
+		t.Fatalf("after the cut: lsn %d (want 2, the last batch fsynced), state equal: %v", gm.LSN, reflect.DeepEqual(want, got))
+	}
+	if _, err := os.Stat(path + failedSuffix); !os.IsNotExist(err) {
+		t.Fatalf("marker left after the cut: %v", err)
+	}
+	st.close()
+
+	if err := os.WriteFile(path+failedSuffix, []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openVolStore(path, 0, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "not a file size") {
+		t.Fatalf("open with a garbled marker: %v, want an error naming it", err)
+	}
+}
