@@ -53,7 +53,19 @@ type volume struct {
 	accepted uint64
 	holder   string
 	broken   error // set when storage failed or the server closed
+
+	// After a storage failure the volume opens its store again, at most
+	// every reopenEvery, when it is next used (usable): a disk that was
+	// full works again once space is freed, without a restart.
+	path       string    // the database file ("" in memory: no reopening)
+	compactMin int64     // for openVolStore
+	cut        int64     // the file's size at its last good fsync when it failed (-1: unknown)
+	retryAt    time.Time // no reopening before
+	log        *zap.Logger
 }
+
+// reopenEvery spaces the attempts to open a failed volume's store again.
+const reopenEvery = time.Second
 
 // ShipStreams is the number of Ship streams being served: primaries
 // pushing records to this replica.
@@ -140,6 +152,7 @@ func (s *ReplicaServer) Close() error {
 			v.st.close()
 		}
 		v.broken = errors.New("replica closed")
+		v.path = "" // never reopened
 		v.mu.Unlock()
 	}
 	return nil
@@ -182,7 +195,7 @@ func (s *ReplicaServer) exists(name string) bool {
 }
 
 func (s *ReplicaServer) openVolume(name string) (*volume, error) {
-	v := &volume{name: name}
+	v := &volume{name: name, compactMin: s.compactMin, log: s.log.With(zap.String("volume", name))}
 	dbPath := ""
 	if s.dir != "" {
 		dbPath = filepath.Join(s.dir, name+".db")
@@ -193,31 +206,62 @@ func (s *ReplicaServer) openVolume(name string) (*volume, error) {
 		}
 		v.accepted, v.holder = tf.Term, tf.Holder
 	}
-	st, err := openVolStore(dbPath, s.compactMin, s.log.With(zap.String("volume", name)))
+	st, err := openVolStore(dbPath, s.compactMin, v.log)
 	if err != nil {
 		return nil, err
 	}
-	v.st = st
+	v.st, v.path = st, dbPath
 	s.log.Info("volume opened", zap.String("volume", name), zap.Uint64("accepted_term", v.accepted),
 		zap.Uint64("last_term", st.meta.LastTerm), zap.Uint64("lsn", st.meta.LSN))
 	return v, nil
 }
 
-// usable reports why the volume cannot be used (caller holds v.mu).
+// usable reports why the volume cannot be used (caller holds v.mu). A
+// volume whose storage failed first tries to open its store again.
 func (v *volume) usable() error {
+	if v.broken != nil && v.path != "" && !time.Now().Before(v.retryAt) {
+		v.retryAt = time.Now().Add(reopenEvery)
+		if err := v.reopen(); err != nil {
+			v.log.Warn("replica storage still failing", zap.Error(err))
+			v.broken = err
+		} else {
+			v.log.Info("replica storage works again: volume usable", zap.Uint64("lsn", v.st.meta.LSN))
+			v.broken = nil
+		}
+	}
 	if v.broken != nil {
 		return status.Errorf(codes.Unavailable, "volume %q: %v", v.name, v.broken)
 	}
 	return nil
 }
 
+// reopen opens the store of a volume whose storage failed. The open cuts
+// the file back to its last good fsync (the marker fail left); if the
+// marker could not be written, to the size fail remembered.
+func (v *volume) reopen() error {
+	if _, err := os.Stat(v.path + failedSuffix); errors.Is(err, os.ErrNotExist) && v.cut >= 0 {
+		if err := cutFile(v.path, v.cut, v.log); err != nil {
+			return err
+		}
+	}
+	st, err := openVolStore(v.path, v.compactMin, v.log)
+	if err != nil {
+		return err
+	}
+	v.st, v.cut = st, -1
+	return nil
+}
+
 // fail marks the volume unusable after a storage error (caller holds
-// v.mu): its state on disk is no longer known.
+// v.mu): its state on disk is no longer known. It is tried again when next
+// used, from what its last good fsync made durable (usable).
 func (v *volume) fail(log *zap.Logger, err error) error {
-	log.Error("replica storage failed: volume unusable until restart", zap.String("volume", v.name), zap.Error(err))
+	log.Error("replica storage failed: volume unusable until its store opens again", zap.String("volume", v.name), zap.Error(err))
 	v.broken = err
+	v.cut = v.st.durableSize
 	v.st.markFailed()
 	v.st.close()
+	v.retryAt = time.Now().Add(reopenEvery)
 	return status.Errorf(codes.Internal, "volume %q: storage failed: %v", v.name, err)
 }
 

@@ -273,24 +273,34 @@ func (s *volStore) cutToDurable() error {
 	if err != nil || size < 0 {
 		return fmt.Errorf("%s: not a file size: %q", marker, b)
 	}
-	fi, err := os.Stat(s.path)
-	if err != nil {
-		return fmt.Errorf("a commit failed before this start (%s): %w", marker, err)
-	}
-	if fi.Size() > size {
-		s.log.Warn("a commit failed before this start: the file is cut back to what its last good fsync made durable",
-			zap.String("path", s.path), zap.Int64("size", fi.Size()), zap.Int64("durable", size))
-		if err := os.Truncate(s.path, size); err != nil {
-			return fmt.Errorf("cut %s back to %d bytes: %w", s.path, size, err)
-		}
-		if err := fsyncPath(s.path); err != nil {
-			return fmt.Errorf("cut %s back to %d bytes: fsync: %w", s.path, size, err)
-		}
+	if err := cutFile(s.path, size, s.log); err != nil {
+		return fmt.Errorf("a commit failed earlier (%s): %w", marker, err)
 	}
 	if err := os.Remove(marker); err != nil {
 		return fmt.Errorf("remove %s: %w", marker, err)
 	}
 	return syncDir(filepath.Dir(s.path))
+}
+
+// cutFile truncates the file at path to size, if it is longer, and makes
+// that durable.
+func cutFile(path string, size int64, log *zap.Logger) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Size() <= size {
+		return nil
+	}
+	log.Warn("a commit failed: the file is cut back to what its last good fsync made durable",
+		zap.String("path", path), zap.Int64("size", fi.Size()), zap.Int64("durable", size))
+	if err := os.Truncate(path, size); err != nil {
+		return fmt.Errorf("cut %s back to %d bytes: %w", path, size, err)
+	}
+	if err := fsyncPath(path); err != nil {
+		return fmt.Errorf("cut %s back to %d bytes: fsync: %w", path, size, err)
+	}
+	return nil
 }
 
 // view starts a scratch view of the committed state; release it with done
