@@ -42,11 +42,13 @@
 // file first: a process killed between a batch's write and its fsync
 // leaves the batch in the page cache, unacknowledged, and without that
 // fsync a restarted replica would report it before the kernel wrote it.
-// A commit whose write or fsync fails leaves the volume unusable until a
-// restart and a marker (<volume>.db.failed) holding the file's size at
-// its last good fsync: Linux may keep the pages of a failed fsync in the
-// page cache marked clean and never write them, so the next open cuts the
-// file back to that size before reading it (store.go, cutToDurable).
+// A commit whose write or fsync fails leaves the volume unusable and a
+// marker (<volume>.db.failed) holding the file's size at its last good
+// fsync: Linux may keep the pages of a failed fsync in the page cache
+// marked clean and never write them, so the next open cuts the file back
+// to that size before reading it (store.go, cutToDurable). The volume
+// opens again when next used, at most once a second (server.go, usable):
+// a disk that was full serves again once space is freed.
 //
 // The accepted term of a volume lives in a small sidecar file
 // (<volume>.term, written with write-fsync-rename-fsync), so that a replica
