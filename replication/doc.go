@@ -47,7 +47,8 @@
 // fsync: Linux may keep the pages of a failed fsync in the page cache
 // marked clean and never write them, so the next open cuts the file back
 // to that size before reading it (store.go, cutToDurable). The volume
-// opens again when next used, at most once a second (server.go, usable):
+// opens again when next used, at first once a second, then backing off to
+// every 30 s while it fails (server.go, usable):
 // a disk that was full serves again once space is freed.
 //
 // The accepted term of a volume lives in a small sidecar file

@@ -57,15 +57,21 @@ type volume struct {
 	// After a storage failure the volume opens its store again, at most
 	// every reopenEvery, when it is next used (usable): a disk that was
 	// full works again once space is freed, without a restart.
-	path       string    // the database file ("" in memory: no reopening)
-	compactMin int64     // for openVolStore
-	cut        int64     // the file's size at its last good fsync when it failed (-1: unknown)
-	retryAt    time.Time // no reopening before
+	path       string        // the database file ("" in memory: no reopening)
+	compactMin int64         // for openVolStore
+	cut        int64         // the file's size at its last good fsync when it failed (-1: unknown)
+	retryAt    time.Time     // no reopening before
+	retryAfter time.Duration // the wait after the next failure: doubles from reopenMin to reopenMax
 	log        *zap.Logger
 }
 
-// reopenEvery spaces the attempts to open a failed volume's store again.
-const reopenEvery = time.Second
+// Bounds of the wait between attempts to open a failed volume's store
+// again. Each attempt reads the whole file (a large volume costs CPU), and
+// a disk that stays full fails each one: the wait doubles while it fails.
+const (
+	reopenMin = time.Second
+	reopenMax = 30 * time.Second
+)
 
 // ShipStreams is the number of Ship streams being served: primaries
 // pushing records to this replica.
@@ -220,10 +226,10 @@ func (s *ReplicaServer) openVolume(name string) (*volume, error) {
 // volume whose storage failed first tries to open its store again.
 func (v *volume) usable() error {
 	if v.broken != nil && v.path != "" && !time.Now().Before(v.retryAt) {
-		v.retryAt = time.Now().Add(reopenEvery)
 		if err := v.reopen(); err != nil {
-			v.log.Warn("replica storage still failing", zap.Error(err))
+			v.log.Warn("replica storage still failing", zap.Error(err), zap.Duration("next_try_in", v.retryAfter))
 			v.broken = err
+			v.backOff()
 		} else {
 			v.log.Info("replica storage works again: volume usable", zap.Uint64("lsn", v.st.meta.LSN))
 			v.broken = nil
@@ -233,6 +239,15 @@ func (v *volume) usable() error {
 		return status.Errorf(codes.Unavailable, "volume %q: %v", v.name, v.broken)
 	}
 	return nil
+}
+
+// backOff sets when the store may be opened again: retryAfter from now,
+// which doubles for the next time. A volume that commits again (its first
+// batch after the reopening) starts over from reopenMin.
+func (v *volume) backOff() {
+	v.retryAfter = min(max(v.retryAfter, reopenMin), reopenMax)
+	v.retryAt = time.Now().Add(v.retryAfter)
+	v.retryAfter = min(2*v.retryAfter, reopenMax)
 }
 
 // reopen opens the store of a volume whose storage failed. The open cuts
@@ -261,7 +276,7 @@ func (v *volume) fail(log *zap.Logger, err error) error {
 	v.cut = v.st.durableSize
 	v.st.markFailed()
 	v.st.close()
-	v.retryAt = time.Now().Add(reopenEvery)
+	v.backOff()
 	return status.Errorf(codes.Internal, "volume %q: storage failed: %v", v.name, err)
 }
 
