@@ -54,9 +54,9 @@ type volume struct {
 	holder   string
 	broken   error // set when storage failed or the server closed
 
-	// After a storage failure the volume opens its store again, at most
-	// every reopenEvery, when it is next used (usable): a disk that was
-	// full works again once space is freed, without a restart.
+	// After a storage failure the volume opens its store again when it is
+	// next used (usable), spaced by backOff: a disk that was full works
+	// again once space is freed, without a restart.
 	path       string        // the database file ("" in memory: no reopening)
 	compactMin int64         // for openVolStore
 	cut        int64         // the file's size at its last good fsync when it failed (-1: unknown)
