@@ -84,6 +84,20 @@ func TestReplicaDiskFull(t *testing.T) {
 		}
 	}
 
+	// While full, the replicas say so in their status (between attempts
+	// to open the volume again).
+	seen := ""
+	for deadline := time.Now().Add(15 * time.Second); seen == "" && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, r := range c.reps[:2] {
+			if f := replicaStatus(r.addr, vol).GetFailed(); f != "" {
+				seen = f
+			}
+		}
+	}
+	if !strings.Contains(seen, "no space left") {
+		t.Errorf("status of the full replicas: failed %q, want the write error (no space left on device)", seen)
+	}
+
 	for _, dir := range small {
 		if err := os.Remove(filepath.Join(dir, "fill")); err != nil {
 			t.Fatal(err)

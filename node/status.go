@@ -86,6 +86,9 @@ type ReplicaVolStatus struct {
 	DataBytes    uint64 `json:"data_bytes"`
 	Commits      uint64 `json:"commits"`
 	Compactions  uint64 `json:"compactions"`
+	// Failed says why the volume's storage failed, while it does (the
+	// replica opens it again when the primary reconnects).
+	Failed string `json:"failed,omitempty"`
 }
 
 // ReplicaStatusFromPB converts a replica's Status RPC answer.
@@ -94,7 +97,7 @@ func ReplicaStatusFromPB(addr string, resp *pb.StatusResponse) ReplicaStatus {
 	for _, v := range resp.GetVolumes() {
 		rs.Volumes = append(rs.Volumes, ReplicaVolStatus{Volume: v.Volume, AcceptedTerm: v.AcceptedTerm,
 			Holder: v.Holder, LastTerm: v.LastTerm, LSN: v.Lsn, Inodes: v.Inodes, DataBytes: v.DataBytes, Commits: v.Commits,
-			Compactions: v.Compactions})
+			Compactions: v.Compactions, Failed: v.Failed})
 	}
 	return rs
 }
@@ -190,6 +193,10 @@ func PrintReplicaRows(w io.Writer, r ReplicaStatus) {
 		addr := r.Addr
 		if i > 0 {
 			addr = ""
+		}
+		if v.Failed != "" {
+			fmt.Fprintf(w, "%s\t%s\t%d\t(storage failed: %s)\n", addr, v.Volume, v.AcceptedTerm, shorten(v.Failed, 80))
+			continue
 		}
 		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", addr, v.Volume, v.AcceptedTerm, v.LastTerm, v.LSN,
 			v.Inodes, v.DataBytes, v.Commits, v.Holder)

@@ -1256,7 +1256,10 @@ type VolumeStatus struct {
 	Commits      uint64                 `protobuf:"varint,9,opt,name=commits,proto3" json:"commits,omitempty"`
 	Initialized  bool                   `protobuf:"varint,10,opt,name=initialized,proto3" json:"initialized,omitempty"`
 	// compactions: rewrites of the volume's file since the replica started.
-	Compactions   uint64 `protobuf:"varint,11,opt,name=compactions,proto3" json:"compactions,omitempty"`
+	Compactions uint64 `protobuf:"varint,11,opt,name=compactions,proto3" json:"compactions,omitempty"`
+	// failed: why the volume's storage failed, while it does ("" otherwise);
+	// the other fields after holder are then unknown (zero).
+	Failed        string `protobuf:"bytes,12,opt,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1368,6 +1371,13 @@ func (x *VolumeStatus) GetCompactions() uint64 {
 	return 0
 }
 
+func (x *VolumeStatus) GetFailed() string {
+	if x != nil {
+		return x.Failed
+	}
+	return ""
+}
+
 var File_replication_proto protoreflect.FileDescriptor
 
 const file_replication_proto_rawDesc = "" +
@@ -1462,7 +1472,7 @@ const file_replication_proto_rawDesc = "" +
 	"\rStatusRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\"P\n" +
 	"\x0eStatusResponse\x12>\n" +
-	"\avolumes\x18\x01 \x03(\v2$.spoolfs.replication.v1.VolumeStatusR\avolumes\"\xc2\x02\n" +
+	"\avolumes\x18\x01 \x03(\v2$.spoolfs.replication.v1.VolumeStatusR\avolumes\"\xda\x02\n" +
 	"\fVolumeStatus\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12#\n" +
 	"\raccepted_term\x18\x02 \x01(\x04R\facceptedTerm\x12\x16\n" +
@@ -1476,7 +1486,8 @@ const file_replication_proto_rawDesc = "" +
 	"\acommits\x18\t \x01(\x04R\acommits\x12 \n" +
 	"\vinitialized\x18\n" +
 	" \x01(\bR\vinitialized\x12 \n" +
-	"\vcompactions\x18\v \x01(\x04R\vcompactions*\xa2\x01\n" +
+	"\vcompactions\x18\v \x01(\x04R\vcompactions\x12\x16\n" +
+	"\x06failed\x18\f \x01(\tR\x06failed*\xa2\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tOP_CREATE\x10\x01\x12\v\n" +

@@ -435,6 +435,7 @@ func (v *volume) status() *pb.VolumeStatus {
 	defer v.mu.Unlock()
 	vs := &pb.VolumeStatus{Volume: v.name, AcceptedTerm: v.accepted, Holder: v.holder}
 	if v.broken != nil {
+		vs.Failed = v.broken.Error()
 		return vs
 	}
 	m := v.st.meta
