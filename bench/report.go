@@ -259,24 +259,36 @@ func (r *Report) writeTargets(w io.Writer) {
 	if len(subjects) == 0 || len(memfs) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "### Targets of issue 2 (spoolfs / memfs sample, median of the per-round ratios)")
+	r.writeTargetTable(w, "### Targets of issue 2 (spoolfs / memfs sample, median of the per-round ratios)",
+		subjects, memfs, Targets, false)
+}
+
+// writeTargetTable writes a table of targets: for each target a row, for
+// each subject / anchor pair the median of the per-round ratios against
+// the target (with their range if ranges).
+func (r *Report) writeTargetTable(w io.Writer, title string, subjects, anchors []string, targets []Target, ranges bool) {
+	fmt.Fprintln(w, title)
 	fmt.Fprintln(w)
 	var cols []string
 	for _, s := range subjects {
-		for _, m := range memfs {
-			cols = append(cols, s+" / "+m)
+		for _, a := range anchors {
+			cols = append(cols, s+" / "+a)
 		}
 	}
 	header(w, "workload", "clients", append([]string{"target"}, cols...)...)
-	for _, t := range Targets {
+	for _, t := range targets {
 		if !r.hasCell(t.Workload, t.Clients) {
 			continue
 		}
 		row := []string{string(t.Workload), fmt.Sprint(t.Clients), fmt.Sprintf("≥ %.1f×", t.Ratio)}
 		for _, s := range subjects {
-			for _, m := range memfs {
-				med, _, _ := r.Ratio(s, m, t.Workload, t.Clients)
-				row = append(row, verdict(med, t.Ratio))
+			for _, a := range anchors {
+				med, lo, hi := r.Ratio(s, a, t.Workload, t.Clients)
+				cell := verdict(med, t.Ratio)
+				if ranges {
+					cell += rangeNote(lo, hi)
+				}
+				row = append(row, cell)
 			}
 		}
 		tableRow(w, row...)

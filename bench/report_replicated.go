@@ -14,29 +14,8 @@ func (r *Report) writeReplicated(w io.Writer) {
 	if len(subjects) == 0 || len(disks) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "### Replicated spoolfs against the local disk with fsync (issue 3)")
-	fmt.Fprintln(w)
-	var cols []string
-	for _, s := range subjects {
-		for _, d := range disks {
-			cols = append(cols, s+" / "+d)
-		}
-	}
-	header(w, "workload", "clients", append([]string{"target"}, cols...)...)
-	for _, t := range ReplicatedTargets {
-		if !r.hasCell(t.Workload, t.Clients) {
-			continue
-		}
-		row := []string{string(t.Workload), fmt.Sprint(t.Clients), fmt.Sprintf("≥ %.1f×", t.Ratio)}
-		for _, s := range subjects {
-			for _, d := range disks {
-				med, lo, hi := r.Ratio(s, d, t.Workload, t.Clients)
-				row = append(row, verdict(med, t.Ratio)+rangeNote(lo, hi))
-			}
-		}
-		tableRow(w, row...)
-	}
-	fmt.Fprintln(w)
+	r.writeTargetTable(w, "### Replicated spoolfs against the local disk with fsync (issue 3)",
+		subjects, disks, ReplicatedTargets, true)
 	r.writeSteps(w, append(append([]string(nil), disks...), subjects...))
 	r.writeFsyncTarget(w, subjects)
 	r.writeSystemTable(w, "### Replica commits per message in the median run (the three replicas together)",
