@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -20,26 +19,6 @@ import (
 	"github.com/spoolfs/spoolfs/replication"
 	"golang.org/x/sys/unix"
 )
-
-// requireFUSE skips (or fails with CI=true) when this process cannot mount.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: no mounts")
-	}
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "no /dev/fuse"
-	}
-	if why != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot mount FUSE (%s) and CI=true", why)
-		}
-		t.Skipf("cannot mount FUSE: %s", why)
-	}
-}
 
 // TestReplicaDataDirLock: a data directory serves one replica at a time;
 // a stopped replica releases it and a restarted one finds its volumes.

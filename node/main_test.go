@@ -70,11 +70,12 @@ func requireBinary(t *testing.T) string {
 	return spoolfsBin(t)
 }
 
-// requireMount skips (or, with CI=true, fails) when this process cannot
-// make FUSE mounts.
-func requireMount(t *testing.T) string {
+// requireFUSE skips (or fails with CI=true) when this process cannot mount.
+func requireFUSE(t *testing.T) {
 	t.Helper()
-	bin := requireBinary(t)
+	if testing.Short() {
+		t.Skip("-short: no mounts")
+	}
 	why := ""
 	if os.Geteuid() != 0 {
 		why = "not root"
@@ -87,6 +88,14 @@ func requireMount(t *testing.T) string {
 		}
 		t.Skipf("cannot mount FUSE: %s", why)
 	}
+}
+
+// requireMount skips (or, with CI=true, fails) when this process cannot
+// make FUSE mounts.
+func requireMount(t *testing.T) string {
+	t.Helper()
+	bin := requireBinary(t)
+	requireFUSE(t)
 	return bin
 }
 
