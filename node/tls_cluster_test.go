@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/spoolfs/spoolfs/replication"
@@ -99,20 +98,11 @@ func TestMutualTLSCluster(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, r := range QueryReplicas(context.Background(), addrs, mustClient(t, files["p1"])) {
+	for _, r := range QueryReplicas(context.Background(), addrs, clientCreds(t, files["p1"])) {
 		if r.Err != "" || len(r.Volumes) != 1 || !strings.HasPrefix(r.Volumes[0].Holder, "p1/") {
 			t.Errorf("replica %s: %+v, want volume mail held by p1", r.Addr, r)
 		}
 	}
-}
-
-func mustClient(t *testing.T, f TLSFiles) credentials.TransportCredentials {
-	t.Helper()
-	creds, err := f.ClientCreds()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return creds
 }
 
 // TestConfigTLSNodeID: with a tls section the node id is the certificate's;
