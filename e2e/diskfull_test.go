@@ -123,16 +123,8 @@ func TestReplicaDiskFull(t *testing.T) {
 	}
 	// The file that got EIO was kept by the primary and reaches the
 	// replicas: all three converge.
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		l := c.lsns(vol)
-		if l[0] > 0 && l[0] == l[1] && l[1] == l[2] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replicas did not converge after space was freed: lsns %v", l)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if waitConverged(t, c, vol) == 0 {
+		t.FailNow() // not after space was freed
 	}
 	if got, err := os.ReadFile(p.path(fmt.Sprintf("m%d", failed))); err != nil || !bytes.Equal(got, content(failed)) {
 		t.Fatalf("the file that got EIO: %v, %d bytes", err, len(got))

@@ -119,18 +119,19 @@ func waitAcks(t *testing.T, led *durLedger, w *workload, n int) {
 }
 
 // waitConverged waits until the three replicas hold the volume at the same
-// lsn: the restarted one caught up from the new primary.
-func waitConverged(t *testing.T, c *cluster, vol string) {
+// lsn (a replica that was down or full caught up from the primary) and
+// returns it; 0, with the test marked failed, if they do not within 20s.
+func waitConverged(t *testing.T, c *cluster, vol string) uint64 {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		l := c.lsns(vol)
 		if l[0] > 0 && l[0] == l[1] && l[1] == l[2] {
-			return
+			return l[0]
 		}
 		if time.Now().After(deadline) {
 			t.Errorf("replicas did not converge within 20s: lsns %v", l)
-			return
+			return 0
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

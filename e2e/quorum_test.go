@@ -43,18 +43,11 @@ func TestQuorumLost(t *testing.T) {
 
 	c.start(0)
 	c.start(1)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		l := c.lsns(vol)
-		if l[2] > 0 && l[0] == l[2] && l[1] == l[2] {
-			t.Logf("replicas caught up at lsn %d", l[2])
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the returned replicas did not catch up within 20s: lsns %v", l)
-		}
-		time.Sleep(20 * time.Millisecond)
+	lsn := waitConverged(t, c, vol)
+	if lsn == 0 {
+		t.FailNow() // the returned replicas did not catch up
 	}
+	t.Logf("replicas caught up at lsn %d", lsn)
 	start = time.Now()
 	if err := os.WriteFile(p.path("after"), []byte("after"), 0o644); err != nil {
 		t.Fatalf("close after the replicas returned: %v", err)
