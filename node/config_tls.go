@@ -1,8 +1,6 @@
 package node
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 )
@@ -26,19 +24,6 @@ type TLSConfig struct {
 // Files is the same as TLSFiles.
 func (t TLSConfig) Files() TLSFiles { return TLSFiles(t) }
 
-// CertNodeID is the node id the certificate of f names.
-func CertNodeID(f TLSFiles) (string, error) {
-	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", f.Cert, err)
-	}
-	leaf, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", f.Cert, err)
-	}
-	return NodeIdentity(leaf), nil
-}
-
 // validateTLS checks the tls section and settles the node id: with mTLS
 // it is the certificate's, and a node_id that names another node is an
 // error (the replicas would refuse every call).
@@ -47,13 +32,11 @@ func (c *Config) validateTLS() error {
 	if !f.Enabled() {
 		return nil
 	}
-	if err := f.Validate(); err != nil {
+	_, pair, err := f.load() // what Validate checks
+	if err != nil {
 		return err // names the file
 	}
-	id, err := CertNodeID(f)
-	if err != nil {
-		return fmt.Errorf("tls.cert: %w", err)
-	}
+	id := NodeIdentity(pair.Leaf)
 	switch c.NodeID {
 	case "":
 		c.NodeID = id
