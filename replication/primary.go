@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -251,7 +252,7 @@ func (p *Primary) wakeQuorum() {
 			return
 		}
 		now := time.Now()
-		slices.SortStableFunc(up, func(a, b *link) int { return cmpDuration(a.latency(now), b.latency(now)) })
+		slices.SortStableFunc(up, func(a, b *link) int { return cmp.Compare(a.latency(now), b.latency(now)) })
 		p.quorum = up[:p.cfg.W]
 	}
 	for _, l := range p.quorum {
@@ -282,16 +283,6 @@ func (p *Primary) quorumHolds(now time.Time) bool {
 		}
 	}
 	return true
-}
-
-func cmpDuration(a, b time.Duration) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // hedge is how long a Wait gives the quorum links before it wakes all.
