@@ -30,8 +30,9 @@ type ReplicaOptions struct {
 	// compacted (0: replication.DefaultCompactMin, 64 MiB).
 	CompactMin int64
 	// AdaptProcs lets the replica set GOMAXPROCS to the number of volumes
-	// being shipped to it (at least 1, at most the CPUs). For a process
-	// that is a replica and nothing else (adaptProcs in procs.go says why).
+	// being shipped to it (at least 1, at most the CPUs), unless GOMAXPROCS
+	// is set in the environment. For a process that is a replica and
+	// nothing else (adaptProcs in procs.go says why).
 	AdaptProcs bool
 	// StopGrace is how long a node's Stop lets the replica's calls in
 	// flight finish (0: DefaultReplicaStopGrace).
@@ -88,7 +89,7 @@ func StartReplica(o ReplicaOptions, log *zap.Logger) (*Replica, error) {
 	r := &Replica{opts: o, log: log, lock: lock, srv: srv, g: grpc.NewServer(gopts...), lis: lis, done: make(chan struct{})}
 	srv.Register(r.g)
 	go r.serve()
-	if o.AdaptProcs {
+	if o.AdaptProcs && os.Getenv("GOMAXPROCS") == "" {
 		go r.adaptProcs(time.Second)
 	}
 	log.Info("replica serving", zap.String("listen", r.Addr()), zap.String("data", o.DataDir))

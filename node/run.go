@@ -143,7 +143,7 @@ func (n *Node) StartConfig(ctx context.Context, c *Config) error {
 	if c.Listen != "" {
 		// A node that is only a replica sizes GOMAXPROCS to the volumes
 		// it serves (procs.go); one that also mounts volumes leaves it.
-		adapt := len(c.Volumes) == 0 && os.Getenv("GOMAXPROCS") == ""
+		adapt := len(c.Volumes) == 0
 		if _, err := n.StartReplica(ReplicaOptions{Listen: c.Listen, DataDir: c.DataDir, AdaptProcs: adapt, Creds: server}); err != nil {
 			return err
 		}

@@ -84,7 +84,7 @@ func runReplica(o node.ReplicaOptions, id, admin string, mat *node.TLSMaterial) 
 	}
 	// A process that is a replica and nothing else sizes GOMAXPROCS to
 	// the volumes it serves (node/procs.go), unless the environment says.
-	o.AdaptProcs = os.Getenv("GOMAXPROCS") == ""
+	o.AdaptProcs = true
 	if _, err := n.StartReplica(o); err != nil {
 		return &exitError{code: 1, err: err}
 	}
