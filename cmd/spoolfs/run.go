@@ -133,8 +133,8 @@ func exitCode(code int) error {
 
 // nodeConfig builds the node's configuration from -c or from the flags.
 func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
-	nodeFlags := []string{"node-id", "listen", "data", "admin", "volume", "mount", "replicas", "w", "flush-timeout",
-		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner", "access-log", "tls-ca", "tls-cert", "tls-key"}
+	nodeFlags := append([]string{"node-id", "listen", "data", "admin", "volume", "mount", "replicas", "w", "flush-timeout",
+		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner", "access-log"}, tlsFlagNames...)
 	switch {
 	case f.config != "" && f.embedded:
 		return nil, errors.New("-c and --embedded exclude each other")
