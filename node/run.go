@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"google.golang.org/grpc/credentials"
 )
 
 // Node is one spoolfs process serving several things at once: replica
@@ -131,15 +130,12 @@ func (n *Node) StartAdmin(addr string) (*Admin, error) {
 // data_dir), its admin endpoint, then each volume, in order. ctx bounds
 // the start (a signal cancels it). On error what was started is stopped.
 func (n *Node) StartConfig(ctx context.Context, c *Config) error {
-	var server, client credentials.TransportCredentials
-	if f := c.TLS.Files(); f.Enabled() {
-		m, err := f.Material(n.log)
-		if err != nil {
-			return err
-		}
-		n.SetTLS(m)
-		server, client = m.ServerCreds(), m.ClientCreds()
+	m, err := c.TLS.Files().Material(n.log)
+	if err != nil {
+		return err
 	}
+	n.SetTLS(m)
+	server, client := m.ServerCreds(), m.ClientCreds()
 	if c.Listen != "" {
 		// A node that is only a replica sizes GOMAXPROCS to the volumes
 		// it serves (procs.go); one that also mounts volumes leaves it.
@@ -168,21 +164,6 @@ func (n *Node) StartConfig(ctx context.Context, c *Config) error {
 		}
 	}
 	return nil
-}
-
-// Credentials are the gRPC credentials of the config's tls section: the
-// replica server's and the primary's (nil, nil without it), from one
-// TLSMaterial that log hears reloads of (nil: not logged).
-func (c *Config) Credentials(log *zap.Logger) (server, client credentials.TransportCredentials, err error) {
-	f := c.TLS.Files()
-	if !f.Enabled() {
-		return nil, nil, nil
-	}
-	m, err := f.Material(log)
-	if err != nil {
-		return nil, nil, err
-	}
-	return m.ServerCreds(), m.ClientCreds(), nil
 }
 
 // Serve serves until a signal arrives on sigs, then stops everything

@@ -76,25 +76,6 @@ func (f TLSFiles) Validate() error {
 	return err
 }
 
-// ServerCreds are Material(nil).ServerCreds(): reloaded when the files
-// change, nothing logged.
-func (f TLSFiles) ServerCreds() (credentials.TransportCredentials, error) {
-	m, err := f.Material(nil)
-	if err != nil {
-		return nil, err
-	}
-	return m.ServerCreds(), nil
-}
-
-// ClientCreds are Material(nil).ClientCreds().
-func (f TLSFiles) ClientCreds() (credentials.TransportCredentials, error) {
-	m, err := f.Material(nil)
-	if err != nil {
-		return nil, err
-	}
-	return m.ClientCreds(), nil
-}
-
 // NodeIdentity is the node id a verified certificate names: its
 // Subject.CommonName ("" for nil).
 func NodeIdentity(cert *x509.Certificate) string {

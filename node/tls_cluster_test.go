@@ -41,11 +41,7 @@ func TestMutualTLSCluster(t *testing.T) {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	var addrs []string
 	for _, r := range []string{"r1", "r2", "r3"} {
-		creds, err := files[r].ServerCreds()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Creds: creds}, log)
+		rep, err := StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Creds: serverCreds(t, files[r])}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,11 +54,7 @@ func TestMutualTLSCluster(t *testing.T) {
 		if plaintext {
 			cfg.Creds = insecure.NewCredentials()
 		} else {
-			creds, err := files.ClientCreds()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Creds = creds
+			cfg.Creds = clientCreds(t, files)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -87,8 +87,12 @@ func (f TLSFiles) sigs() [3]fileSig {
 }
 
 // Material loads the files (see Validate); log hears about reloads (nil:
-// nothing is logged).
+// nothing is logged). Without TLS (no file named) it is nil, whose
+// credentials are nil: plaintext.
 func (f TLSFiles) Material(log *zap.Logger) (*TLSMaterial, error) {
+	if !f.Enabled() {
+		return nil, nil
+	}
 	sig := f.sigs()
 	pool, cert, err := f.load()
 	if err != nil {
@@ -103,6 +107,9 @@ func (f TLSFiles) Material(log *zap.Logger) (*TLSMaterial, error) {
 // SetLogger sets where reloads are logged (the logger may be made after
 // the material).
 func (m *TLSMaterial) SetLogger(log *zap.Logger) {
+	if m == nil {
+		return
+	}
 	m.mu.Lock()
 	m.log = log
 	m.mu.Unlock()
@@ -144,6 +151,9 @@ func (m *TLSMaterial) reloadLocked() {
 // chains to the CA (with client-auth usage). The caller reads the
 // client's identity with PeerIdentity.
 func (m *TLSMaterial) ServerCreds() credentials.TransportCredentials {
+	if m == nil {
+		return nil
+	}
 	return &reloadingCreds{m: m, server: true}
 }
 
@@ -152,6 +162,9 @@ func (m *TLSMaterial) ServerCreds() credentials.TransportCredentials {
 // credentials.NewTLS, the host name or IP of the dial address against the
 // certificate's SANs), presents its certificate, and wants TLS 1.3.
 func (m *TLSMaterial) ClientCreds() credentials.TransportCredentials {
+	if m == nil {
+		return nil
+	}
 	return &reloadingCreds{m: m}
 }
 

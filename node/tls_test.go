@@ -99,11 +99,20 @@ func check(t *testing.T, addr string, creds credentials.TransportCredentials) er
 
 func clientCreds(t *testing.T, f TLSFiles) credentials.TransportCredentials {
 	t.Helper()
-	c, err := f.ClientCreds()
+	m, err := f.Material(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return m.ClientCreds()
+}
+
+func serverCreds(t *testing.T, f TLSFiles) credentials.TransportCredentials {
+	t.Helper()
+	m, err := f.Material(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.ServerCreds()
 }
 
 // noneSeen fails if a call reached the service.
@@ -241,11 +250,8 @@ func TestTLSFilesValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.wants) {
 			t.Errorf("%s: error %q does not name %q", tc.name, err, tc.wants)
 		}
-		if _, err := tc.f.ServerCreds(); err == nil {
-			t.Errorf("%s: ServerCreds = nil error", tc.name)
-		}
-		if _, err := tc.f.ClientCreds(); err == nil {
-			t.Errorf("%s: ClientCreds = nil error", tc.name)
+		if _, err := tc.f.Material(nil); err == nil {
+			t.Errorf("%s: Material (the credentials' source) = nil error", tc.name)
 		}
 	}
 }

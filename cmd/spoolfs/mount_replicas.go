@@ -58,13 +58,11 @@ func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 		return flagNames(err)
 	}
 	r.nodeID = cfg.NodeID
-	if cfg.TLS.Files().Enabled() {
-		m, err := cfg.TLS.Files().Material(nil)
-		if err != nil {
-			return err
-		}
-		r.tlsMaterial, r.client = m, m.ClientCreds()
+	m, err := cfg.TLS.Files().Material(nil)
+	if err != nil {
+		return err
 	}
+	r.tlsMaterial, r.client = m, m.ClientCreds()
 	return nil
 }
 
@@ -78,10 +76,8 @@ func (r *replicaFlags) options() node.ReplicationOptions {
 // replicas to hold every record and closes the primary.
 func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logger) error {
 	n := node.NewNode(f.repl.nodeID, log)
-	if m := f.repl.tlsMaterial; m != nil {
-		m.SetLogger(log)
-		n.SetTLS(m)
-	}
+	f.repl.tlsMaterial.SetLogger(log)
+	n.SetTLS(f.repl.tlsMaterial)
 	defer n.Stop(nil) // the admin endpoint, once the volume is done
 	if f.repl.admin != "" {
 		if _, err := n.StartAdmin(f.repl.admin); err != nil {

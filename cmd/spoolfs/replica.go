@@ -45,14 +45,11 @@ primary reconnects to the replica when it returns).`,
 			if err := cfg.Validate(); err != nil {
 				return usageErr(c, flagNames(err))
 			}
-			var mat *node.TLSMaterial
-			if f := cfg.TLS.Files(); f.Enabled() {
-				m, err := f.Material(nil)
-				if err != nil {
-					return usageErr(c, err)
-				}
-				mat, o.Creds = m, m.ServerCreds()
+			mat, err := cfg.TLS.Files().Material(nil)
+			if err != nil {
+				return usageErr(c, err)
 			}
+			o.Creds = mat.ServerCreds()
 			o.StopGrace = grace
 			return runReplica(o, cfg.NodeID, admin, mat)
 		},
@@ -78,10 +75,8 @@ func runReplica(o node.ReplicaOptions, id, admin string, mat *node.TLSMaterial) 
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	n := node.NewNode(id, log)
-	if mat != nil {
-		mat.SetLogger(log) // its reloads
-		n.SetTLS(mat)
-	}
+	mat.SetLogger(log) // its reloads
+	n.SetTLS(mat)
 	// A process that is a replica and nothing else sizes GOMAXPROCS to
 	// the volumes it serves (node/procs.go), unless the environment says.
 	o.AdaptProcs = true

@@ -41,11 +41,11 @@ With --replicas, ask the replicas themselves (their Status RPC) instead.`,
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			if replicas != "" {
-				_, creds, err := (&node.Config{TLS: tf.config()}).Credentials(nil)
+				m, err := tf.config().Files().Material(nil)
 				if err != nil {
 					return usageErr(c, err)
 				}
-				return printReplicas(ctx, node.SplitReplicas(replicas), creds, asJSON)
+				return printReplicas(ctx, node.SplitReplicas(replicas), m.ClientCreds(), asJSON)
 			}
 			ns, err := node.FetchStatus(ctx, admin)
 			if err != nil {
