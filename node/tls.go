@@ -12,7 +12,6 @@ package node
 // its files.
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -31,9 +30,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 )
 
 // Names of the CA's files in its directory (CreateCA, IssueNodeCert).
@@ -83,22 +79,6 @@ func NodeIdentity(cert *x509.Certificate) string {
 		return ""
 	}
 	return cert.Subject.CommonName
-}
-
-// PeerIdentity is the node id of the peer of a gRPC call served with
-// ServerCreds (the CN of its verified certificate); false when the call
-// did not come over verified mTLS.
-func PeerIdentity(ctx context.Context) (string, bool) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return "", false
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return "", false
-	}
-	id := NodeIdentity(info.State.VerifiedChains[0][0])
-	return id, id != ""
 }
 
 // load reads and checks the three files (see Validate).

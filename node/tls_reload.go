@@ -149,7 +149,7 @@ func (m *TLSMaterial) reloadLocked() {
 // ServerCreds are the credentials of a node serving gRPC: it presents its
 // certificate, wants TLS 1.3, and requires a client certificate that
 // chains to the CA (with client-auth usage). The caller reads the
-// client's identity with PeerIdentity.
+// client's identity with replication.PeerIdentity.
 func (m *TLSMaterial) ServerCreds() credentials.TransportCredentials {
 	if m == nil {
 		return nil

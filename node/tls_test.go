@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/spoolfs/spoolfs/replication"
 )
 
 const day = 24 * time.Hour
@@ -62,7 +64,7 @@ func startHealthServerCreds(t *testing.T, m *TLSMaterial) (string, <-chan string
 	seen := make(chan string, 16)
 	srv := grpc.NewServer(grpc.Creds(creds), grpc.UnaryInterceptor(
 		func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			id, ok := PeerIdentity(ctx)
+			id, ok := replication.PeerIdentity(ctx)
 			if !ok {
 				id = "<none>"
 			}

@@ -21,25 +21,27 @@ import (
 // Whatever the transport, Ship and Install must come from the holder that
 // acquired the volume's current term (writableBy).
 
-// peerIdentity is the node id the caller's verified certificate names, or
-// "" when the connection carries none.
-func peerIdentity(ctx context.Context) string {
+// PeerIdentity is the node id of the caller of a gRPC call served over
+// mTLS: the common name of the certificate it proved it holds; false when
+// the connection carries no verified certificate.
+func PeerIdentity(ctx context.Context) (string, bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return ""
+		return "", false
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return ""
+		return "", false
 	}
-	return ti.State.VerifiedChains[0][0].Subject.CommonName
+	id := ti.State.VerifiedChains[0][0].Subject.CommonName
+	return id, id != ""
 }
 
 // checkClaim refuses a call whose claimed holder names a node other than
 // the caller's certificate.
 func checkClaim(ctx context.Context, holder string) error {
-	id := peerIdentity(ctx)
-	if id == "" {
+	id, ok := PeerIdentity(ctx)
+	if !ok {
 		return nil
 	}
 	if node, _, _ := strings.Cut(holder, "/"); node != id {
