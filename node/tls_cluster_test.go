@@ -41,7 +41,7 @@ func TestMutualTLSCluster(t *testing.T) {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	var addrs []string
 	for _, r := range []string{"r1", "r2", "r3"} {
-		rep, err := StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Creds: serverCreds(t, files[r])}, log)
+		rep, err := StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Creds: material(t, files[r]).ServerCreds()}, log)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -50,11 +50,7 @@ func nodeFiles(caDir, certDir, id string) TLSFiles {
 // sends the caller's identity on the returned channel.
 func startHealthServer(t *testing.T, f TLSFiles) (string, <-chan string) {
 	t.Helper()
-	m, err := f.Material(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return startHealthServerCreds(t, m)
+	return startHealthServerCreds(t, material(t, f))
 }
 
 // startHealthServerCreds is startHealthServer with m's server credentials.
@@ -99,22 +95,19 @@ func check(t *testing.T, addr string, creds credentials.TransportCredentials) er
 	return err
 }
 
-func clientCreds(t *testing.T, f TLSFiles) credentials.TransportCredentials {
+// material loads f (the test fails if it cannot).
+func material(t *testing.T, f TLSFiles) *TLSMaterial {
 	t.Helper()
 	m, err := f.Material(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m.ClientCreds()
+	return m
 }
 
-func serverCreds(t *testing.T, f TLSFiles) credentials.TransportCredentials {
+func clientCreds(t *testing.T, f TLSFiles) credentials.TransportCredentials {
 	t.Helper()
-	m, err := f.Material(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m.ServerCreds()
+	return material(t, f).ClientCreds()
 }
 
 // noneSeen fails if a call reached the service.
