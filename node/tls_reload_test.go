@@ -1,7 +1,6 @@
 package node
 
 import (
-	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,10 +121,8 @@ func TestTLSReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.LoadX509KeyPair(nodeFiles(pki2, pki2, "replica-1").Cert, nodeFiles(pki2, pki2, "replica-1").Key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r1 := nodeFiles(pki2, pki2, "replica-1")
+	pair := loadPair(t, r1.Cert, r1.Key)
 	want := map[string]float64{
 		"spoolfs_tls_cert_expiry_timestamp_seconds": float64(pair.Leaf.NotAfter.Unix()),
 		"spoolfs_tls_reloads_total/ok":              1,

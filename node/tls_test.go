@@ -105,6 +105,16 @@ func material(t *testing.T, f TLSFiles) *TLSMaterial {
 	return m
 }
 
+// loadPair loads a certificate and its key (the test fails if it cannot).
+func loadPair(t *testing.T, certFile, keyFile string) tls.Certificate {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
+}
+
 func clientCreds(t *testing.T, f TLSFiles) credentials.TransportCredentials {
 	t.Helper()
 	return material(t, f).ClientCreds()
@@ -140,11 +150,7 @@ func TestTLSMutualAuth(t *testing.T) {
 		if err := f.Validate(); err == nil {
 			t.Error("Validate accepted a certificate of another CA")
 		}
-		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		creds := credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: caPool(t, dir), Certificates: []tls.Certificate{pair}})
+		creds := credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: caPool(t, dir), Certificates: []tls.Certificate{loadPair(t, f.Cert, f.Key)}})
 		if err := check(t, addr, creds); err == nil {
 			t.Error("a client certificate of another CA was accepted")
 		}
@@ -165,10 +171,7 @@ func TestTLSMutualAuth(t *testing.T) {
 	})
 
 	t.Run("TLS 1.2", func(t *testing.T) {
-		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "primary-a.crt"), filepath.Join(dir, "primary-a.key"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		pair := loadPair(t, filepath.Join(dir, "primary-a.crt"), filepath.Join(dir, "primary-a.key"))
 		creds := credentials.NewTLS(&tls.Config{MaxVersion: tls.VersionTLS12, RootCAs: caPool(t, dir), Certificates: []tls.Certificate{pair}})
 		if err := check(t, addr, creds); err == nil {
 			t.Error("a TLS 1.2 client was accepted")
