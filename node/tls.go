@@ -6,10 +6,11 @@ package node
 // presents both as a server (replica) and as a client (primary): CN is the
 // node id, the SANs are the node's host names and addresses, and the
 // extended key usage allows both roles. `spoolfs certs ca` and `spoolfs
-// certs node` make that material (CreateCA, IssueNodeCert); TLSFiles
-// loads it into gRPC transport credentials, which read the files again
-// when they change (tls_reload.go): a certificate is rotated by replacing
-// its files.
+// certs node` make that material (CreateCA, IssueNodeCert);
+// TLSFiles.Material loads it, and its gRPC transport credentials read the
+// files again when they change (tls_reload.go): a certificate is rotated
+// by replacing its files. replication.PeerIdentity reads a caller's node
+// id on the serving side.
 
 import (
 	"crypto"
