@@ -223,7 +223,25 @@ func (ss *shipSession) applyBatch(batch []*Record) error {
 	} else {
 		ss.gapSent = false
 	}
-	return ss.stream.Send(ack)
+	if err := ss.stream.Send(ack); err != nil {
+		return err
+	}
+	return ss.v.maintain(ss.s.log)
+}
+
+// maintain runs the store's upkeep after an ack went out, so that a
+// compaction or new zeros at the end of the file delay the next batch,
+// which meanwhile grows, rather than the acknowledgement of this one.
+func (v *volume) maintain(log *zap.Logger) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.st == nil || v.broken != nil {
+		return nil
+	}
+	if err := v.st.maintain(); err != nil {
+		return v.fail(log, err)
+	}
+	return nil
 }
 
 // applyBatch validates and applies records in lsn order against a scratch

@@ -112,8 +112,9 @@ func (v *view) anyWithPrefix(prefix string) bool {
 	return found
 }
 
-// encodeChanges serialises the change set: per key, a flag byte (1 set,
-// 0 delete), the key and the value, lengths as uvarints.
+// encodeChanges serialises the change set, sealed (tail.go, sealEntry):
+// per key, a flag byte (1 set, 0 delete), the key and the value, lengths
+// as uvarints.
 func (v *view) encodeChanges() string {
 	n := 0
 	for _, k := range v.order {
@@ -122,7 +123,7 @@ func (v *view) encodeChanges() string {
 			n += len(*p)
 		}
 	}
-	b := make([]byte, 0, n)
+	b := make([]byte, sealLen, sealLen+n)
 	for _, k := range v.order {
 		p := v.over[k]
 		if p == nil {
@@ -137,7 +138,7 @@ func (v *view) encodeChanges() string {
 			b = append(b, *p...)
 		}
 	}
-	return string(b)
+	return sealEntry(b)
 }
 
 // change is one entry of a decoded change set.
@@ -147,6 +148,10 @@ type change struct {
 }
 
 func decodeChanges(s string) ([]change, error) {
+	s, err := openEntry(s)
+	if err != nil {
+		return nil, err
+	}
 	var out []change
 	for len(s) > 0 {
 		flag := s[0]
