@@ -29,25 +29,23 @@
 // doubled (and passed 64 MiB) the store rewrites it from mem without log
 // entries — a new file fsynced, renamed over the old one, the directory
 // fsynced — at a threshold with a random factor, so that replicas holding
-// the same records do not all stall at once; the rewrite, like adding to
-// the zeroed tail below, runs after the batch's ack has gone out
-// (maintain). buntdb's own SyncPolicy is Never and its automatic shrink is
-// off: the store fsyncs through its own descriptor, so an fsync error is
-// seen (buntdb drops it), and buntdb's Shrink sleeps 250 ms and renames a
-// file it never fsynced. That sync is an fdatasync by raw system call
-// (fsync.go): through os.File.Sync the Go scheduler would hand the
-// applier's P to another thread for the length of every fsync and take it
-// back after, two or three thread switches per commit on a replica whose
-// GOMAXPROCS is its stream count.
+// the same records do not all stall at once; the rewrite runs after the
+// batch's ack has gone out (maintain). buntdb's own SyncPolicy is Never and
+// its automatic shrink is off: the store fsyncs through its own
+// descriptor, so an fsync error is seen (buntdb drops it), and buntdb's
+// Shrink sleeps 250 ms and renames a file it never fsynced. That fsync is
+// a raw system call (fsync.go): through os.File.Sync the Go scheduler
+// would hand the applier's P to another thread for the length of every
+// fsync and take it back after, two or three thread switches per commit
+// on a replica whose GOMAXPROCS is its stream count.
 //
-// The file keeps a few MiB of written zeros past buntdb's data (tail.go),
-// so that a batch overwrites blocks the file already has and its
-// fdatasync commits no journal transaction: no size change, no block
-// allocation. An overwrite, unlike an append, can be left half on disk by
-// a power cut, so every log entry carries a CRC-32C, and opening the file
-// cuts it after the last whole command whose entry checks out — at most
-// the one unacknowledged batch written after the last fdatasync. Anything
-// else found there is damage, and the file is moved aside.
+// buntdb keeps no checksums, so every log entry carries a CRC-32C, and
+// opening a file cuts it after the last whole command whose entry checks
+// out (logcheck.go): on a file system that can show an append's new size
+// without all of its data, what a power cut leaves of the last,
+// unacknowledged batch is dropped whole. Anything else found there, or a
+// bad entry with more than a batch after it, is damage, and the file is
+// moved aside.
 //
 // What is reported as stored is on disk. Opening a volume fsyncs its
 // file first: a process killed between a batch's write and its fsync

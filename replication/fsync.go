@@ -7,11 +7,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fdatasyncHeld fdatasyncs f without letting the Go scheduler hand this
-// thread's P to another thread meanwhile. fdatasync, not fsync: it writes
-// the data and what reading it back needs (the size), not timestamps; with
-// the zeroed tail (tail.go) a batch changes neither the size nor the
-// blocks, and the journal is left out of the commit.
+// fsyncHeld fsyncs f without letting the Go scheduler hand this thread's
+// P to another thread meanwhile.
 //
 // A commit's fsync takes 0.2–0.4 ms here. Through os.File.Sync the
 // goroutine enters a blocking syscall: the runtime's monitor thread, which
@@ -29,10 +26,10 @@ import (
 // its disk, and a garbage collection waits for the fsync to end. A replica
 // stuck on its disk is of no use to the primary either; its hedge and
 // quorum choice route around it (doc.go, "Quorum first").
-func fdatasyncHeld(f *os.File) error {
+func fsyncHeld(f *os.File) error {
 	fd := f.Fd()
 	for {
-		_, _, e := unix.RawSyscall(unix.SYS_FDATASYNC, fd, 0, 0)
+		_, _, e := unix.RawSyscall(unix.SYS_FSYNC, fd, 0, 0)
 		switch e {
 		case 0:
 			runtime.KeepAlive(f)

@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestFdatasyncHeld(t *testing.T) {
+func TestFsyncHeld(t *testing.T) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
 	if err != nil {
 		t.Fatal(err)
@@ -17,7 +17,7 @@ func TestFdatasyncHeld(t *testing.T) {
 	if _, err := f.WriteString("x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := fdatasyncHeld(f); err != nil {
+	if err := fsyncHeld(f); err != nil {
 		t.Fatalf("fsync of a file: %v", err)
 	}
 	// A descriptor fsync refuses: the errno comes back, not nil.
@@ -27,7 +27,7 @@ func TestFdatasyncHeld(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	if err := fdatasyncHeld(w); !errors.Is(err, unix.EINVAL) {
+	if err := fsyncHeld(w); !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("fsync of a pipe: %v, want EINVAL", err)
 	}
 	f.Close()

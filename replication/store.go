@@ -38,13 +38,8 @@ type volStore struct {
 	compactions uint64     // rewrites of the file since it was opened
 	shrinkAt    int64      // file size that triggers the next shrink
 	shrinkMin   int64      // never shrink below this size
-	durableSize int64      // dataEnd at the last fsync; -1: unknown
-	// dataEnd is where buntdb's data ends in the file and the next batch
-	// goes; fileEnd is the file's size: past dataEnd it holds zeros
-	// (tail.go).
-	dataEnd, fileEnd int64
-	tailRetryAt      time.Time // no zeros added to the file before then
-	log              *zap.Logger
+	durableSize int64      // the file's size at its last fsync; -1: unknown
+	log         *zap.Logger
 }
 
 // openVolStore opens (or creates) the database at path, replays a
@@ -68,7 +63,7 @@ func (s *volStore) open() error {
 		return err
 	}
 	if s.path != "" {
-		damaged, err := trimTail(s.path, s.log)
+		damaged, err := cutTornEnd(s.path, s.log)
 		if err != nil {
 			return err
 		}
@@ -94,12 +89,6 @@ func (s *volStore) open() error {
 		s.close()
 		return fmt.Errorf("open %s for fsync: %w", s.path, err)
 	}
-	fi, err := s.syncf.Stat()
-	if err != nil {
-		s.close()
-		return fmt.Errorf("stat %s: %w", s.path, err)
-	}
-	s.dataEnd, s.fileEnd = fi.Size(), fi.Size()
 	// What the file holds is made durable before any of it is reported:
 	// a batch written by a process killed before its fsync may still be
 	// only in the page cache.
@@ -112,10 +101,6 @@ func (s *volStore) open() error {
 		return err
 	}
 	if err := s.loadMeta(); err != nil {
-		s.close()
-		return err
-	}
-	if err := s.extendTail(); err != nil {
 		s.close()
 		return err
 	}
@@ -244,10 +229,14 @@ func (s *volStore) sync() error {
 	if s.syncf == nil {
 		return nil
 	}
-	if err := fdatasyncHeld(s.syncf); err != nil {
-		return fmt.Errorf("fdatasync %s: %w", s.path, err)
+	if err := fsyncHeld(s.syncf); err != nil {
+		return fmt.Errorf("fsync %s: %w", s.path, err)
 	}
-	s.durableSize = s.dataEnd
+	if fi, err := s.syncf.Stat(); err == nil {
+		s.durableSize = fi.Size()
+	} else {
+		s.durableSize = -1
+	}
 	return nil
 }
 
@@ -353,20 +342,15 @@ func (s *volStore) commit(v *view, m meta) error {
 	if s.db == nil {
 		changes = v.changes()
 	} else {
-		key, entry := logKey(m.LSN), v.encodeChanges()
+		entry := v.encodeChanges()
 		err := s.db.Update(func(tx *buntdb.Tx) error {
-			_, _, err := tx.Set(key, entry, nil)
+			_, _, err := tx.Set(logKey(m.LSN), entry, nil)
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("write batch: %w", err)
 		}
-		s.dataEnd += respSetLen(key, entry)
-		s.fileEnd = max(s.fileEnd, s.dataEnd)
 		if err := s.sync(); err != nil {
-			return err
-		}
-		if err := s.checkDataEnd(); err != nil {
 			return err
 		}
 		// mem keeps substrings of the logged entry rather than copies.
@@ -384,13 +368,10 @@ func (s *volStore) commit(v *view, m meta) error {
 }
 
 // maintain does what may wait until a batch is acknowledged: it rewrites
-// the file once it has doubled (maybeShrink) and adds zeros past its data
-// (extendTail). An error leaves the store unusable, as after a commit.
+// the file once it has doubled (maybeShrink). An error leaves the store
+// unusable, as after a commit.
 func (s *volStore) maintain() error {
-	if err := s.maybeShrink(); err != nil {
-		return err
-	}
-	return s.extendTail()
+	return s.maybeShrink()
 }
 
 // maybeShrink rewrites the append-only file once it has doubled (and
@@ -402,8 +383,8 @@ func (s *volStore) maybeShrink() error {
 	if s.syncf == nil {
 		return nil
 	}
-	size := s.dataEnd
-	if size < s.shrinkAt {
+	fi, err := s.syncf.Stat()
+	if err != nil || fi.Size() < s.shrinkAt {
 		return nil
 	}
 	start := time.Now()
@@ -412,14 +393,16 @@ func (s *volStore) maybeShrink() error {
 			return err // the old file is gone and the new one did not open
 		}
 		s.log.Warn("compaction failed", zap.String("path", s.path), zap.Error(err))
-		s.shrinkAt = size * 2
+		s.shrinkAt = fi.Size() * 2
 		return nil
 	}
 	s.compactions++
-	next := float64(max(s.shrinkMin, s.dataEnd*2)) * (1 + rand.Float64()/2)
-	s.shrinkAt = int64(next)
-	s.log.Debug("compacted", zap.String("path", s.path), zap.Int64("from", size),
-		zap.Int64("to", s.dataEnd), zap.Duration("took", time.Since(start)))
+	if fi2, err := s.syncf.Stat(); err == nil {
+		next := float64(max(s.shrinkMin, fi2.Size()*2)) * (1 + rand.Float64()/2)
+		s.shrinkAt = int64(next)
+		s.log.Debug("compacted", zap.String("path", s.path), zap.Int64("from", fi.Size()),
+			zap.Int64("to", fi2.Size()), zap.Duration("took", time.Since(start)))
+	}
 	return nil
 }
 

@@ -11,51 +11,27 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/tidwall/buntdb"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
-// The zeroed tail of a database file.
+// Checksums on log entries, and the end of a database file.
 //
-// A batch appended to a file makes its fsync commit ext4's journal: the
-// file's size and its newly allocated blocks are metadata. That journal
-// commit is a second device write and a wait on the jbd2 thread, about
-// half the CPU and most of the context switches of a commit on the bench
-// VM. So the store keeps a few MiB of zeros, really written, past the end
-// of the buntdb data: a batch overwrites blocks the file already has, the
-// size does not change, and fdatasync has nothing to do but the data
-// write and the device's cache flush (docs/benchmarks.md has the
-// figures). buntdb writes each batch where its previous write ended, so
-// it never sees the tail; the store removes it before buntdb reads the
-// file (trimTail) and adds it again after (extendTail).
-//
-// What this costs in crash safety, and how it is paid: an append that a
-// power cut interrupts stays invisible, because ext4 makes the new size
-// durable only after the data; an overwrite inside the file has no such
-// ordering, so a cut can leave any part of the last, unacknowledged batch
-// on disk, with zeros in its holes. Every log entry therefore carries a
-// CRC-32C (sealEntry), and opening the file keeps it only up to the last
-// whole command whose entry checks out: at most the one batch written
-// after the last good fsync is dropped.
-const (
-	tailChunk = 4 << 20 // zeros added at a time: about 3 ms of writing here
-	tailLow   = 1 << 20 // add a chunk when less than this is left
-	// tailFreeMin: the tail grows only while the file system keeps this
-	// much free, so it never takes the last space a batch needs.
-	tailFreeMin = 8 * tailChunk
-	// tailRetry: after the tail could not grow, plain appends until then.
-	tailRetry = 30 * time.Second
-	// maxTorn bounds what trimTail drops as an interrupted batch: more
-	// non-zero bytes past the last whole command than any batch writes is
-	// not a torn write but a damaged file, which buntdb refuses
-	// (openDB moves it aside).
-	maxTorn = maxBatchBytes + 1<<20
-)
+// buntdb keeps no checksums: a log entry damaged on disk would load as a
+// batch of wrong keys. And on a file system that orders an append's data
+// before its new size (ext4 with data=ordered) a power cut leaves a batch
+// whole or absent, but others (XFS, ext4 data=writeback) can leave the
+// size of an append without all of its data: zeros in the holes. So every
+// log entry carries a CRC-32C (sealEntry), and opening a file keeps it only
+// up to the last whole command whose entry checks out (cutTornEnd). What is
+// dropped there can only be the batch written after the last good fsync,
+// which was never acknowledged; anything more is damage, and the file is
+// moved aside.
 
-var zeros = make([]byte, 1<<20)
+// maxTorn bounds what cutTornEnd drops as an interrupted batch: more
+// bytes past the last whole command than any batch writes is not a torn
+// write but a damaged file.
+const maxTorn = maxBatchBytes + 1<<20
 
 // Log entries are sealed: a version byte, the CRC-32C of the change set,
 // the change set. Entries an older version wrote start with a change
@@ -90,22 +66,14 @@ func openEntry(s string) (string, error) {
 	return body, nil
 }
 
-// respSetLen is how many bytes buntdb writes for a transaction that sets
-// one key without expiry: the command as an array of three bulk strings
-// (buntdb's dbItem.writeSetTo). TestRespSetLen holds it to buntdb.
-func respSetLen(key, val string) int64 {
-	bulk := func(n int) int64 { return int64(1 + len(strconv.Itoa(n)) + 2 + n + 2) }
-	return int64(len("*3\r\n")) + bulk(len("set")) + bulk(len(key)) + bulk(len(val))
-}
-
 const whyNotCommand = "not a command"
 
-// trimTail cuts the file at path to its last whole command, dropping the
-// zero tail and an interrupted last batch, before buntdb reads it. A
-// damaged file is left as it is and reported, to be moved aside: that
-// includes a log entry whose checksum fails with more after it than a
-// batch, which buntdb would read as good.
-func trimTail(path string, log *zap.Logger) (damaged bool, err error) {
+// cutTornEnd cuts the file at path after its last whole command, dropping
+// an interrupted last batch (and zeros a file system left after it),
+// before buntdb reads it. A damaged file is left as it is and reported, to
+// be moved aside: that includes a log entry whose checksum fails with more
+// after it than a batch, which buntdb would read as good.
+func cutTornEnd(path string, log *zap.Logger) (damaged bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -130,11 +98,10 @@ func trimTail(path string, log *zap.Logger) (damaged bool, err error) {
 		return false, fmt.Errorf("read %s: %w", path, err)
 	}
 	switch torn := data - end; {
-	case torn == 0: // zeros only: the tail
+	case torn == 0: // zeros only
 	case why == whyNotCommand || end == 0 || torn > maxTorn:
-		// A batch is written where the last one ended, over zeros: what
-		// a power cut leaves of it starts with '*' or a zero, and after a
-		// whole command. Anything else is damage.
+		// A batch is appended after a whole command: what a power cut
+		// leaves of it starts with '*' or a zero. Anything else is damage.
 		log.Error("replica database damaged past its last whole command",
 			zap.String("path", path), zap.Int64("at", end), zap.Int64("bytes_after", torn), zap.String("why", why))
 		return true, nil
@@ -151,7 +118,7 @@ func trimTail(path string, log *zap.Logger) (damaged bool, err error) {
 // dataEnd returns the end of the last non-zero byte of f at or after
 // from, reading backwards from size.
 func dataEnd(f *os.File, from, size int64) (int64, error) {
-	buf := make([]byte, len(zeros))
+	buf := make([]byte, 1<<20)
 	for hi := size; hi > from; {
 		lo := max(from, hi-int64(len(buf)))
 		b := buf[:hi-lo]
@@ -170,8 +137,8 @@ func dataEnd(f *os.File, from, size int64) (int64, error) {
 
 // lastWholeCommand reads f's commands (RESP arrays of bulk strings, as
 // buntdb writes them) from the start and returns where the last whole one
-// ends, and why the next one is not whole: the end of the file, the zero
-// tail, a command cut short, or a log entry whose seal fails.
+// ends, and why the next one is not whole: the end of the file, zeros, a
+// command cut short, or a log entry whose seal fails.
 func lastWholeCommand(f *os.File) (end int64, why string, err error) {
 	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, 1<<62), 1<<20)
 	var off int64
@@ -200,7 +167,7 @@ func readCommand(r *bufio.Reader) (int64, string, error) {
 		return 0, "", err
 	}
 	if c == 0 {
-		return 0, "zero tail", nil
+		return 0, "zeros", nil
 	}
 	if c != '*' {
 		return 0, whyNotCommand, nil
@@ -314,56 +281,4 @@ func checkSeal(r *bufio.Reader, size int64) (string, error) {
 		return "log entry checksum mismatch", nil
 	}
 	return "whole", nil
-}
-
-// extendTail adds a chunk of zeros past the end of the file when less
-// than tailLow is left, and makes it durable, so that the next batches
-// overwrite blocks the file has. Best effort: when the file system is
-// short of space, or the zeros cannot be written, the tail stays as it
-// is and batches are appended, as they would be without it; it is tried
-// again tailRetry later. Only a failed fdatasync is an error (the store
-// is then unusable, like after a failed commit).
-func (s *volStore) extendTail() error {
-	if s.syncf == nil || s.fileEnd-s.dataEnd >= tailLow || time.Now().Before(s.tailRetryAt) {
-		return nil
-	}
-	var fs unix.Statfs_t
-	if err := unix.Fstatfs(int(s.syncf.Fd()), &fs); err != nil || int64(fs.Bavail)*fs.Bsize < tailFreeMin {
-		s.tailRetryAt = time.Now().Add(tailRetry)
-		return nil
-	}
-	from := s.fileEnd
-	for off := from; off < from+tailChunk; off += int64(len(zeros)) {
-		if _, err := s.syncf.WriteAt(zeros, off); err != nil {
-			s.log.Warn("cannot add zeros past the end of the database: batches are appended",
-				zap.String("path", s.path), zap.Error(err), zap.Duration("retry_in", tailRetry))
-			s.tailRetryAt = time.Now().Add(tailRetry)
-			if terr := s.syncf.Truncate(from); terr != nil {
-				return fmt.Errorf("take back the zeros added to %s: %w", s.path, terr)
-			}
-			return nil
-		}
-	}
-	if err := fdatasyncHeld(s.syncf); err != nil {
-		return fmt.Errorf("fdatasync %s: %w", s.path, err)
-	}
-	s.fileEnd = from + tailChunk
-	return nil
-}
-
-// checkDataEnd holds the store's count of the data end to the file after
-// a commit: a newline ends the last command, and the tail, if any, starts
-// with a zero. A miscount would make the next open cut where it should
-// not; the store stops instead and the open that follows finds the end
-// again.
-func (s *volStore) checkDataEnd() error {
-	var b [2]byte
-	n, err := s.syncf.ReadAt(b[:], s.dataEnd-1)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read back %s: %w", s.path, err)
-	}
-	if n < 1 || b[0] != '\n' || (n == 2 && b[1] != 0) {
-		return fmt.Errorf("%s: the data does not end at %d bytes as counted (%w)", s.path, s.dataEnd, buntdb.ErrInvalid)
-	}
-	return nil
 }
