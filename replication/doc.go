@@ -43,9 +43,9 @@
 // opening a file cuts it after the last whole command whose entry checks
 // out (logcheck.go): on a file system that can show an append's new size
 // without all of its data, what a power cut leaves of the last,
-// unacknowledged batch is dropped whole. Anything else found there, or a
-// bad entry with more than a batch after it, is damage, and the file is
-// moved aside.
+// unacknowledged batch is dropped whole. A bad entry or a broken command
+// with whole log entries after it, or bytes that start no command, are
+// damage, and the file is moved aside.
 //
 // What is reported as stored is on disk. Opening a volume fsyncs its
 // file first: a process killed between a batch's write and its fsync

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"go.uber.org/zap"
 )
@@ -25,13 +26,8 @@ import (
 // log entry carries a CRC-32C (sealEntry), and opening a file keeps it only
 // up to the last whole command whose entry checks out (cutTornEnd). What is
 // dropped there can only be the batch written after the last good fsync,
-// which was never acknowledged; anything more is damage, and the file is
-// moved aside.
-
-// maxTorn bounds what cutTornEnd drops as an interrupted batch: more
-// bytes past the last whole command than any batch writes is not a torn
-// write but a damaged file.
-const maxTorn = maxBatchBytes + 1<<20
+// which was never acknowledged, so nothing after it can be a whole log
+// entry; if one is, the file is damaged, and it is moved aside.
 
 // Log entries are sealed: a version byte, the CRC-32C of the change set,
 // the change set. Entries an older version wrote start with a change
@@ -60,7 +56,7 @@ func openEntry(s string) (string, error) {
 	}
 	want := binary.LittleEndian.Uint32([]byte(s[1:sealLen]))
 	body := s[sealLen:]
-	if crc32.Update(0, castagnoli, []byte(body)) != want {
+	if crc32.Update(0, castagnoli, unsafe.Slice(unsafe.StringData(body), len(body))) != want {
 		return "", errors.New("log entry: checksum mismatch")
 	}
 	return body, nil
@@ -71,8 +67,11 @@ const whyNotCommand = "not a command"
 // cutTornEnd cuts the file at path after its last whole command, dropping
 // an interrupted last batch (and zeros a file system left after it),
 // before buntdb reads it. A damaged file is left as it is and reported, to
-// be moved aside: that includes a log entry whose checksum fails with more
-// after it than a batch, which buntdb would read as good.
+// be moved aside: one whose first command is not whole, one with bytes
+// that start no command where a command should start, or one with a whole
+// log entry after the point where it stops being whole — a bad checksum
+// or a changed length in the middle of the file, which buntdb alone would
+// either read as good or cut, losing the batches after it.
 func cutTornEnd(path string, log *zap.Logger) (damaged bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
@@ -97,13 +96,18 @@ func cutTornEnd(path string, log *zap.Logger) (damaged bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", path, err)
 	}
+	later := false
+	if data > end && why != whyNotCommand && end > 0 {
+		if later, err = entryAfter(f, end+1, data); err != nil {
+			return false, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
 	switch torn := data - end; {
 	case torn == 0: // zeros only
-	case why == whyNotCommand || end == 0 || torn > maxTorn:
-		// A batch is appended after a whole command: what a power cut
-		// leaves of it starts with '*' or a zero. Anything else is damage.
+	case why == whyNotCommand || end == 0 || later:
 		log.Error("replica database damaged past its last whole command",
-			zap.String("path", path), zap.Int64("at", end), zap.Int64("bytes_after", torn), zap.String("why", why))
+			zap.String("path", path), zap.Int64("at", end), zap.Int64("bytes_after", torn),
+			zap.String("why", why), zap.Bool("whole_entries_after", later))
 		return true, nil
 	default:
 		log.Warn("dropping an interrupted batch at the end of the database (never acknowledged)",
@@ -111,6 +115,39 @@ func cutTornEnd(path string, log *zap.Logger) (damaged bool, err error) {
 	}
 	if err := f.Truncate(end); err != nil {
 		return false, fmt.Errorf("cut %s to %d bytes: %w", path, end, err)
+	}
+	return false, nil
+}
+
+// logEntryStart is how every log entry's command begins.
+var logEntryStart = []byte("*3\r\n$3\r\nset\r\n$")
+
+// entryAfter says whether a whole log entry with a good seal starts in f
+// between from and to.
+func entryAfter(f *os.File, from, to int64) (bool, error) {
+	const window = 1 << 20
+	buf := make([]byte, window+len(logEntryStart))
+	for lo := from; lo < to; lo += window {
+		b := buf[:min(int64(len(buf)), to-lo)]
+		if _, err := f.ReadAt(b, lo); err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		for i := 0; ; {
+			j := bytes.Index(b[i:], logEntryStart)
+			if j < 0 || int64(i+j) >= window {
+				break
+			}
+			at := lo + int64(i+j)
+			r := bufio.NewReader(io.NewSectionReader(f, at, to-at))
+			c, err := readCommand(r)
+			if err != nil {
+				return false, err
+			}
+			if c.why == "whole" && c.sealed {
+				return true, nil
+			}
+			i += j + 1
+		}
 	}
 	return false, nil
 }
@@ -143,55 +180,63 @@ func lastWholeCommand(f *os.File) (end int64, why string, err error) {
 	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, 1<<62), 1<<20)
 	var off int64
 	for {
-		n, ok, err := readCommand(r)
+		c, err := readCommand(r)
 		if err != nil {
 			return 0, "", err
 		}
-		if ok == "" {
+		switch c.why {
+		case "":
 			return off, "", nil // the end of the file
+		case "whole":
+			off += c.n
+		default:
+			return off, c.why, nil
 		}
-		if ok != "whole" {
-			return off, ok, nil
-		}
-		off += n
 	}
 }
 
-// readCommand reads one command from r: its length and "whole", or why it
-// is not ("" at the end of the file). err is for read errors only.
-func readCommand(r *bufio.Reader) (int64, string, error) {
+// command is what readCommand found.
+type command struct {
+	n      int64  // its length, when whole
+	why    string // "whole", or why it is not ("" at the end of the file)
+	sealed bool   // a log entry whose seal was checked
+}
+
+// readCommand reads one command from r. err is for read errors only.
+func readCommand(r *bufio.Reader) (command, error) {
 	c, err := r.ReadByte()
 	if err == io.EOF {
-		return 0, "", nil
+		return command{}, nil
 	} else if err != nil {
-		return 0, "", err
+		return command{}, err
 	}
 	if c == 0 {
-		return 0, "zeros", nil
+		return command{why: "zeros"}, nil
 	}
 	if c != '*' {
-		return 0, whyNotCommand, nil
+		return command{why: whyNotCommand}, nil
 	}
 	n := int64(1)
 	args, w, why, err := readCount(r)
 	if err != nil || why != "" {
-		return 0, why, err
+		return command{why: why}, err
 	}
 	n += w
 	var key string
+	sealed := false
 	for i := int64(0); i < args; i++ {
 		c, err := r.ReadByte()
 		if err == io.EOF {
-			return 0, "cut short", nil
+			return command{why: "cut short"}, nil
 		} else if err != nil {
-			return 0, "", err
+			return command{}, err
 		}
 		if c != '$' {
-			return 0, "not a bulk string", nil
+			return command{why: "not a bulk string"}, nil
 		}
 		size, w, why, err := readCount(r)
 		if err != nil || why != "" {
-			return 0, why, err
+			return command{why: why}, err
 		}
 		n += 1 + w
 		switch {
@@ -202,9 +247,11 @@ func readCommand(r *bufio.Reader) (int64, string, error) {
 			}
 			key = string(b)
 		case i == 2 && args == 3 && strings.HasPrefix(key, logPrefix):
-			if ok, err := checkSeal(r, size); err != nil || ok != "whole" {
-				return 0, ok, err
+			ok, err := checkSeal(r, size)
+			if err != nil || (ok != "whole" && ok != "sealed") {
+				return command{why: ok}, err
 			}
+			sealed = ok == "sealed"
 		default:
 			if _, err := r.Discard(int(size)); err != nil {
 				return short(err)
@@ -215,18 +262,18 @@ func readCommand(r *bufio.Reader) (int64, string, error) {
 			return short(err)
 		}
 		if crlf != [2]byte{'\r', '\n'} {
-			return 0, "no CRLF after a bulk string", nil
+			return command{why: "no CRLF after a bulk string"}, nil
 		}
 		n += size + 2
 	}
-	return n, "whole", nil
+	return command{n: n, why: "whole", sealed: sealed}, nil
 }
 
-func short(err error) (int64, string, error) {
+func short(err error) (command, error) {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return 0, "cut short", nil
+		return command{why: "cut short"}, nil
 	}
-	return 0, "", err
+	return command{}, err
 }
 
 // readCount reads a decimal count and its CRLF: the count, the bytes
@@ -247,20 +294,23 @@ func readCount(r *bufio.Reader) (int64, int64, string, error) {
 }
 
 // checkSeal reads a log entry's value of size bytes from r and checks its
-// seal as it goes.
+// seal as it goes: "sealed" when it checks out, "whole" for an entry an
+// older version wrote (no seal), or why it is not whole.
 func checkSeal(r *bufio.Reader, size int64) (string, error) {
+	fail := func(err error) (string, error) {
+		c, err := short(err)
+		return c.why, err
+	}
 	if size == 0 {
 		return "whole", nil
 	}
 	head, err := r.Peek(int(min(size, sealLen)))
 	if err != nil {
-		_, ok, err := short(err)
-		return ok, err
+		return fail(err)
 	}
 	if head[0] != entrySealed {
 		if _, err := r.Discard(int(size)); err != nil {
-			_, ok, err := short(err)
-			return ok, err
+			return fail(err)
 		}
 		return "whole", nil
 	}
@@ -269,16 +319,14 @@ func checkSeal(r *bufio.Reader, size int64) (string, error) {
 	}
 	want := binary.LittleEndian.Uint32(head[1:sealLen])
 	if _, err := r.Discard(sealLen); err != nil {
-		_, ok, err := short(err)
-		return ok, err
+		return fail(err)
 	}
 	h := crc32.New(castagnoli)
 	if _, err := io.CopyN(h, r, size-sealLen); err != nil {
-		_, ok, err := short(err)
-		return ok, err
+		return fail(err)
 	}
 	if h.Sum32() != want {
 		return "log entry checksum mismatch", nil
 	}
-	return "whole", nil
+	return "sealed", nil
 }

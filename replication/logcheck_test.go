@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -85,19 +86,8 @@ func TestDamageMovedAside(t *testing.T) {
 	st := installBase(t, path)
 	end := fileSize(t, path)
 	st.close()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt([]byte("garbage"), end); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	st = openTestStore(t, path)
-	defer st.close()
-	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 || st.meta.Initialized {
-		t.Fatalf("damaged file: moved aside %v, volume initialized %v", aside, st.meta.Initialized)
-	}
+	writeAt(t, path, end, []byte("garbage"))
+	requireMovedAside(t, path)
 }
 
 // TestSealedEntries: an entry's checksum catches a changed byte, and an
@@ -126,42 +116,69 @@ func TestSealedEntries(t *testing.T) {
 	}
 }
 
-// TestBadEntryFarFromTheEndMovedAside: a log entry whose checksum fails
-// with more after it than any batch is damage (buntdb alone would load
-// it): the file is moved aside rather than served.
-func TestBadEntryFarFromTheEndMovedAside(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v.db")
-	st := installBase(t, path)
-	v, m := stage(t, st, createRec(1, 1, 4, 1, "a"))
-	if err := st.commit(v, m); err != nil {
-		t.Fatal(err)
+// TestDamageMidFileMovedAside: a log entry that fails its checksum, or a
+// command whose length changed, with whole entries after it is damage,
+// not the end of an interrupted write (buntdb alone would load the first
+// and cut the file at the second, losing the batches after it): the file
+// is moved aside rather than served.
+func TestDamageMidFileMovedAside(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		change func(b []byte, start, end int64) // the entry at [start, end)
+	}{
+		{"a byte of the entry", func(b []byte, start, end int64) { b[end-10] ^= 1 }},
+		{"a length", func(b []byte, start, end int64) {
+			i := start + int64(bytes.LastIndex(b[start:end-10], []byte("\r\n$"))) + 3 // the value's length
+			b[i]++
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "v.db")
+			st := installBase(t, path)
+			start := fileSize(t, path)
+			v, m := stage(t, st, createRec(1, 1, 4, 1, "a"))
+			if err := st.commit(v, m); err != nil {
+				t.Fatal(err)
+			}
+			end := fileSize(t, path)
+			v, m = stage(t, st, createRec(1, 2, 5, 1, "b"))
+			if err := st.commit(v, m); err != nil {
+				t.Fatal(err)
+			}
+			st.close()
+			whole, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.change(whole, start, end)
+			if err := os.WriteFile(path, whole, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			requireMovedAside(t, path)
+		})
 	}
-	bad := fileSize(t, path) - 10 // inside the sealed entry just written
-	content := strings.Repeat("z", 1<<20)
-	for i := uint64(2); int64(i) < 2+maxTorn>>20+1; i++ {
-		v, m := stage(t, st, &Record{Term: 1, LSN: i, Op: OpData, Ino: 3, Attr: fileAttr(len(content)), Data: []byte(content)})
-		if err := st.commit(v, m); err != nil {
-			t.Fatal(err)
-		}
+}
+
+// requireMovedAside opens the store at path and fails unless the file was
+// moved aside and the volume starts empty.
+func requireMovedAside(t *testing.T, path string) {
+	t.Helper()
+	st := openTestStore(t, path)
+	defer st.close()
+	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 || st.meta.Initialized {
+		t.Fatalf("damaged file: moved aside %v, volume initialized %v", aside, st.meta.Initialized)
 	}
-	st.close()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+}
+
+func writeAt(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b [1]byte
-	if _, err := f.ReadAt(b[:], bad); err != nil {
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
-	}
-	b[0] ^= 1
-	if _, err := f.WriteAt(b[:], bad); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	st = openTestStore(t, path)
-	defer st.close()
-	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 1 || st.meta.Initialized {
-		t.Fatalf("damaged entry: moved aside %v, volume initialized %v", aside, st.meta.Initialized)
 	}
 }
 
