@@ -42,6 +42,7 @@ proto-check: ## fail if `make proto` would change the committed code
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./replication -run '^$$' -fuzz FuzzApply -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./replication -run '^$$' -fuzz FuzzLogCheck -fuzztime $${FUZZTIME:-30s}
 
 bench-local: build ## spoolfs --local vs tmpfs vs jacobsa memfs, 1 and 8 clients
 	$(GO) run ./cmd/spoolfs bench compare --suite local
