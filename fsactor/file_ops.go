@@ -118,6 +118,9 @@ func (st *State) writeFile(o *fuseops.WriteFileOp, now time.Time) (uint64, sysca
 	if e := st.ensureMemfd(in); e != 0 {
 		return 0, e
 	}
+	if e := st.thaw(in); e != 0 {
+		return 0, e
+	}
 	if e := st.reserve(in, off, n); e != 0 {
 		return 0, e
 	}
@@ -199,6 +202,9 @@ func (st *State) setSize(in *inode, size uint64) syscall.Errno {
 	case size == 0 && in.fd >= 0:
 		st.dropContent(in) // an empty file needs no descriptor
 	case in.fd >= 0:
+		if e := st.thaw(in); e != 0 {
+			return e
+		}
 		if err := memfdTruncate(in.fd, int64(size)); err != nil {
 			return errnoOf(err)
 		}
@@ -233,6 +239,9 @@ func (st *State) fallocate(o *fuseops.FallocateOp, now time.Time) (uint64, sysca
 			return 0, e
 		}
 	} else if e := st.ensureMemfd(in); e != 0 {
+		return 0, e
+	}
+	if e := st.thaw(in); e != 0 {
 		return 0, e
 	}
 	err := memfdFallocate(in.fd, o.Mode, off, n)

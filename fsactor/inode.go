@@ -64,6 +64,12 @@ type inode struct {
 	// INVARIANT: fd == -1 for anything but a regular file.
 	fd int
 
+	// frozen says a streamed snapshot reads the memfd's content as it is:
+	// the first change gives the file a copy (State.thaw).
+	//
+	// INVARIANT: frozen implies fd >= 0 and State.snap lists the inode.
+	frozen bool
+
 	// allocated is the memfd's allocation in bytes (st_blocks*512) as last
 	// measured.
 	//
@@ -219,6 +225,10 @@ func (st *State) maybeFree(in *inode) {
 // dropContent empties in's memfd and keeps it for reuse (or closes it):
 // its content becomes attr.Size zeros.
 func (st *State) dropContent(in *inode) {
+	if in.frozen {
+		st.moveToSnapshot(in)
+		return
+	}
 	if len(st.spare) < maxSpare && memfdTruncate(in.fd, 0) == nil {
 		st.spare = append(st.spare, in.fd)
 	} else {

@@ -1,6 +1,9 @@
 package fsactor
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // invariantsErr checks every INVARIANT comment of State, inode and dir and
 // returns the first one broken. It walks the whole volume and fstats every
@@ -114,7 +117,7 @@ func (st *State) checkInode(ino uint64, in *inode, links uint32) error {
 			return fmt.Errorf("xattrs out of order at %q", in.xattrs[i].name)
 		}
 	}
-	return checkContent(in)
+	return st.checkContent(in)
 }
 
 // checkNlink checks the link count against the names.
@@ -137,7 +140,15 @@ func checkNlink(ino uint64, in *inode, links uint32) error {
 }
 
 // checkContent checks a memfd against the size and allocation recorded.
-func checkContent(in *inode) error {
+func (st *State) checkContent(in *inode) error {
+	if in.frozen {
+		if in.fd < 0 || st.snap == nil {
+			return fmt.Errorf("frozen without a memfd (%d) or a streamed snapshot (%v)", in.fd, st.snap != nil)
+		}
+		if _, ok := st.snap.ends[in.ino]; !ok {
+			return errors.New("frozen but not in the streamed snapshot")
+		}
+	}
 	if in.fd < 0 {
 		if in.allocated != 0 {
 			return fmt.Errorf("no memfd but %d bytes allocated", in.allocated)

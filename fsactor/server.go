@@ -93,6 +93,8 @@ func (c Config) withDefaults() Config {
 type Server struct {
 	cfg  Config
 	loop *loop
+	// snapSlot holds a token while a streamed snapshot is in progress.
+	snapSlot chan struct{}
 }
 
 // ErrNotImplemented marked the stub before the actor landed; nothing
@@ -122,7 +124,7 @@ func newServer(cfg Config, st machine, sink Sink) *Server {
 		flushTimeout: cfg.FlushTimeout, accessLog: cfg.AccessLog,
 		log: log, notify: pool, mailbox: defaultMailbox, mountDir: cfg.MountDir,
 	})
-	return &Server{cfg: cfg, loop: l}
+	return &Server{cfg: cfg, loop: l, snapSlot: make(chan struct{}, 1)}
 }
 
 // ServeOps implements fuse.Server: it reads ops until the kernel closes the

@@ -18,7 +18,8 @@ type SnapInode struct {
 	Ino     uint64
 	Attr    Attr
 	Target  string            // symlink target
-	Data    []byte            // regular file content (len == Attr.Size, holes as zeros)
+	Data    []byte            // regular file content up to its last allocated byte (the rest reads as zeros)
+	DataLen int64             // a streamed snapshot's content length, read later (Data nil)
 	Xattrs  map[string][]byte // extended attributes
 	Entries []SnapDirent      // directory entries, in readdir order
 }

@@ -22,7 +22,7 @@ func (st *State) Snapshot() (*Snapshot, error) {
 		if in.attr.Nlink == 0 && ino != rootIno {
 			continue
 		}
-		si, err := st.snapInode(in)
+		si, err := st.snapInode(in, true)
 		if err != nil {
 			return nil, fmt.Errorf("fsactor: snapshot inode %d: %w", ino, err)
 		}
@@ -31,7 +31,8 @@ func (st *State) Snapshot() (*Snapshot, error) {
 	return s, nil
 }
 
-func (st *State) snapInode(in *inode) (SnapInode, error) {
+// snapInode copies in; its content only if withData.
+func (st *State) snapInode(in *inode, withData bool) (SnapInode, error) {
 	si := SnapInode{Ino: in.ino, Attr: in.attr, Target: in.target}
 	if len(in.xattrs) > 0 {
 		si.Xattrs = make(map[string][]byte, len(in.xattrs))
@@ -47,7 +48,7 @@ func (st *State) snapInode(in *inode) (SnapInode, error) {
 			}
 		}
 	}
-	if in.fd >= 0 {
+	if in.fd >= 0 && withData {
 		data, err := st.content(in)
 		if err != nil {
 			return si, err

@@ -101,6 +101,9 @@ type State struct {
 	// teardown of its tmpfs inode (about 40% of the state's work on a
 	// message). INVARIANT: every spare memfd has size 0, at most maxSpare.
 	spare []int
+	// snap is the streamed snapshot in progress, or nil
+	// (snapshot_stream.go).
+	snap *snapSession
 
 	notes []Note
 }
@@ -313,6 +316,12 @@ func (st *State) Close() {
 	}
 	for _, fd := range st.spare {
 		memfdClose(fd)
+	}
+	if st.snap != nil {
+		for _, fd := range st.snap.moved {
+			memfdClose(fd)
+		}
+		st.snap = nil
 	}
 	st.inodes, st.handles, st.spare = nil, nil, nil
 }

@@ -74,7 +74,7 @@ func SnapshotToActor(s *replication.Snapshot) *fsactor.Snapshot {
 func SnapshotToRepl(s *fsactor.Snapshot) *replication.Snapshot {
 	out := &replication.Snapshot{LSN: s.LSN, NextIno: s.NextIno, Inodes: make([]replication.SnapInode, len(s.Inodes))}
 	for i, in := range s.Inodes {
-		o := replication.SnapInode{Ino: in.Ino, Attr: replication.Attr(in.Attr), Target: in.Target, Data: in.Data, Xattrs: in.Xattrs}
+		o := replication.SnapInode{Ino: in.Ino, Attr: replication.Attr(in.Attr), Target: in.Target, Data: in.Data, DataLen: in.DataLen, Xattrs: in.Xattrs}
 		if in.Entries != nil {
 			o.Entries = make([]replication.SnapDirent, len(in.Entries))
 			for j, e := range in.Entries {
@@ -86,14 +86,19 @@ func SnapshotToRepl(s *fsactor.Snapshot) *replication.Snapshot {
 	return out
 }
 
-// ActorSnapshots is the SnapshotSource a primary resyncs replicas from:
-// a snapshot taken on the actor.
+// ActorSnapshots is the SnapshotSource a primary resyncs replicas from: a
+// streamed snapshot of the actor (fsactor/snapshot_stream.go), each file's
+// content read when it is sent, so that a resync neither stops the actor
+// for the whole volume nor copies it whole into memory.
 func ActorSnapshots(srv *fsactor.Server) replication.SnapshotSource {
 	return func(ctx context.Context) (*replication.Snapshot, error) {
-		snap, err := srv.Snapshot(ctx)
+		snap, data, release, err := srv.StreamSnapshot(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot of the actor: %w", err)
 		}
-		return SnapshotToRepl(snap), nil
+		out := SnapshotToRepl(snap)
+		out.Content = func(ino uint64) ([]byte, error) { return data(ctx, ino) }
+		out.Release = release
+		return out, nil
 	}
 }

@@ -81,6 +81,9 @@
 // replica's reported position — or installs a full snapshot (from the
 // SnapshotSource the node sets) when the log no longer reaches back, the
 // replica's history differs from the primary's, or it rejected a record.
+// The node's source is a streamed snapshot of the actor: sendSnapshot
+// reads each file's content (Snapshot.Content) as it sends it, so the
+// primary holds one file of it at a time.
 //
 // # Quorum first
 //

@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"fmt"
+
 	pb "github.com/spoolfs/spoolfs/proto"
 )
 
@@ -13,13 +15,30 @@ const (
 
 // sendSnapshot streams a snapshot: hdr in the first chunk, then the
 // inodes, each cut into pieces of at most chunkSize bytes. progress (may be
-// nil) hears the inodes and data bytes sent so far.
+// nil) hears the inodes and data bytes sent so far. Content left out of a
+// streamed snapshot is read one file at a time and dropped once sent.
 func sendSnapshot(hdr *pb.SnapshotHeader, snap *Snapshot, send func(*pb.SnapshotChunk) error, progress func(inodes, bytes uint64)) error {
 	hdr.NextIno, hdr.Lsn = snap.NextIno, snap.LSN
 	hdr.Inodes, hdr.Bytes = uint64(len(snap.Inodes)), snap.dataBytes()
 	each := func(fn func(*SnapInode) error) error {
 		for i := range snap.Inodes {
-			if err := fn(&snap.Inodes[i]); err != nil {
+			in := &snap.Inodes[i]
+			if in.Data != nil || in.DataLen == 0 {
+				if err := fn(in); err != nil {
+					return err
+				}
+				continue
+			}
+			if snap.Content == nil {
+				return fmt.Errorf("snapshot: inode %d: content left out and no way to read it", in.Ino)
+			}
+			data, err := snap.Content(in.Ino)
+			if err != nil {
+				return fmt.Errorf("snapshot: content of inode %d: %w", in.Ino, err)
+			}
+			one := *in
+			one.Data, one.DataLen = data, 0
+			if err := fn(&one); err != nil {
 				return err
 			}
 		}

@@ -2,8 +2,11 @@ package replication
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	pb "github.com/spoolfs/spoolfs/proto"
@@ -81,5 +84,54 @@ func TestSnapshotFramingErrors(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestSnapshotContentRead: a snapshot whose file contents are read while
+// it is sent (a streamed snapshot of the actor) crosses the wire as the
+// same snapshot with the contents in it, the header counting their bytes;
+// the snapshot itself keeps none of them, and a read that fails stops it.
+func TestSnapshotContentRead(t *testing.T) {
+	full := &Snapshot{LSN: 7, NextIno: 5, Inodes: []SnapInode{
+		{Ino: 1, Attr: dirAttr(), Entries: []SnapDirent{{Name: "a", Ino: 2}, {Name: "b", Ino: 3}, {Name: "e", Ino: 4}}},
+		{Ino: 2, Attr: fileAttr(3 << 20), Data: bytes.Repeat([]byte("a"), 3<<20)},
+		{Ino: 3, Attr: fileAttr(5), Data: []byte("bbbbb")},
+		{Ino: 4, Attr: fileAttr(0)},
+	}}
+	lazy := &Snapshot{LSN: full.LSN, NextIno: full.NextIno, Inodes: slices.Clone(full.Inodes)}
+	reads := 0
+	lazy.Content = func(ino uint64) ([]byte, error) {
+		reads++
+		for _, in := range full.Inodes {
+			if in.Ino == ino {
+				return in.Data, nil
+			}
+		}
+		return nil, fmt.Errorf("no inode %d", ino)
+	}
+	for i := range lazy.Inodes {
+		in := &lazy.Inodes[i]
+		in.DataLen, in.Data = int64(len(in.Data)), nil
+	}
+	asm := &snapAssembler{lim: Limits{}.withDefaults()}
+	if err := sendSnapshot(&pb.SnapshotHeader{Volume: vol, Term: 3, LastTerm: 2}, lazy, asm.add, nil); err != nil {
+		t.Fatal(err)
+	}
+	hdr, got, err := asm.finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr.Bytes != 3<<20+5 || reads != 2 || !reflect.DeepEqual(got.Inodes, full.Inodes) {
+		t.Fatalf("header bytes %d, %d reads, snapshot equal %v", hdr.Bytes, reads, reflect.DeepEqual(got.Inodes, full.Inodes))
+	}
+	for _, in := range lazy.Inodes {
+		if in.Data != nil {
+			t.Fatalf("inode %d: the sent content stayed in the snapshot", in.Ino)
+		}
+	}
+	lazy.Content = func(uint64) ([]byte, error) { return nil, errors.New("actor stopped") }
+	err = sendSnapshot(&pb.SnapshotHeader{Volume: vol}, lazy, func(*pb.SnapshotChunk) error { return nil }, nil)
+	if err == nil || !strings.Contains(err.Error(), "actor stopped") {
+		t.Fatalf("a failed read: %v", err)
 	}
 }

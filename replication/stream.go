@@ -438,6 +438,9 @@ func (l *link) resync() error {
 	if err != nil {
 		return fmt.Errorf("snapshot for resync: %w", err)
 	}
+	if snap.Release != nil {
+		defer snap.Release()
+	}
 	hdr := &pb.SnapshotHeader{Volume: l.p.cfg.Volume, Term: l.p.term, LastTerm: l.p.termAt(snap.LSN), NodeId: l.p.cfg.holder}
 	start := time.Now()
 	if err := installSnapshot(l.p.ctx, l.client, hdr, snap, nil); err != nil {

@@ -72,6 +72,13 @@ type Snapshot struct {
 	LSN     uint64
 	NextIno uint64
 	Inodes  []SnapInode
+	// Content reads the content of a file whose Data is left out (DataLen
+	// > 0): a streamed snapshot of the actor, sent a file at a time so that
+	// the volume is not copied whole into memory. Nil when every Data is
+	// there.
+	Content func(ino uint64) ([]byte, error)
+	// Release, if set, must be called once the snapshot is no longer read.
+	Release func()
 }
 
 // SnapInode mirrors fsactor.SnapInode.
@@ -80,6 +87,7 @@ type SnapInode struct {
 	Attr    Attr
 	Target  string
 	Data    []byte
+	DataLen int64 // content left out of Data, read through Snapshot.Content
 	Xattrs  map[string][]byte
 	Entries []SnapDirent
 }
@@ -94,7 +102,7 @@ type SnapDirent struct {
 func (s *Snapshot) dataBytes() uint64 {
 	var n uint64
 	for i := range s.Inodes {
-		n += uint64(len(s.Inodes[i].Data))
+		n += uint64(len(s.Inodes[i].Data)) + uint64(s.Inodes[i].DataLen)
 	}
 	return n
 }

@@ -1,0 +1,199 @@
+package fsactor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"syscall"
+)
+
+// A streamed snapshot: the resync of a replica whose log position the
+// primary's log no longer reaches.
+//
+// State.Snapshot copies every file's content on the actor: the actor (and
+// with it every FUSE request) stops for as long as reading the whole
+// volume takes, and the volume's content sits in the Go heap a second
+// time while it is sent. A streamed snapshot takes only the inodes and
+// entries on the actor, marks every file with content frozen, and hands
+// the content out one file at a time (snapshotData), each read a short
+// call on the actor between FUSE requests.
+//
+// Copy on write keeps it consistent: the first change to a frozen file's
+// content (write, truncate, fallocate, or its end) moves the memfd it had
+// into the snapshot and gives the file a copy, so the snapshot reads the
+// content as of its LSN. Every descriptor stays on the actor's goroutine:
+// the snapshot names files by inode number (never reused), not by
+// descriptor. One streamed snapshot at a time (Server.StreamSnapshot).
+
+// snapSession is the state of the streamed snapshot in progress.
+type snapSession struct {
+	// ends holds, per frozen file, how much of its content the snapshot
+	// reads: up to its last allocated byte when it was taken.
+	ends map[uint64]int64
+	// moved holds the memfds of frozen files that changed (or went) since:
+	// the snapshot's content, closed when it ends.
+	moved map[uint64]int
+}
+
+var errSnapshotBusy = errors.New("fsactor: a streamed snapshot is in progress")
+
+// streamSnapshot starts a streamed snapshot: the volume at the current LSN,
+// regular files with their content left out (DataLen says how long it is;
+// snapshotData reads it).
+func (st *State) streamSnapshot() (*Snapshot, error) {
+	if st.snap != nil {
+		return nil, errSnapshotBusy
+	}
+	ses := &snapSession{ends: make(map[uint64]int64), moved: make(map[uint64]int)}
+	s := &Snapshot{LSN: st.lsn, NextIno: st.nextIno, Inodes: make([]SnapInode, 0, len(st.inodes))}
+	for _, ino := range slices.Sorted(maps.Keys(st.inodes)) {
+		in := st.inodes[ino]
+		if in.attr.Nlink == 0 && ino != rootIno {
+			continue
+		}
+		si, err := st.snapInode(in, false)
+		if err != nil {
+			return nil, fmt.Errorf("fsactor: snapshot inode %d: %w", ino, err)
+		}
+		if in.fd >= 0 {
+			end, err := memfdDataEnd(in.fd, int64(in.attr.Size))
+			if err != nil {
+				return nil, fmt.Errorf("fsactor: snapshot inode %d: %w", ino, err)
+			}
+			ses.ends[ino] = end
+			si.DataLen = end
+		}
+		s.Inodes = append(s.Inodes, si)
+	}
+	for ino := range ses.ends {
+		st.inodes[ino].frozen = true
+	}
+	st.snap = ses
+	return s, nil
+}
+
+// snapshotData returns the content of file ino as of the streamed
+// snapshot.
+func (st *State) snapshotData(ino uint64) ([]byte, error) {
+	ses := st.snap
+	if ses == nil {
+		return nil, errors.New("fsactor: no streamed snapshot in progress")
+	}
+	end, ok := ses.ends[ino]
+	if !ok {
+		return nil, fmt.Errorf("fsactor: inode %d has no content in the snapshot", ino)
+	}
+	fd, ok := ses.moved[ino]
+	if !ok {
+		in := st.inodes[ino]
+		if in == nil || !in.frozen {
+			return nil, fmt.Errorf("fsactor: inode %d: the snapshot's content is gone", ino)
+		}
+		fd = in.fd
+	}
+	data := make([]byte, end)
+	got, err := memfdRead(fd, data, 0)
+	if err != nil {
+		return nil, err
+	}
+	clear(data[got:])
+	return data, nil
+}
+
+// endSnapshot ends the streamed snapshot: the moved memfds are closed and
+// no file is frozen any more.
+func (st *State) endSnapshot() {
+	ses := st.snap
+	if ses == nil {
+		return
+	}
+	for _, fd := range ses.moved {
+		memfdClose(fd)
+	}
+	for ino := range ses.ends {
+		if in := st.inodes[ino]; in != nil {
+			in.frozen = false
+		}
+	}
+	st.snap = nil
+}
+
+// thaw gives a frozen file a copy of its content before that content
+// changes; the streamed snapshot keeps the memfd it had.
+func (st *State) thaw(in *inode) syscall.Errno {
+	if !in.frozen {
+		return 0
+	}
+	fd, err := st.newMemfd()
+	if err != nil {
+		return errnoOf(err)
+	}
+	if err := memfdCopy(fd, in.fd, st.snap.ends[in.ino], int64(in.attr.Size)); err != nil {
+		memfdClose(fd)
+		return errnoOf(err)
+	}
+	st.moveToSnapshot(in)
+	in.fd = fd
+	return st.remeasure(in)
+}
+
+// moveToSnapshot hands a frozen file's memfd to the streamed snapshot;
+// the file has none afterwards.
+func (st *State) moveToSnapshot(in *inode) {
+	st.snap.moved[in.ino] = in.fd
+	in.fd = -1
+	in.frozen = false
+	st.used -= in.allocated
+	in.allocated = 0
+}
+
+// memfdCopy copies the first n bytes of src into dst and gives dst size
+// bytes.
+func memfdCopy(dst, src int, n, size int64) error {
+	buf := make([]byte, min(n, 1<<20))
+	for off := int64(0); off < n; {
+		got, err := memfdRead(src, buf[:min(int64(len(buf)), n-off)], off)
+		if err != nil {
+			return err
+		}
+		if got == 0 {
+			break
+		}
+		if err := memfdWrite(dst, buf[:got], off); err != nil {
+			return err
+		}
+		off += int64(got)
+	}
+	return memfdTruncate(dst, size)
+}
+
+// StreamSnapshot takes a streamed snapshot (see snapSession): the inodes
+// now, each file's content later through data, one file at a time. release
+// must be called when done with it; until then another StreamSnapshot
+// waits. The actor must be a *State.
+func (s *Server) StreamSnapshot(ctx context.Context) (snap *Snapshot, data func(ctx context.Context, ino uint64) ([]byte, error), release func(), err error) {
+	select {
+	case s.snapSlot <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, nil, ctx.Err()
+	}
+	err = s.Do(ctx, func(st *State) { snap, err = st.streamSnapshot() })
+	if err != nil {
+		<-s.snapSlot
+		return nil, nil, nil, err
+	}
+	data = func(ctx context.Context, ino uint64) (b []byte, err error) {
+		if cerr := s.Do(ctx, func(st *State) { b, err = st.snapshotData(ino) }); cerr != nil {
+			return nil, cerr
+		}
+		return b, err
+	}
+	release = func() {
+		// The actor may have stopped: then its memfds are gone with it.
+		_ = s.Do(context.Background(), func(st *State) { st.endSnapshot() })
+		<-s.snapSlot
+	}
+	return snap, data, release, nil
+}
