@@ -3,9 +3,12 @@ package fsactor
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jacobsa/fuse/fuseops"
 	"golang.org/x/sys/unix"
@@ -202,4 +205,104 @@ func BenchmarkSnapshotOnActor(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestStreamSnapshotRandom: random writes, truncates, punched holes,
+// unlinks and creates while streamed snapshots start, are read and end;
+// every content read from a snapshot equals the content of a whole copy
+// taken at the same moment.
+func TestStreamSnapshotRandom(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	h := newHarness(t, Config{})
+	type file struct {
+		ino, fh uint64
+		name    string
+	}
+	var files []file
+	next := 0
+	create := func() {
+		name := fmt.Sprintf("f%d", next)
+		next++
+		ino, fh := h.create(rootIno, name)
+		files = append(files, file{ino, fh, name})
+	}
+	for range 12 {
+		create()
+	}
+	var ref map[uint64][]byte // content per inode of the snapshot in progress
+	check := func(ino uint64) {
+		t.Helper()
+		want, ok := ref[ino]
+		if !ok {
+			return
+		}
+		got, err := h.st.snapshotData(ino)
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("inode %d: snapshot content %d bytes (%v), want %d", ino, len(got), err, len(want))
+		}
+	}
+	for step := range 3000 {
+		f := files[rng.IntN(len(files))]
+		switch r := rng.IntN(100); {
+		case r < 35:
+			data := make([]byte, 1+rng.IntN(9000))
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			h.write(f.ino, f.fh, int64(rng.IntN(20000)), string(data))
+		case r < 45:
+			h.must(&fuseops.SetInodeAttributesOp{Inode: id(f.ino), Size: ptr(uint64(rng.IntN(12000)))})
+		case r < 50:
+			h.must(&fuseops.FallocateOp{Inode: id(f.ino), Handle: fuseops.HandleID(f.fh), Offset: uint64(rng.IntN(16000)), Length: uint64(1 + rng.IntN(8000)),
+				Mode: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE})
+		case r < 55 && len(files) > 4:
+			h.must(&fuseops.UnlinkOp{Parent: rootIno, Name: f.name})
+			h.release(f.fh)
+			h.forget(f.ino, h.st.inodes[f.ino].nlookup)
+			files = slices.DeleteFunc(files, func(g file) bool { return g.ino == f.ino })
+			create()
+		case r < 62:
+			if ref == nil {
+				snap, err := h.st.Snapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ref = map[uint64][]byte{}
+				for _, si := range snap.Inodes {
+					if si.Data != nil {
+						ref[si.Ino] = si.Data
+					}
+				}
+				streamed, err := h.st.streamSnapshot()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, si := range streamed.Inodes {
+					if si.DataLen != int64(len(ref[si.Ino])) {
+						t.Fatalf("step %d: inode %d announced %d bytes, has %d", step, si.Ino, si.DataLen, len(ref[si.Ino]))
+					}
+				}
+			}
+		case r < 90:
+			if ref != nil {
+				check(f.ino)
+			}
+		default:
+			if ref != nil {
+				for ino := range ref {
+					check(ino)
+				}
+				h.st.endSnapshot()
+				ref = nil
+			}
+		}
+	}
+	if ref != nil {
+		h.st.endSnapshot()
+	}
+	for _, f := range files {
+		h.release(f.fh)
+	}
 }
