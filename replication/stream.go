@@ -452,7 +452,7 @@ func (l *link) resync() error {
 	l.p.mu.Unlock()
 	l.p.setAcked(l, snap.LSN)
 	l.log().Info("replica resynchronised with a snapshot", zap.Uint64("lsn", snap.LSN),
-		zap.Int("inodes", len(snap.Inodes)), zap.Duration("took", time.Since(start)))
+		zap.Int("inodes", len(snap.Inodes)), zap.Uint64("bytes", snap.dataBytes()), zap.Duration("took", time.Since(start)))
 	return nil
 }
 
