@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -484,7 +485,7 @@ func (s *volStore) install(snap *Snapshot, m meta) error {
 			if err := tx.DeleteAll(); err != nil {
 				return err
 			}
-			return writeSnapshot(tx, snap, m)
+			return writeSnapshot(txSetter(tx), snap, m)
 		})
 		if err != nil {
 			return fmt.Errorf("install: %w", err)
@@ -498,7 +499,15 @@ func (s *volStore) install(snap *Snapshot, m meta) error {
 		_ = os.Remove(tmp)
 		return err
 	}
+	// The volume is on disk now; what opening it reads must not come on
+	// top of the snapshot, the database that wrote it and the old
+	// volume: the caller's snapshot gives up its contents, the old volume
+	// goes, and the garbage is collected before the file is read back.
+	for i := range snap.Inodes {
+		snap.Inodes[i].Data = nil
+	}
 	s.close()
+	debug.FreeOSMemory()
 	if err := os.Rename(tmp, s.path); err != nil {
 		return fmt.Errorf("install: rename %s: %w", tmp, err)
 	}
@@ -516,7 +525,38 @@ func buildDB(path string, snap *Snapshot, m meta) error {
 	if err != nil {
 		return fmt.Errorf("install: create %s: %w", path, err)
 	}
-	err = db.Update(func(tx *buntdb.Tx) error { return writeSnapshot(tx, snap, m) })
+	// In transactions of about installTxBytes: buntdb writes a
+	// transaction with one buffer, which would otherwise hold the whole
+	// volume once more. The file is renamed into place only once whole.
+	var tx *buntdb.Tx
+	pending := 0
+	set := func(k, v string) error {
+		if tx == nil {
+			t, err := db.Begin(true)
+			if err != nil {
+				return err
+			}
+			tx = t
+		}
+		if _, _, err := tx.Set(k, v, nil); err != nil {
+			return err
+		}
+		if pending += len(k) + len(v); pending >= installTxBytes {
+			pending = 0
+			t := tx
+			tx = nil
+			return t.Commit()
+		}
+		return nil
+	}
+	err = writeSnapshot(set, snap, m)
+	if tx != nil {
+		if err == nil {
+			err = tx.Commit()
+		} else {
+			_ = tx.Rollback()
+		}
+	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
@@ -530,8 +570,16 @@ func buildDB(path string, snap *Snapshot, m meta) error {
 }
 
 // writeSnapshot stores a validated snapshot in tx.
-func writeSnapshot(tx *buntdb.Tx, snap *Snapshot, m meta) error {
-	set := func(k, v string) error { _, _, err := tx.Set(k, v, nil); return err }
+// installTxBytes bounds the keys and values of one transaction of buildDB.
+const installTxBytes = 8 << 20
+
+// txSetter sets keys in tx.
+func txSetter(tx *buntdb.Tx) func(k, v string) error {
+	return func(k, v string) error { _, _, err := tx.Set(k, v, nil); return err }
+}
+
+// writeSnapshot writes snap's keys, and m, through set.
+func writeSnapshot(set func(k, v string) error, snap *Snapshot, m meta) error {
 	if err := set(keyMeta, m.encode()); err != nil {
 		return err
 	}

@@ -1,9 +1,12 @@
 package replication
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -296,5 +299,40 @@ func TestFailedCommitCutBack(t *testing.T) {
 	}
 	if _, err := openVolStore(path, 0, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "not a file size") {
 		t.Fatalf("open with a garbled marker: %v, want an error naming it", err)
+	}
+}
+
+// TestInstallInManyTransactions: a snapshot several times larger than one
+// install transaction is installed whole — the same volume after a reopen
+// — and install gives up the snapshot's contents, which it no longer needs.
+func TestInstallInManyTransactions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.db")
+	st := openTestStore(t, path)
+	snap := &Snapshot{LSN: 9, NextIno: 40, Inodes: []SnapInode{{Ino: 1, Attr: dirAttr()}}}
+	for i := uint64(0); i < 30; i++ {
+		data := bytes.Repeat([]byte{byte('a' + i%26)}, 1<<20)
+		snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: fmt.Sprintf("f%02d", i), Ino: 10 + i})
+		snap.Inodes = append(snap.Inodes, SnapInode{Ino: 10 + i, Attr: fileAttr(len(data)), Data: data})
+	}
+	if snap.dataBytes() < 3*installTxBytes {
+		t.Fatalf("%d bytes: not several transactions", snap.dataBytes())
+	}
+	want := *snap
+	want.Inodes = slices.Clone(snap.Inodes)
+	m := meta{LastTerm: 2, LSN: 9, NextIno: 40, Initialized: true}
+	if err := st.install(snap, m); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range snap.Inodes {
+		if in.Data != nil {
+			t.Fatalf("inode %d: install kept the snapshot's content", in.Ino)
+		}
+	}
+	st.close()
+	st = openTestStore(t, path)
+	defer st.close()
+	got, gm, err := st.readSnapshot()
+	if err != nil || gm != m || !reflect.DeepEqual(got.Inodes, want.Inodes) {
+		t.Fatalf("after a reopen: meta %+v, equal %v, %v", gm, reflect.DeepEqual(got.Inodes, want.Inodes), err)
 	}
 }
