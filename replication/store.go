@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -421,17 +422,13 @@ func (s *volStore) compact() error {
 		return fmt.Errorf("compact: create %s: %w", tmp, err)
 	}
 	err = s.mem.View(func(tx *buntdb.Tx) error {
-		return nd.Update(func(ntx *buntdb.Tx) error {
-			var serr error
-			err := tx.Ascend("", func(k, v string) bool {
-				_, _, serr = ntx.Set(k, v, nil)
-				return serr == nil
-			})
-			if serr != nil {
-				return serr
-			}
-			return err
+		b := &batchSetter{db: nd}
+		var serr error
+		err := tx.Ascend("", func(k, v string) bool {
+			serr = b.set(k, v)
+			return serr == nil
 		})
+		return b.done(cmp.Or(serr, err))
 	})
 	if cerr := nd.Close(); err == nil {
 		err = cerr
@@ -525,38 +522,8 @@ func buildDB(path string, snap *Snapshot, m meta) error {
 	if err != nil {
 		return fmt.Errorf("install: create %s: %w", path, err)
 	}
-	// In transactions of about installTxBytes: buntdb writes a
-	// transaction with one buffer, which would otherwise hold the whole
-	// volume once more. The file is renamed into place only once whole.
-	var tx *buntdb.Tx
-	pending := 0
-	set := func(k, v string) error {
-		if tx == nil {
-			t, err := db.Begin(true)
-			if err != nil {
-				return err
-			}
-			tx = t
-		}
-		if _, _, err := tx.Set(k, v, nil); err != nil {
-			return err
-		}
-		if pending += len(k) + len(v); pending >= installTxBytes {
-			pending = 0
-			t := tx
-			tx = nil
-			return t.Commit()
-		}
-		return nil
-	}
-	err = writeSnapshot(set, snap, m)
-	if tx != nil {
-		if err == nil {
-			err = tx.Commit()
-		} else {
-			_ = tx.Rollback()
-		}
-	}
+	b := &batchSetter{db: db}
+	err = b.done(writeSnapshot(b.set, snap, m))
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
@@ -570,8 +537,53 @@ func buildDB(path string, snap *Snapshot, m meta) error {
 }
 
 // writeSnapshot stores a validated snapshot in tx.
-// installTxBytes bounds the keys and values of one transaction of buildDB.
+// installTxBytes bounds the keys and values of one transaction of a
+// batchSetter.
 const installTxBytes = 8 << 20
+
+// batchSetter sets keys in a new database file in transactions of about
+// installTxBytes (buildDB, compact): buntdb writes a transaction from one
+// buffer, which for a whole volume in one transaction would hold it in
+// memory once more. Such a file is renamed into place only once whole, so
+// it need not be written in one transaction.
+type batchSetter struct {
+	db      *buntdb.DB
+	tx      *buntdb.Tx
+	pending int
+}
+
+func (b *batchSetter) set(k, v string) error {
+	if b.tx == nil {
+		tx, err := b.db.Begin(true)
+		if err != nil {
+			return err
+		}
+		b.tx = tx
+	}
+	if _, _, err := b.tx.Set(k, v, nil); err != nil {
+		return err
+	}
+	if b.pending += len(k) + len(v); b.pending >= installTxBytes {
+		tx := b.tx
+		b.tx, b.pending = nil, 0
+		return tx.Commit()
+	}
+	return nil
+}
+
+// done commits what is pending, unless err says to give up.
+func (b *batchSetter) done(err error) error {
+	if b.tx == nil {
+		return err
+	}
+	tx := b.tx
+	b.tx = nil
+	if err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
 
 // txSetter sets keys in tx.
 func txSetter(tx *buntdb.Tx) func(k, v string) error {
