@@ -475,7 +475,8 @@ func syncDir(dir string) error {
 
 // install replaces the whole volume with snap at position m, atomically:
 // a new database file renamed over the old one (in memory: one
-// transaction).
+// transaction). On disk it takes snap's file contents (their Data is nil
+// afterwards), so that they can be collected before the file is read back.
 func (s *volStore) install(snap *Snapshot, m meta) error {
 	if s.path == "" {
 		err := s.mem.Update(func(tx *buntdb.Tx) error {
@@ -536,7 +537,6 @@ func buildDB(path string, snap *Snapshot, m meta) error {
 	return nil
 }
 
-// writeSnapshot stores a validated snapshot in tx.
 // installTxBytes bounds the keys and values of one transaction of a
 // batchSetter.
 const installTxBytes = 8 << 20
@@ -590,7 +590,7 @@ func txSetter(tx *buntdb.Tx) func(k, v string) error {
 	return func(k, v string) error { _, _, err := tx.Set(k, v, nil); return err }
 }
 
-// writeSnapshot writes snap's keys, and m, through set.
+// writeSnapshot stores a validated snapshot, and m, through set.
 func writeSnapshot(set func(k, v string) error, snap *Snapshot, m meta) error {
 	if err := set(keyMeta, m.encode()); err != nil {
 		return err
