@@ -15,14 +15,22 @@ import (
 // A regular file's Data holds its content up to its last allocated byte:
 // shorter than Attr.Size when the file ends in a hole (the rest reads as
 // zeros), so a file truncated to a huge size stays small.
-func (st *State) Snapshot() (*Snapshot, error) {
+func (st *State) Snapshot() (*Snapshot, error) { return st.snapshot(true, nil) }
+
+// snapshot walks the volume's inodes in order for Snapshot and
+// streamSnapshot: with their contents, or without them and with the
+// length dataLen (if set) gives.
+func (st *State) snapshot(withData bool, dataLen func(in *inode) (int64, error)) (*Snapshot, error) {
 	s := &Snapshot{LSN: st.lsn, NextIno: st.nextIno, Inodes: make([]SnapInode, 0, len(st.inodes))}
 	for _, ino := range slices.Sorted(maps.Keys(st.inodes)) {
 		in := st.inodes[ino]
 		if in.attr.Nlink == 0 && ino != rootIno {
 			continue
 		}
-		si, err := st.snapInode(in, true)
+		si, err := st.snapInode(in, withData)
+		if err == nil && dataLen != nil {
+			si.DataLen, err = dataLen(in)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("fsactor: snapshot inode %d: %w", ino, err)
 		}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"syscall"
 )
 
@@ -47,25 +45,16 @@ func (st *State) streamSnapshot() (*Snapshot, error) {
 		return nil, errSnapshotBusy
 	}
 	ses := &snapSession{ends: make(map[uint64]int64), moved: make(map[uint64]int)}
-	s := &Snapshot{LSN: st.lsn, NextIno: st.nextIno, Inodes: make([]SnapInode, 0, len(st.inodes))}
-	for _, ino := range slices.Sorted(maps.Keys(st.inodes)) {
-		in := st.inodes[ino]
-		if in.attr.Nlink == 0 && ino != rootIno {
-			continue
+	s, err := st.snapshot(false, func(in *inode) (int64, error) {
+		if in.fd < 0 {
+			return 0, nil
 		}
-		si, err := st.snapInode(in, false)
-		if err != nil {
-			return nil, fmt.Errorf("fsactor: snapshot inode %d: %w", ino, err)
-		}
-		if in.fd >= 0 {
-			end, err := memfdDataEnd(in.fd, int64(in.attr.Size))
-			if err != nil {
-				return nil, fmt.Errorf("fsactor: snapshot inode %d: %w", ino, err)
-			}
-			ses.ends[ino] = end
-			si.DataLen = end
-		}
-		s.Inodes = append(s.Inodes, si)
+		end, err := memfdDataEnd(in.fd, int64(in.attr.Size))
+		ses.ends[in.ino] = end
+		return end, err
+	})
+	if err != nil {
+		return nil, err
 	}
 	for ino := range ses.ends {
 		st.inodes[ino].frozen = true
