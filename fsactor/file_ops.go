@@ -118,9 +118,6 @@ func (st *State) writeFile(o *fuseops.WriteFileOp, now time.Time) (uint64, sysca
 	if e := st.ensureMemfd(in); e != 0 {
 		return 0, e
 	}
-	if e := st.thaw(in); e != 0 {
-		return 0, e
-	}
 	if e := st.reserve(in, off, n); e != 0 {
 		return 0, e
 	}
@@ -136,10 +133,20 @@ func (st *State) writeFile(o *fuseops.WriteFileOp, now time.Time) (uint64, sysca
 	return 0, 0
 }
 
-// ensureMemfd gives in a memfd of its size.
+// ensureMemfd gives in a memfd of its size that may be changed: every
+// change to a file's content goes through it first. A memfd a streamed
+// snapshot still reads is copied first (thaw).
 func (st *State) ensureMemfd(in *inode) syscall.Errno {
-	if in.fd >= 0 {
+	if in.fd >= 0 && !in.frozen {
 		return 0
+	}
+	return st.makeMemfd(in)
+}
+
+// makeMemfd is ensureMemfd's slow path.
+func (st *State) makeMemfd(in *inode) syscall.Errno {
+	if in.frozen {
+		return st.thaw(in)
 	}
 	fd, err := st.newMemfd()
 	if err != nil {
@@ -202,7 +209,7 @@ func (st *State) setSize(in *inode, size uint64) syscall.Errno {
 	case size == 0 && in.fd >= 0:
 		st.dropContent(in) // an empty file needs no descriptor
 	case in.fd >= 0:
-		if e := st.thaw(in); e != 0 {
+		if e := st.ensureMemfd(in); e != 0 {
 			return e
 		}
 		if err := memfdTruncate(in.fd, int64(size)); err != nil {
@@ -239,9 +246,6 @@ func (st *State) fallocate(o *fuseops.FallocateOp, now time.Time) (uint64, sysca
 			return 0, e
 		}
 	} else if e := st.ensureMemfd(in); e != 0 {
-		return 0, e
-	}
-	if e := st.thaw(in); e != 0 {
 		return 0, e
 	}
 	err := memfdFallocate(in.fd, o.Mode, off, n)

@@ -110,11 +110,8 @@ func (st *State) endSnapshot() {
 }
 
 // thaw gives a frozen file a copy of its content before that content
-// changes; the streamed snapshot keeps the memfd it had.
+// changes (ensureMemfd); the streamed snapshot keeps the memfd it had.
 func (st *State) thaw(in *inode) syscall.Errno {
-	if !in.frozen {
-		return 0
-	}
 	fd, err := st.newMemfd()
 	if err != nil {
 		return errnoOf(err)
