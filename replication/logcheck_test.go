@@ -23,17 +23,11 @@ func TestTornBatchDropped(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "v.db")
 	st := installBase(t, path)
-	v, m := stage(t, st, createRec(1, 1, 4, 1, "a"))
-	if err := st.commit(v, m); err != nil {
-		t.Fatal(err)
-	}
+	commitRecs(t, st, createRec(1, 1, 4, 1, "a"))
 	before, mBefore, _ := st.readSnapshot()
 	start := fileSize(t, path)
 	content := strings.Repeat("0123456789abcdef", 4096) // 64 KiB: the batch spans pages
-	v, m = stage(t, st, &Record{Term: 1, LSN: 2, Op: OpData, Ino: 4, Attr: fileAttr(len(content)), Data: []byte(content)})
-	if err := st.commit(v, m); err != nil {
-		t.Fatal(err)
-	}
+	commitRecs(t, st, &Record{Term: 1, LSN: 2, Op: OpData, Ino: 4, Attr: fileAttr(len(content)), Data: []byte(content)})
 	after, mAfter, _ := st.readSnapshot()
 	end := fileSize(t, path)
 	st.close()
@@ -140,15 +134,9 @@ func TestDamageMidFileMovedAside(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "v.db")
 			st := installBase(t, path)
 			start := fileSize(t, path)
-			v, m := stage(t, st, createRec(1, 1, 4, 1, "a"))
-			if err := st.commit(v, m); err != nil {
-				t.Fatal(err)
-			}
+			commitRecs(t, st, createRec(1, 1, 4, 1, "a"))
 			end := fileSize(t, path)
-			v, m = stage(t, st, createRec(1, 2, 5, 1, "b"))
-			if err := st.commit(v, m); err != nil {
-				t.Fatal(err)
-			}
+			commitRecs(t, st, createRec(1, 2, 5, 1, "b"))
 			st.close()
 			whole, err := os.ReadFile(path)
 			if err != nil {
@@ -202,24 +190,8 @@ func fileSize(t *testing.T, path string) int64 {
 func FuzzLogCheck(f *testing.F) {
 	dir := f.TempDir()
 	seed := filepath.Join(dir, "seed.db")
-	st, err := openVolStore(seed, 0, zap.NewNop())
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := st.install(baseSnapshot(), meta{LastTerm: 1, NextIno: 4, Initialized: true}); err != nil {
-		f.Fatal(err)
-	}
-	v, done := st.view()
-	m := st.meta
-	ap := &applier{v: v, lim: Limits{}.withDefaults(), meta: &m}
-	if err := ap.apply(&Record{Term: 1, LSN: 1, Op: OpCreate, Ino: 4, Parent: 1, Name: "n", Attr: fileAttr(0)}); err != nil {
-		f.Fatal(err)
-	}
-	m.LSN, m.LastTerm = 1, 1
-	done()
-	if err := st.commit(v, m); err != nil {
-		f.Fatal(err)
-	}
+	st := installBase(f, seed)
+	commitRecs(f, st, &Record{Term: 1, LSN: 1, Op: OpCreate, Ino: 4, Parent: 1, Name: "n", Attr: fileAttr(0)})
 	st.close()
 	whole, err := os.ReadFile(seed)
 	if err != nil {

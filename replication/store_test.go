@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 )
 
-func openTestStore(t *testing.T, path string) *volStore {
+func openTestStore(t testing.TB, path string) *volStore {
 	t.Helper()
 	st, err := openVolStore(path, 0, zap.NewNop())
 	if err != nil {
@@ -25,7 +25,7 @@ func openTestStore(t *testing.T, path string) *volStore {
 }
 
 // installBase puts baseSnapshot in a fresh store at path.
-func installBase(t *testing.T, path string) *volStore {
+func installBase(t testing.TB, path string) *volStore {
 	t.Helper()
 	st := openTestStore(t, path)
 	if err := st.install(baseSnapshot(), meta{LastTerm: 1, NextIno: 4, Initialized: true}); err != nil {
@@ -35,7 +35,7 @@ func installBase(t *testing.T, path string) *volStore {
 }
 
 // stage applies records to a view of st and returns it with the new meta.
-func stage(t *testing.T, st *volStore, recs ...*Record) (*view, meta) {
+func stage(t testing.TB, st *volStore, recs ...*Record) (*view, meta) {
 	t.Helper()
 	v, done := st.view()
 	defer done()
@@ -48,6 +48,16 @@ func stage(t *testing.T, st *volStore, recs ...*Record) (*view, meta) {
 		m.LSN, m.LastTerm = r.LSN, r.Term
 	}
 	return v, m
+}
+
+// commitRecs stages recs and commits them as one batch.
+func commitRecs(t testing.TB, st *volStore, recs ...*Record) meta {
+	t.Helper()
+	v, m := stage(t, st, recs...)
+	if err := st.commit(v, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // TestOldRedoReplayed: a file an older version left with a batch's redo
@@ -135,10 +145,7 @@ func TestBatchWholeOrNotAtAll(t *testing.T) {
 func TestTornTailIgnored(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v.db")
 	st := installBase(t, path)
-	v, m := stage(t, st, createRec(1, 1, 4, 1, "a"))
-	if err := st.commit(v, m); err != nil {
-		t.Fatal(err)
-	}
+	commitRecs(t, st, createRec(1, 1, 4, 1, "a"))
 	want, _, _ := st.readSnapshot()
 	st.close()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
@@ -195,10 +202,7 @@ func TestShrinkKeepsState(t *testing.T) {
 	st.shrinkAt, st.shrinkMin = 64<<10, 64<<10
 	content := strings.Repeat("z", 8<<10)
 	for i := uint64(1); i <= 40; i++ {
-		v, m := stage(t, st, &Record{Term: 1, LSN: i, Op: OpData, Ino: 3, Attr: fileAttr(len(content)), Data: []byte(content)})
-		if err := st.commit(v, m); err != nil {
-			t.Fatal(err)
-		}
+		commitRecs(t, st, &Record{Term: 1, LSN: i, Op: OpData, Ino: 3, Attr: fileAttr(len(content)), Data: []byte(content)})
 		if err := st.maintain(); err != nil {
 			t.Fatal(err)
 		}
@@ -234,10 +238,7 @@ func TestEachInodeMatchesSnapshot(t *testing.T) {
 	defer st.close()
 	link := &Record{Term: 1, LSN: 2, Op: OpCreate, Ino: 5, Parent: 2, Name: "ln",
 		Attr: Attr{Mode: modeLnk | 0o777, Nlink: 1, Size: 6, Ctime: testTime}, Target: "target"}
-	v, m := stage(t, st, createRec(1, 1, 4, 2, "in-d"), link)
-	if err := st.commit(v, m); err != nil {
-		t.Fatal(err)
-	}
+	commitRecs(t, st, createRec(1, 1, 4, 2, "in-d"), link)
 	want, _, err := st.readSnapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -262,10 +263,7 @@ func TestFailedCommitCutBack(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v.db")
 	st := installBase(t, path)
 	for i := uint64(1); i <= 2; i++ {
-		v, m := stage(t, st, &Record{Term: 1, LSN: i, Op: OpData, Ino: 3, Attr: fileAttr(1), Data: []byte{byte('a' + i)}})
-		if err := st.commit(v, m); err != nil {
-			t.Fatal(err)
-		}
+		commitRecs(t, st, &Record{Term: 1, LSN: i, Op: OpData, Ino: 3, Attr: fileAttr(1), Data: []byte{byte('a' + i)}})
 	}
 	want, _, _ := st.readSnapshot()
 	// Batch 3 is written as commit writes it, and then its fsync "fails".
