@@ -30,7 +30,7 @@
 // entries — a new file fsynced, renamed over the old one, the directory
 // fsynced — at a threshold with a random factor, so that replicas holding
 // the same records do not all stall at once; the rewrite runs after the
-// batch's ack has gone out (maintain). buntdb's own SyncPolicy is Never and
+// batch's ack has gone out (ship.go, volume.maybeShrink). buntdb's own SyncPolicy is Never and
 // its automatic shrink is off: the store fsyncs through its own
 // descriptor, so an fsync error is seen (buntdb drops it), and buntdb's
 // Shrink sleeps 250 ms and renames a file it never fsynced. That fsync is

@@ -226,19 +226,19 @@ func (ss *shipSession) applyBatch(batch []*Record) error {
 	if err := ss.stream.Send(ack); err != nil {
 		return err
 	}
-	return ss.v.maintain(ss.s.log)
+	return ss.v.maybeShrink(ss.s.log)
 }
 
-// maintain runs the store's upkeep after an ack went out, so that a
-// compaction or new zeros at the end of the file delay the next batch,
-// which meanwhile grows, rather than the acknowledgement of this one.
-func (v *volume) maintain(log *zap.Logger) error {
+// maybeShrink lets the store rewrite its file once an ack went out, so
+// that the rewrite delays the next batch, which meanwhile grows, rather
+// than the acknowledgement of this one.
+func (v *volume) maybeShrink(log *zap.Logger) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.st == nil || v.broken != nil {
 		return nil
 	}
-	if err := v.st.maintain(); err != nil {
+	if err := v.st.maybeShrink(); err != nil {
 		return v.fail(log, err)
 	}
 	return nil

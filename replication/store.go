@@ -369,13 +369,6 @@ func (s *volStore) commit(v *view, m meta) error {
 	return nil
 }
 
-// maintain does what may wait until a batch is acknowledged: it rewrites
-// the file once it has doubled (maybeShrink). An error leaves the store
-// unusable, as after a commit.
-func (s *volStore) maintain() error {
-	return s.maybeShrink()
-}
-
 // maybeShrink rewrites the append-only file once it has doubled (and
 // grown past shrinkMin). The next threshold gets a random factor of 1 to
 // 1.5, so that replicas holding the same records do not all stall on a

@@ -203,7 +203,7 @@ func TestShrinkKeepsState(t *testing.T) {
 	content := strings.Repeat("z", 8<<10)
 	for i := uint64(1); i <= 40; i++ {
 		commitRecs(t, st, &Record{Term: 1, LSN: i, Op: OpData, Ino: 3, Attr: fileAttr(len(content)), Data: []byte(content)})
-		if err := st.maintain(); err != nil {
+		if err := st.maybeShrink(); err != nil {
 			t.Fatal(err)
 		}
 	}
