@@ -23,22 +23,19 @@ func sendSnapshot(hdr *pb.SnapshotHeader, snap *Snapshot, send func(*pb.Snapshot
 	each := func(fn func(*SnapInode) error) error {
 		for i := range snap.Inodes {
 			in := &snap.Inodes[i]
-			if in.Data != nil || in.DataLen == 0 {
-				if err := fn(in); err != nil {
-					return err
+			if in.Data == nil && in.DataLen > 0 { // read now, dropped after
+				if snap.Content == nil {
+					return fmt.Errorf("snapshot: inode %d: content left out and no way to read it", in.Ino)
 				}
-				continue
+				one := *in
+				var err error
+				if one.Data, err = snap.Content(in.Ino); err != nil {
+					return fmt.Errorf("snapshot: content of inode %d: %w", in.Ino, err)
+				}
+				one.DataLen = 0
+				in = &one
 			}
-			if snap.Content == nil {
-				return fmt.Errorf("snapshot: inode %d: content left out and no way to read it", in.Ino)
-			}
-			data, err := snap.Content(in.Ino)
-			if err != nil {
-				return fmt.Errorf("snapshot: content of inode %d: %w", in.Ino, err)
-			}
-			one := *in
-			one.Data, one.DataLen = data, 0
-			if err := fn(&one); err != nil {
+			if err := fn(in); err != nil {
 				return err
 			}
 		}
