@@ -11,6 +11,12 @@ type Snapshot struct {
 	NextIno uint64
 	// Inodes lists every live inode, the root (inode 1) included.
 	Inodes []SnapInode
+	// Content reads the content of a file left out of a streamed snapshot
+	// (DataLen > 0, Data nil); Release ends that snapshot and must be
+	// called once it is no longer read. Both nil otherwise
+	// (Server.StreamSnapshot).
+	Content func(ino uint64) ([]byte, error)
+	Release func()
 }
 
 // SnapInode is one inode of a Snapshot.

@@ -156,30 +156,32 @@ func memfdCopy(dst, src int, n, size int64) error {
 }
 
 // StreamSnapshot takes a streamed snapshot (see snapSession): the inodes
-// now, each file's content later through data, one file at a time. release
-// must be called when done with it; until then another StreamSnapshot
-// waits. The actor must be a *State.
-func (s *Server) StreamSnapshot(ctx context.Context) (snap *Snapshot, data func(ctx context.Context, ino uint64) ([]byte, error), release func(), err error) {
+// now, each file's content later through snap.Content, one file at a time
+// (each read ends with ctx). snap.Release must be called when done with
+// it; until then another StreamSnapshot waits. The actor must be a *State.
+func (s *Server) StreamSnapshot(ctx context.Context) (snap *Snapshot, err error) {
 	select {
 	case s.snapSlot <- struct{}{}:
 	case <-ctx.Done():
-		return nil, nil, nil, ctx.Err()
+		return nil, ctx.Err()
 	}
-	err = s.Do(ctx, func(st *State) { snap, err = st.streamSnapshot() })
+	if cerr := s.Do(ctx, func(st *State) { snap, err = st.streamSnapshot() }); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		<-s.snapSlot
-		return nil, nil, nil, err
+		return nil, err
 	}
-	data = func(ctx context.Context, ino uint64) (b []byte, err error) {
+	snap.Content = func(ino uint64) (b []byte, err error) {
 		if cerr := s.Do(ctx, func(st *State) { b, err = st.snapshotData(ino) }); cerr != nil {
 			return nil, cerr
 		}
 		return b, err
 	}
-	release = func() {
+	snap.Release = func() {
 		// The actor may have stopped: then its memfds are gone with it.
 		_ = s.Do(context.Background(), func(st *State) { st.endSnapshot() })
 		<-s.snapSlot
 	}
-	return snap, data, release, nil
+	return snap, nil
 }

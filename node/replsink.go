@@ -72,7 +72,8 @@ func SnapshotToActor(s *replication.Snapshot) *fsactor.Snapshot {
 
 // SnapshotToRepl converts the actor's snapshot for a replica resync.
 func SnapshotToRepl(s *fsactor.Snapshot) *replication.Snapshot {
-	out := &replication.Snapshot{LSN: s.LSN, NextIno: s.NextIno, Inodes: make([]replication.SnapInode, len(s.Inodes))}
+	out := &replication.Snapshot{LSN: s.LSN, NextIno: s.NextIno, Inodes: make([]replication.SnapInode, len(s.Inodes)),
+		Content: s.Content, Release: s.Release}
 	for i, in := range s.Inodes {
 		o := replication.SnapInode{Ino: in.Ino, Attr: replication.Attr(in.Attr), Target: in.Target, Data: in.Data, DataLen: in.DataLen, Xattrs: in.Xattrs}
 		if in.Entries != nil {
@@ -92,13 +93,10 @@ func SnapshotToRepl(s *fsactor.Snapshot) *replication.Snapshot {
 // for the whole volume nor copies it whole into memory.
 func ActorSnapshots(srv *fsactor.Server) replication.SnapshotSource {
 	return func(ctx context.Context) (*replication.Snapshot, error) {
-		snap, data, release, err := srv.StreamSnapshot(ctx)
+		snap, err := srv.StreamSnapshot(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot of the actor: %w", err)
 		}
-		out := SnapshotToRepl(snap)
-		out.Content = func(ino uint64) ([]byte, error) { return data(ctx, ino) }
-		out.Release = release
-		return out, nil
+		return SnapshotToRepl(snap), nil
 	}
 }
