@@ -356,7 +356,8 @@ func (s *volStore) commit(v *view, m meta) error {
 			return err
 		}
 		// mem keeps substrings of the logged entry rather than copies.
-		if changes, err = decodeChanges(entry); err != nil {
+		// The entry was sealed just now: its seal need not be checked.
+		if changes, err = decodeBody(entry[sealLen:]); err != nil {
 			return fmt.Errorf("batch up to lsn %d: %w", m.LSN, err)
 		}
 	}

@@ -147,11 +147,17 @@ type change struct {
 	val *string // nil: delete
 }
 
+// decodeChanges decodes a log entry read back, checking its seal.
 func decodeChanges(s string) ([]change, error) {
-	s, err := openEntry(s)
+	body, err := openEntry(s)
 	if err != nil {
 		return nil, err
 	}
+	return decodeBody(body)
+}
+
+// decodeBody decodes a change set (an entry past its seal).
+func decodeBody(s string) ([]change, error) {
 	var out []change
 	for len(s) > 0 {
 		flag := s[0]
