@@ -39,11 +39,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 const sealLen = 1 + 4
 
 // sealEntry fills the header reserved at the start of b (sealLen bytes)
-// for the change set that follows it.
+// for the change set that follows it, and returns the entry. It takes b:
+// the string shares its bytes (no copy of the batch), so b must not be
+// touched again.
 func sealEntry(b []byte) string {
 	b[0] = entrySealed
 	binary.LittleEndian.PutUint32(b[1:sealLen], crc32.Checksum(b[sealLen:], castagnoli))
-	return string(b)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // openEntry returns the change set of a log entry, checking its seal.
