@@ -72,8 +72,13 @@ func (st *State) content(in *inode) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return memfdContent(in.fd, end)
+}
+
+// memfdContent reads the first end bytes of fd (zeros past its size).
+func memfdContent(fd int, end int64) ([]byte, error) {
 	data := make([]byte, end)
-	got, err := memfdRead(in.fd, data, 0)
+	got, err := memfdRead(fd, data, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -82,13 +82,7 @@ func (st *State) snapshotData(ino uint64) ([]byte, error) {
 		}
 		fd = in.fd
 	}
-	data := make([]byte, end)
-	got, err := memfdRead(fd, data, 0)
-	if err != nil {
-		return nil, err
-	}
-	clear(data[got:])
-	return data, nil
+	return memfdContent(fd, end)
 }
 
 // endSnapshot ends the streamed snapshot: the moved memfds are closed and
