@@ -170,12 +170,13 @@ type Primary struct {
 func (p *Primary) Term() uint64 { return p.term }
 
 // SetSnapshotSource tells the primary how to get a snapshot for a replica
-// its log no longer reaches. Until it is set, such a replica waits.
+// its log no longer reaches. Until it is set, such a replica's link fails
+// its sessions and retries after its backoff; waking the links would only
+// make them send what the log holds early.
 func (p *Primary) SetSnapshotSource(src SnapshotSource) {
 	p.mu.Lock()
 	p.snapSrc = src
 	p.mu.Unlock()
-	p.wakeAll()
 }
 
 // Append queues the next record (LSN = last + 1) for every replica and
