@@ -34,7 +34,7 @@ type link struct {
 	addr   string
 	conn   *grpc.ClientConn
 	client pb.ReplicaClient
-	wake   chan struct{} // cap 1: new records, acks, a snapshot source
+	wake   chan struct{} // cap 1: records to send now (a Wait, the ShipDelay timer), acks
 	rewind atomic.Uint64 // lsn to resend from after a gap (0: none)
 
 	blocked atomic.Bool // pump waits for acks: its window is full
@@ -176,7 +176,7 @@ func (l *link) session() (progressed bool, err error) {
 	}
 	ctx, cancel := context.WithCancel(l.p.ctx)
 	defer cancel()
-	stream, next, err := l.open(ctx, cancel)
+	stream, next, target, err := l.open(ctx, cancel)
 	if err != nil {
 		return progressed, err
 	}
@@ -186,7 +186,7 @@ func (l *link) session() (progressed bool, err error) {
 		defer close(done)
 		l.receive(stream, errc)
 	}()
-	err = l.pump(ctx, stream, next, errc)
+	err = l.pump(ctx, stream, next, target, errc)
 	cancel()
 	<-done
 	return true, err
@@ -216,38 +216,44 @@ func (l *link) ensureTerm() error {
 }
 
 // open starts a Ship stream and decides where to resume from.
-func (l *link) open(ctx context.Context, cancel context.CancelFunc) (pb.Replica_ShipClient, uint64, error) {
-	stream, err := l.client.Ship(ctx)
+//
+// It returns the first lsn to send and the head when the link became
+// connected: what the session sends at once. Records appended after that
+// follow the usual rules (a Wait, the ShipDelay timer), so that "connected"
+// in Status is where they start to apply.
+func (l *link) open(ctx context.Context, cancel context.CancelFunc) (stream pb.Replica_ShipClient, next, head uint64, err error) {
+	stream, err = l.client.Ship(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	hdr := &pb.ShipRequest{Header: &pb.ShipHeader{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.holder}}
 	if err := stream.Send(hdr); err != nil {
-		return nil, 0, recvStatus(stream, err)
+		return nil, 0, 0, recvStatus(stream, err)
 	}
 	timer := time.AfterFunc(l.p.cfg.CallTimeout, cancel) // a replica that never answers
 	pos, err := stream.Recv()
 	if !timer.Stop() {
-		return nil, 0, fmt.Errorf("ship handshake: no answer within %v", l.p.cfg.CallTimeout)
+		return nil, 0, 0, fmt.Errorf("ship handshake: no answer within %v", l.p.cfg.CallTimeout)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("ship handshake: %w", err)
+		return nil, 0, 0, fmt.Errorf("ship handshake: %w", err)
 	}
 	if !l.p.sameHistory(pos) {
 		l.markResync("replica at lsn %d of term %d is not on this primary's history", pos.DurableLsn, pos.LastTerm)
-		return nil, 0, errResync
+		return nil, 0, 0, errResync
 	}
 	if _, ok := l.p.records(pos.DurableLsn+1, 1, 1); !ok {
 		l.markResync("log starts after the replica's lsn %d", pos.DurableLsn)
-		return nil, 0, errResync
+		return nil, 0, 0, errResync
 	}
 	l.p.mu.Lock()
 	l.connected, l.lastErr = true, nil
 	l.sent = l.sent[:0] // marks of an earlier stream
+	head = l.p.head
 	l.p.mu.Unlock()
 	l.p.setAcked(l, pos.DurableLsn)
-	l.log().Info("replica stream open", zap.Uint64("replica_lsn", pos.DurableLsn), zap.Uint64("head", l.p.headLSN()))
-	return stream, pos.DurableLsn + 1, nil
+	l.log().Info("replica stream open", zap.Uint64("replica_lsn", pos.DurableLsn), zap.Uint64("head", head))
+	return stream, pos.DurableLsn + 1, head, nil
 }
 
 func (l *link) markResync(format string, args ...any) {
@@ -295,8 +301,7 @@ func (l *link) receive(stream pb.Replica_ShipClient, errc chan<- error) {
 // time the link is woken, everything up to the head as it is then. A link
 // nobody woke sends nothing, so a trailing replica gets records in the
 // batches the ShipDelay timer makes (doc.go, "Quorum first").
-func (l *link) pump(ctx context.Context, stream pb.Replica_ShipClient, next uint64, errc chan error) error {
-	target := l.p.headLSN()
+func (l *link) pump(ctx context.Context, stream pb.Replica_ShipClient, next, target uint64, errc chan error) error {
 	for {
 		if r := l.rewind.Swap(0); r != 0 && r < next {
 			l.log().Info("replica reported a gap: resending", zap.Uint64("from", r))
