@@ -8,10 +8,22 @@ BIN     := bin/spoolfs
 GOFLAGS ?=
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help build run test test-short lint proto proto-check fuzz bench-local bench-replicated clean
+.PHONY: help deps build run test test-short lint proto proto-check fuzz bench-local bench-replicated clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+# What the tests need beyond Go: the FUSE helper (mounts as a normal user),
+# protoc (make proto-check), setpriv (tests that run as another user).
+DEPS_CMDS := fusermount3:fuse3 protoc:protobuf-compiler setpriv:util-linux
+
+deps: ## install what the tests need beyond Go (Debian packages; as root, else say what is missing)
+	@need=""; for c in $(DEPS_CMDS); do command -v $${c%%:*} >/dev/null || need="$$need $${c#*:}"; done; \
+	if [ -z "$$need" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "missing Debian packages:$$need (install them: apt-get install$$need)"; exit 1; fi; \
+	echo "installing$$need"; export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq $$need
 
 build: ## build bin/spoolfs
 	$(GO) build -o $(BIN) ./cmd/spoolfs
@@ -20,7 +32,7 @@ run: build ## the whole system here: 3 replicas (data in ./data, DATA=...) and t
 	@mkdir -p $(MNT)
 	@./$(BIN) run --embedded --mount $(MNT) --volume $(VOLUME) --data $(DATA) $(SPOOLFS_FLAGS)
 
-test: build proto-check lint ## every test, with -race (mount tests need root or /dev/fuse)
+test: deps build proto-check lint ## every test, with -race (mount tests need root or /dev/fuse)
 	$(GO) test -race -count=1 -timeout 40m ./...
 
 test-short: ## unit tests only, no mounts
