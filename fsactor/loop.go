@@ -104,6 +104,7 @@ type loop struct {
 	handoff               handoff
 	stepped               chan struct{} // the actor stepped an op whose event has ack set
 	wk                    *waker        // non-nil: the reader is the actor (serveInline)
+	dog                   *watchdog     // nil: no watchdog
 
 	// Actor-owned: touched only by the actor goroutine.
 	c          conn
@@ -121,10 +122,11 @@ type loopConfig struct {
 	log          *zap.Logger
 	notify       *notifyPool
 	mailbox      int
-	mountDir     string // non-empty: serve inline, woken by statfs of it
+	device       *os.File      // non-nil: serve inline, waiting in poll(2) on it (waker)
+	watchdog     time.Duration // <= 0: no watchdog
 }
 
-func newLoop(st machine, sink Sink, lc loopConfig) *loop {
+func newLoop(st machine, sink Sink, lc loopConfig) (*loop, error) {
 	l := &loop{
 		st: st, sink: sink,
 		mbox:     make(chan event, lc.mailbox),
@@ -141,24 +143,35 @@ func newLoop(st machine, sink Sink, lc loopConfig) *loop {
 		handoff: defaultHandoff, stepped: make(chan struct{}, 1),
 	}
 	l.gidOf = l.gids.gid
-	if lc.mountDir != "" {
-		l.wk = newWaker(lc.mountDir)
+	if lc.device != nil {
+		wk, err := newWaker(int(lc.device.Fd()))
+		if err != nil {
+			return nil, err
+		}
+		l.wk = wk
 	}
-	return l
+	l.dog = newWatchdog(lc.watchdog, lc.log)
+	return l, nil
 }
 
 // run serves c until the reader sees EOF, every op is answered and every
 // task has ended; then it closes the state and the notify pool.
 func (l *loop) run(c conn) {
 	l.c = c
+	if l.dog != nil {
+		if l.wk != nil {
+			l.dog.kernelWaiting = l.wk.kernelWaiting
+		}
+		go l.dog.run()
+	}
 	if l.wk != nil {
-		go l.wk.run()
 		l.serveInline(c)
-		l.wk.stop()
+		l.wk.close()
 	} else {
 		go l.read(c)
 	}
 	l.act()
+	l.dog.stop()
 	l.st.Close()
 	l.notify.close()
 	close(l.stopped)
@@ -203,20 +216,36 @@ func (l *loop) readFailed(err error) bool {
 	return false
 }
 
-// serveInline is the reader and the actor in one goroutine: it reads an
-// op, takes whatever waits in the mailbox (internal events, a task's
-// fencing), then steps the op. Measured against the hand-off of read (one
-// goroutine reading, one stepping): a request then wakes one thread, not
-// two, as in libfuse's single-threaded loop (docs/threads.md, "Measured").
-// The state still has one owner at a time: this goroutine until the kernel
-// hangs up, then act on the same goroutine for the tasks still running.
-// While it sleeps in read(2), events are brought in by the waker.
+// serveInline is the reader and the actor in one goroutine: it waits in
+// poll(2) on the device and the waker's eventfd (waker.wait), takes
+// whatever waits in the mailbox (internal events, a task's fencing), reads
+// an op if the device has one, then steps it. Measured against the
+// hand-off of read (one goroutine reading, one stepping): a request then
+// wakes one thread, not two, as in libfuse's single-threaded loop
+// (docs/threads.md, "Measured"). The state still has one owner at a time:
+// this goroutine until the kernel hangs up, then act on the same goroutine
+// for the tasks still running.
 func (l *loop) serveInline(c conn) {
+	if err := l.wk.start(); err != nil {
+		l.log.Error("cannot serve the device", zap.Error(err))
+		l.readerDone = true
+		close(l.eofSeen)
+		return
+	}
 	for {
+		l.dog.idle()
+		if !l.wk.wait() {
+			l.drain() // woken by the eventfd alone
+			continue
+		}
 		ctx, op, err := c.ReadOp()
 		now := time.Now()
 		l.drain()
 		if err != nil {
+			if errors.Is(err, syscall.EAGAIN) {
+				l.stats.emptyReads.Add(1) // withdrawn between poll and read: poll again
+				continue
+			}
 			if l.readFailed(err) {
 				l.readerDone = true
 				close(l.eofSeen)
@@ -230,7 +259,6 @@ func (l *loop) serveInline(c conn) {
 
 // drain handles every event waiting in the mailbox, without blocking.
 func (l *loop) drain() {
-	l.wk.rearm()
 	for {
 		select {
 		case ev := <-l.mbox:
@@ -241,24 +269,18 @@ func (l *loop) drain() {
 	}
 }
 
-// send puts ev in the mailbox. When the mailbox is full the inline actor
-// is woken (it may be asleep in read(2)) until there is room.
+// send puts ev in the mailbox and wakes the inline actor (it may be asleep
+// in poll(2)). When the mailbox is full it wakes the actor first and waits
+// for room: a wake is then on its way (waker.pending), and the actor
+// drains. Not from the actor.
 func (l *loop) send(ev event) {
-	for {
-		select {
-		case l.mbox <- ev:
-			return
-		default:
-		}
+	select {
+	case l.mbox <- ev:
+	default:
 		l.wk.wake()
-		t := time.NewTimer(time.Millisecond)
-		select {
-		case l.mbox <- ev:
-			t.Stop()
-			return
-		case <-t.C:
-		}
+		l.mbox <- ev
 	}
+	l.wk.wake()
 }
 
 // act is the actor goroutine's loop.
@@ -268,6 +290,7 @@ func (l *loop) act() {
 		defer runtime.UnlockOSThread()
 	}
 	for !l.readerDone || l.tasks > 0 {
+		l.dog.idle()
 		l.handle(<-l.mbox)
 	}
 }
@@ -286,8 +309,10 @@ func (l *loop) handle(ev event) {
 	case evTaskDone:
 		l.tasks--
 	case evFenced:
+		l.dog.begin(time.Now(), false)
 		l.setReadOnly(ev.err.Error())
 	case evFunc:
+		l.dog.begin(time.Now(), false)
 		ev.fn(l.st)
 		l.flushNotes()
 	}
@@ -297,6 +322,7 @@ func (l *loop) handle(ev event) {
 // hands the step's notes to the notify pool (after the reply: the kernel
 // must see the answer before the notification about it).
 func (l *loop) step(ev event) {
+	l.dog.begin(ev.now, true)
 	k, oc := classify(ev.op)
 	var c Caller
 	if oc != nil {
@@ -402,7 +428,7 @@ func (l *loop) call(ctx context.Context, fn func(m machine)) error {
 	select {
 	case l.mbox <- ev:
 	default:
-		l.wk.wake() // full: the inline actor may be asleep in read(2)
+		l.wk.wake() // full: the inline actor may be asleep in poll(2)
 		select {
 		case l.mbox <- ev:
 		case <-l.stopped:

@@ -96,6 +96,7 @@ func (tc tuning) apply(s *Server) {
 	s.loop.lockReader, s.loop.lockActor = tc.lockR, tc.lockA
 	s.loop.handoff = tc.handoff
 	if !tc.inline {
+		s.loop.wk.close()
 		s.loop.wk = nil
 	}
 }
@@ -121,7 +122,7 @@ func BenchmarkLoopGetattr(b *testing.B) {
 			continue // a mount-only variant
 		}
 		b.Run(tc.name, func(b *testing.B) {
-			s := newServer(Config{Log: zap.NewNop()}.withDefaults(), benchMachine(b), &DiscardSink{})
+			s := mustServer(b, Config{Log: zap.NewNop()}.withDefaults(), benchMachine(b), &DiscardSink{})
 			tc.apply(s)
 			c := &benchConn{ctx: context.Background(), op: &fuseops.GetInodeAttributesOp{Inode: 1},
 				req: make(chan struct{}), rep: make(chan struct{})}
@@ -173,7 +174,7 @@ func BenchmarkLoopPipelined(b *testing.B) {
 			continue // a mount-only variant
 		}
 		b.Run(tc.name, func(b *testing.B) {
-			s := newServer(Config{Log: zap.NewNop()}.withDefaults(), benchMachine(b), &DiscardSink{})
+			s := mustServer(b, Config{Log: zap.NewNop()}.withDefaults(), benchMachine(b), &DiscardSink{})
 			tc.apply(s)
 			c := &pipeConn{ctx: context.Background(), op: &fuseops.GetInodeAttributesOp{Inode: 1}, n: int64(b.N)}
 			b.ReportAllocs()

@@ -19,6 +19,9 @@ import (
 // read-only, everything else succeeds.
 type fakeMachine struct {
 	flushLSN uint64
+	// hold, when not nil, holds a mkdir of "hold" in Handle until it is
+	// closed (a step stuck on the actor, for the watchdog).
+	hold chan struct{}
 
 	// Written on the actor, read by the test after a reply (the reply
 	// orders them).
@@ -32,6 +35,9 @@ type fakeMachine struct {
 func newFakeMachine() *fakeMachine { return &fakeMachine{callers: map[opKind]Caller{}} }
 
 func (m *fakeMachine) Handle(op any, c Caller, now time.Time) (uint64, error) {
+	if o, ok := op.(*fuseops.MkDirOp); ok && o.Name == "hold" && m.hold != nil {
+		<-m.hold
+	}
 	k, _ := classify(op)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -113,7 +119,7 @@ func TestLoopEOFWaitsForTasks(t *testing.T) {
 	m := newFakeMachine()
 	m.flushLSN = 5
 	sink := newBlockSink()
-	s := newServer(Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, sink)
+	s := mustServer(t, Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, sink)
 	fc := newFakeConn()
 	go s.loop.run(fc)
 
@@ -227,7 +233,7 @@ func TestLoopInterruptedWait(t *testing.T) {
 // TestLoopNotesAfterReply: a step's notes reach the device after its reply.
 func TestLoopNotesAfterReply(t *testing.T) {
 	m := newFakeMachine()
-	s := newServer(Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, &DiscardSink{})
+	s := mustServer(t, Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, &DiscardSink{})
 	fc := newFakeConn()
 	var order []string
 	var mu sync.Mutex
@@ -305,7 +311,7 @@ func (c *errConn) ReadOp() (context.Context, any, error) {
 // TestLoopReadErrors: a request jacobsa cannot decode is skipped and the
 // loop goes on; a failing device ends serving like EOF.
 func TestLoopReadErrors(t *testing.T) {
-	s := newServer(Config{Log: zaptest.NewLogger(t)}.withDefaults(), newFakeMachine(), &DiscardSink{})
+	s := mustServer(t, Config{Log: zaptest.NewLogger(t)}.withDefaults(), newFakeMachine(), &DiscardSink{})
 	fc := newFakeConn()
 	go s.loop.run(&errConn{fakeConn: fc, script: []error{
 		errors.New("convertInMessage: short message"),

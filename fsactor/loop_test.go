@@ -196,7 +196,7 @@ func startLoop(t *testing.T, cfg Config, st machine, sink Sink) (*Server, *fakeC
 	if cfg.Log == nil {
 		cfg.Log = zaptest.NewLogger(t)
 	}
-	s := newServer(cfg.withDefaults(), st, sink)
+	s := mustServer(t, cfg.withDefaults(), st, sink)
 	s.loop.gidOf = func(context.Context, *fuseops.OpContext) uint32 { return testGid }
 	fc := newFakeConn()
 	go s.loop.run(fc)
@@ -209,6 +209,16 @@ func startLoop(t *testing.T, cfg Config, st machine, sink Sink) (*Server, *fakeC
 		}
 	})
 	return s, fc
+}
+
+// mustServer is newServer for tests: a failure ends the test.
+func mustServer(t testing.TB, cfg Config, st machine, sink Sink) *Server {
+	t.Helper()
+	s, err := newServer(cfg, st, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // startState serves a real State.
@@ -392,7 +402,7 @@ func startStateDev(t *testing.T, cfg Config, dev *fakeDev) (*Server, *fakeConn) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newServer(cfg, st, sink)
+	s := mustServer(t, cfg, st, sink)
 	s.loop.notify = newNotifyPool(dev, 2, 64, cfg.Log)
 	s.loop.gidOf = func(context.Context, *fuseops.OpContext) uint32 { return testGid }
 	fc := newFakeConn()

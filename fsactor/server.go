@@ -44,18 +44,23 @@ type Config struct {
 	// the sink before answering EIO. 0: DefaultFlushTimeout.
 	FlushTimeout time.Duration
 
-	// NotifyDev is the /dev/fuse file the volume is mounted with; kernel
-	// notifications are written to it by the notify pool. Nil: no
-	// notifications are sent (unit tests). It must stay open until
-	// ServeOps has returned.
+	// NotifyDev is the /dev/fuse file the volume is mounted with (opened
+	// blocking; jacobsa reads a duplicate of it). Kernel notifications are
+	// written to it by the notify pool, and the goroutine that reads the
+	// device is the actor itself (one thread woken per request instead of
+	// two): it waits in poll(2) on this descriptor and on an eventfd that
+	// internal events write (fsactor/waker.go), and puts the device in
+	// O_NONBLOCK mode when serving starts. It must stay open until
+	// ServeOps has returned. Nil: no notifications, and a reader hands ops
+	// to a separate actor goroutine (tests that drive the loop with a fake
+	// connection).
 	NotifyDev *os.File
 
-	// MountDir is where the volume is mounted. Given, the goroutine that
-	// reads the FUSE device is the actor itself (one thread woken per
-	// request instead of two) and internal events wake it with a statfs of
-	// MountDir. Empty: a reader hands ops to a separate actor goroutine
-	// (tests that drive the loop with a fake connection).
-	MountDir string
+	// Watchdog is how long the actor may stay inside one step while the
+	// kernel waits before the watchdog logs the stacks of all goroutines
+	// and counts a stall (WatchdogStalls). 0: DefaultWatchdog; negative:
+	// no watchdog.
+	Watchdog time.Duration
 
 	// NotifyWorkers and NotifyQueue size the notify pool: worker
 	// goroutines, and notes queued in all before new ones are dropped.
@@ -80,6 +85,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NotifyQueue <= 0 {
 		c.NotifyQueue = DefaultNotifyQueue
+	}
+	if c.Watchdog == 0 {
+		c.Watchdog = DefaultWatchdog
 	}
 	if c.Log == nil {
 		c.Log = zap.NewNop()
@@ -109,22 +117,32 @@ func NewServer(cfg Config, sink Sink, snap *Snapshot) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsactor: volume %q: %w", cfg.Volume, err)
 	}
-	return newServer(cfg, st, sink), nil
+	s, err := newServer(cfg, st, sink)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // newServer wires a Server around a state machine (a fake one in tests).
-func newServer(cfg Config, st machine, sink Sink) *Server {
+func newServer(cfg Config, st machine, sink Sink) (*Server, error) {
 	log := cfg.Log.With(zap.String("volume", cfg.Volume))
 	var dev io.Writer
 	if cfg.NotifyDev != nil {
 		dev = cfg.NotifyDev
 	}
 	pool := newNotifyPool(dev, cfg.NotifyWorkers, cfg.NotifyQueue, sampled(log))
-	l := newLoop(st, sink, loopConfig{
+	l, err := newLoop(st, sink, loopConfig{
 		flushTimeout: cfg.FlushTimeout, accessLog: cfg.AccessLog,
-		log: log, notify: pool, mailbox: defaultMailbox, mountDir: cfg.MountDir,
+		log: log, notify: pool, mailbox: defaultMailbox, device: cfg.NotifyDev,
+		watchdog: cfg.Watchdog,
 	})
-	return &Server{cfg: cfg, loop: l, snapSlot: make(chan struct{}, 1)}
+	if err != nil {
+		pool.close()
+		return nil, err
+	}
+	return &Server{cfg: cfg, loop: l, snapSlot: make(chan struct{}, 1)}, nil
 }
 
 // ServeOps implements fuse.Server: it reads ops until the kernel closes the
@@ -196,6 +214,22 @@ func (s *Server) OpCounts() map[string]uint64 { return s.loop.stats.opCounts() }
 // ErrnoCounts returns how many requests were answered with each errno, keyed
 // "op/ERRNO" (e.g. "lookup/ENOENT", "flush/EIO").
 func (s *Server) ErrnoCounts() map[string]uint64 { return s.loop.stats.errnoCounts() }
+
+// Ping returns once the actor has run an empty event, in order with FUSE
+// ops: the actor is alive and steps. It makes no request to the mount, so
+// the serving process may call it (/healthz does).
+func (s *Server) Ping(ctx context.Context) error {
+	return s.loop.call(ctx, func(machine) {})
+}
+
+// WatchdogStalls is how many times the watchdog found the actor stuck in
+// one step for longer than Config.Watchdog while the kernel waited.
+func (s *Server) WatchdogStalls() uint64 {
+	if s.loop.dog == nil {
+		return 0
+	}
+	return s.loop.dog.stalls.Load()
+}
 
 // NotifyStats returns what the notify pool did so far.
 func (s *Server) NotifyStats() NotifyStats { return s.loop.notify.stats() }

@@ -154,6 +154,7 @@ type stats struct {
 	ops         [numKinds]atomic.Uint64
 	errs        [numKinds][maxErrno]atomic.Uint64
 	replyFailed atomic.Uint64 // Reply returned an error (e.g. the request was interrupted)
+	emptyReads  atomic.Uint64 // poll saw a request that was withdrawn before the read (EAGAIN)
 }
 
 // count records one answered op.

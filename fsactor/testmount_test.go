@@ -71,8 +71,7 @@ func mountTestNB(t testing.TB, cfg Config, sink Sink, tune func(*Server), nonblo
 		cfg.Log = zaptest.NewLogger(t)
 	}
 	m := mountDevice(t)
-	cfg.NotifyDev = m.dev
-	cfg.MountDir = m.dir // the production loop: the reader is the actor
+	cfg.NotifyDev = m.dev // the production loop: the reader is the actor
 	srv, err := NewServer(cfg, sink, nil)
 	if err != nil {
 		t.Fatal(err)

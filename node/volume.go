@@ -96,7 +96,6 @@ func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Serv
 		MaxInodes:             o.MaxInodes,
 		FlushTimeout:          o.FlushTimeout,
 		NotifyDev:             v.dev,
-		MountDir:              v.dir,
 		Log:                   v.log.Named("fsactor"),
 		AccessLog:             o.AccessLog,
 	}, sink, snap)

@@ -1,0 +1,261 @@
+package fsactor
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jacobsa/fuse/fuseops"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
+)
+
+// devConn is a fake kernel with a device the inline actor polls: a pipe.
+// A request is an entry in queue plus one byte in the pipe; ReadOp reads
+// the byte (non-blocking, as the actor sets the device) and takes the
+// entry. Replies go to the embedded fakeConn.
+type devConn struct {
+	*fakeConn
+	r, w   int
+	dev    *os.File // the read end, for Config.NotifyDev
+	queue  chan fakeReq
+	before atomic.Pointer[func()] // run once by the next ReadOp, before its read
+}
+
+func newDevConn(t *testing.T) *devConn {
+	t.Helper()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	d := &devConn{fakeConn: newFakeConn(), r: p[0], w: p[1], queue: make(chan fakeReq, 1024)}
+	d.dev = os.NewFile(uintptr(p[0]), "fake-dev") // blocking at creation, as /dev/fuse
+	return d
+}
+
+func (d *devConn) ReadOp() (context.Context, any, error) {
+	if f := d.before.Swap(nil); f != nil {
+		(*f)()
+	}
+	var b [1]byte
+	n, err := unix.Read(d.r, b[:])
+	switch {
+	case err != nil:
+		return nil, nil, &os.PathError{Op: "read", Path: "/dev/fuse", Err: err}
+	case n == 0:
+		return nil, nil, io.EOF
+	}
+	r := <-d.queue
+	return r.ctx, r.op, nil
+}
+
+// post queues op as a request of the kernel and returns its id.
+func (d *devConn) post(t *testing.T, op any) int {
+	t.Helper()
+	d.mu.Lock()
+	d.nextID++
+	id := d.nextID
+	d.mu.Unlock()
+	d.queue <- fakeReq{context.WithValue(context.Background(), reqIDKey{}, id), op}
+	if _, err := unix.Write(d.w, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// startInline serves m inline on a devConn; cfg.Log, when nil, is the
+// test's logger. The kernel hangs up (the pipe closes) when the test ends.
+func startInline(t *testing.T, cfg Config, m machine, sink Sink) (*Server, *devConn) {
+	t.Helper()
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	d := newDevConn(t)
+	cfg.NotifyDev = d.dev
+	s := mustServer(t, cfg.withDefaults(), m, sink)
+	s.loop.notify = newNotifyPool(nil, 1, 16, zap.NewNop())
+	s.loop.gidOf = func(context.Context, *fuseops.OpContext) uint32 { return testGid }
+	if s.loop.wk == nil {
+		t.Fatal("a server with a device does not serve inline")
+	}
+	go s.loop.run(d)
+	t.Cleanup(func() {
+		unix.Close(d.w)
+		select {
+		case <-s.Done():
+		case <-time.After(deadline):
+			t.Errorf("ServeOps did not return after the device closed")
+		}
+		d.dev.Close()
+	})
+	return s, d
+}
+
+func doWithin(t *testing.T, s *Server, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	ran := false
+	if err := s.loop.call(ctx, func(machine) { ran = true }); err != nil || !ran {
+		t.Fatalf("%s: event ran=%v err=%v", what, ran, err)
+	}
+}
+
+// TestInlineEvents: the inline actor, idle in poll(2), runs internal events
+// posted from many goroutines at once, interleaved with requests.
+func TestInlineEvents(t *testing.T) {
+	s, d := startInline(t, Config{}, newFakeMachine(), &DiscardSink{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				ctx, cancel := context.WithTimeout(context.Background(), deadline)
+				err := s.loop.call(ctx, func(machine) {})
+				cancel()
+				if err != nil {
+					t.Errorf("goroutine %d, event %d: %v", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	for range 200 {
+		if err := d.reply(t, d.post(t, &fuseops.GetInodeAttributesOp{Inode: 1})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+}
+
+// TestInlineWithdrawnRequest: poll saw a request that the kernel withdrew
+// before the read (interrupted while pending). The read answers EAGAIN and
+// the actor goes back to poll, where an event still wakes it: it never
+// sleeps in read(2), deaf to its mailbox.
+func TestInlineWithdrawnRequest(t *testing.T) {
+	s, d := startInline(t, Config{}, newFakeMachine(), &DiscardSink{})
+	withdrawn := make(chan struct{})
+	withdraw := func() {
+		var b [1]byte
+		unix.Read(d.r, b[:]) // the kernel takes the request back
+		<-d.queue
+		close(withdrawn)
+	}
+	d.before.Store(&withdraw)
+	d.post(t, &fuseops.GetInodeAttributesOp{Inode: 1})
+	select {
+	case <-withdrawn:
+	case <-time.After(deadline):
+		t.Fatal("the actor did not read the device")
+	}
+	doWithin(t, s, "after a withdrawn request")
+	if n := s.loop.stats.emptyReads.Load(); n != 1 {
+		t.Fatalf("empty reads %d, want 1", n)
+	}
+	if err := d.reply(t, d.post(t, &fuseops.GetInodeAttributesOp{Inode: 1})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInlineTaskDone: a task's end (evTaskDone) reaches the idle inline
+// actor, and ServeOps returns after the device closed only once the task
+// has replied.
+func TestInlineTaskDone(t *testing.T) {
+	m := newFakeMachine()
+	m.flushLSN = 3
+	sink := newBlockSink()
+	s, d := startInline(t, Config{}, m, sink)
+	id := d.post(t, &fuseops.FlushFileOp{Inode: 2})
+	sink.awaitWait(t)
+	sink.releaseWith(nil)
+	if err := d.reply(t, id); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	var tasks int
+	if err := s.loop.call(ctx, func(machine) { tasks = s.loop.tasks }); err != nil {
+		t.Fatal(err)
+	}
+	if tasks != 0 {
+		t.Fatalf("%d tasks after the reply and an event, want 0 (evTaskDone not taken)", tasks)
+	}
+}
+
+// observed returns a logger that records Error lines.
+func observed() (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	return zap.New(core), logs
+}
+
+// waitStalls waits until the watchdog counted n stalls.
+func waitStalls(t *testing.T, s *Server, n uint64) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for s.WatchdogStalls() < n {
+		if time.Now().After(end) {
+			t.Fatalf("watchdog counted %d stalls, want %d", s.WatchdogStalls(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestWatchdogStuckOp: a FUSE op stuck in its step beyond the bound is
+// reported once, with the stacks of all goroutines (the stuck one
+// included), and counted.
+func TestWatchdogStuckOp(t *testing.T) {
+	m := newFakeMachine()
+	m.hold = make(chan struct{})
+	log, logs := observed()
+	const bound = 50 * time.Millisecond
+	s, d := startInline(t, Config{Watchdog: bound, Log: log}, m, &DiscardSink{})
+	id := d.post(t, &fuseops.MkDirOp{Parent: 1, Name: "hold"})
+	waitStalls(t, s, 1)
+	// The same stall is not reported again, however long it lasts.
+	time.Sleep(6 * bound)
+	close(m.hold)
+	if err := d.reply(t, id); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.WatchdogStalls(); n != 1 {
+		t.Fatalf("one stall counted %d times", n)
+	}
+	entries := logs.FilterMessageSnippet("watchdog").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d watchdog lines, want 1", len(entries))
+	}
+	stacks, _ := entries[0].ContextMap()["goroutines"].(string)
+	if !strings.Contains(stacks, "fakeMachine).Handle") {
+		t.Fatalf("the stacks do not show the stuck step:\n%s", stacks)
+	}
+}
+
+// TestWatchdogStuckEvent: an internal event that runs long is a stall only
+// while the kernel has a request waiting.
+func TestWatchdogStuckEvent(t *testing.T) {
+	log, _ := observed()
+	const bound = 50 * time.Millisecond
+	s, d := startInline(t, Config{Watchdog: bound, Log: log}, newFakeMachine(), &DiscardSink{})
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	go s.loop.call(context.Background(), func(machine) { close(entered); <-release })
+	<-entered
+	time.Sleep(6 * bound) // long past the bound, with no request waiting
+	if n := s.WatchdogStalls(); n != 0 {
+		t.Fatalf("%d stalls with no request waiting, want 0", n)
+	}
+	id := d.post(t, &fuseops.GetInodeAttributesOp{Inode: 1})
+	waitStalls(t, s, 1)
+	close(release)
+	if err := d.reply(t, id); err != nil {
+		t.Fatal(err)
+	}
+}
