@@ -9,9 +9,14 @@ package node
 // Goroutines: RunChild runs on the caller's goroutine and owns one select
 // loop over the child's exit, the forwarded signals, SIGCHLD (to reap
 // orphans, see reap.go), the caller's context and the stop grace timer.
-// One goroutine waits for the child (exec.Cmd.Wait) and one, started per
-// readiness probe, stats the mount root (a stat of a mount that does not
-// answer blocks, so it is never done on the loop itself).
+// One goroutine waits for the child (exec.Cmd.Wait).
+//
+// The readiness wait makes no request to the mount: this process serves
+// it, and a request it made itself is the hazard of docs/failures.md,
+// finding 1. It needs none: node.Mount returns once the kernel's INIT was
+// answered (jacobsa's fuse.Mount reads and answers INIT before it
+// returns, and the kernel takes the answer within that write), so the
+// mount answers from then on; WaitMounted only checks that it is listed.
 
 import (
 	"context"
@@ -190,7 +195,7 @@ func startFailureCode(err error) int {
 	return 1
 }
 
-// RunChild waits until mountDir answers as a mount point, runs argv with the
+// RunChild waits until mountDir is listed as a mount point, runs argv with the
 // caller's stdio and environment, forwards SIGTERM, SIGINT and SIGHUP to it
 // and returns its exit code: its exit status, or 128+N if signal N killed it.
 //
@@ -205,7 +210,7 @@ func startFailureCode(err error) int {
 // mount busy. This process must not run other subprocesses meanwhile (they
 // could be reaped here; os/exec would then report ECHILD).
 //
-// If the mount does not answer within ReadyTimeout, or the child cannot be
+// If the mount is not listed within ReadyTimeout, or the child cannot be
 // started, the child does not run and the error says why.
 func RunChild(ctx context.Context, mountDir string, argv []string, cfg ChildConfig) (int, error) {
 	c := cfg.withDefaults()
@@ -450,59 +455,34 @@ func ExitCode(st *os.ProcessState) int {
 	return st.ExitCode()
 }
 
-// WaitMounted waits until dir answers as a mount point: a stat of dir
-// returns and its device differs from its parent's. It gives up after
-// timeout, or when ctx ends, with an error wrapping ErrMountNotReady (or the
-// context's error).
+// WaitMounted waits until dir is a mount point in this process's mount
+// table (/proc/self/mountinfo). It makes no request to the mount: the
+// process that serves it calls it (RunChild), and its mount is served as
+// soon as it is listed (Mount returns after INIT). It gives up after
+// timeout, or when ctx ends, with an error wrapping ErrMountNotReady (or
+// the context's error).
 func WaitMounted(ctx context.Context, dir string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	parent := filepath.Dir(filepath.Clean(dir))
-	var pst unix.Stat_t
-	if err := unix.Stat(parent, &pst); err != nil {
-		return fmt.Errorf("node: mount point %s: parent: %w", dir, err)
-	}
+	dir = filepath.Clean(dir)
 	backoff := time.Millisecond
-	var last error
 	for {
-		dev, err := statDev(ctx, dir)
-		if err == nil && dev != pst.Dev {
+		at, err := MountsAt(dir)
+		if err == nil && len(at) > 0 {
 			return nil
 		}
-		last = err
+		last := err
 		if last == nil {
 			last = errors.New("not a mount point yet")
 		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%w: %s did not answer within %v: %w", ErrMountNotReady, dir, timeout, last)
+				return fmt.Errorf("%w: %s not mounted within %v: %w", ErrMountNotReady, dir, timeout, last)
 			}
 			return fmt.Errorf("node: wait for mount %s: %w", dir, ctx.Err())
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
-	}
-}
-
-// statDev stats dir on its own goroutine, so that a mount that never
-// answers cannot hold the caller past ctx. Such a goroutine stays blocked
-// until the mount answers or is aborted.
-func statDev(ctx context.Context, dir string) (uint64, error) {
-	type result struct {
-		dev uint64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var st unix.Stat_t
-		err := unix.Stat(dir, &st)
-		done <- result{st.Dev, err}
-	}()
-	select {
-	case r := <-done:
-		return r.dev, r.err
-	case <-ctx.Done():
-		return 0, fmt.Errorf("stat %s: no answer", dir)
 	}
 }

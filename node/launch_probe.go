@@ -129,3 +129,26 @@ func hasFUSEMountAt(mountinfo, dir string) bool {
 	}
 	return false
 }
+
+// statDev stats dir on its own goroutine, so that a mount that never
+// answers cannot hold the caller past ctx. Such a goroutine stays blocked
+// until the mount answers or is aborted. Only for `spoolfs probe`, a
+// process that does not serve the mount.
+func statDev(ctx context.Context, dir string) (uint64, error) {
+	type result struct {
+		dev uint64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var st unix.Stat_t
+		err := unix.Stat(dir, &st)
+		done <- result{st.Dev, err}
+	}()
+	select {
+	case r := <-done:
+		return r.dev, r.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("stat %s: no answer", dir)
+	}
+}
