@@ -41,6 +41,7 @@ type VolumeConfig struct {
 	RootMode       string        `yaml:"root_mode"`       // octal, a new volume's root; default 0755
 	RootOwner      string        `yaml:"root_owner"`      // UID:GID; default: this process's
 	AccessLog      bool          `yaml:"access_log"`
+	Watchdog       time.Duration `yaml:"watchdog"` // 0: 5s; how long the actor may be stuck before its stacks are logged
 }
 
 // LoadConfig reads and checks a node configuration file. Unknown fields
@@ -230,6 +231,9 @@ func (v *VolumeConfig) MountOptions(field string) (MountOptions, error) {
 		o.FlushTimeout = v.FlushTimeout
 	}
 	o.Capacity, o.MaxInodes, o.AccessLog = uint64(v.Capacity), v.MaxInodes, v.AccessLog
+	if v.Watchdog > 0 {
+		o.Watchdog = v.Watchdog
+	}
 	mode, err := ParseRootMode(v.RootMode)
 	if err != nil {
 		return o, fmt.Errorf("%s.root_mode: %w", field, err)

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -41,8 +42,41 @@ func NewLogger(level, format string) (*zap.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: want console or json", format)
 	}
-	return cfg.Build()
+	enc := zapcore.NewJSONEncoder(cfg.EncoderConfig)
+	if format == "console" {
+		enc = zapcore.NewConsoleEncoder(cfg.EncoderConfig)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(countingWriter{os.Stderr}), cfg.Level)
+	// zap reports a failed write on its error output: plain stderr, which
+	// then fails as well, silently (counting it would count twice).
+	return cfg.Build(zap.WrapCore(func(zapcore.Core) zapcore.Core { return core }),
+		zap.ErrorOutput(zapcore.Lock(os.Stderr)))
 }
+
+// logWriteFailures counts log writes that failed (stderr a closed pipe, a
+// full disk behind a redirection...). A failed log write is never fatal.
+var logWriteFailures atomic.Uint64
+
+// LogWriteFailures is how many log lines could not be written so far
+// (spoolfs_log_write_failures_total).
+func LogWriteFailures() uint64 { return logWriteFailures.Load() }
+
+// countingWriter writes log lines to w and counts the failures. With
+// SIGPIPE handled (SurviveSIGPIPE), a write to a closed pipe returns EPIPE
+// here instead of killing the process.
+type countingWriter struct{ w *os.File }
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil {
+		logWriteFailures.Add(1)
+	}
+	return n, err
+}
+
+// Sync is a no-op: stderr is unbuffered, and fsync of a pipe or terminal
+// only fails.
+func (c countingWriter) Sync() error { return nil }
 
 // isTerminal says whether f is a terminal.
 func isTerminal(f *os.File) bool {

@@ -44,6 +44,12 @@ var (
 	mTLSReload = prometheus.NewDesc("spoolfs_tls_reloads_total", "Changes of the TLS files: used (ok) or kept out (failed: they did not fit together or named another node).", []string{"result"}, nil)
 )
 
+// The process's own health: the watchdog and the log.
+var (
+	mStalls   = prometheus.NewDesc("spoolfs_watchdog_stalls_total", "Times the actor was stuck in one step past --watchdog while the kernel waited (each logged with all goroutines' stacks).", volLabels, nil)
+	mLogFails = prometheus.NewDesc("spoolfs_log_write_failures_total", "Log lines that could not be written (e.g. stderr a closed pipe); never fatal.", nil, nil)
+)
+
 // nodeCollector is the prometheus.Collector of a Node.
 type nodeCollector struct{ n *Node }
 
@@ -53,11 +59,14 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		mLag, mAcked, mConnected, mResyncs, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes, mFailed, mTLSExpiry, mTLSReload} {
 		ch <- d
 	}
+	ch <- mStalls
+	ch <- mLogFails
 }
 
 // Collect implements prometheus.Collector.
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(mInfo, prometheus.GaugeValue, 1, c.n.id)
+	ch <- prometheus.MustNewConstMetric(mLogFails, prometheus.CounterValue, float64(LogWriteFailures()))
 	vols, reps := c.n.parts()
 	c.n.mu.Lock()
 	tm := c.n.tls
@@ -100,6 +109,7 @@ func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
 		op, errno, _ := strings.Cut(key, "/")
 		counter(mErrnos, n, name, op, errno)
 	}
+	counter(mStalls, srv.WatchdogStalls(), name)
 	ns := srv.NotifyStats()
 	counter(mNotify, ns.Sent, name, "sent")
 	counter(mNotify, ns.Benign, name, "benign")

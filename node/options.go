@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spoolfs/spoolfs/fsactor"
 )
 
 // MountOptions says which volume to mount where, and how.
@@ -31,6 +33,9 @@ type MountOptions struct {
 	MaxInodes    uint64        // 0: derived from the machine
 	FlushTimeout time.Duration // bound on waits for durability (EIO after)
 	AccessLog    bool          // one log line per FUSE op
+	// Watchdog: how long the actor may stay in one step while the kernel
+	// waits before its goroutines' stacks are logged (fsactor.Config).
+	Watchdog time.Duration
 
 	Kernel KernelOptions
 
@@ -85,6 +90,7 @@ func DefaultMountOptions() MountOptions {
 		RootMode:       0o755,
 		FlushTimeout:   30 * time.Second,
 		UnmountTimeout: 10 * time.Second,
+		Watchdog:       fsactor.DefaultWatchdog,
 		Kernel: KernelOptions{
 			WritebackCache: true,
 			Readdirplus:    ReaddirplusOff,

@@ -98,6 +98,7 @@ func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Serv
 		NotifyDev:             v.dev,
 		Log:                   v.log.Named("fsactor"),
 		AccessLog:             o.AccessLog,
+		Watchdog:              o.Watchdog,
 	}, sink, snap)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", o.Volume, err)

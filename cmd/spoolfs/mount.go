@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -62,6 +60,7 @@ return once --w replicas hold the change (EIO after --flush-timeout). With
 	fl.DurationVar(&f.opts.FlushTimeout, "flush-timeout", f.opts.FlushTimeout, "how long close/fsync/rename wait for replicas before EIO")
 	fl.DurationVar(&f.opts.UnmountTimeout, "unmount-timeout", f.opts.UnmountTimeout, "how long a stop retries a busy unmount before a lazy one")
 	fl.BoolVar(&f.opts.AccessLog, "access-log", false, "log one line per FUSE op")
+	fl.DurationVar(&f.opts.Watchdog, "watchdog", f.opts.Watchdog, "log the stacks of all goroutines when the actor is stuck in one step this long while the kernel waits")
 	fl.StringVar(&f.rootMode, "root-mode", f.rootMode, "permissions of a new volume's root directory (octal)")
 	fl.StringVar(&f.rootOwner, "root-owner", "", "UID:GID owning a new volume's root directory (default: the mounting user)")
 	addKernelFlags(c, f)
@@ -114,6 +113,7 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 	if f.unshare {
+		node.SurviveSIGPIPE() // this parent logs too
 		return reexecUnshared(log)
 	}
 	if err := enterUnshared(); err != nil {
@@ -122,8 +122,7 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 	limit, limitErr := node.RaiseFileLimit()
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	defer node.NotifyStop(sigs, log)()
 
 	if f.repl.replicas != "" {
 		return runReplicated(f, child, sigs, log)

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -72,8 +70,7 @@ func runReplica(o node.ReplicaOptions, id, admin string, mat *node.TLSMaterial) 
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	defer node.NotifyStop(sigs, log)()
 	n := node.NewNode(id, log)
 	mat.SetLogger(log) // its reloads
 	n.SetTLS(mat)

@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -71,6 +69,7 @@ data persists: the next run recovers the volume from the replicas.`,
 	fl.StringArrayVarP(&f.vol.Options, "options", "o", nil, "mount options, as for spoolfs mount (allow_other, sync, ...)")
 	fl.StringVar(&f.vol.RootMode, "root-mode", "", "permissions of a new volume's root directory (octal, default 0755)")
 	fl.BoolVar(&f.vol.AccessLog, "access-log", false, "log one line per FUSE op")
+	fl.DurationVar(&f.vol.Watchdog, "watchdog", 0, "log the stacks of all goroutines when the actor is stuck in one step this long while the kernel waits (default 5s)")
 	fl.StringVar(&f.vol.RootOwner, "root-owner", "", "UID:GID owning a new volume's root directory (default: this user)")
 	addTLSFlags(fl, &f.tls)
 	return c
@@ -93,8 +92,7 @@ func runNode(c *cobra.Command, f *runFlags) error {
 	log.Info("open file limit (one descriptor per non-empty file)", limit.Fields()...)
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	defer node.NotifyStop(sigs, log)()
 	n := node.NewNode(cfg.NodeID, log)
 	ctx, release := node.SignalContext(sigs, log)
 	if f.embedded {
@@ -134,7 +132,7 @@ func exitCode(code int) error {
 // nodeConfig builds the node's configuration from -c or from the flags.
 func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 	nodeFlags := append([]string{"node-id", "listen", "data", "admin", "volume", "mount", "replicas", "w", "flush-timeout",
-		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner", "access-log"}, tlsFlagNames...)
+		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner", "access-log", "watchdog"}, tlsFlagNames...)
 	switch {
 	case f.config != "" && f.embedded:
 		return nil, errors.New("-c and --embedded exclude each other")
