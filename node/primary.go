@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"time"
 
@@ -89,13 +88,13 @@ func MountReplicated(ctx context.Context, o MountOptions, r ReplicationOptions, 
 // closes.
 func (rv *ReplicatedVolume) watchFenced() {
 	defer close(rv.watched)
-	err := rv.primary.Wait(context.Background(), math.MaxUint64)
-	if !errors.Is(err, replication.ErrFenced) {
+	<-rv.primary.Done()
+	if !rv.primary.Fenced() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	why := "another node took the volume with a newer term: " + err.Error()
+	why := "another node took the volume with a newer term: " + rv.primary.Status().Err
 	if serr := rv.Server().SetReadOnly(ctx, why); serr != nil && !errors.Is(serr, fsactor.ErrStopped) {
 		rv.log.Error("could not turn the fenced volume read-only", zap.Error(serr))
 	}

@@ -42,7 +42,9 @@ type PrimaryConfig struct {
 	// resynchronised with a snapshot.
 	MaxLogBytes int64
 	// MinBackoff and MaxBackoff bound the reconnect delays (default 50ms
-	// and 5s, doubling).
+	// and 1s, doubling). A deposed primary whose links are reconnecting
+	// learns of its fencing at their next try, so MaxBackoff bounds how
+	// long it may look healthy (docs/failures.md, 5).
 	MinBackoff, MaxBackoff time.Duration
 	// ShipDelay is how long a record nobody waits for may sit in the log
 	// before it is sent to every replica (default 5ms; negative: send
@@ -104,7 +106,7 @@ func (c PrimaryConfig) withDefaults() (PrimaryConfig, error) {
 	setDefault(&c.AcquireTimeout, 30*time.Second)
 	setDefault(&c.CallTimeout, 5*time.Second)
 	setDefault(&c.MinBackoff, 50*time.Millisecond)
-	setDefault(&c.MaxBackoff, 5*time.Second)
+	setDefault(&c.MaxBackoff, time.Second)
 	if c.ShipDelay == 0 {
 		c.ShipDelay = 5 * time.Millisecond
 	}
@@ -162,6 +164,11 @@ type Primary struct {
 	durableCh chan struct{} // closed and replaced when durable or failed changes
 	snapSrc   SnapshotSource
 	shipArmed bool // a ShipDelay timer will wake the links
+	// lostLSN is the highest lsn a Wait gave up on when its deadline
+	// passed: the quorum could not make it durable in time. While it is
+	// above Durable, Waits fail at once (quorumLost).
+	// INVARIANT: lostLSN == 0 or lostLSN > durable.
+	lostLSN uint64
 	// quorum is the set of W links a Wait wakes first (wakeQuorum).
 	quorum []*link
 }
@@ -298,6 +305,15 @@ func (p *Primary) hedge() time.Duration {
 // It sends the records up to lsn to the W replicas that acknowledged
 // fastest lately; if they have not made it durable within the hedge delay,
 // to every replica.
+//
+// A Wait whose deadline passes marks the quorum lost (quorumLost): from
+// then on, until that lsn is durable, every Wait for a record not yet
+// durable fails at once with ErrNoQuorum, the waiting ones included. The
+// replicas apply records in order, so those Waits would need the lost
+// record first; and a covering call (rename, link) waits while the kernel
+// holds its directory's lock, so Waits that each took their whole deadline
+// one after another would freeze the directory for as many deadlines
+// (docs/failures.md, 2).
 func (p *Primary) Wait(ctx context.Context, lsn uint64) error {
 	if p.durable.Load() >= lsn {
 		return nil
@@ -312,7 +328,7 @@ func (p *Primary) Wait(ctx context.Context, lsn uint64) error {
 			return nil
 		}
 		p.mu.Lock()
-		ch, failed := p.durableCh, p.failed
+		ch, failed, lost := p.durableCh, p.failed, p.lostLSN
 		p.mu.Unlock()
 		if p.durable.Load() >= lsn {
 			return nil
@@ -320,15 +336,38 @@ func (p *Primary) Wait(ctx context.Context, lsn uint64) error {
 		if failed != nil {
 			return fmt.Errorf("replication: wait for lsn %d: %w", lsn, failed)
 		}
+		if lost != 0 {
+			return fmt.Errorf("replication: lsn %d not on %d replicas: %w: lsn %d was not durable by its deadline, and until it is every wait fails at once (%s)",
+				lsn, p.cfg.W, ErrNoQuorum, lost, p.ackSummary())
+		}
 		select {
 		case <-ch:
 		case <-hedge.C:
 			p.wakeAll()
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				p.quorumLost(lsn)
+			}
 			return fmt.Errorf("replication: lsn %d not on %d replicas (%s): %w (%w)",
 				lsn, p.cfg.W, p.ackSummary(), ErrNoQuorum, ctx.Err())
 		}
 	}
+}
+
+// quorumLost notes that lsn was not durable by a Wait's deadline and wakes
+// every Wait, which then fails at once until lsn is durable (setAcked).
+func (p *Primary) quorumLost(lsn uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if lsn <= p.durable.Load() || lsn <= p.lostLSN {
+		return
+	}
+	if p.lostLSN == 0 {
+		p.log.Warn("quorum lost: a record was not durable by its wait's deadline; waits fail at once until it is",
+			zap.Uint64("lsn", lsn), zap.Uint64("durable", p.durable.Load()), zap.Int("w", p.cfg.W))
+	}
+	p.lostLSN = lsn
+	p.broadcastLocked()
 }
 
 // noteWait folds a Wait's latency into waitEWMA (weight 1/8; a lost
@@ -361,6 +400,10 @@ func (p *Primary) fence(addr string, err error) {
 	p.failLocked(fmt.Errorf("%w: replica %s: %v", ErrFenced, addr, err))
 }
 
+// Done is closed when the primary stops shipping: fenced, closed or
+// broken (Fenced says which).
+func (p *Primary) Done() <-chan struct{} { return p.ctx.Done() }
+
 // Fenced reports whether a newer term took the volume from this primary.
 func (p *Primary) Fenced() bool {
 	p.mu.Lock()
@@ -382,6 +425,11 @@ func (p *Primary) setAcked(l *link, lsn uint64) {
 	quorum := acked[len(acked)-p.cfg.W]
 	if quorum > p.durable.Load() {
 		p.durable.Store(quorum)
+		if p.lostLSN != 0 && quorum >= p.lostLSN {
+			p.log.Info("quorum back: the records a wait gave up on are durable; waits wait again",
+				zap.Uint64("lsn", p.lostLSN), zap.Uint64("durable", quorum))
+			p.lostLSN = 0
+		}
 		p.broadcastLocked()
 	}
 	p.trimLocked()
@@ -457,8 +505,11 @@ type PrimaryStatus struct {
 	W        int
 	LogBytes int64
 	Fenced   bool
-	Err      string
-	Replicas []ReplicaStatus
+	// QuorumLost: a Wait's deadline passed with its record not durable;
+	// Waits fail at once until it is (Wait).
+	QuorumLost bool
+	Err        string
+	Replicas   []ReplicaStatus
 }
 
 // Status reports the primary and each of its replicas.
@@ -466,7 +517,7 @@ func (p *Primary) Status() PrimaryStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := PrimaryStatus{Volume: p.cfg.Volume, Term: p.term, Head: p.head, Durable: p.durable.Load(),
-		W: p.cfg.W, LogBytes: p.logBytes, Fenced: errors.Is(p.failed, ErrFenced)}
+		W: p.cfg.W, LogBytes: p.logBytes, Fenced: errors.Is(p.failed, ErrFenced), QuorumLost: p.lostLSN != 0}
 	if p.failed != nil {
 		st.Err = p.failed.Error()
 	}

@@ -112,8 +112,8 @@ func TestOneReplicaDownStillDurable(t *testing.T) {
 }
 
 // TestTwoReplicasDownNoQuorum: Wait fails with ErrNoQuorum within its
-// timeout; once the replicas are back the record arrives and a later Wait
-// succeeds.
+// timeout, and later Waits fail at once (the quorum is known lost); once
+// the replicas are back the record arrives and a later Wait succeeds.
 func TestTwoReplicasDownNoQuorum(t *testing.T) {
 	c := makeCluster(t, 3)
 	p, m := c.openPrimary(c.primaryConfig(vol))
@@ -130,9 +130,25 @@ func TestTwoReplicasDownNoQuorum(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("wait took %v", took)
 	}
+	_, lsn2 := m.writeFile(RootIno, "b", []byte("also kept"))
+	start = time.Now()
+	if err := p.Wait(context.Background(), lsn2); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("wait after the quorum was lost: %v, want ErrNoQuorum at once", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("wait after the quorum was lost took %v, want at once", took)
+	}
+	if !p.Status().QuorumLost {
+		t.Fatal("status does not say the quorum is lost")
+	}
 	c.restart(1)
 	c.restart(2)
-	mustWait(t, p, lsn, 15*time.Second)
+	waitDurable(t, p, lsn, 15*time.Second)
+	mustWait(t, p, lsn2, 15*time.Second)
+	if p.Status().QuorumLost {
+		t.Fatal("status says the quorum is lost after the records became durable")
+	}
+	lsn = lsn2
 	c.waitForLSN(vol, lsn)
 	for i := range c.reps {
 		sameState(t, c, i, m)
@@ -433,5 +449,18 @@ func TestQuorumHolds(t *testing.T) {
 		if got := p.quorumHolds(now); got != tc.holds {
 			t.Errorf("%s: quorumHolds = %v, want %v", tc.name, got, tc.holds)
 		}
+	}
+}
+
+// waitDurable polls until lsn is durable (a Wait would fail at once while
+// the quorum is known lost).
+func waitDurable(t *testing.T, p *Primary, lsn uint64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for p.Durable() < lsn {
+		if time.Now().After(deadline) {
+			t.Fatalf("lsn %d not durable within %v (durable %d)", lsn, within, p.Durable())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
