@@ -3,8 +3,9 @@ package replication
 import (
 	"errors"
 	"fmt"
-	"strings"
+	"strconv"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -21,31 +22,60 @@ var (
 	ErrClosed = errors.New("replication: primary closed")
 )
 
-// fencedPrefix starts the message of every status a replica returns for a
-// stale term; isFenced recognises it on the primary side.
-const fencedPrefix = "fenced: "
+// The refusals of a replica that the primary acts on carry a reason in an
+// errdetails.ErrorInfo of their status (domain errorDomain). The primary
+// reads the reason (reasonOf), never the message, which is for people.
+const (
+	errorDomain = "replication.spoolfs.io"
+	// reasonFenced: the term is below the one the replica accepted; its
+	// primary must stop. Metadata: term, accepted.
+	reasonFenced = "FENCED"
+	// reasonNotAcquired: the term is above the one the replica accepted;
+	// the primary must Acquire it there first. Metadata: term, accepted.
+	reasonNotAcquired = "NOT_ACQUIRED"
+)
 
-// rejectError is a refusal by the replica: a gRPC code and a reason.
+// rejectError is a refusal by the replica: a gRPC code, a reason for the
+// primary (may be empty) and a message.
 type rejectError struct {
-	code codes.Code
-	msg  string
+	code   codes.Code
+	reason string
+	meta   map[string]string
+	msg    string
 }
 
 func (e *rejectError) Error() string { return e.msg }
 
-// GRPCStatus lets status.FromError and the gRPC server see the code.
-func (e *rejectError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+// GRPCStatus lets status.FromError and the gRPC server see the code and
+// the reason.
+func (e *rejectError) GRPCStatus() *status.Status {
+	st := status.New(e.code, e.msg)
+	if e.reason == "" {
+		return st
+	}
+	withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: e.reason, Domain: errorDomain, Metadata: e.meta})
+	if err != nil {
+		return st // cannot happen: ErrorInfo always marshals
+	}
+	return withInfo
+}
 
 func invalidf(format string, args ...any) error {
-	return &rejectError{codes.InvalidArgument, fmt.Sprintf(format, args...)}
+	return &rejectError{code: codes.InvalidArgument, msg: fmt.Sprintf(format, args...)}
 }
 
 func preconditionf(format string, args ...any) error {
-	return &rejectError{codes.FailedPrecondition, fmt.Sprintf(format, args...)}
+	return &rejectError{code: codes.FailedPrecondition, msg: fmt.Sprintf(format, args...)}
+}
+
+// termError is a refusal of term because the replica accepted another.
+func termError(reason string, term, accepted uint64, format string, args ...any) error {
+	return &rejectError{code: codes.FailedPrecondition, reason: reason, msg: fmt.Sprintf(format, args...),
+		meta: map[string]string{"term": strconv.FormatUint(term, 10), "accepted": strconv.FormatUint(accepted, 10)}}
 }
 
 func fencedError(term, accepted uint64) error {
-	return preconditionf(fencedPrefix+"term %d < accepted %d", term, accepted)
+	return termError(reasonFenced, term, accepted, "fenced: term %d < accepted %d", term, accepted)
 }
 
 // checkTerm is the fence every write to a replica passes.
@@ -54,16 +84,32 @@ func checkTerm(term, accepted uint64) error {
 		return fencedError(term, accepted)
 	}
 	if term > accepted {
-		return preconditionf("term %d not acquired (accepted %d): call Acquire first", term, accepted)
+		return termError(reasonNotAcquired, term, accepted, "term %d not acquired (accepted %d): call Acquire first", term, accepted)
 	}
 	return nil
 }
 
-// isFenced reports whether err is a replica's "fenced" answer.
-func isFenced(err error) bool {
+// reasonOf is the reason a replica gave for refusing (errorDomain's
+// ErrorInfo in err's status), or "".
+func reasonOf(err error) string {
 	s, ok := status.FromError(err)
-	return ok && s.Code() == codes.FailedPrecondition && strings.Contains(s.Message(), fencedPrefix)
+	if !ok {
+		return ""
+	}
+	for _, d := range s.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == errorDomain {
+			return info.Reason
+		}
+	}
+	return ""
 }
+
+// isFenced reports whether err is a replica's "fenced" answer.
+func isFenced(err error) bool { return reasonOf(err) == reasonFenced }
+
+// isNotAcquired reports whether err is a replica's "term not acquired"
+// answer.
+func isNotAcquired(err error) bool { return reasonOf(err) == reasonNotAcquired }
 
 // isRejection reports whether err is a replica refusing what it was sent
 // (as opposed to the network or the replica failing).

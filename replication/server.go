@@ -53,6 +53,11 @@ type volume struct {
 	accepted uint64
 	holder   string
 	broken   error // set when storage failed or the server closed
+	// termCh is closed when accepted rises (and replaced): Ship streams of
+	// a lower term end at once with FENCED, so that an idle primary
+	// learns that it was deposed without writing (ship.go, apply).
+	// INVARIANT: never nil, never closed while held in the struct.
+	termCh chan struct{}
 
 	// After a storage failure the volume opens its store again when it is
 	// next used (usable), spaced by backOff: a disk that was full works
@@ -201,7 +206,7 @@ func (s *ReplicaServer) exists(name string) bool {
 }
 
 func (s *ReplicaServer) openVolume(name string) (*volume, error) {
-	v := &volume{name: name, compactMin: s.compactMin, log: s.log.With(zap.String("volume", name))}
+	v := &volume{name: name, compactMin: s.compactMin, log: s.log.With(zap.String("volume", name)), termCh: make(chan struct{})}
 	dbPath := ""
 	if s.dir != "" {
 		dbPath = filepath.Join(s.dir, name+".db")
@@ -310,6 +315,8 @@ func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*p
 		s.log.Info("term acquired", zap.String("volume", v.name), zap.Uint64("term", req.Term),
 			zap.Uint64("previous", v.accepted), zap.String("node", req.NodeId))
 		v.accepted, v.holder, granted = req.Term, req.NodeId, true
+		close(v.termCh) // the streams of lower terms end (shipSession.apply)
+		v.termCh = make(chan struct{})
 	}
 	m := v.st.meta
 	return &pb.AcquireResponse{Granted: granted, AcceptedTerm: v.accepted, Holder: v.holder,

@@ -36,7 +36,7 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 	if err != nil {
 		return err
 	}
-	ack, err := v.handshake(h.Term, h.NodeId)
+	ack, termCh, err := v.handshake(h.Term, h.NodeId)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 	}
 	s.streams.Add(1)
 	defer s.streams.Add(-1)
-	sess := &shipSession{s: s, v: v, stream: stream, term: h.Term,
+	sess := &shipSession{s: s, v: v, stream: stream, term: h.Term, termCh: termCh,
 		queue: make(chan []*Record, shipQueueLen), errc: make(chan error, 1),
 		log: s.log.With(zap.String("volume", v.name), zap.String("node", h.NodeId), zap.Uint64("term", h.Term))}
 	go sess.receive(stream.Context())
@@ -56,14 +56,26 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 	return err
 }
 
-// handshake checks a stream's term and returns the replica's position.
-func (v *volume) handshake(term uint64, holder string) (*pb.Ack, error) {
+// handshake checks a stream's term and returns the replica's position and
+// the channel closed when a higher term is accepted.
+func (v *volume) handshake(term uint64, holder string) (*pb.Ack, <-chan struct{}, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := v.writableBy(term, holder); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return v.ack(false), nil
+	return v.ack(false), v.termCh, nil
+}
+
+// fencedSince says whether a term above term was accepted, and returns the
+// channel that tells of the next change otherwise.
+func (v *volume) fencedSince(term uint64) (<-chan struct{}, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if term < v.accepted {
+		return nil, fencedError(term, v.accepted)
+	}
+	return v.termCh, nil
 }
 
 // ack describes the committed position (caller holds v.mu).
@@ -77,6 +89,7 @@ type shipSession struct {
 	v      *volume
 	stream pb.Replica_ShipServer
 	term   uint64
+	termCh <-chan struct{} // closed when the volume accepts another term
 	queue  chan []*Record
 	errc   chan error // the receiver's end: nil on EOF
 	log    *zap.Logger
@@ -172,6 +185,14 @@ func (ss *shipSession) apply(ctx context.Context) error {
 		case batch = <-ss.queue:
 		case endErr = <-ss.errc:
 			end = true
+		case <-ss.termCh:
+			ch, err := ss.v.fencedSince(ss.term)
+			if err != nil {
+				ss.log.Info("ship stream ends: a higher term was accepted", zap.Error(err))
+				return err
+			}
+			ss.termCh = ch
+			continue
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}

@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	pb "github.com/spoolfs/spoolfs/proto"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 )
 
 // Pipelining bounds of one replica stream: records sent but not yet
@@ -155,7 +153,7 @@ func (l *link) down(err error) {
 	l.p.mu.Lock()
 	defer l.p.mu.Unlock()
 	l.connected, l.lastErr = false, err
-	if s, ok := status.FromError(err); ok && strings.Contains(s.Message(), "not acquired") {
+	if isNotAcquired(err) {
 		l.granted = false
 	}
 }
@@ -360,7 +358,7 @@ func (l *link) streamEnded(err error) error {
 	if err == nil || err == io.EOF {
 		return errors.New("replica closed the stream")
 	}
-	if isRejection(err) && !isFenced(err) && !strings.Contains(err.Error(), "not acquired") {
+	if isRejection(err) && reasonOf(err) == "" {
 		l.log().Error("replica rejected a record: resynchronising it with a snapshot", zap.Error(err))
 		l.markResync("rejected: %v", err)
 	}

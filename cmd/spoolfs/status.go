@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -29,7 +30,11 @@ spoolfs run --embedded serves it) for what it serves: each volume it is the
 primary of (term, last and durable lsn, and per replica: connected, acked
 lsn, lag, resyncs, last error), and each replica server it runs (per volume:
 accepted term, holder, last term, lsn, inodes, bytes, commits).
-With --replicas, ask the replicas themselves (their Status RPC) instead.`,
+With --replicas, ask the replicas themselves (their Status RPC) instead.
+
+Exit status: 0; 1 when the node or every replica cannot be asked; 2 on a
+usage error; 3 when a volume of the node is fenced (another node took it
+with a newer term; it answers EROFS).`,
 		Example: `  spoolfs status
   spoolfs status --admin 10.0.0.7:7480 --json
   spoolfs status --replicas a:7400,b:7400,c:7400`,
@@ -52,9 +57,14 @@ With --replicas, ask the replicas themselves (their Status RPC) instead.`,
 				return &exitError{code: 1, err: err}
 			}
 			if asJSON {
-				return printJSON(ns)
+				err = printJSON(ns)
+			} else {
+				err = node.PrintStatus(os.Stdout, ns)
 			}
-			return node.PrintStatus(os.Stdout, ns)
+			if err == nil {
+				err = fencedExit(ns)
+			}
+			return err
 		},
 	}
 	fl := c.Flags()
@@ -64,6 +74,18 @@ With --replicas, ask the replicas themselves (their Status RPC) instead.`,
 	fl.DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for answers")
 	addTLSFlags(fl, &tf)
 	return c
+}
+
+// fencedExit is exit status 3 when a volume of the node was fenced (a
+// newer term took it; it answers EROFS): a script or probe sees a deposed
+// primary without reading the table.
+func fencedExit(ns node.NodeStatus) error {
+	for _, v := range ns.Volumes {
+		if v.Role == "fenced" {
+			return &exitError{code: 3, err: fmt.Errorf("volume %s is fenced: another node holds a newer term", v.Volume)}
+		}
+	}
+	return nil
 }
 
 func printReplicas(ctx context.Context, addrs []string, creds credentials.TransportCredentials, asJSON bool) error {
