@@ -252,28 +252,44 @@ const failedSuffix = ".failed"
 // may keep them in the page cache marked clean and never write them — so
 // the file as a later open reads it may hold a batch that is not on disk.
 // The next open cuts the file back to that size (cutToDurable). Best
-// effort: a disk that cannot take this small file is failing anyway.
+// effort, and whole or not at all: the commit often failed because the
+// disk is full, and a marker cut short would stop every later open; without
+// one, the replica that keeps running cuts the file from memory
+// (volume.reopen).
 func (s *volStore) markFailed() {
 	if s.path == "" || s.syncf == nil || s.durableSize < 0 {
 		return
 	}
 	marker := s.path + failedSuffix
-	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err == nil {
-		_, err = fmt.Fprintf(f, "%d\n", s.durableSize)
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(s.path))
-	}
-	if err != nil {
+	if err := replaceFile(marker, fmt.Appendf(nil, "%d\n", s.durableSize)); err != nil {
 		s.log.Error("cannot record how much of the file is durable", zap.String("marker", marker), zap.Error(err))
 	}
+}
+
+// replaceFile makes b the content of path durably and atomically: a
+// temporary file written and fsynced, renamed over path, the directory
+// fsynced. On error path is as before and the temporary file is gone.
+func replaceFile(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // cutToDurable applies a marker markFailed left: the file is truncated to
