@@ -97,12 +97,38 @@
 // Durable() is the W-th highest acknowledged lsn. A replica answering
 // "fenced" makes the whole Primary fenced: every Wait fails with ErrFenced.
 //
+// # Quorum lost: fail fast
+//
+// A Wait whose deadline (the flush timeout) passes with its record not
+// durable marks the quorum lost: every Wait for a record not yet durable
+// then fails at once with ErrNoQuorum, the ones already waiting included,
+// until that record is durable (Status().QuorumLost meanwhile). A covering
+// call (rename, link) waits while the kernel holds its directory's lock;
+// without this, each writer's rename would wait the whole timeout in turn
+// and the directory would freeze for as many timeouts (docs/failures.md,
+// 2). The records stay in the log and are shipped when replicas return.
+//
+// # Fencing
+//
+// A replica's refusals that the primary acts on carry a reason, an
+// errdetails.ErrorInfo in the gRPC status (errors.go: FENCED,
+// NOT_ACQUIRED), never read from the message. When a replica accepts a
+// higher term (Acquire) it closes the volume's termCh, and every Ship
+// stream of a lower term ends with FENCED: an idle primary learns that it
+// was deposed within milliseconds; a link that was reconnecting learns it
+// at its next handshake, within MaxBackoff (1 s). A silent connection (a
+// partition, a stopped replica) is ended by the client keepalive (10 s +
+// 5 s) and the link reconnects; a partition that heals sooner lets TCP
+// deliver what it held.
+//
 // # Goroutines
 //
 //   - Replica, per Ship stream: the gRPC handler goroutine is the applier
 //     (validates, commits, sends acks); a receiver goroutine reads and
 //     decodes messages into the session's queue (64 messages). The
 //     receiver ends when the stream does; the handler returning ends it.
+//     The applier also ends the stream when the volume accepts a higher
+//     term (termCh).
 //   - Primary, per replica: one link goroutine (run) that owns the stream
 //     and sends; per session one receiver goroutine reading acks, which the
 //     link waits for before starting the next session. Close cancels them
