@@ -29,6 +29,9 @@ var (
 	mAcked     = prometheus.NewDesc("spoolfs_replication_acked_lsn", "The last record a replica stored durably.", linkLabels, nil)
 	mConnected = prometheus.NewDesc("spoolfs_replication_connected", "1 while the stream to a replica is up.", linkLabels, nil)
 	mResyncs   = prometheus.NewDesc("spoolfs_replication_resyncs_total", "Full snapshots sent to a replica.", linkLabels, nil)
+	mInstalls  = prometheus.NewDesc("spoolfs_replication_installs_total", "Snapshot installs started on a replica.", linkLabels, nil)
+	mOverflows = prometheus.NewDesc("spoolfs_replication_install_overflows_total", "Installs stopped because the writes outran them.", linkLabels, nil)
+	mRepeats   = prometheus.NewDesc("spoolfs_replication_install_repeats_total", "Snapshots a replica needed again before it caught up after one.", linkLabels, nil)
 	mQuorum    = prometheus.NewDesc("spoolfs_replication_quorum", "1 while a wait sends to this replica at once; 0 while it trails by up to the ship delay.", linkLabels, nil)
 	mAckLat    = prometheus.NewDesc("spoolfs_replication_ack_latency_seconds", "Moving average from a send to a replica to its ack.", linkLabels, nil)
 	mWaits     = prometheus.NewDesc("spoolfs_durability_wait_seconds", "Waits for W replicas (close, fsync, rename, link; every mutation with -o sync), by result.", []string{"volume", "result"}, nil)
@@ -56,7 +59,7 @@ type nodeCollector struct{ n *Node }
 // Describe implements prometheus.Collector.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mInfo, mOps, mErrnos, mNotify, mTerm, mHead, mDurable, mLogBytes, mFenced,
-		mLag, mAcked, mConnected, mResyncs, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes, mFailed, mTLSExpiry, mTLSReload} {
+		mLag, mAcked, mConnected, mResyncs, mInstalls, mOverflows, mRepeats, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes, mFailed, mTLSExpiry, mTLSReload} {
 		ch <- d
 	}
 	ch <- mStalls
@@ -127,6 +130,9 @@ func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
 		gauge(mAcked, float64(l.Acked), name, l.Addr)
 		gauge(mConnected, b2f(l.Connected), name, l.Addr)
 		counter(mResyncs, uint64(l.Resyncs), name, l.Addr)
+		counter(mInstalls, uint64(l.Installs), name, l.Addr)
+		counter(mOverflows, uint64(l.Overflows), name, l.Addr)
+		counter(mRepeats, uint64(l.Repeats), name, l.Addr)
 		gauge(mQuorum, b2f(l.Quorum), name, l.Addr)
 		gauge(mAckLat, l.AckLatency.Seconds(), name, l.Addr)
 	}

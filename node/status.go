@@ -52,7 +52,14 @@ type VolumeReplicaStatus struct {
 	Acked     uint64 `json:"acked_lsn"`
 	Lag       uint64 `json:"lag"` // records it lacks
 	Resyncs   int    `json:"resyncs"`
-	LastError string `json:"last_error,omitempty"`
+	// Installs started, those the writes outran (overflows), and snapshots
+	// needed again before the replica caught up after one (repeats: an
+	// install loop); installing while an install or its catch-up runs.
+	Installs   int    `json:"installs"`
+	Overflows  int    `json:"install_overflows"`
+	Repeats    int    `json:"install_repeats"`
+	Installing bool   `json:"installing"`
+	LastError  string `json:"last_error,omitempty"`
 	// Quorum: a wait sends to it at once; otherwise it trails by up to
 	// the ship delay (docs/architecture.md, "quorum first").
 	Quorum     bool          `json:"quorum"`

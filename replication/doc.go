@@ -79,11 +79,43 @@
 // bounded window), a receiver goroutine reads the acks, and on any error
 // the link reconnects with exponential backoff and resumes from the
 // replica's reported position — or installs a full snapshot (from the
-// SnapshotSource the node sets) when the log no longer reaches back, the
-// replica's history differs from the primary's, or it rejected a record.
+// SnapshotSource the node sets; see Installs) when the log no longer
+// reaches back, the replica's history differs from the primary's, or it
+// rejected a record.
 // The node's source is a streamed snapshot of the actor: sendSnapshot
 // reads each file's content (Snapshot.Content) as it sends it, so the
 // primary holds one file of it at a time.
+//
+// # Installs
+//
+// A replica the log no longer reaches gets a snapshot, and then the records
+// after the snapshot's LSN from the log. An install takes time (seconds
+// per GiB), and the primary keeps writing meanwhile, so the log keeps
+// those records for it (pin.go): from the start of the install, a pin on
+// the link holds every record above the head (then above the snapshot's
+// LSN, then above the replica's acks) until the replica lags by less than
+// half of MaxLogBytes again. Records at or below the pin, and all records
+// of a replica waiting for a snapshot, are trimmed as usual. Before the
+// pin, the log dropped its oldest records whenever it passed MaxLogBytes,
+// those included: an install longer than it takes to write MaxLogBytes
+// ended in "log starts after the replica's lsn" and another install, in a
+// loop for as long as the writes went on (docs/failures.md, 3a).
+//
+// A pin is bounded: it keeps at most max(MaxLogBytes, the snapshot's
+// content bytes). Whenever the replica installs and applies faster than
+// the primary writes, what is written during an install weighs less than
+// the snapshot, so the bound holds and the replica converges after one
+// install. Past the bound the writes outran the replica, and no install
+// could converge without slowing the writers for a replica the quorum
+// does not need. Then the pin gives up at once (the log is never held
+// beyond it, and Append, which finds out, neither blocks nor logs: it
+// cancels the session), the install stops rather than finishing into
+// another one, and the next install waits as long as the stopped one ran,
+// doubling while installs keep being outrun (up to 5 minutes). There is
+// one link goroutine per replica, so at most one install per replica is
+// in flight. Status counts installs started, installs outrun (Overflows),
+// and snapshots needed again before the replica caught up after one
+// (Repeats: an install loop).
 //
 // # Quorum first
 //

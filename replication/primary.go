@@ -205,6 +205,7 @@ func (p *Primary) Append(r *Record) {
 	p.entries = append(p.entries, r)
 	p.head = r.LSN
 	p.logBytes += r.size()
+	p.growPinsLocked(r.size())
 	p.trimLocked()
 	if p.cfg.ShipDelay < 0 {
 		p.mu.Unlock()
@@ -417,6 +418,7 @@ func (p *Primary) setAcked(l *link, lsn uint64) {
 	defer p.mu.Unlock()
 	l.acked = lsn
 	l.ackedLocked(lsn)
+	p.advancePinLocked(l, lsn)
 	acked := make([]uint64, len(p.links))
 	for i, o := range p.links {
 		acked[i] = o.acked
@@ -435,18 +437,22 @@ func (p *Primary) setAcked(l *link, lsn uint64) {
 	p.trimLocked()
 }
 
-// trimLocked drops what every replica has, then the oldest records while
-// the log is over its bound (their replicas will get a snapshot).
+// trimLocked drops what every replica has (or needs no more), then the
+// oldest records while the log is over its bound, except those an
+// install's pin keeps (pin.go; their replicas will get a snapshot).
 func (p *Primary) trimLocked() {
 	low := p.head
 	for _, l := range p.links {
-		low = min(low, l.acked)
+		low = min(low, p.neededAfterLocked(l))
 	}
 	n := 0
-	for n < len(p.entries) && (p.entries[n].LSN <= low || p.logBytes > p.cfg.MaxLogBytes) {
-		p.logBytes -= p.entries[n].size()
+	for ; n < len(p.entries); n++ {
+		r := p.entries[n]
+		if r.LSN > low && (p.logBytes <= p.cfg.MaxLogBytes || p.pinnedLocked(r.LSN)) {
+			break
+		}
+		p.logBytes -= r.size()
 		p.entries[n] = nil
-		n++
 	}
 	if n > 0 {
 		p.entries = p.entries[n:]
@@ -488,7 +494,14 @@ type ReplicaStatus struct {
 	Acked     uint64 // highest lsn the replica has durably
 	Lag       uint64 // records the replica lacks
 	Resyncs   int    // snapshots installed on it by this primary
-	LastError string
+	// Installs counts the installs started (Resyncs those that ended
+	// well); Overflows those the writes outran (pin.go); Repeats the
+	// snapshots it needed again before it caught up after one: an install
+	// loop, which only an overflow should cause.
+	Installs, Overflows, Repeats int
+	// Installing: an install or its catch-up keeps records in the log.
+	Installing bool
+	LastError  string
 	// Quorum: a Wait sends to it at once (one of the W fastest lately);
 	// otherwise it trails by up to ShipDelay.
 	Quorum bool
@@ -523,6 +536,7 @@ func (p *Primary) Status() PrimaryStatus {
 	}
 	for _, l := range p.links {
 		rs := ReplicaStatus{Addr: l.addr, Connected: l.connected, Acked: l.acked, Resyncs: l.resyncs,
+			Installs: l.installs, Overflows: l.overflows, Repeats: l.repeats, Installing: l.pin != nil,
 			Quorum: slices.Contains(p.quorum, l) || p.cfg.W >= len(p.links), AckLatency: l.ackEWMA}
 		if l.acked < p.head {
 			rs.Lag = p.head - l.acked

@@ -46,6 +46,19 @@ type link struct {
 	needResync bool
 	resyncs    int
 	lastErr    error
+
+	// Installs (pin.go). pin is non-nil from the start of an install
+	// until the replica caught up; cancel ends the session that pin
+	// serves. Counters for Status: installs started, overflows (installs
+	// the writes outran), repeats (snapshots needed again before the
+	// replica caught up after one).
+	pin                          *logPin
+	cancel                       context.CancelFunc
+	catchingUp                   bool
+	overflowed                   bool          // an overflow ended the session: takeOverflow logs it
+	resyncWait                   time.Duration // wait before the next install after an overflow
+	resyncAfter                  time.Time     // no install before
+	installs, overflows, repeats int
 }
 
 // sentMark is when the records up to lsn were sent.
@@ -163,17 +176,18 @@ func (l *link) session() (progressed bool, err error) {
 	if err := l.ensureTerm(); err != nil {
 		return false, err
 	}
+	ctx, cancel := context.WithCancel(l.p.ctx)
+	defer cancel()
 	l.p.mu.Lock()
 	resync := l.needResync
+	l.cancel = cancel // what an overflow of this session's pin stops
 	l.p.mu.Unlock()
 	if resync {
-		if err := l.resync(); err != nil {
-			return false, err
+		if err := l.resync(ctx); err != nil {
+			return false, l.takeOverflow(err)
 		}
 		progressed = true
 	}
-	ctx, cancel := context.WithCancel(l.p.ctx)
-	defer cancel()
 	stream, next, target, err := l.open(ctx, cancel)
 	if err != nil {
 		return progressed, err
@@ -187,7 +201,7 @@ func (l *link) session() (progressed bool, err error) {
 	err = l.pump(ctx, stream, next, target, errc)
 	cancel()
 	<-done
-	return true, err
+	return true, l.takeOverflow(err)
 }
 
 // ensureTerm asks a replica that did not grant our term yet to accept it.
@@ -258,6 +272,11 @@ func (l *link) markResync(format string, args ...any) {
 	l.log().Info("replica needs a snapshot: " + fmt.Sprintf(format, args...))
 	l.p.mu.Lock()
 	l.needResync = true
+	if l.catchingUp { // needed again before it caught up after one
+		l.repeats++
+		l.catchingUp = false
+	}
+	l.p.unpinLocked(l)
 	l.p.mu.Unlock()
 }
 
@@ -429,29 +448,57 @@ func sendRecords(stream pb.Replica_ShipClient, recs []*Record) error {
 	return flush()
 }
 
-// resync installs a snapshot from the actor on the replica.
-func (l *link) resync() error {
+// resync installs a snapshot from the actor on the replica. The log keeps
+// the records after the snapshot's LSN for it (pin.go) until it caught up;
+// the session ends when the writes outrun the install.
+func (l *link) resync(ctx context.Context) error {
+	if err := l.waitResync(); err != nil {
+		return err
+	}
 	l.p.mu.Lock()
 	src := l.p.snapSrc
+	if src != nil {
+		l.p.pinLocked(l)
+	}
 	l.p.mu.Unlock()
 	if src == nil {
 		return errors.New("replica needs a snapshot and no snapshot source is set yet")
 	}
-	snap, err := src(l.p.ctx)
+	err := l.install(ctx, src)
+	if err != nil {
+		l.p.mu.Lock()
+		l.p.unpinLocked(l)
+		l.p.mu.Unlock()
+	}
+	return err
+}
+
+// install takes a snapshot from src and installs it on the replica.
+func (l *link) install(ctx context.Context, src SnapshotSource) error {
+	snap, err := src(ctx)
 	if err != nil {
 		return fmt.Errorf("snapshot for resync: %w", err)
 	}
 	if snap.Release != nil {
 		defer snap.Release()
 	}
+	l.p.mu.Lock()
+	if l.pin != nil {
+		l.p.advancePinLocked(l, snap.LSN)
+		l.pin.bound = max(l.p.cfg.MaxLogBytes, int64(snap.dataBytes()))
+	}
+	l.p.mu.Unlock()
 	hdr := &pb.SnapshotHeader{Volume: l.p.cfg.Volume, Term: l.p.term, LastTerm: l.p.termAt(snap.LSN), NodeId: l.p.cfg.holder}
 	start := time.Now()
-	if err := installSnapshot(l.p.ctx, l.client, hdr, snap, nil); err != nil {
+	if err := installSnapshot(ctx, l.client, hdr, snap, nil); err != nil {
 		return fmt.Errorf("install snapshot at lsn %d: %w", snap.LSN, err)
 	}
 	l.p.mu.Lock()
 	l.needResync = false
 	l.resyncs++
+	if l.pin != nil {
+		l.pin.installed = true
+	}
 	l.p.mu.Unlock()
 	l.p.setAcked(l, snap.LSN)
 	l.log().Info("replica resynchronised with a snapshot", zap.Uint64("lsn", snap.LSN),
