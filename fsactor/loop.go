@@ -384,7 +384,9 @@ func toErrno(err error) syscall.Errno {
 // answering EINTR would tell the caller it did not happen (a retried
 // rename would then fail with ENOENT, a mail server would requeue a message
 // it had published). The caller waits for the true outcome, bounded by the
-// flush timeout, as for any FUSE request the kernel does not abort.
+// flush timeout, as for any FUSE request the kernel does not abort. A
+// wait that fails also has the kernel forget what it cached about the
+// names the op changed (failedWaitNotes): the change stays applied.
 func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ev.ctx), l.flushTTL)
 	err := l.sink.Wait(ctx, lsn)
@@ -395,6 +397,11 @@ func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64
 		l.send(event{kind: evFenced, err: err})
 	}
 	l.reply(ev.ctx, ev.op, k, oc, ev.now, waitErrno(err))
+	if err != nil {
+		for _, n := range failedWaitNotes(ev.op) {
+			l.notify.post(n) // safe from any goroutine
+		}
+	}
 	l.send(event{kind: evTaskDone})
 }
 
