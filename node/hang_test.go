@@ -268,9 +268,15 @@ func TestNoHangUnderPartitions(t *testing.T) {
 	t.Log("a second replica stops (blackhole): no quorum for 4 flush timeouts")
 	p[1].Blackhole()
 	hold(4 * flush)
+	if vs := fc.rv.volumeStatus(); !vs.NoQuorum {
+		t.Errorf("status during the partition does not say the quorum is lost: %+v", vs)
+	}
 	p[0].Heal()
 	p[1].Heal()
 	w.waitAllPublish(t, "healed after two blackholed", 60*time.Second)
+	if vs := fc.rv.volumeStatus(); vs.NoQuorum {
+		t.Errorf("status after the heal says the quorum is lost: %+v", vs)
+	}
 
 	t.Log("partition of two replicas by connection resets")
 	p[1].Reset()

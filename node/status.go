@@ -40,6 +40,7 @@ type VolumeStatus struct {
 	Durable  uint64                `json:"durable_lsn"` // last record on W replicas
 	W        int                   `json:"w"`
 	LogBytes int64                 `json:"log_bytes"`
+	NoQuorum bool                  `json:"quorum_lost,omitempty"` // a wait timed out: waits answer EIO at once until its record is durable
 	Err      string                `json:"error,omitempty"`
 	Links    []VolumeReplicaStatus `json:"replicas"`
 	Waits    []WaitSummary         `json:"waits,omitempty"`
@@ -113,7 +114,7 @@ func ReplicaStatusFromPB(addr string, resp *pb.StatusResponse) ReplicaStatus {
 func (rv *ReplicatedVolume) volumeStatus() VolumeStatus {
 	st := rv.primary.Status()
 	vs := VolumeStatus{Volume: st.Volume, Dir: rv.Dir(), Role: "primary", Term: st.Term, Head: st.Head,
-		Durable: st.Durable, W: st.W, LogBytes: st.LogBytes, Err: st.Err, Links: []VolumeReplicaStatus{}}
+		Durable: st.Durable, W: st.W, LogBytes: st.LogBytes, NoQuorum: st.QuorumLost, Err: st.Err, Links: []VolumeReplicaStatus{}}
 	if st.Fenced {
 		vs.Role = "fenced"
 	}
@@ -176,6 +177,9 @@ func PrintStatus(w io.Writer, ns NodeStatus) error {
 func printVolumeRows(w io.Writer, v VolumeStatus) {
 	for i, l := range v.Links {
 		name, role, term, head, durable, wq := v.Volume, v.Role, fmt.Sprint(v.Term), fmt.Sprint(v.Head), fmt.Sprint(v.Durable), fmt.Sprint(v.W)
+		if v.NoQuorum && role == "primary" {
+			role = "primary (quorum lost)"
+		}
 		if i > 0 {
 			name, role, term, head, durable, wq = "", "", "", "", "", ""
 		}
