@@ -66,7 +66,14 @@
 // refused: forgetting a term would let an old primary count it again.
 //
 // Installs (full resync) build a fresh database file next to the old one
-// and rename it over, so they are atomic too.
+// and rename it over, so they are atomic too. The file is written as the
+// snapshot arrives, one inode at a time, directly in buntdb's format
+// (install.go): buntdb holds every key of a database it writes, so a
+// volume written through it, on top of the received snapshot and the old
+// volume, held the volume three times over. The checks that need the
+// whole snapshot (references, the tree) run at the end on the inodes kept
+// without their contents; the old volume is let go before the new file is
+// read back. Compaction writes its file the same way.
 //
 // # Primary side (Primary)
 //

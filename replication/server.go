@@ -117,6 +117,7 @@ func NewReplicaServer(dataDir string, log *zap.Logger, opts ...ReplicaOption) (*
 		return nil, fmt.Errorf("replica data dir: %w", err)
 	}
 	for _, n := range names {
+		removeStaleInstalls(n)
 		name := strings.TrimSuffix(filepath.Base(n), ".db")
 		if _, err := s.volume(name, true); err != nil {
 			s.Close()
@@ -353,10 +354,19 @@ func (s *ReplicaServer) Fetch(req *pb.FetchRequest, stream pb.Replica_FetchServe
 	return nil
 }
 
-// Install implements pb.ReplicaServer: a full resync under a term.
-func (s *ReplicaServer) Install(stream pb.Replica_InstallServer) error {
+// Install implements pb.ReplicaServer: a full resync under a term. On
+// disk the snapshot is written into a new file as it arrives
+// (installWriter), so that a replica never holds it whole on top of the
+// volume it replaces.
+func (s *ReplicaServer) Install(stream pb.Replica_InstallServer) (err error) {
 	asm := &snapAssembler{lim: s.lim}
 	var v *volume
+	var iw *installWriter
+	defer func() {
+		if err != nil && iw != nil {
+			iw.abort()
+		}
+	}()
 	for {
 		c, err := stream.Recv()
 		if err == io.EOF {
@@ -365,29 +375,50 @@ func (s *ReplicaServer) Install(stream pb.Replica_InstallServer) error {
 		if err != nil {
 			return err
 		}
+		if v == nil {
+			if v, iw, err = s.startInstall(stream.Context(), c.Header); err != nil {
+				return err
+			}
+			if iw != nil {
+				asm.emit = iw.inode
+			}
+		}
 		if err := asm.add(c); err != nil {
 			return err
 		}
-		if v == nil {
-			if err := checkClaim(stream.Context(), asm.hdr.NodeId); err != nil {
-				return err
-			}
-			if v, err = s.installTarget(asm.hdr); err != nil {
-				return err
-			}
-		}
 	}
-	hdr, snap, err := asm.finish()
+	hdr, all, err := asm.finish()
 	if err != nil {
 		return err
 	}
-	if snap, err = checkSnapshot(snap, s.lim); err != nil {
+	snap, err := checkSnapshot(all, s.lim)
+	if err != nil {
 		return err
 	}
-	if err := s.installOn(v, hdr, snap); err != nil {
+	if err := s.installOn(v, hdr, all, snap, iw); err != nil {
 		return err
 	}
 	return stream.SendAndClose(&pb.InstallResponse{Lsn: snap.LSN, LastTerm: hdr.LastTerm})
+}
+
+// startInstall checks an install's header before its body is read, and
+// starts its file for a volume on disk.
+func (s *ReplicaServer) startInstall(ctx context.Context, h *pb.SnapshotHeader) (*volume, *installWriter, error) {
+	if h == nil {
+		return nil, nil, invalidf("snapshot: first chunk has no header")
+	}
+	if err := checkClaim(ctx, h.NodeId); err != nil {
+		return nil, nil, err
+	}
+	v, err := s.installTarget(h)
+	if err != nil || s.dir == "" {
+		return v, nil, err
+	}
+	iw, err := newInstallWriter(filepath.Join(s.dir, v.name+".db"), h.NextIno, s.lim)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Internal, "volume %q: %v", v.name, err)
+	}
+	return v, iw, nil
 }
 
 // installTarget checks an install's header before its body is read.
@@ -404,15 +435,26 @@ func (s *ReplicaServer) installTarget(h *pb.SnapshotHeader) (*volume, error) {
 	return v, v.writableBy(h.Term, h.NodeId)
 }
 
-func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, snap *Snapshot) error {
+// installOn makes the checked snapshot the volume: the file iw wrote, or
+// (in memory) snap itself. all is the snapshot as received.
+func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, all, snap *Snapshot, iw *installWriter) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := v.writableBy(h.Term, h.NodeId); err != nil { // again: the body took time
 		return err
 	}
 	m := meta{LastTerm: h.LastTerm, LSN: snap.LSN, NextIno: snap.NextIno, Initialized: true}
-	if err := v.st.install(snap, m); err != nil {
-		return v.fail(s.log, err)
+	if iw == nil {
+		if err := v.st.install(snap, m); err != nil {
+			return v.fail(s.log, err)
+		}
+	} else {
+		if err := iw.finish(all, snap, m); err != nil {
+			return status.Errorf(codes.Internal, "volume %q: %v", v.name, err)
+		}
+		if err := v.st.replace(iw.path); err != nil {
+			return v.fail(s.log, err)
+		}
 	}
 	s.log.Info("snapshot installed", zap.String("volume", v.name), zap.Uint64("term", h.Term),
 		zap.Uint64("last_term", m.LastTerm), zap.Uint64("lsn", m.LSN), zap.Int("inodes", len(snap.Inodes)))

@@ -132,6 +132,10 @@ type snapAssembler struct {
 	snap   Snapshot
 	bytes  uint64
 	onData func(inodes, bytes uint64) // progress, may be nil
+	// emit, when set, takes each inode once whole; the assembler then
+	// keeps it without its content and xattr values (Install writes the
+	// snapshot as it arrives: installWriter).
+	emit func(*SnapInode) error
 }
 
 func (a *snapAssembler) add(c *pb.SnapshotChunk) error {
@@ -157,6 +161,9 @@ func (a *snapAssembler) add(c *pb.SnapshotChunk) error {
 
 func (a *snapAssembler) addPiece(p *pb.SnapInode) error {
 	if !p.Cont {
+		if err := a.emitLast(); err != nil {
+			return err
+		}
 		if uint64(len(a.snap.Inodes)) >= a.hdr.Inodes {
 			return invalidf("snapshot: more inodes than the header's %d", a.hdr.Inodes)
 		}
@@ -184,10 +191,31 @@ func (a *snapAssembler) addPiece(p *pb.SnapInode) error {
 	return nil
 }
 
+// emitLast hands the last inode, whole now, to emit, and drops its
+// content and xattr values (their names stay: deleteSnapInode).
+func (a *snapAssembler) emitLast() error {
+	n := len(a.snap.Inodes)
+	if a.emit == nil || n == 0 {
+		return nil
+	}
+	in := &a.snap.Inodes[n-1]
+	if err := a.emit(in); err != nil {
+		return err
+	}
+	in.Data = nil
+	for name := range in.Xattrs {
+		in.Xattrs[name] = nil
+	}
+	return nil
+}
+
 // finish returns the snapshot once every inode the header announced came.
 func (a *snapAssembler) finish() (*pb.SnapshotHeader, *Snapshot, error) {
 	if a.hdr == nil {
 		return nil, nil, invalidf("snapshot: empty stream")
+	}
+	if err := a.emitLast(); err != nil {
+		return nil, nil, err
 	}
 	if uint64(len(a.snap.Inodes)) != a.hdr.Inodes {
 		return nil, nil, invalidf("snapshot: %d inodes of the header's %d", len(a.snap.Inodes), a.hdr.Inodes)

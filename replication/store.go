@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -426,28 +425,17 @@ func (s *volStore) maybeShrink() error {
 // before it starts and renames a file it never fsynced.
 func (s *volStore) compact() error {
 	tmp := s.path + ".compact"
-	_ = os.Remove(tmp)
-	nd, err := buntdb.Open(tmp)
-	if err != nil {
-		return fmt.Errorf("compact: create %s: %w", tmp, err)
-	}
-	err = s.mem.View(func(tx *buntdb.Tx) error {
-		b := &batchSetter{db: nd}
-		var serr error
-		err := tx.Ascend("", func(k, v string) bool {
-			serr = b.set(k, v)
-			return serr == nil
+	err := writeAOF(tmp, func(set func(k, v string) error) error {
+		return s.mem.View(func(tx *buntdb.Tx) error {
+			var serr error
+			err := tx.Ascend("", func(k, v string) bool {
+				serr = set(k, v)
+				return serr == nil
+			})
+			return cmp.Or(serr, err)
 		})
-		return b.done(cmp.Or(serr, err))
 	})
-	if cerr := nd.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = fsyncPath(tmp)
-	}
 	if err != nil {
-		_ = os.Remove(tmp)
 		return fmt.Errorf("compact: write %s: %w", tmp, err)
 	}
 	s.close()
@@ -487,6 +475,8 @@ func syncDir(dir string) error {
 // a new database file renamed over the old one (in memory: one
 // transaction). On disk it takes snap's file contents (their Data is nil
 // afterwards), so that they can be collected before the file is read back.
+// A replica receiving an install writes it as it arrives instead
+// (installWriter); this serves recovery and tests.
 func (s *volStore) install(snap *Snapshot, m meta) error {
 	if s.path == "" {
 		err := s.mem.Update(func(tx *buntdb.Tx) error {
@@ -503,96 +493,18 @@ func (s *volStore) install(snap *Snapshot, m meta) error {
 		return nil
 	}
 	tmp := s.path + ".install"
-	if err := buildDB(tmp, snap, m); err != nil {
-		_ = os.Remove(tmp)
-		return err
+	err := writeAOF(tmp, func(set func(k, v string) error) error { return writeSnapshot(set, snap, m) })
+	if err != nil {
+		return fmt.Errorf("install: %w", err)
 	}
 	// The volume is on disk now; what opening it reads must not come on
-	// top of the snapshot, the database that wrote it and the old
-	// volume: the caller's snapshot gives up its contents, the old volume
-	// goes, and the garbage is collected before the file is read back.
+	// top of the snapshot and the old volume: the caller's snapshot gives
+	// up its contents, the old volume goes, and the garbage is collected
+	// before the file is read back (replace).
 	for i := range snap.Inodes {
 		snap.Inodes[i].Data = nil
 	}
-	s.close()
-	debug.FreeOSMemory()
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("install: rename %s: %w", tmp, err)
-	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
-		return err
-	}
-	s.commits++
-	return s.open()
-}
-
-// buildDB writes snap into a new database file at path and fsyncs it.
-func buildDB(path string, snap *Snapshot, m meta) error {
-	_ = os.Remove(path)
-	db, err := buntdb.Open(path)
-	if err != nil {
-		return fmt.Errorf("install: create %s: %w", path, err)
-	}
-	b := &batchSetter{db: db}
-	err = b.done(writeSnapshot(b.set, snap, m))
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("install: write %s: %w", path, err)
-	}
-	if err := fsyncPath(path); err != nil {
-		return fmt.Errorf("install: fsync %s: %w", path, err)
-	}
-	return nil
-}
-
-// installTxBytes bounds the keys and values of one transaction of a
-// batchSetter.
-const installTxBytes = 8 << 20
-
-// batchSetter sets keys in a new database file in transactions of about
-// installTxBytes (buildDB, compact): buntdb writes a transaction from one
-// buffer, which for a whole volume in one transaction would hold it in
-// memory once more. Such a file is renamed into place only once whole, so
-// it need not be written in one transaction.
-type batchSetter struct {
-	db      *buntdb.DB
-	tx      *buntdb.Tx
-	pending int
-}
-
-func (b *batchSetter) set(k, v string) error {
-	if b.tx == nil {
-		tx, err := b.db.Begin(true)
-		if err != nil {
-			return err
-		}
-		b.tx = tx
-	}
-	if _, _, err := b.tx.Set(k, v, nil); err != nil {
-		return err
-	}
-	if b.pending += len(k) + len(v); b.pending >= installTxBytes {
-		tx := b.tx
-		b.tx, b.pending = nil, 0
-		return tx.Commit()
-	}
-	return nil
-}
-
-// done commits what is pending, unless err says to give up.
-func (b *batchSetter) done(err error) error {
-	if b.tx == nil {
-		return err
-	}
-	tx := b.tx
-	b.tx = nil
-	if err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	return s.replace(tmp)
 }
 
 // txSetter sets keys in tx.
@@ -605,21 +517,17 @@ func writeSnapshot(set func(k, v string) error, snap *Snapshot, m meta) error {
 	if err := set(keyMeta, m.encode()); err != nil {
 		return err
 	}
-	dirs := make(map[uint64]bool)
 	for i := range snap.Inodes {
-		if isDir(snap.Inodes[i].Attr) {
-			dirs[snap.Inodes[i].Ino] = true
-		}
-	}
-	for i := range snap.Inodes {
-		if err := writeSnapInode(set, &snap.Inodes[i], dirs); err != nil {
+		if err := writeSnapInode(set, &snap.Inodes[i]); err != nil {
 			return err
 		}
 	}
-	return nil
+	return writeUps(set, snap)
 }
 
-func writeSnapInode(set func(k, v string) error, in *SnapInode, dirs map[uint64]bool) error {
+// writeSnapInode stores one inode: all its keys but the u: keys of the
+// directories it names (writeUps).
+func writeSnapInode(set func(k, v string) error, in *SnapInode) error {
 	if err := set(attrKey(in.Ino), encodeAttr(in.Attr)); err != nil {
 		return err
 	}
@@ -642,11 +550,25 @@ func writeSnapInode(set func(k, v string) error, in *SnapInode, dirs map[uint64]
 		if err := set(dentKey(in.Ino, e.Name), encodeU64(e.Ino)); err != nil {
 			return err
 		}
-		if !dirs[e.Ino] {
-			continue
+	}
+	return nil
+}
+
+// writeUps stores the parent of every directory snap names.
+func writeUps(set func(k, v string) error, snap *Snapshot) error {
+	dirs := make(map[uint64]bool)
+	for i := range snap.Inodes {
+		if isDir(snap.Inodes[i].Attr) {
+			dirs[snap.Inodes[i].Ino] = true
 		}
-		if err := set(upKey(e.Ino), encodeU64(in.Ino)); err != nil {
-			return err
+	}
+	for i := range snap.Inodes {
+		for _, e := range snap.Inodes[i].Entries {
+			if dirs[e.Ino] {
+				if err := set(upKey(e.Ino), encodeU64(snap.Inodes[i].Ino)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil

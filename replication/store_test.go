@@ -300,10 +300,10 @@ func TestFailedCommitCutBack(t *testing.T) {
 	}
 }
 
-// TestInstallInManyTransactions: a snapshot several times larger than one
-// install transaction is installed whole — the same volume after a reopen
-// — and install gives up the snapshot's contents, which it no longer needs.
-func TestInstallInManyTransactions(t *testing.T) {
+// TestInstallLarge: a snapshot many times larger than the new file's write
+// buffer is installed whole — the same volume after a reopen — and install
+// gives up the snapshot's contents, which it no longer needs.
+func TestInstallLarge(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v.db")
 	st := openTestStore(t, path)
 	snap := &Snapshot{LSN: 9, NextIno: 40, Inodes: []SnapInode{{Ino: 1, Attr: dirAttr()}}}
@@ -312,8 +312,8 @@ func TestInstallInManyTransactions(t *testing.T) {
 		snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: fmt.Sprintf("f%02d", i), Ino: 10 + i})
 		snap.Inodes = append(snap.Inodes, SnapInode{Ino: 10 + i, Attr: fileAttr(len(data)), Data: data})
 	}
-	if snap.dataBytes() < 3*installTxBytes {
-		t.Fatalf("%d bytes: not several transactions", snap.dataBytes())
+	if snap.dataBytes() < 3*aofBuffer {
+		t.Fatalf("%d bytes: not several buffers", snap.dataBytes())
 	}
 	want := *snap
 	want.Inodes = slices.Clone(snap.Inodes)
