@@ -4,6 +4,8 @@ MNT     ?= $(CURDIR)/mnt
 DATA    ?= $(CURDIR)/data
 VOLUME  ?= spool
 SPOOLFS_FLAGS ?=
+TRIALS  ?= 300
+SEED    ?= 0
 BIN     := bin/spoolfs
 GOFLAGS ?=
 export PATH := /usr/local/go/bin:$(PATH)
@@ -37,6 +39,9 @@ test: deps build proto-check lint ## every test, with -race (mount tests need ro
 
 test-short: ## unit tests only, no mounts
 	$(GO) test -race -short -count=1 ./...
+
+test-faults: build ## fault injection on the real binaries: TRIALS=300 seeded trials (SEED=n replays a run; make test runs 9)
+	$(GO) test -count=1 -timeout 0 -v -run '^TestFaults$$' ./e2e -faults.trials=$(TRIALS) -faults.seed=$(SEED)
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

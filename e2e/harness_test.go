@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 		childMain(ops) // a child run as another user (user_test.go)
 		os.Exit(0)
 	}
+	if cfg, ok := os.LookupEnv(faultClientEnv); ok {
+		faultClientMain(cfg) // a client of the fault-injection test (faults_client_test.go)
+	}
 	flag.Parse()
 	// Deterministic permission bits: every scenario creates files with the
 	// same umask on both filesystems.
