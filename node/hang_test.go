@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,26 +25,37 @@ import (
 type faultCluster struct {
 	rv      *ReplicatedVolume
 	proxies []*faultproxy.Proxy
-	dir     string // the mount point
+	procs   []*proc // the replica processes, with processes
+	dir     string  // the mount point
 }
 
 // startFaultCluster mounts volume "spool" with the given flush timeout
-// through three proxied replicas. Cleanup unmounts and stops everything.
-func startFaultCluster(t *testing.T, flush time.Duration, log *zap.Logger) *faultCluster {
+// through three proxied replicas: in this process, or `spoolfs replica`
+// processes (which a test can stop) if procs. Cleanup unmounts and stops
+// everything.
+func startFaultCluster(t *testing.T, flush time.Duration, log *zap.Logger, procs bool) *faultCluster {
 	t.Helper()
 	fc := &faultCluster{}
 	var addrs []string
 	for i := 0; i < 3; i++ {
-		r, err := StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir()}, log)
-		if err != nil {
-			t.Fatal(err)
+		var addr string
+		if procs {
+			var rp *proc
+			addr, rp = startReplicaProc(t)
+			fc.procs = append(fc.procs, rp)
+		} else {
+			r, err := StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir()}, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				r.Stop(ctx)
+			})
+			addr = r.Addr()
 		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			r.Stop(ctx)
-		})
-		p, err := faultproxy.New(r.Addr())
+		p, err := faultproxy.New(addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,6 +77,9 @@ func startFaultCluster(t *testing.T, flush time.Duration, log *zap.Logger) *faul
 		for _, p := range fc.proxies {
 			p.Heal()
 		}
+		for _, rp := range fc.procs {
+			_ = rp.cmd.Process.Signal(syscall.SIGCONT)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := rv.Unmount(ctx); err != nil {
@@ -74,6 +90,21 @@ func startFaultCluster(t *testing.T, flush time.Duration, log *zap.Logger) *faul
 	})
 	fc.rv, fc.dir = rv, o.Dir
 	return fc
+}
+
+// startReplicaProc starts `spoolfs replica` on a free loopback port (the
+// cleanup of startSpoolfs kills it).
+func startReplicaProc(t *testing.T) (string, *proc) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	rp := startSpoolfs(t, nil, "replica", "--listen", addr, "--data", t.TempDir())
+	waitLog(t, rp, "replica serving")
+	return addr, rp
 }
 
 // callLog times every system call the writers make.
@@ -247,13 +278,8 @@ func TestNoHangUnderPartitions(t *testing.T) {
 	requireFUSE(t)
 	const flush = 2 * time.Second
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	fc := startFaultCluster(t, flush, log)
-	spool := filepath.Join(fc.dir, "input")
-	if err := unix.Mkdir(spool, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	cl := &callLog{bound: flush + 2*time.Second, errs: map[string]int{}}
-	w := startWriters(spool, 8, cl)
+	fc := startFaultCluster(t, flush, log, false)
+	w, cl := startSpool(t, fc, flush)
 	defer func() {
 		w.halt()
 		report(t, cl)
@@ -294,6 +320,53 @@ func TestNoHangUnderPartitions(t *testing.T) {
 	p[0].Heal()
 	p[2].Heal()
 	w.waitAllPublish(t, "healed at the end", 60*time.Second)
+}
+
+// TestNoHangReplicaStopped: as TestNoHangUnderPartitions, with `spoolfs
+// replica` processes: a partition of one replica, then another replica
+// stopped (SIGSTOP: its kernel still accepts bytes, it answers nothing,
+// not even keepalives) and resumed; then two replicas stopped at once.
+// This is the trigger seen in issue 9's trials.
+func TestNoHangReplicaStopped(t *testing.T) {
+	requireMount(t)
+	const flush = 2 * time.Second
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	fc := startFaultCluster(t, flush, log, true)
+	w, cl := startSpool(t, fc, flush)
+	defer func() {
+		w.halt()
+		report(t, cl)
+	}()
+	w.waitAllPublish(t, "healthy", 20*time.Second)
+
+	t.Log("partition of one replica, then a second one stopped")
+	fc.proxies[0].Blackhole()
+	w.waitAllPublish(t, "one replica blackholed", 20*time.Second)
+	fc.procs[1].signal(t, syscall.SIGSTOP)
+	hold(4 * flush)
+	fc.procs[1].signal(t, syscall.SIGCONT)
+	fc.proxies[0].Heal()
+	w.waitAllPublish(t, "resumed and healed", 60*time.Second)
+
+	t.Log("two replicas stopped")
+	fc.procs[0].signal(t, syscall.SIGSTOP)
+	fc.procs[2].signal(t, syscall.SIGSTOP)
+	hold(4 * flush)
+	fc.procs[0].signal(t, syscall.SIGCONT)
+	fc.procs[2].signal(t, syscall.SIGCONT)
+	w.waitAllPublish(t, "both resumed", 60*time.Second)
+}
+
+// startSpool makes the spool directory and starts 8 writers in it, whose
+// calls must each be answered within flush + 2 s.
+func startSpool(t *testing.T, fc *faultCluster, flush time.Duration) (*writers, *callLog) {
+	t.Helper()
+	spool := filepath.Join(fc.dir, "input")
+	if err := unix.Mkdir(spool, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	cl := &callLog{bound: flush + 2*time.Second, errs: map[string]int{}}
+	return startWriters(spool, 8, cl), cl
 }
 
 // hold lets a fault last d while the writers run: the test is about what
