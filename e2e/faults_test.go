@@ -172,7 +172,9 @@ func (e *faultEnv) runTrial(kind string, kinds []string) {
 	e.startClient(e.cur)
 	time.Sleep(e.dur(300*time.Millisecond, 1500*time.Millisecond))
 	first.inject()
-	time.Sleep(e.dur(500*time.Millisecond, 4*time.Second))
+	// Up to three flush timeouts: long enough for covering calls to queue
+	// behind each other in a directory while the quorum is gone.
+	time.Sleep(e.dur(500*time.Millisecond, 3*e.flush))
 	if overlap {
 		second.inject()
 		time.Sleep(e.dur(500*time.Millisecond, 3*time.Second))
@@ -184,7 +186,7 @@ func (e *faultEnv) runTrial(kind string, kinds []string) {
 		if second != nil {
 			time.Sleep(e.dur(200*time.Millisecond, 1500*time.Millisecond))
 			second.inject()
-			time.Sleep(e.dur(500*time.Millisecond, 4*time.Second))
+			time.Sleep(e.dur(500*time.Millisecond, 3*e.flush))
 			second.heal()
 		}
 	}
