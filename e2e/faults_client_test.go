@@ -230,22 +230,30 @@ func (c *fclient) writer(i int) {
 		}
 		id := fmt.Sprintf("%s-w%d-%06d", c.cfg.Prefix, i, seq)
 		if !c.message(id) {
-			time.Sleep(20 * time.Millisecond) // a fault: try the next message
+			time.Sleep(50 * time.Millisecond) // a fault: try the next message
 		}
 	}
 }
 
 // message spools one message as exim does: -D written and fsynced, then
-// -H.tmp written and fsynced and renamed to -H, the commit point.
+// -H.tmp written and fsynced and renamed to -H, the commit point. A
+// message that fails before its rename is removed again, as exim does
+// (else the spool would fill with them while the quorum is lost); one
+// whose rename failed may be published or not and is left to the tidying
+// of a later client (tidy).
 func (c *fclient) message(id string) bool {
 	d := "input/" + id + "-D"
-	if !c.writeFile(d, dataChunk) {
-		return false
-	}
+	var made []string
+	defer func() { c.remove(made) }()
+	ok := c.writeFile(d, dataChunk, &made)
 	tmp, h := "input/"+id+"-H.tmp", "input/"+id+"-H"
-	if !c.writeFile(tmp, hdrSize) {
+	if ok {
+		ok = c.writeFile(tmp, hdrSize, &made)
+	}
+	if !ok {
 		return false
 	}
+	made = nil
 	c.emit("r", tmp, h)
 	t0, err := c.call("rename", tmp, func() error { return unix.Rename(c.abs(tmp), c.abs(h)) })
 	if err != nil {
@@ -256,9 +264,30 @@ func (c *fclient) message(id string) bool {
 	return true
 }
 
-// writeFile creates rel, writes its content in chunks, fsyncs and closes
-// it, and reports it acknowledged when fsync and close returned 0.
-func (c *fclient) writeFile(rel string, chunk int) bool {
+// remove unlinks the files of a message that failed, unless the mount is
+// gone or read-only.
+func (c *fclient) remove(files []string) {
+	for _, rel := range files {
+		if c.dead.Load() || !c.unlink(rel) {
+			return
+		}
+	}
+}
+
+// unlink removes rel, reporting the attempt and the result.
+func (c *fclient) unlink(rel string) bool {
+	c.emit("u", rel)
+	if _, err := c.call("unlink", rel, func() error { return unix.Unlink(c.abs(rel)) }); err != nil {
+		return false
+	}
+	c.emit("U", rel, monoNow())
+	return true
+}
+
+// writeFile creates rel (adding it to made), writes its content in
+// chunks, fsyncs and closes it, and reports it acknowledged when fsync
+// and close returned 0.
+func (c *fclient) writeFile(rel string, chunk int, made *[]string) bool {
 	data := contentOf(rel)
 	c.emit("C", rel, monoNow())
 	var fd int
@@ -269,6 +298,7 @@ func (c *fclient) writeFile(rel string, chunk int) bool {
 	if err != nil {
 		return false
 	}
+	*made = append(*made, rel)
 	ok := c.writeChunks(fd, rel, data, chunk)
 	var t0 int64
 	var st unix.Stat_t
@@ -321,8 +351,31 @@ func (c *fclient) deliverer(k int) {
 				n++
 			}
 		}
+		c.tidy(k, names)
 		if n == 0 {
 			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// tidy removes what writers of earlier clients (other prefixes: their
+// primary is gone) left of messages never published: a -D or -H.tmp
+// without a -H. Deliverer k tidies its share.
+func (c *fclient) tidy(k int, names []string) {
+	listed := map[string]bool{}
+	for _, n := range names {
+		listed[n] = true
+	}
+	for _, n := range names {
+		id, ok := strings.CutSuffix(n, "-D")
+		if !ok {
+			id, ok = strings.CutSuffix(n, "-H.tmp")
+		}
+		if !ok || listed[id+"-H"] || strings.HasPrefix(id, c.cfg.Prefix+"-w") || share(id+"-H") != k || c.stopped() {
+			continue
+		}
+		if !c.unlink("input/" + n) {
+			return
 		}
 	}
 }
@@ -354,25 +407,19 @@ func (c *fclient) deliver(id string) {
 		return
 	}
 	for _, rel := range []string{d, h} {
-		c.emit("u", rel)
-		_, err := c.call("unlink", rel, func() error { return unix.Unlink(c.abs(rel)) })
-		if err != nil {
+		if !c.unlink(rel) {
 			return
 		}
-		c.emit("U", rel, monoNow())
 	}
 	c.deliv.Add(1)
-	c.backlog.Add(-1)
+	if strings.HasPrefix(id, c.cfg.Prefix+"-w") {
+		c.backlog.Add(-1)
+	}
 }
 
 // orphan removes a published -H whose -D is gone, as exim does: a
 // recovery may show the -D's unlink and not the -H's, made after it.
-func (c *fclient) orphan(h string) {
-	c.emit("u", h)
-	if _, err := c.call("unlink", h, func() error { return unix.Unlink(c.abs(h)) }); err == nil {
-		c.emit("U", h, monoNow())
-	}
-}
+func (c *fclient) orphan(h string) { c.unlink(h) }
 
 // check reads rel (open, read, close) and compares it with what was
 // written; false if it could not be read.

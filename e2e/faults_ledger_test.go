@@ -63,6 +63,7 @@ type faultLedger struct {
 	errnos map[string]int    // "op errno" → count
 	bad    []string          // wrong answers and broken promises (first ones)
 	c      faultCounts
+	spool  int // files in the spool at the last verify
 }
 
 // slowCall is a call that took longer than the clients' slow bound.
@@ -233,6 +234,7 @@ func (l *faultLedger) verify(dir string) {
 	for _, e := range ents {
 		listed["input/"+e.Name()] = true
 	}
+	l.spool = len(listed)
 	for _, id := range sortedFiles(l.files) {
 		x := l.files[id]
 		switch x.state {

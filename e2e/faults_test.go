@@ -116,7 +116,7 @@ func newFaultEnv(t *testing.T, seed uint64) *faultEnv {
 		writers: 8, led: newFaultLedger()}
 	for i := 0; i < 3; i++ {
 		dir := t.TempDir()
-		if err := unix.Mount("spoolfs-faults", dir, "tmpfs", 0, "size=256m"); err != nil {
+		if err := unix.Mount("spoolfs-faults", dir, "tmpfs", 0, "size=512m"); err != nil {
 			cannotMount(t, "mount tmpfs for a replica: %v", err)
 		}
 		t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
@@ -206,10 +206,10 @@ func (e *faultEnv) endTrial() {
 	e.verify(e.cur)
 	e.led.mu.Lock()
 	e.led.c.trials++
-	c := e.led.c
+	c, spool := e.led.c, e.led.spool
 	e.led.mu.Unlock()
-	e.t.Logf("trial %d: acknowledged %d, delivered %d, lost %d, resurrected %d, corrupted %d, hung %d, slow kills %d (totals so far)",
-		e.trial, c.acked, c.delivered, c.lost, c.resurrected, c.corrupted, c.hung, c.slowKills)
+	e.t.Logf("trial %d: acknowledged %d, delivered %d, lost %d, resurrected %d, corrupted %d, hung %d, slow kills %d (totals so far); %d files in the spool",
+		e.trial, c.acked, c.delivered, c.lost, c.resurrected, c.corrupted, c.hung, c.slowKills, spool)
 	bad := e.led.problems(e.seen)
 	e.seen += len(bad)
 	for i, b := range bad {
