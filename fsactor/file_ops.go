@@ -284,19 +284,21 @@ func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 }
 
 // shipData emits a data record with in's content and marks it clean. The
-// record carries the content up to the last allocated byte; a hole at the
-// end of the file is implied by Attr.Size (zeros, as a truncate extends).
-// A discarding sink (--local) gets the record without the content: copying
-// a file nobody keeps would cost a read of every byte at every close.
+// record carries the file's data extents and their bytes (memfdContent):
+// holes, inside the file or at its end up to Attr.Size, are left out, so a
+// sparse file costs what was written. A discarding sink (--local) gets the
+// record without the content: copying a file nobody keeps would cost a
+// read of every byte at every close.
 func (st *State) shipData(in *inode) syscall.Errno {
+	var exts []Extent
 	var data []byte
 	if in.fd >= 0 && !st.discard {
 		var err error
-		if data, err = st.content(in); err != nil {
+		if exts, data, err = memfdContent(in.fd, int64(in.attr.Size)); err != nil {
 			return errnoOf(err)
 		}
 	}
-	st.emit(in, &Record{Op: RecData, Ino: in.ino, Data: data, Attr: in.attr})
+	st.emit(in, &Record{Op: RecData, Ino: in.ino, Data: data, Extents: exts, Attr: in.attr})
 	in.dirty = false
 	return 0
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"os"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -334,6 +335,26 @@ func TestDataRecordOfSparseTail(t *testing.T) {
 	h.must(&fuseops.FlushFileOp{Inode: id(g), Handle: fuseops.HandleID(gh)})
 	if r := h.take()[0]; r.Op != RecData || len(r.Data) != 0 || r.Attr.Size != 100 {
 		t.Fatalf("record %+v", r)
+	}
+}
+
+// TestDataRecordOfSparseFile: a data record carries a file's extents, not
+// its holes: "abc" at 0 and "x" at 256 MiB ship two extents of a page and
+// a byte (before extents: 256 MiB of zeros in the record).
+func TestDataRecordOfSparseFile(t *testing.T) {
+	h := newHarness(t, Config{})
+	ino, fh := h.create(rootIno, "f")
+	h.write(ino, fh, 0, "abc")
+	h.write(ino, fh, 256<<20, "x")
+	h.take()
+	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
+	r := h.take()[0]
+	want := []Extent{{Off: 0, Len: pageSize}, {Off: 256 << 20, Len: 1}}
+	if r.Attr.Size != 256<<20+1 || len(r.Data) != pageSize+1 || !reflect.DeepEqual(r.Extents, want) {
+		t.Fatalf("data record of %d bytes in %v, size %d", len(r.Data), r.Extents, r.Attr.Size)
+	}
+	if !bytes.HasPrefix(r.Data, []byte("abc")) || r.Data[pageSize] != 'x' {
+		t.Fatal("data record bytes")
 	}
 }
 

@@ -145,7 +145,7 @@ func (st *State) checkContent(in *inode) error {
 		if in.fd < 0 || st.snap == nil {
 			return fmt.Errorf("frozen without a memfd (%d) or a streamed snapshot (%v)", in.fd, st.snap != nil)
 		}
-		if _, ok := st.snap.ends[in.ino]; !ok {
+		if _, ok := st.snap.sizes[in.ino]; !ok {
 			return errors.New("frozen but not in the streamed snapshot")
 		}
 	}

@@ -89,26 +89,70 @@ func memfdFallocate(fd int, mode uint32, off, length int64) error {
 	return nil
 }
 
-// memfdDataEnd returns the end of the last data extent below size: the
-// content past it is a hole that reads as zeros. A file without holes at
-// its end gives size.
-func memfdDataEnd(fd int, size int64) (int64, error) {
-	end, pos := int64(0), int64(0)
-	for pos < size {
+// memfdExtents lists the data extents of fd below size (lseek
+// SEEK_DATA and SEEK_HOLE) and the bytes they hold: what lies between and
+// after them is a hole that reads as zeros. tmpfs allocates pages, so the
+// extents are page-aligned except where size cuts the last one.
+func memfdExtents(fd int, size int64) ([]Extent, int64, error) {
+	var exts []Extent
+	var total int64
+	for pos := int64(0); pos < size; {
 		d, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-		if err == syscall.ENXIO {
+		if err == syscall.ENXIO || (err == nil && d >= size) {
 			break
 		}
 		if err != nil {
-			return 0, fmt.Errorf("lseek SEEK_DATA memfd: %w", err)
+			return nil, 0, fmt.Errorf("lseek SEEK_DATA memfd: %w", err)
 		}
 		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
 		if err != nil {
-			return 0, fmt.Errorf("lseek SEEK_HOLE memfd: %w", err)
+			return nil, 0, fmt.Errorf("lseek SEEK_HOLE memfd: %w", err)
 		}
-		end, pos = h, h
+		h = min(h, size)
+		exts = append(exts, Extent{Off: uint64(d), Len: uint64(h - d)})
+		total += h - d
+		pos = h
 	}
-	return min(end, size), nil
+	return exts, total, nil
+}
+
+// memfdContent reads the content of fd below size: its extents and their
+// bytes one after another. A content that starts at offset 0 and has no
+// hole before its last byte gives nil extents.
+func memfdContent(fd int, size int64) ([]Extent, []byte, error) {
+	exts, total, err := memfdExtents(fd, size)
+	if err != nil {
+		return nil, nil, err
+	}
+	data := make([]byte, total)
+	pos := 0
+	for _, e := range exts {
+		got, err := memfdRead(fd, data[pos:pos+int(e.Len)], int64(e.Off))
+		if err != nil {
+			return nil, nil, err
+		}
+		clear(data[pos+got : pos+int(e.Len)])
+		pos += int(e.Len)
+	}
+	if len(exts) == 1 && exts[0].Off == 0 {
+		exts = nil
+	}
+	return exts, data, nil
+}
+
+// memfdWriteContent writes a content (extents and their bytes, as
+// memfdContent reads it) into fd: only the extents, so holes stay holes.
+func memfdWriteContent(fd int, exts []Extent, data []byte) error {
+	if exts == nil {
+		return memfdWrite(fd, data, 0)
+	}
+	for _, e := range exts {
+		if err := memfdWrite(fd, data[:e.Len], int64(e.Off)); err != nil {
+			return err
+		}
+		data = data[e.Len:]
+	}
+	return nil
 }
 
 // memfdHoleBytes returns how many bytes of the pages spanning

@@ -36,8 +36,9 @@ const (
 	RecSetXattr RecordOp = 7
 	// RecRemoveXattr removes the extended attribute XattrName of Ino.
 	RecRemoveXattr RecordOp = 8
-	// RecData replaces the whole content of regular file Ino with Data;
-	// Attr holds the attributes after the change (size, mtime, ctime).
+	// RecData replaces the whole content of regular file Ino with Data
+	// placed by Extents (holes are not carried); Attr holds the
+	// attributes after the change (size, mtime, ctime).
 	RecData RecordOp = 9
 )
 
@@ -86,7 +87,18 @@ type Record struct {
 	Attr      Attr   // attributes of Ino after the change (see each op)
 	Target    string // symlink target (create of a symlink)
 	XattrName string
-	Data      []byte // file content (RecData) or xattr value (RecSetXattr)
+	Data      []byte // file content (RecData: the bytes of Extents) or xattr value (RecSetXattr)
+	// Extents places Data in the file (RecData): the runs of its content
+	// that are not holes, sorted, not overlapping, within Attr.Size;
+	// everything else reads as zeros. Nil: Data starts at offset 0 (a
+	// file without holes below its last data).
+	Extents []Extent
+}
+
+// Extent is one run of a file's content that is not a hole: Len bytes at
+// Off. A content is a list of extents and the bytes of each in turn.
+type Extent struct {
+	Off, Len uint64
 }
 
 // Sink receives the records of one volume and tells when they are durable.

@@ -12,10 +12,10 @@ type Snapshot struct {
 	// Inodes lists every live inode, the root (inode 1) included.
 	Inodes []SnapInode
 	// Content reads the content of a file left out of a streamed snapshot
-	// (DataLen > 0, Data nil); Release ends that snapshot and must be
-	// called once it is no longer read. Both nil otherwise
-	// (Server.StreamSnapshot).
-	Content func(ino uint64) ([]byte, error)
+	// (DataLen > 0, Data nil): its extents and their bytes, as SnapInode
+	// holds them. Release ends that snapshot and must be called once it
+	// is no longer read. Both nil otherwise (Server.StreamSnapshot).
+	Content func(ino uint64) ([]Extent, []byte, error)
 	Release func()
 }
 
@@ -24,8 +24,9 @@ type SnapInode struct {
 	Ino     uint64
 	Attr    Attr
 	Target  string            // symlink target
-	Data    []byte            // regular file content up to its last allocated byte (the rest reads as zeros)
-	DataLen int64             // a streamed snapshot's content length, read later (Data nil)
+	Data    []byte            // regular file content: the bytes of Extents one after another
+	Extents []Extent          // where Data lies in the file, as in Record (nil: from offset 0); the rest reads as zeros
+	DataLen int64             // a streamed snapshot's content bytes, read later (Data nil)
 	Xattrs  map[string][]byte // extended attributes
 	Entries []SnapDirent      // directory entries, in readdir order
 }

@@ -12,9 +12,9 @@ import (
 // every inode that has a name (unlinked files still open are not part of
 // the volume any more), with directory entries in readdir order.
 //
-// A regular file's Data holds its content up to its last allocated byte:
-// shorter than Attr.Size when the file ends in a hole (the rest reads as
-// zeros), so a file truncated to a huge size stays small.
+// A regular file's content is its data extents and their bytes (Extents,
+// Data): holes are left out (they read as zeros), so a sparse file costs
+// what was written, not its size.
 func (st *State) Snapshot() (*Snapshot, error) { return st.snapshot(true, nil) }
 
 // snapshot walks the volume's inodes in order for Snapshot and
@@ -57,33 +57,12 @@ func (st *State) snapInode(in *inode, withData bool) (SnapInode, error) {
 		}
 	}
 	if in.fd >= 0 && withData {
-		data, err := st.content(in)
-		if err != nil {
+		var err error
+		if si.Extents, si.Data, err = memfdContent(in.fd, int64(in.attr.Size)); err != nil {
 			return si, err
 		}
-		si.Data = data
 	}
 	return si, nil
-}
-
-// content reads in's memfd up to its last allocated byte.
-func (st *State) content(in *inode) ([]byte, error) {
-	end, err := memfdDataEnd(in.fd, int64(in.attr.Size))
-	if err != nil {
-		return nil, err
-	}
-	return memfdContent(in.fd, end)
-}
-
-// memfdContent reads the first end bytes of fd (zeros past its size).
-func memfdContent(fd int, end int64) ([]byte, error) {
-	data := make([]byte, end)
-	got, err := memfdRead(fd, data, 0)
-	if err != nil {
-		return nil, err
-	}
-	clear(data[got:])
-	return data, nil
 }
 
 var errBadSnapshot = errors.New("inconsistent snapshot")
@@ -135,8 +114,8 @@ func (st *State) restoreInodes(snap *Snapshot) error {
 				return fmt.Errorf("%w: symlink %d size %d, target %d bytes", errBadSnapshot, si.Ino, in.attr.Size, len(si.Target))
 			}
 		case syscall.S_IFREG:
-			if uint64(len(si.Data)) > in.attr.Size {
-				return fmt.Errorf("%w: file %d has %d bytes, size %d", errBadSnapshot, si.Ino, len(si.Data), in.attr.Size)
+			if err := checkExtents(si.Extents, len(si.Data), in.attr.Size); err != nil {
+				return fmt.Errorf("%w: file %d: %v", errBadSnapshot, si.Ino, err)
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(si.Xattrs)) {
@@ -217,7 +196,30 @@ func (st *State) checkRestoredTree() error {
 	return nil
 }
 
-// restoreContent puts a file's bytes into a new memfd.
+// checkExtents checks that extents place n bytes within size: sorted,
+// not overlapping, none empty (nil: n bytes from offset 0).
+func checkExtents(exts []Extent, n int, size uint64) error {
+	if exts == nil {
+		if uint64(n) > size {
+			return fmt.Errorf("%d bytes beyond size %d", n, size)
+		}
+		return nil
+	}
+	var end, sum uint64
+	for _, e := range exts {
+		if e.Len == 0 || e.Off < end || e.Off > size || e.Len > size-e.Off || e.Off+e.Len > MaxFileData {
+			return fmt.Errorf("extent [%d, +%d) empty, out of order or beyond size %d", e.Off, e.Len, size)
+		}
+		end, sum = e.Off+e.Len, sum+e.Len
+	}
+	if sum != uint64(n) {
+		return fmt.Errorf("extents hold %d bytes, data %d", sum, n)
+	}
+	return nil
+}
+
+// restoreContent puts a file's extents into a new memfd of its size:
+// holes stay holes.
 func (st *State) restoreContent(si SnapInode) error {
 	in := st.inodes[si.Ino]
 	if !in.isReg() || len(si.Data) == 0 {
@@ -226,7 +228,7 @@ func (st *State) restoreContent(si SnapInode) error {
 	if e := st.ensureMemfd(in); e != 0 {
 		return fmt.Errorf("file %d: %w", si.Ino, e)
 	}
-	if err := memfdWrite(in.fd, si.Data, 0); err != nil {
+	if err := memfdWriteContent(in.fd, si.Extents, si.Data); err != nil {
 		return fmt.Errorf("file %d: %w", si.Ino, err)
 	}
 	if e := st.remeasure(in); e != 0 {

@@ -27,9 +27,9 @@ import (
 
 // snapSession is the state of the streamed snapshot in progress.
 type snapSession struct {
-	// ends holds, per frozen file, how much of its content the snapshot
-	// reads: up to its last allocated byte when it was taken.
-	ends map[uint64]int64
+	// sizes holds, per frozen file, its size when the snapshot was taken:
+	// the snapshot reads its extents below it.
+	sizes map[uint64]int64
 	// moved holds the memfds of frozen files that changed (or went) since:
 	// the snapshot's content, closed when it ends.
 	moved map[uint64]int
@@ -38,25 +38,25 @@ type snapSession struct {
 var errSnapshotBusy = errors.New("fsactor: a streamed snapshot is in progress")
 
 // streamSnapshot starts a streamed snapshot: the volume at the current LSN,
-// regular files with their content left out (DataLen says how long it is;
-// snapshotData reads it).
+// regular files with their content left out (DataLen says how many bytes
+// its extents hold; snapshotData reads it).
 func (st *State) streamSnapshot() (*Snapshot, error) {
 	if st.snap != nil {
 		return nil, errSnapshotBusy
 	}
-	ses := &snapSession{ends: make(map[uint64]int64), moved: make(map[uint64]int)}
+	ses := &snapSession{sizes: make(map[uint64]int64), moved: make(map[uint64]int)}
 	s, err := st.snapshot(false, func(in *inode) (int64, error) {
 		if in.fd < 0 {
 			return 0, nil
 		}
-		end, err := memfdDataEnd(in.fd, int64(in.attr.Size))
-		ses.ends[in.ino] = end
-		return end, err
+		ses.sizes[in.ino] = int64(in.attr.Size)
+		_, n, err := memfdExtents(in.fd, int64(in.attr.Size))
+		return n, err
 	})
 	if err != nil {
 		return nil, err
 	}
-	for ino := range ses.ends {
+	for ino := range ses.sizes {
 		st.inodes[ino].frozen = true
 	}
 	st.snap = ses
@@ -64,25 +64,25 @@ func (st *State) streamSnapshot() (*Snapshot, error) {
 }
 
 // snapshotData returns the content of file ino as of the streamed
-// snapshot.
-func (st *State) snapshotData(ino uint64) ([]byte, error) {
+// snapshot: its extents and their bytes.
+func (st *State) snapshotData(ino uint64) ([]Extent, []byte, error) {
 	ses := st.snap
 	if ses == nil {
-		return nil, errors.New("fsactor: no streamed snapshot in progress")
+		return nil, nil, errors.New("fsactor: no streamed snapshot in progress")
 	}
-	end, ok := ses.ends[ino]
+	size, ok := ses.sizes[ino]
 	if !ok {
-		return nil, fmt.Errorf("fsactor: inode %d has no content in the snapshot", ino)
+		return nil, nil, fmt.Errorf("fsactor: inode %d has no content in the snapshot", ino)
 	}
 	fd, ok := ses.moved[ino]
 	if !ok {
 		in := st.inodes[ino]
 		if in == nil || !in.frozen {
-			return nil, fmt.Errorf("fsactor: inode %d: the snapshot's content is gone", ino)
+			return nil, nil, fmt.Errorf("fsactor: inode %d: the snapshot's content is gone", ino)
 		}
 		fd = in.fd
 	}
-	return memfdContent(fd, end)
+	return memfdContent(fd, size)
 }
 
 // endSnapshot ends the streamed snapshot: the moved memfds are closed and
@@ -95,7 +95,7 @@ func (st *State) endSnapshot() {
 	for _, fd := range ses.moved {
 		memfdClose(fd)
 	}
-	for ino := range ses.ends {
+	for ino := range ses.sizes {
 		if in := st.inodes[ino]; in != nil {
 			in.frozen = false
 		}
@@ -110,7 +110,7 @@ func (st *State) thaw(in *inode) syscall.Errno {
 	if err != nil {
 		return errnoOf(err)
 	}
-	if err := memfdCopy(fd, in.fd, st.snap.ends[in.ino], int64(in.attr.Size)); err != nil {
+	if err := memfdCopy(fd, in.fd, int64(in.attr.Size)); err != nil {
 		memfdClose(fd)
 		return errnoOf(err)
 	}
@@ -129,22 +129,32 @@ func (st *State) moveToSnapshot(in *inode) {
 	in.allocated = 0
 }
 
-// memfdCopy copies the first n bytes of src into dst and gives dst size
-// bytes.
-func memfdCopy(dst, src int, n, size int64) error {
-	buf := make([]byte, min(n, 1<<20))
-	for off := int64(0); off < n; {
-		got, err := memfdRead(src, buf[:min(int64(len(buf)), n-off)], off)
-		if err != nil {
-			return err
+// memfdCopy copies the extents of src below size into dst, and gives dst
+// size bytes: holes stay holes (a sparse file is not filled with zeros).
+func memfdCopy(dst, src int, size int64) error {
+	exts, _, err := memfdExtents(src, size)
+	if err != nil {
+		return err
+	}
+	var buf []byte
+	for _, e := range exts {
+		for off, end := int64(e.Off), int64(e.Off+e.Len); off < end; {
+			if buf == nil {
+				buf = make([]byte, 1<<20)
+			}
+			n := min(int64(len(buf)), end-off)
+			got, err := memfdRead(src, buf[:n], off)
+			if err != nil {
+				return err
+			}
+			if got == 0 {
+				break
+			}
+			if err := memfdWrite(dst, buf[:got], off); err != nil {
+				return err
+			}
+			off += int64(got)
 		}
-		if got == 0 {
-			break
-		}
-		if err := memfdWrite(dst, buf[:got], off); err != nil {
-			return err
-		}
-		off += int64(got)
 	}
 	return memfdTruncate(dst, size)
 }
@@ -166,11 +176,11 @@ func (s *Server) StreamSnapshot(ctx context.Context) (snap *Snapshot, err error)
 		<-s.snapSlot
 		return nil, err
 	}
-	snap.Content = func(ino uint64) (b []byte, err error) {
-		if cerr := s.Do(ctx, func(st *State) { b, err = st.snapshotData(ino) }); cerr != nil {
-			return nil, cerr
+	snap.Content = func(ino uint64) (exts []Extent, b []byte, err error) {
+		if cerr := s.Do(ctx, func(st *State) { exts, b, err = st.snapshotData(ino) }); cerr != nil {
+			return nil, nil, cerr
 		}
-		return b, err
+		return exts, b, err
 	}
 	snap.Release = func() {
 		// The actor may have stopped: then its memfds are gone with it.

@@ -72,14 +72,14 @@ func TestStreamSnapshotCopyOnWrite(t *testing.T) {
 			t.Fatalf("inode %d: content in a streamed snapshot", si.Ino)
 		}
 		if si.DataLen > 0 {
-			data, err := h.st.snapshotData(si.Ino)
+			exts, data, err := h.st.snapshotData(si.Ino)
 			if err != nil {
 				t.Fatalf("inode %d: %v", si.Ino, err)
 			}
 			if int64(len(data)) != si.DataLen {
 				t.Fatalf("inode %d: %d bytes read, %d announced", si.Ino, len(data), si.DataLen)
 			}
-			si.Data, si.DataLen = data, 0
+			si.Data, si.Extents, si.DataLen = data, exts, 0
 		}
 	}
 	if !reflect.DeepEqual(want, got) {
@@ -107,7 +107,7 @@ func TestStreamSnapshotCopyOnWrite(t *testing.T) {
 			t.Fatalf("inode %d still frozen", ino)
 		}
 	}
-	if _, err := h.st.snapshotData(m10); err == nil {
+	if _, _, err := h.st.snapshotData(m10); err == nil {
 		t.Fatal("content read after the snapshot ended")
 	}
 	// A new one can start, and a file written after it is copied again.
@@ -117,7 +117,7 @@ func TestStreamSnapshotCopyOnWrite(t *testing.T) {
 	fh = h.open(m10, unix.O_RDWR)
 	h.write(m10, fh, 0, "third")
 	h.release(fh)
-	if data, err := h.st.snapshotData(m10); err != nil || !strings.HasPrefix(string(data), "twice") {
+	if _, data, err := h.st.snapshotData(m10); err != nil || !strings.HasPrefix(string(data), "twice") {
 		t.Fatalf("second snapshot of m10: %q, %v", data, err)
 	}
 	h.st.endSnapshot()
@@ -146,6 +146,38 @@ func TestStreamSnapshotSkipsUnlinked(t *testing.T) {
 	}
 	h.release(oh)
 	h.st.endSnapshot()
+}
+
+// TestStreamSnapshotSparse: a streamed snapshot of a sparse file reads its
+// extents, not its holes, and the copy a write makes of the frozen file
+// keeps the holes (before: the copy filled them with zeros, 64 MiB here).
+func TestStreamSnapshotSparse(t *testing.T) {
+	h := newHarness(t, Config{})
+	ino, fh := h.create(rootIno, "sparse")
+	h.write(ino, fh, 64<<20, "x")
+	snap, err := h.st.streamSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, si := range snap.Inodes {
+		if si.Ino == ino && si.DataLen != 1 {
+			t.Fatalf("sparse file announced with %d bytes", si.DataLen)
+		}
+	}
+	h.write(ino, fh, 0, "y") // thaws: a copy of the memfd
+	if a := h.st.inodes[ino].allocated; a > 2*pageSize {
+		t.Fatalf("the thawed copy allocates %d bytes", a)
+	}
+	exts, data, err := h.st.snapshotData(ino)
+	if err != nil || string(data) != "x" || !reflect.DeepEqual(exts, []Extent{{Off: 64 << 20, Len: 1}}) {
+		t.Fatalf("snapshot content %q at %v (%v)", data, exts, err)
+	}
+	if s := h.read(ino, fh, 0, 2); s != "y\x00" {
+		t.Fatalf("file reads %q", s)
+	}
+	h.release(fh)
+	h.st.endSnapshot()
+	h.st.CheckInvariants()
 }
 
 // BenchmarkSnapshotOnActor: how long a resync's snapshot holds the actor
@@ -200,7 +232,7 @@ func BenchmarkSnapshotOnActor(b *testing.B) {
 		defer st.endSnapshot()
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := st.snapshotData(last); err != nil {
+			if _, _, err := st.snapshotData(last); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -231,16 +263,16 @@ func TestStreamSnapshotRandom(t *testing.T) {
 	for range 12 {
 		create()
 	}
-	var ref map[uint64][]byte // content per inode of the snapshot in progress
+	var ref map[uint64]SnapInode // content per inode of the snapshot in progress
 	check := func(ino uint64) {
 		t.Helper()
 		want, ok := ref[ino]
 		if !ok {
 			return
 		}
-		got, err := h.st.snapshotData(ino)
-		if err != nil || string(got) != string(want) {
-			t.Fatalf("inode %d: snapshot content %d bytes (%v), want %d", ino, len(got), err, len(want))
+		exts, got, err := h.st.snapshotData(ino)
+		if err != nil || string(got) != string(want.Data) || !reflect.DeepEqual(exts, want.Extents) {
+			t.Fatalf("inode %d: snapshot content %d bytes in %v (%v), want %d in %v", ino, len(got), exts, err, len(want.Data), want.Extents)
 		}
 	}
 	for step := range 3000 {
@@ -269,10 +301,10 @@ func TestStreamSnapshotRandom(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ref = map[uint64][]byte{}
+				ref = map[uint64]SnapInode{}
 				for _, si := range snap.Inodes {
 					if si.Data != nil {
-						ref[si.Ino] = si.Data
+						ref[si.Ino] = si
 					}
 				}
 				streamed, err := h.st.streamSnapshot()
@@ -280,8 +312,8 @@ func TestStreamSnapshotRandom(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, si := range streamed.Inodes {
-					if si.DataLen != int64(len(ref[si.Ino])) {
-						t.Fatalf("step %d: inode %d announced %d bytes, has %d", step, si.Ino, si.DataLen, len(ref[si.Ino]))
+					if si.DataLen != int64(len(ref[si.Ino].Data)) {
+						t.Fatalf("step %d: inode %d announced %d bytes, has %d", step, si.Ino, si.DataLen, len(ref[si.Ino].Data))
 					}
 				}
 			}

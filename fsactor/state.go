@@ -46,8 +46,8 @@ type Note struct {
 // replica must accept every record the state produces).
 const (
 	// MaxFileData is the highest offset a file can hold bytes below: a
-	// data record carries a file's whole content up to its last allocated
-	// byte (Record.Data, at most this long), so writes and allocations
+	// data record carries a file's whole content (its data extents, holes
+	// left out: Record.Data at most this long), so writes and allocations
 	// past it answer EFBIG.
 	MaxFileData = 4 << 30
 	// MaxFileSize is the largest size (Attr.Size) a file can have, as a

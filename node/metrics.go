@@ -42,6 +42,7 @@ var (
 	mCompacts  = prometheus.NewDesc("spoolfs_replica_compactions_total", "Rewrites of a volume's database file by a replica server.", repLabels, nil)
 	mInodes    = prometheus.NewDesc("spoolfs_replica_inodes", "Inodes a replica server stores, per volume.", repLabels, nil)
 	mBytes     = prometheus.NewDesc("spoolfs_replica_data_bytes", "File bytes a replica server stores, per volume.", repLabels, nil)
+	mReceived  = prometheus.NewDesc("spoolfs_replica_received_bytes_total", "Bytes of records and snapshots a replica server received, per volume.", repLabels, nil)
 	mFailed    = prometheus.NewDesc("spoolfs_replica_storage_failed", "1 while a volume's storage on a replica server has failed (a write or fsync; it is opened again when the primary reconnects).", repLabels, nil)
 	mTLSExpiry = prometheus.NewDesc("spoolfs_tls_cert_expiry_timestamp_seconds", "When the certificate this node presents expires (Unix time; with mTLS).", nil, nil)
 	mTLSReload = prometheus.NewDesc("spoolfs_tls_reloads_total", "Changes of the TLS files: used (ok) or kept out (failed: they did not fit together or named another node).", []string{"result"}, nil)
@@ -59,7 +60,7 @@ type nodeCollector struct{ n *Node }
 // Describe implements prometheus.Collector.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mInfo, mOps, mErrnos, mNotify, mTerm, mHead, mDurable, mLogBytes, mFenced,
-		mLag, mAcked, mConnected, mResyncs, mInstalls, mOverflows, mRepeats, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes, mFailed, mTLSExpiry, mTLSReload} {
+		mLag, mAcked, mConnected, mResyncs, mInstalls, mOverflows, mRepeats, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes, mReceived, mFailed, mTLSExpiry, mTLSReload} {
 		ch <- d
 	}
 	ch <- mStalls
@@ -146,6 +147,7 @@ func collectStore(ch chan<- prometheus.Metric, addr string, v ReplicaVolStatus) 
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(x), addr, v.Volume)
 	}
 	ch <- prometheus.MustNewConstMetric(mFailed, prometheus.GaugeValue, b2f(v.Failed != ""), addr, v.Volume)
+	ch <- prometheus.MustNewConstMetric(mReceived, prometheus.CounterValue, float64(v.ReceivedBytes), addr, v.Volume)
 	if v.Failed != "" {
 		return // the rest is unknown while the store is closed
 	}

@@ -50,7 +50,21 @@ func recordToRepl(r *fsactor.Record) *replication.Record {
 		LSN: r.LSN, Op: replication.Op(r.Op), Ino: r.Ino, Parent: r.Parent, Name: r.Name,
 		NewParent: r.NewParent, NewName: r.NewName, Replaced: r.Replaced,
 		Attr: replication.Attr(r.Attr), Target: r.Target, XattrName: r.XattrName, Data: r.Data,
+		Extents: convertExtents[replication.Extent](r.Extents),
 	}
+}
+
+// convertExtents copies extents between fsactor's and replication's
+// mirror types (nil stays nil: the content starts at offset 0).
+func convertExtents[To, From ~struct{ Off, Len uint64 }](in []From) []To {
+	if in == nil {
+		return nil
+	}
+	out := make([]To, len(in))
+	for i, e := range in {
+		out[i] = To(e)
+	}
+	return out
 }
 
 // SnapshotToActor converts what recovery returns into what
@@ -58,7 +72,8 @@ func recordToRepl(r *fsactor.Record) *replication.Record {
 func SnapshotToActor(s *replication.Snapshot) *fsactor.Snapshot {
 	out := &fsactor.Snapshot{LSN: s.LSN, NextIno: s.NextIno, Inodes: make([]fsactor.SnapInode, len(s.Inodes))}
 	for i, in := range s.Inodes {
-		o := fsactor.SnapInode{Ino: in.Ino, Attr: fsactor.Attr(in.Attr), Target: in.Target, Data: in.Data, Xattrs: in.Xattrs}
+		o := fsactor.SnapInode{Ino: in.Ino, Attr: fsactor.Attr(in.Attr), Target: in.Target, Data: in.Data,
+			Extents: convertExtents[fsactor.Extent](in.Extents), Xattrs: in.Xattrs}
 		if in.Entries != nil {
 			o.Entries = make([]fsactor.SnapDirent, len(in.Entries))
 			for j, e := range in.Entries {
@@ -73,9 +88,16 @@ func SnapshotToActor(s *replication.Snapshot) *fsactor.Snapshot {
 // SnapshotToRepl converts the actor's snapshot for a replica resync.
 func SnapshotToRepl(s *fsactor.Snapshot) *replication.Snapshot {
 	out := &replication.Snapshot{LSN: s.LSN, NextIno: s.NextIno, Inodes: make([]replication.SnapInode, len(s.Inodes)),
-		Content: s.Content, Release: s.Release}
+		Release: s.Release}
+	if s.Content != nil {
+		out.Content = func(ino uint64) ([]replication.Extent, []byte, error) {
+			exts, data, err := s.Content(ino)
+			return convertExtents[replication.Extent](exts), data, err
+		}
+	}
 	for i, in := range s.Inodes {
-		o := replication.SnapInode{Ino: in.Ino, Attr: replication.Attr(in.Attr), Target: in.Target, Data: in.Data, DataLen: in.DataLen, Xattrs: in.Xattrs}
+		o := replication.SnapInode{Ino: in.Ino, Attr: replication.Attr(in.Attr), Target: in.Target, Data: in.Data,
+			Extents: convertExtents[replication.Extent](in.Extents), DataLen: in.DataLen, Xattrs: in.Xattrs}
 		if in.Entries != nil {
 			o.Entries = make([]replication.SnapDirent, len(in.Entries))
 			for j, e := range in.Entries {

@@ -94,6 +94,9 @@ type ReplicaVolStatus struct {
 	DataBytes    uint64 `json:"data_bytes"`
 	Commits      uint64 `json:"commits"`
 	Compactions  uint64 `json:"compactions"`
+	// ReceivedBytes counts the bytes of Ship and Install messages the
+	// replica received for the volume since it started.
+	ReceivedBytes uint64 `json:"received_bytes"`
 	// Failed says why the volume's storage failed, while it does (the
 	// replica opens it again when the primary reconnects).
 	Failed string `json:"failed,omitempty"`
@@ -105,7 +108,7 @@ func ReplicaStatusFromPB(addr string, resp *pb.StatusResponse) ReplicaStatus {
 	for _, v := range resp.GetVolumes() {
 		rs.Volumes = append(rs.Volumes, ReplicaVolStatus{Volume: v.Volume, AcceptedTerm: v.AcceptedTerm,
 			Holder: v.Holder, LastTerm: v.LastTerm, LSN: v.Lsn, Inodes: v.Inodes, DataBytes: v.DataBytes, Commits: v.Commits,
-			Compactions: v.Compactions, Failed: v.Failed})
+			Compactions: v.Compactions, ReceivedBytes: v.ReceivedBytes, Failed: v.Failed})
 	}
 	return rs
 }

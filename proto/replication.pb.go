@@ -227,8 +227,19 @@ type Record struct {
 	// data holds the first bytes of the record's data; data_len is the
 	// whole length. When data_len > len(data), the rest follows in the
 	// more_data of the next ShipRequests, before any other record.
-	Data          []byte `protobuf:"bytes,13,opt,name=data,proto3" json:"data,omitempty"`
-	DataLen       uint64 `protobuf:"varint,14,opt,name=data_len,json=dataLen,proto3" json:"data_len,omitempty"`
+	Data    []byte `protobuf:"bytes,13,opt,name=data,proto3" json:"data,omitempty"`
+	DataLen uint64 `protobuf:"varint,14,opt,name=data_len,json=dataLen,proto3" json:"data_len,omitempty"`
+	// extents places the data of OP_DATA in the file, as pairs (offset,
+	// length): the runs of the content that are not holes, sorted, not
+	// overlapping, within attr.size, whose lengths add up to data_len; the
+	// data holds their bytes one after another. Everything else up to the
+	// size reads as zeros. Empty: the data starts at offset 0. An OP_DATA
+	// record states the file's whole content.
+	Extents []uint64 `protobuf:"varint,15,rep,packed,name=extents,proto3" json:"extents,omitempty"`
+	// partial is reserved for data records that carry only the ranges
+	// changed since the file's last data record (later): a replica of this
+	// version rejects them rather than take them for the whole content.
+	Partial       bool `protobuf:"varint,16,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,6 +370,20 @@ func (x *Record) GetDataLen() uint64 {
 		return x.DataLen
 	}
 	return 0
+}
+
+func (x *Record) GetExtents() []uint64 {
+	if x != nil {
+		return x.Extents
+	}
+	return nil
+}
+
+func (x *Record) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
 }
 
 type ShipHeader struct {
@@ -752,9 +777,9 @@ func (x *FetchRequest) GetVolume() string {
 }
 
 // A snapshot travels as a stream of chunks: the first has the header, then
-// inodes follow. An inode whose data (or entry list) does not fit in one
-// chunk continues in the next chunks as an inode with the same ino and
-// cont = true, whose data and entries are appended.
+// inodes follow. An inode whose data (or extent or entry list) does not fit
+// in one chunk continues in the next chunks as an inode with the same ino
+// and cont = true, whose data, extents and entries are appended.
 type SnapshotChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *SnapshotHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -815,7 +840,7 @@ type SnapshotHeader struct {
 	Lsn           uint64                 `protobuf:"varint,4,opt,name=lsn,proto3" json:"lsn,omitempty"`
 	NextIno       uint64                 `protobuf:"varint,5,opt,name=next_ino,json=nextIno,proto3" json:"next_ino,omitempty"`
 	Inodes        uint64                 `protobuf:"varint,6,opt,name=inodes,proto3" json:"inodes,omitempty"` // number of inodes that follow (for progress)
-	Bytes         uint64                 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`   // total file data bytes (for progress)
+	Bytes         uint64                 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`   // total file data bytes, holes left out (for progress)
 	NodeId        string                 `protobuf:"bytes,8,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -908,14 +933,17 @@ func (x *SnapshotHeader) GetNodeId() string {
 }
 
 type SnapInode struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ino           uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
-	Cont          bool                   `protobuf:"varint,2,opt,name=cont,proto3" json:"cont,omitempty"`
-	Attr          *Attr                  `protobuf:"bytes,3,opt,name=attr,proto3" json:"attr,omitempty"`
-	Target        []byte                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
-	Xattrs        []*Xattr               `protobuf:"bytes,5,rep,name=xattrs,proto3" json:"xattrs,omitempty"`
-	Entries       []*Dirent              `protobuf:"bytes,6,rep,name=entries,proto3" json:"entries,omitempty"`
-	Data          []byte                 `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Ino     uint64                 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	Cont    bool                   `protobuf:"varint,2,opt,name=cont,proto3" json:"cont,omitempty"`
+	Attr    *Attr                  `protobuf:"bytes,3,opt,name=attr,proto3" json:"attr,omitempty"`
+	Target  []byte                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	Xattrs  []*Xattr               `protobuf:"bytes,5,rep,name=xattrs,proto3" json:"xattrs,omitempty"`
+	Entries []*Dirent              `protobuf:"bytes,6,rep,name=entries,proto3" json:"entries,omitempty"`
+	// data and extents: a regular file's content, as in Record (extents
+	// empty: the data starts at offset 0).
+	Data          []byte   `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	Extents       []uint64 `protobuf:"varint,8,rep,packed,name=extents,proto3" json:"extents,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -995,6 +1023,13 @@ func (x *SnapInode) GetEntries() []*Dirent {
 func (x *SnapInode) GetData() []byte {
 	if x != nil {
 		return x.Data
+	}
+	return nil
+}
+
+func (x *SnapInode) GetExtents() []uint64 {
+	if x != nil {
+		return x.Extents
 	}
 	return nil
 }
@@ -1259,7 +1294,10 @@ type VolumeStatus struct {
 	Compactions uint64 `protobuf:"varint,11,opt,name=compactions,proto3" json:"compactions,omitempty"`
 	// failed: why the volume's storage failed, while it does ("" otherwise);
 	// the other fields after holder are then unknown (zero).
-	Failed        string `protobuf:"bytes,12,opt,name=failed,proto3" json:"failed,omitempty"`
+	Failed string `protobuf:"bytes,12,opt,name=failed,proto3" json:"failed,omitempty"`
+	// received_bytes: bytes of the Ship and Install messages received for
+	// the volume since the replica started (what primaries sent it).
+	ReceivedBytes uint64 `protobuf:"varint,13,opt,name=received_bytes,json=receivedBytes,proto3" json:"received_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1378,6 +1416,13 @@ func (x *VolumeStatus) GetFailed() string {
 	return ""
 }
 
+func (x *VolumeStatus) GetReceivedBytes() uint64 {
+	if x != nil {
+		return x.ReceivedBytes
+	}
+	return 0
+}
+
 var File_replication_proto protoreflect.FileDescriptor
 
 const file_replication_proto_rawDesc = "" +
@@ -1392,7 +1437,7 @@ const file_replication_proto_rawDesc = "" +
 	"\x04size\x18\x06 \x01(\x04R\x04size\x12\x14\n" +
 	"\x05atime\x18\a \x01(\x03R\x05atime\x12\x14\n" +
 	"\x05mtime\x18\b \x01(\x03R\x05mtime\x12\x14\n" +
-	"\x05ctime\x18\t \x01(\x03R\x05ctime\"\x86\x03\n" +
+	"\x05ctime\x18\t \x01(\x03R\x05ctime\"\xba\x03\n" +
 	"\x06Record\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x10\n" +
 	"\x03lsn\x18\x02 \x01(\x04R\x03lsn\x12*\n" +
@@ -1410,7 +1455,9 @@ const file_replication_proto_rawDesc = "" +
 	"\n" +
 	"xattr_name\x18\f \x01(\fR\txattrName\x12\x12\n" +
 	"\x04data\x18\r \x01(\fR\x04data\x12\x19\n" +
-	"\bdata_len\x18\x0e \x01(\x04R\adataLen\"Q\n" +
+	"\bdata_len\x18\x0e \x01(\x04R\adataLen\x12\x18\n" +
+	"\aextents\x18\x0f \x03(\x04R\aextents\x12\x18\n" +
+	"\apartial\x18\x10 \x01(\bR\apartial\"Q\n" +
 	"\n" +
 	"ShipHeader\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +
@@ -1451,7 +1498,7 @@ const file_replication_proto_rawDesc = "" +
 	"\bnext_ino\x18\x05 \x01(\x04R\anextIno\x12\x16\n" +
 	"\x06inodes\x18\x06 \x01(\x04R\x06inodes\x12\x14\n" +
 	"\x05bytes\x18\a \x01(\x04R\x05bytes\x12\x17\n" +
-	"\anode_id\x18\b \x01(\tR\x06nodeId\"\x80\x02\n" +
+	"\anode_id\x18\b \x01(\tR\x06nodeId\"\x9a\x02\n" +
 	"\tSnapInode\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x12\n" +
 	"\x04cont\x18\x02 \x01(\bR\x04cont\x120\n" +
@@ -1459,7 +1506,8 @@ const file_replication_proto_rawDesc = "" +
 	"\x06target\x18\x04 \x01(\fR\x06target\x125\n" +
 	"\x06xattrs\x18\x05 \x03(\v2\x1d.spoolfs.replication.v1.XattrR\x06xattrs\x128\n" +
 	"\aentries\x18\x06 \x03(\v2\x1e.spoolfs.replication.v1.DirentR\aentries\x12\x12\n" +
-	"\x04data\x18\a \x01(\fR\x04data\"1\n" +
+	"\x04data\x18\a \x01(\fR\x04data\x12\x18\n" +
+	"\aextents\x18\b \x03(\x04R\aextents\"1\n" +
 	"\x05Xattr\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\fR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\".\n" +
@@ -1472,7 +1520,7 @@ const file_replication_proto_rawDesc = "" +
 	"\rStatusRequest\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\"P\n" +
 	"\x0eStatusResponse\x12>\n" +
-	"\avolumes\x18\x01 \x03(\v2$.spoolfs.replication.v1.VolumeStatusR\avolumes\"\xda\x02\n" +
+	"\avolumes\x18\x01 \x03(\v2$.spoolfs.replication.v1.VolumeStatusR\avolumes\"\x81\x03\n" +
 	"\fVolumeStatus\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12#\n" +
 	"\raccepted_term\x18\x02 \x01(\x04R\facceptedTerm\x12\x16\n" +
@@ -1487,7 +1535,8 @@ const file_replication_proto_rawDesc = "" +
 	"\vinitialized\x18\n" +
 	" \x01(\bR\vinitialized\x12 \n" +
 	"\vcompactions\x18\v \x01(\x04R\vcompactions\x12\x16\n" +
-	"\x06failed\x18\f \x01(\tR\x06failed*\xa2\x01\n" +
+	"\x06failed\x18\f \x01(\tR\x06failed\x12%\n" +
+	"\x0ereceived_bytes\x18\r \x01(\x04R\rreceivedBytes*\xa2\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tOP_CREATE\x10\x01\x12\v\n" +

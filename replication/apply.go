@@ -1,5 +1,7 @@
 package replication
 
+import "fmt"
+
 // applier applies records to a view of a volume. Each op checks
 // everything it needs before its first change; a batch is applied to a
 // scratch view and thrown away whole on the first error, so a rejected
@@ -103,16 +105,13 @@ func (a *applier) touchDir(dir uint64, ctime int64, nlinkDelta int) {
 	a.v.set(attrKey(dir), encodeAttr(at))
 }
 
-// putAttr stores an inode's attributes; a regular file's content is cut
-// to its size (content is never longer than the size says).
+// putAttr stores an inode's attributes; a regular file whose size goes
+// down loses what it stored past the new size (content is never longer
+// than the size says).
 func (a *applier) putAttr(ino uint64, at Attr) {
 	if isReg(at) {
-		if c, ok := a.v.get(contentKey(ino)); ok && uint64(len(c)) > at.Size {
-			if d := trimZeros([]byte(c[:at.Size])); len(d) > 0 {
-				a.v.set(contentKey(ino), string(d))
-			} else {
-				a.v.del(contentKey(ino))
-			}
+		if old, ok := a.attr(ino); ok && at.Size < old.Size {
+			a.cutContent(ino, at.Size)
 		}
 	}
 	a.v.set(attrKey(ino), encodeAttr(at))
@@ -120,8 +119,10 @@ func (a *applier) putAttr(ino uint64, at Attr) {
 
 // deleteInode removes an inode and everything stored under it.
 func (a *applier) deleteInode(ino uint64) {
+	if at, ok := a.attr(ino); ok && isReg(at) {
+		a.deleteContent(ino)
+	}
 	a.v.del(attrKey(ino))
-	a.v.del(contentKey(ino))
 	a.v.del(targetKey(ino))
 	a.v.del(upKey(ino))
 	for _, k := range a.v.keysWithPrefix(childPrefix('x', ino)) {
@@ -304,10 +305,8 @@ func (a *applier) data(r *Record) error {
 	if err := sameType(r, old, r.Attr); err != nil {
 		return err
 	}
-	if d := trimZeros(r.Data); len(d) > 0 {
-		a.v.set(contentKey(r.Ino), string(d))
-	} else {
-		a.v.del(contentKey(r.Ino))
+	if err := a.writeContent(r.Ino, r.Extents, r.Data); err != nil {
+		return fmt.Errorf("lsn %d data: %w", r.LSN, err)
 	}
 	a.putAttr(r.Ino, r.Attr)
 	return nil

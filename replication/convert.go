@@ -29,6 +29,7 @@ func recordToPB(r *Record, chunk int) *pb.Record {
 		Name: []byte(r.Name), NewParent: r.NewParent, NewName: []byte(r.NewName),
 		Replaced: r.Replaced, Attr: attrToPB(r.Attr), Target: []byte(r.Target),
 		XattrName: []byte(r.XattrName), Data: d, DataLen: uint64(len(r.Data)),
+		Extents: extentsToPB(r.Extents),
 	}
 }
 
@@ -45,4 +46,31 @@ func recordFromPB(p *pb.Record) *Record {
 		Replaced: p.Replaced, Attr: attrFromPB(p.Attr), Target: string(p.Target),
 		XattrName: string(p.XattrName), Data: p.Data,
 	}
+}
+
+// extentsToPB flattens extents into (offset, length) pairs.
+func extentsToPB(exts []Extent) []uint64 {
+	if len(exts) == 0 {
+		return nil
+	}
+	out := make([]uint64, 0, 2*len(exts))
+	for _, e := range exts {
+		out = append(out, e.Off, e.Len)
+	}
+	return out
+}
+
+// extentsFromPB reads (offset, length) pairs, appending them to exts; an
+// odd count is invalid (checkContent checks the rest).
+func extentsFromPB(exts []Extent, pairs []uint64) ([]Extent, error) {
+	if len(pairs)%2 != 0 {
+		return nil, invalidf("extents: %d numbers, not (offset, length) pairs", len(pairs))
+	}
+	if len(pairs)/2 > maxExtents-len(exts) {
+		return nil, invalidf("extents: more than %d", maxExtents)
+	}
+	for i := 0; i < len(pairs); i += 2 {
+		exts = append(exts, Extent{Off: pairs[i], Len: pairs[i+1]})
+	}
+	return exts, nil
 }

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"reflect"
 	"testing"
 
@@ -44,6 +45,11 @@ func fuzzSeeds() []*pb.ShipRequest {
 		{Records: []*pb.Record{rec(&Record{LSN: 1, Op: OpCreate, Ino: 9, Parent: 1, Name: "s", Target: "/t", Attr: Attr{Mode: modeLnk | 0o777, Nlink: 1}})}},
 		{Records: []*pb.Record{rec(&Record{LSN: 1, Op: OpRename, Ino: 2, Parent: 1, Name: "d", NewParent: 1, NewName: "e"})}},
 		{Records: []*pb.Record{rec(&Record{LSN: 2, Op: OpCreate, Ino: 4, Parent: 1, Name: "gap", Attr: fileAttr(0)})}},
+		{Records: []*pb.Record{rec(&Record{LSN: 1, Op: OpData, Ino: 3, Attr: fileAttr(1 << 31), Data: []byte("abz"), Extents: []Extent{{Off: 7, Len: 2}, {Off: 1 << 30, Len: 1}}})}},
+		{Records: []*pb.Record{
+			rec(&Record{LSN: 1, Op: OpData, Ino: 3, Attr: fileAttr(200000), Data: bytes.Repeat([]byte("q"), 70000), Extents: []Extent{{Off: 100000, Len: 70000}}}),
+			rec(&Record{LSN: 2, Op: OpSetattr, Ino: 3, Attr: fileAttr(120000)}),
+		}},
 		{MoreData: []byte("stray")},
 	}
 }

@@ -122,6 +122,10 @@ type installWriter struct {
 	path string
 	w    *aofWriter
 	hdr  installHeader
+	// exts holds the extents of each file written with content, so that
+	// finish can delete the chunks of a file it drops (the assembler keeps
+	// no contents).
+	exts map[uint64][]Extent
 }
 
 // installHeader is what installWriter needs of the snapshot's header.
@@ -141,7 +145,7 @@ func newInstallWriter(dbPath string, nextIno uint64, lim Limits) (*installWriter
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
-	return &installWriter{path: path, w: w, hdr: installHeader{nextIno: nextIno, lim: lim}}, nil
+	return &installWriter{path: path, w: w, hdr: installHeader{nextIno: nextIno, lim: lim}, exts: make(map[uint64][]Extent)}, nil
 }
 
 // installSuffix names install files in progress; opening a volume removes
@@ -157,6 +161,9 @@ func (iw *installWriter) inode(in *SnapInode) error {
 	if err := writeSnapInode(iw.w.set, in); err != nil {
 		return fmt.Errorf("install: write %s: %w", iw.path, err)
 	}
+	if len(in.Data) > 0 {
+		iw.exts[in.Ino] = extentsOf(in.Extents, in.Data)
+	}
 	return nil
 }
 
@@ -171,7 +178,7 @@ func (iw *installWriter) finish(all, kept *Snapshot, m meta) error {
 	err := func() error {
 		for i := range all.Inodes {
 			if in := &all.Inodes[i]; !keep[in.Ino] {
-				if err := deleteSnapInode(iw.w.del, in); err != nil {
+				if err := deleteSnapInode(iw.w.del, in, iw.exts[in.Ino]); err != nil {
 					return err
 				}
 			}
@@ -198,9 +205,11 @@ func (iw *installWriter) abort() {
 }
 
 // deleteSnapInode deletes the keys writeSnapInode wrote for in (its
-// content and xattr values need not be there, only their names).
-func deleteSnapInode(del func(k string) error, in *SnapInode) error {
-	keys := []string{attrKey(in.Ino), contentKey(in.Ino)}
+// content and xattr values need not be there, only their names; exts says
+// where its content was).
+func deleteSnapInode(del func(k string) error, in *SnapInode, exts []Extent) error {
+	keys := []string{attrKey(in.Ino)}
+	keys = appendChunkKeys(keys, in.Ino, exts)
 	if in.Target != "" {
 		keys = append(keys, targetKey(in.Ino))
 	}

@@ -23,8 +23,8 @@ func bigSnapshot(lsn uint64, files, size int, fill byte) *Snapshot {
 		snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: fmt.Sprintf("f%04d", i), Ino: ino})
 		snap.Inodes = append(snap.Inodes, SnapInode{Ino: ino, Attr: fileAttr(size), DataLen: int64(size)})
 	}
-	snap.Content = func(ino uint64) ([]byte, error) {
-		return bytes.Repeat([]byte{fill + byte(ino)%32 + 1}, size), nil
+	snap.Content = func(ino uint64) ([]Extent, []byte, error) {
+		return nil, bytes.Repeat([]byte{fill + byte(ino)%32 + 1}, size), nil
 	}
 	return snap
 }

@@ -43,12 +43,12 @@ func (h *heldSource) source(ctx context.Context) (*Snapshot, error) {
 			data[in.Ino], in.DataLen, in.Data = in.Data, int64(len(in.Data)), nil
 		}
 	}
-	snap.Content = func(ino uint64) ([]byte, error) {
+	snap.Content = func(ino uint64) ([]Extent, []byte, error) {
 		if first {
 			h.once.Do(func() { close(h.started) })
 			<-h.release
 		}
-		return data[ino], nil
+		return nil, data[ino], nil
 	}
 	return snap, nil
 }

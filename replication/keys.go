@@ -13,7 +13,7 @@ import (
 //	m:redo             (older files) change set of a batch being written
 //	i:<ino>            attributes (52 bytes)
 //	t:<ino>            symlink target
-//	c:<ino>            file content (may be shorter than the size: zeros follow)
+//	c:<ino>:<chunk>    chunk of a file's content (content.go): absent chunks read as zeros
 //	u:<ino>            a directory's parent (8 bytes)
 //	d:<ino>:<name>     directory entry → child inode (8 bytes)
 //	x:<ino>:<name>     extended attribute value
@@ -53,7 +53,6 @@ func childPrefix(kind byte, ino uint64) string {
 func dentKey(parent uint64, name string) string { return childPrefix('d', parent) + name }
 func xattrKey(ino uint64, name string) string   { return childPrefix('x', ino) + name }
 func attrKey(ino uint64) string                 { return inoKey('i', ino) }
-func contentKey(ino uint64) string              { return inoKey('c', ino) }
 func targetKey(ino uint64) string               { return inoKey('t', ino) }
 func upKey(ino uint64) string                   { return inoKey('u', ino) }
 

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // ReplicaServer stores volumes for the primaries that push to it: the
@@ -57,7 +58,8 @@ type volume struct {
 	// a lower term end at once with FENCED, so that an idle primary
 	// learns that it was deposed without writing (ship.go, apply).
 	// INVARIANT: never nil, never closed while held in the struct.
-	termCh chan struct{}
+	termCh   chan struct{}
+	received atomic.Uint64 // bytes of Ship and Install messages received
 
 	// After a storage failure the volume opens its store again when it is
 	// next used (usable), spaced by backOff: a disk that was full works
@@ -386,6 +388,7 @@ func (s *ReplicaServer) Install(stream pb.Replica_InstallServer) (err error) {
 		if err := asm.add(c); err != nil {
 			return err
 		}
+		v.received.Add(uint64(proto.Size(c)))
 	}
 	hdr, all, err := asm.finish()
 	if err != nil {
@@ -482,7 +485,7 @@ func (s *ReplicaServer) Status(ctx context.Context, req *pb.StatusRequest) (*pb.
 func (v *volume) status() *pb.VolumeStatus {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	vs := &pb.VolumeStatus{Volume: v.name, AcceptedTerm: v.accepted, Holder: v.holder}
+	vs := &pb.VolumeStatus{Volume: v.name, AcceptedTerm: v.accepted, Holder: v.holder, ReceivedBytes: v.received.Load()}
 	if v.broken != nil {
 		vs.Failed = v.broken.Error()
 		return vs

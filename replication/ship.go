@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Group commit bounds: a batch takes whatever has arrived, up to these.
@@ -116,6 +117,7 @@ func (ss *shipSession) receive(ctx context.Context) {
 		}
 		var batch []*Record
 		if err == nil {
+			ss.v.received.Add(uint64(proto.Size(req)))
 			batch, pending, dataLen, err = decodeShip(req, pending, dataLen, ss.s.lim)
 		}
 		if err != nil {
@@ -158,6 +160,13 @@ func decodeShip(req *pb.ShipRequest, pending *Record, dataLen uint64, lim Limits
 			return nil, nil, 0, invalidf("ship: lsn %d arrived inside the data of lsn %d", p.Lsn, pending.LSN)
 		}
 		r := recordFromPB(p)
+		if p.Partial {
+			return nil, nil, 0, invalidf("ship: lsn %d: partial data records are not supported by this replica", r.LSN)
+		}
+		var err error
+		if r.Extents, err = extentsFromPB(nil, p.Extents); err != nil {
+			return nil, nil, 0, invalidf("ship: lsn %d: %v", r.LSN, err)
+		}
 		if p.DataLen > lim.MaxFileSize || (p.DataLen > uint64(lim.MaxXattrValue) && r.Op == OpSetXattr) {
 			return nil, nil, 0, invalidf("ship: lsn %d %s: payload of %d bytes exceeds the limit", r.LSN, r.Op, p.DataLen)
 		}

@@ -52,13 +52,14 @@ func checkSnapInode(in *SnapInode, nextIno uint64, lim Limits) error {
 	} else if in.Target != "" {
 		return invalidf("snapshot: inode %d: target on a non-symlink", in.Ino)
 	}
-	if in.Attr.Size > maxSize || uint64(len(in.Data)) > lim.MaxFileSize {
-		return invalidf("snapshot: inode %d: size %d or data of %d bytes exceeds the limit", in.Ino, in.Attr.Size, len(in.Data))
+	if in.Attr.Size > maxSize {
+		return invalidf("snapshot: inode %d: size %d exceeds the limit", in.Ino, in.Attr.Size)
 	}
-	if isReg(in.Attr) && uint64(len(in.Data)) > in.Attr.Size {
-		return invalidf("snapshot: inode %d: %d bytes of data beyond size %d", in.Ino, len(in.Data), in.Attr.Size)
-	}
-	if !isReg(in.Attr) && len(in.Data) > 0 {
+	if isReg(in.Attr) {
+		if err := checkContent(in.Extents, len(in.Data), in.Attr.Size, lim); err != nil {
+			return invalidf("snapshot: inode %d: %v", in.Ino, err)
+		}
+	} else if len(in.Data) > 0 || in.Extents != nil {
 		return invalidf("snapshot: inode %d: data on a non-regular file", in.Ino)
 	}
 	if !isDir(in.Attr) && len(in.Entries) > 0 {

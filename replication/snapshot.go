@@ -29,7 +29,7 @@ func sendSnapshot(hdr *pb.SnapshotHeader, snap *Snapshot, send func(*pb.Snapshot
 				}
 				one := *in
 				var err error
-				if one.Data, err = snap.Content(in.Ino); err != nil {
+				if one.Extents, one.Data, err = snap.Content(in.Ino); err != nil {
 					return fmt.Errorf("snapshot: content of inode %d: %w", in.Ino, err)
 				}
 				one.DataLen = 0
@@ -100,6 +100,13 @@ func inodePieces(in *SnapInode) []*pb.SnapInode {
 		cur.Entries = append(cur.Entries, &pb.Dirent{Name: []byte(e.Name), Ino: e.Ino})
 		budget -= len(e.Name) + 16
 	}
+	for _, e := range in.Extents {
+		if extentWire > budget {
+			next()
+		}
+		cur.Extents = append(cur.Extents, e.Off, e.Len)
+		budget -= extentWire
+	}
 	data := in.Data
 	for len(data) > 0 {
 		if budget <= 0 {
@@ -113,8 +120,11 @@ func inodePieces(in *SnapInode) []*pb.SnapInode {
 	return pieces
 }
 
+// extentWire is what one extent may take in a message: two varints.
+const extentWire = 20
+
 func pieceSize(p *pb.SnapInode) int {
-	n := 64 + len(p.Target) + len(p.Data)
+	n := 64 + len(p.Target) + len(p.Data) + len(p.Extents)/2*extentWire
 	for _, x := range p.Xattrs {
 		n += len(x.Name) + len(x.Value) + 16
 	}
@@ -179,6 +189,12 @@ func (a *snapAssembler) addPiece(p *pb.SnapInode) error {
 	}
 	in.Data = append(in.Data, p.Data...)
 	a.bytes += uint64(len(p.Data))
+	if len(p.Extents) > 0 {
+		var err error
+		if in.Extents, err = extentsFromPB(in.Extents, p.Extents); err != nil {
+			return invalidf("snapshot: inode %d: %v", p.Ino, err)
+		}
+	}
 	for _, x := range p.Xattrs {
 		if in.Xattrs == nil {
 			in.Xattrs = make(map[string][]byte)
@@ -202,7 +218,7 @@ func (a *snapAssembler) emitLast() error {
 	if err := a.emit(in); err != nil {
 		return err
 	}
-	in.Data = nil
+	in.Data, in.Extents = nil, nil
 	for name := range in.Xattrs {
 		in.Xattrs[name] = nil
 	}

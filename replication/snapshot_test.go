@@ -92,26 +92,32 @@ func TestSnapshotFramingErrors(t *testing.T) {
 // same snapshot with the contents in it, the header counting their bytes;
 // the snapshot itself keeps none of them, and a read that fails stops it.
 func TestSnapshotContentRead(t *testing.T) {
-	full := &Snapshot{LSN: 7, NextIno: 5, Inodes: []SnapInode{
-		{Ino: 1, Attr: dirAttr(), Entries: []SnapDirent{{Name: "a", Ino: 2}, {Name: "b", Ino: 3}, {Name: "e", Ino: 4}}},
+	// Inode 5 is sparse, its extents more than one piece holds.
+	var holey []Extent
+	for i := range uint64(100_000) {
+		holey = append(holey, Extent{Off: i * 8192, Len: 1})
+	}
+	full := &Snapshot{LSN: 7, NextIno: 6, Inodes: []SnapInode{
+		{Ino: 1, Attr: dirAttr(), Entries: []SnapDirent{{Name: "a", Ino: 2}, {Name: "b", Ino: 3}, {Name: "e", Ino: 4}, {Name: "s", Ino: 5}}},
 		{Ino: 2, Attr: fileAttr(3 << 20), Data: bytes.Repeat([]byte("a"), 3<<20)},
 		{Ino: 3, Attr: fileAttr(5), Data: []byte("bbbbb")},
 		{Ino: 4, Attr: fileAttr(0)},
+		{Ino: 5, Attr: fileAttr(1 << 40), Data: bytes.Repeat([]byte("s"), len(holey)), Extents: holey},
 	}}
 	lazy := &Snapshot{LSN: full.LSN, NextIno: full.NextIno, Inodes: slices.Clone(full.Inodes)}
 	reads := 0
-	lazy.Content = func(ino uint64) ([]byte, error) {
+	lazy.Content = func(ino uint64) ([]Extent, []byte, error) {
 		reads++
 		for _, in := range full.Inodes {
 			if in.Ino == ino {
-				return in.Data, nil
+				return in.Extents, in.Data, nil
 			}
 		}
-		return nil, fmt.Errorf("no inode %d", ino)
+		return nil, nil, fmt.Errorf("no inode %d", ino)
 	}
 	for i := range lazy.Inodes {
 		in := &lazy.Inodes[i]
-		in.DataLen, in.Data = int64(len(in.Data)), nil
+		in.DataLen, in.Data, in.Extents = int64(len(in.Data)), nil, nil
 	}
 	asm := &snapAssembler{lim: Limits{}.withDefaults()}
 	if err := sendSnapshot(&pb.SnapshotHeader{Volume: vol, Term: 3, LastTerm: 2}, lazy, asm.add, nil); err != nil {
@@ -121,7 +127,7 @@ func TestSnapshotContentRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hdr.Bytes != 3<<20+5 || reads != 2 || !reflect.DeepEqual(got.Inodes, full.Inodes) {
+	if hdr.Bytes != 3<<20+5+uint64(len(holey)) || reads != 3 || !reflect.DeepEqual(got.Inodes, full.Inodes) {
 		t.Fatalf("header bytes %d, %d reads, snapshot equal %v", hdr.Bytes, reads, reflect.DeepEqual(got.Inodes, full.Inodes))
 	}
 	for _, in := range lazy.Inodes {
@@ -129,7 +135,10 @@ func TestSnapshotContentRead(t *testing.T) {
 			t.Fatalf("inode %d: the sent content stayed in the snapshot", in.Ino)
 		}
 	}
-	lazy.Content = func(uint64) ([]byte, error) { return nil, errors.New("actor stopped") }
+	if _, err := checkSnapshot(got, asm.lim); err != nil {
+		t.Fatal(err)
+	}
+	lazy.Content = func(uint64) ([]Extent, []byte, error) { return nil, nil, errors.New("actor stopped") }
 	err = sendSnapshot(&pb.SnapshotHeader{Volume: vol}, lazy, func(*pb.SnapshotChunk) error { return nil }, nil)
 	if err == nil || !strings.Contains(err.Error(), "actor stopped") {
 		t.Fatalf("a failed read: %v", err)

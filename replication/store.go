@@ -105,6 +105,23 @@ func (s *volStore) open() error {
 		s.close()
 		return err
 	}
+	return s.convert()
+}
+
+// convert turns a file written before contents were stored in chunks
+// into the chunked format: in memory, then by rewriting the file (which
+// opens it again). Until the rewrite succeeds the volume does not open, so
+// no batch of the new format is ever logged on top of the old one.
+func (s *volStore) convert() error {
+	n, err := convertLegacy(s.mem)
+	if err == nil && n > 0 {
+		s.log.Info("converting the file to chunked contents", zap.String("path", s.path), zap.Int("files", n))
+		err = s.compact()
+	}
+	if err != nil {
+		s.close()
+		return fmt.Errorf("convert %s: %w", s.path, err)
+	}
 	return nil
 }
 
@@ -502,7 +519,7 @@ func (s *volStore) install(snap *Snapshot, m meta) error {
 	// up its contents, the old volume goes, and the garbage is collected
 	// before the file is read back (replace).
 	for i := range snap.Inodes {
-		snap.Inodes[i].Data = nil
+		snap.Inodes[i].Data, snap.Inodes[i].Extents = nil, nil
 	}
 	return s.replace(tmp)
 }
@@ -536,10 +553,8 @@ func writeSnapInode(set func(k, v string) error, in *SnapInode) error {
 			return err
 		}
 	}
-	if len(in.Data) > 0 {
-		if err := set(contentKey(in.Ino), string(trimZeros(in.Data))); err != nil {
-			return err
-		}
+	if err := setContent(set, in); err != nil {
+		return err
 	}
 	for name, val := range in.Xattrs {
 		if err := set(xattrKey(in.Ino, name), string(val)); err != nil {
@@ -632,7 +647,9 @@ func readKey(k, v string, get func(uint64) *SnapInode) error {
 	case 't':
 		get(ino).Target = v
 	case 'c':
-		get(ino).Data = []byte(v)
+		if err := addChunk(get(ino), rest, v); err != nil {
+			return fmt.Errorf("key %q: %w", k, err)
+		}
 	case 'd':
 		child, err := decodeU64(v)
 		if err != nil {
@@ -655,6 +672,7 @@ func readKey(k, v string, get func(uint64) *SnapInode) error {
 func assembleSnapshot(inodes map[uint64]*SnapInode, m meta) *Snapshot {
 	snap := &Snapshot{LSN: m.LSN, NextIno: m.NextIno, Inodes: make([]SnapInode, 0, len(inodes))}
 	for _, in := range inodes {
+		denseExtents(in)
 		snap.Inodes = append(snap.Inodes, *in)
 	}
 	sort.Slice(snap.Inodes, func(i, j int) bool { return snap.Inodes[i].Ino < snap.Inodes[j].Ino })
@@ -699,11 +717,8 @@ func inodeFromTx(tx *buntdb.Tx, k, v string) (*SnapInode, error) {
 	if t, err := tx.Get(targetKey(ino)); err == nil {
 		in.Target = t
 	}
-	if c, err := tx.Get(contentKey(ino)); err == nil {
-		in.Data = []byte(c)
-	}
 	get := func(uint64) *SnapInode { return in }
-	for _, kind := range []byte{'x', 'd'} {
+	for _, kind := range []byte{'c', 'x', 'd'} {
 		prefix := childPrefix(kind, ino)
 		var rerr error
 		_ = tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
@@ -717,6 +732,7 @@ func inodeFromTx(tx *buntdb.Tx, k, v string) (*SnapInode, error) {
 			return nil, rerr
 		}
 	}
+	denseExtents(in)
 	return in, nil
 }
 

@@ -59,12 +59,26 @@ type Record struct {
 	Attr      Attr
 	Target    string
 	XattrName string
-	Data      []byte
+	// Data is an xattr value (OpSetXattr) or a file's content (OpData):
+	// the bytes of Extents one after another.
+	Data []byte
+	// Extents places Data in the file (OpData): the runs of the content
+	// that are not holes, sorted and not overlapping, within Attr.Size.
+	// Everything else up to the size reads as zeros. Nil means one run
+	// from offset 0 (a file without holes below its last data). A data
+	// record states the file's whole content (replaces it).
+	Extents []Extent
+}
+
+// Extent is one run of a file's content that is not a hole: Len bytes at
+// offset Off, taken in turn from the Data that carries the extents.
+type Extent struct {
+	Off, Len uint64
 }
 
 // size is what a record weighs in the primary's log.
 func (r *Record) size() int64 {
-	return int64(96 + len(r.Name) + len(r.NewName) + len(r.Target) + len(r.XattrName) + len(r.Data))
+	return int64(96 + len(r.Name) + len(r.NewName) + len(r.Target) + len(r.XattrName) + len(r.Data) + 16*len(r.Extents))
 }
 
 // Snapshot mirrors fsactor.Snapshot: a whole volume at one LSN.
@@ -73,10 +87,10 @@ type Snapshot struct {
 	NextIno uint64
 	Inodes  []SnapInode
 	// Content reads the content of a file whose Data is left out (DataLen
-	// > 0): a streamed snapshot of the actor, sent a file at a time so that
-	// the volume is not copied whole into memory. Nil when every Data is
-	// there.
-	Content func(ino uint64) ([]byte, error)
+	// > 0): its extents and their bytes (as SnapInode's). A streamed
+	// snapshot of the actor, sent a file at a time so that the volume is
+	// not copied whole into memory. Nil when every Data is there.
+	Content func(ino uint64) ([]Extent, []byte, error)
 	// Release, if set, must be called once the snapshot is no longer read.
 	Release func()
 }
@@ -86,8 +100,9 @@ type SnapInode struct {
 	Ino     uint64
 	Attr    Attr
 	Target  string
-	Data    []byte
-	DataLen int64 // content left out of Data, read through Snapshot.Content
+	Data    []byte   // a regular file's content: the bytes of Extents
+	Extents []Extent // where Data lies in the file, as Record.Extents (nil: from 0)
+	DataLen int64    // content left out of Data, read through Snapshot.Content
 	Xattrs  map[string][]byte
 	Entries []SnapDirent
 }

@@ -135,11 +135,8 @@ func checkOpFields(r *Record, lim Limits) error {
 func checkPayload(r *Record, lim Limits) error {
 	switch r.Op {
 	case OpData:
-		if uint64(len(r.Data)) > r.Attr.Size {
-			return invalidf("data of %d bytes beyond size %d", len(r.Data), r.Attr.Size)
-		}
-		if uint64(len(r.Data)) > lim.MaxFileSize {
-			return invalidf("data of %d bytes exceeds the limit %d", len(r.Data), lim.MaxFileSize)
+		if err := checkContent(r.Extents, len(r.Data), r.Attr.Size, lim); err != nil {
+			return err
 		}
 	case OpSetXattr:
 		if len(r.Data) > lim.MaxXattrValue {
@@ -149,6 +146,9 @@ func checkPayload(r *Record, lim Limits) error {
 		if len(r.Data) != 0 {
 			return invalidf("unexpected data")
 		}
+	}
+	if r.Op != OpData && r.Extents != nil {
+		return invalidf("unexpected extents")
 	}
 	if r.Op == OpCreate && isLnk(r.Attr) {
 		return checkTarget(r.Target, lim)

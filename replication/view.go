@@ -62,10 +62,16 @@ func (v *view) del(k string) {
 }
 
 // keysWithPrefix lists the live keys that start with prefix.
-func (v *view) keysWithPrefix(prefix string) []string {
+func (v *view) keysWithPrefix(prefix string) []string { return v.keysFrom(prefix, "") }
+
+// keysFrom lists the live keys that start with prefix and sort at or
+// after start (from the first such key when start is ""), in no
+// particular order.
+func (v *view) keysFrom(prefix, start string) []string {
+	start = max(start, prefix)
 	var keys []string
 	if v.tx != nil {
-		_ = v.tx.AscendGreaterOrEqual("", prefix, func(k, _ string) bool {
+		_ = v.tx.AscendGreaterOrEqual("", start, func(k, _ string) bool {
 			if !strings.HasPrefix(k, prefix) {
 				return false
 			}
@@ -76,7 +82,7 @@ func (v *view) keysWithPrefix(prefix string) []string {
 		})
 	}
 	for _, k := range v.order {
-		if v.over[k] == nil || !strings.HasPrefix(k, prefix) {
+		if v.over[k] == nil || !strings.HasPrefix(k, prefix) || k < start {
 			continue
 		}
 		if v.tx != nil {
