@@ -75,6 +75,41 @@
 // without their contents; the old volume is let go before the new file is
 // read back. Compaction writes its file the same way.
 //
+// # File contents: extents on the wire, chunks on the replica
+//
+// A file's content travels as a list of extents (offset, length), the
+// runs that are not holes as the actor's memfd reports them (lseek
+// SEEK_DATA/SEEK_HOLE), and the bytes of those runs one after another
+// (Record.Extents and Data, SnapInode.Extents and Data; no extents: the
+// data starts at offset 0, the common dense file). Holes are never sent:
+// one byte at 2 GiB is a record of one byte, on the wire, in the primary's
+// log, in a snapshot. A data record still states the file's whole content
+// (holes and extents); Record.partial is reserved for records that carry
+// only what changed since the file's last one (#13), and a replica of this
+// version rejects it rather than take it for the whole content. Replicas
+// validate extents (sorted, not overlapping, not empty, within the size,
+// adding up to the data, at most maxExtents) and reject bad ones with
+// InvalidArgument.
+//
+// A replica stores a file in fixed chunks of 64 KiB, one key each,
+// c:<ino>:<chunk index>, holding the chunk up to its last non-zero byte; a
+// chunk of zeros is not stored (content.go). Memory (mem) and disk follow
+// what was written. A data record sets only the chunks whose bytes
+// differ from what is stored and deletes the chunks it no longer has, so
+// the batch a rewrite logs holds the chunks it changed, not the file; a
+// truncate drops the chunks past the new size and cuts the one it falls
+// in. Snapshots (Fetch, install) are read from and written to chunks.
+//
+// Format change: files written before chunks hold a file's content as one
+// value, c:<ino>. Opening such a file converts every one into chunks in
+// mem and rewrites the file at once (volStore.convert); the volume does
+// not open until that rewrite succeeds, so a file never mixes the two
+// formats. An older spoolfs cannot read the new format (downgrading a
+// replica means wiping it and letting the primary install a snapshot). On
+// the wire, a replica of this version takes an older primary's records (no
+// extents: data from offset 0), but an older replica would misplace a
+// sparse file's extents: upgrade replicas before primaries.
+//
 // # Primary side (Primary)
 //
 // OpenPrimary (recover.go) acquires term T = highest seen + 1 from W
