@@ -52,6 +52,7 @@ type faultClientConfig struct {
 	Writers int           // writer goroutines
 	Slow    time.Duration // calls longer than this are reported (L)
 	Grace   time.Duration // how long in-flight calls may finish once told to stop
+	Dead    []string      // prefixes of clients whose primary was killed: their leftovers are tidied
 }
 
 // Sizes of exim's files in the workload, and how it is kept in balance:
@@ -358,20 +359,24 @@ func (c *fclient) deliverer(k int) {
 	}
 }
 
-// tidy removes what writers of earlier clients (other prefixes: their
-// primary is gone) left of messages never published: a -D or -H.tmp
-// without a -H. Deliverer k tidies its share.
+// tidy removes what writers of dead clients (cfg.Dead: their primary
+// was killed; a fenced one may still be writing) left of messages never
+// published: a -D or -H.tmp without a -H. Deliverer k tidies its share.
 func (c *fclient) tidy(k int, names []string) {
-	listed := map[string]bool{}
+	listed, dead := map[string]bool{}, map[string]bool{}
 	for _, n := range names {
 		listed[n] = true
+	}
+	for _, p := range c.cfg.Dead {
+		dead[p] = true
 	}
 	for _, n := range names {
 		id, ok := strings.CutSuffix(n, "-D")
 		if !ok {
 			id, ok = strings.CutSuffix(n, "-H.tmp")
 		}
-		if !ok || listed[id+"-H"] || strings.HasPrefix(id, c.cfg.Prefix+"-w") || share(id+"-H") != k || c.stopped() {
+		prefix, _, _ := strings.Cut(id, "-w")
+		if !ok || listed[id+"-H"] || !dead[prefix] || share(id+"-H") != k || c.stopped() {
 			continue
 		}
 		if !c.unlink("input/" + n) {

@@ -64,7 +64,7 @@ func (e *faultEnv) startPrimary(id string) *fprimary {
 func (e *faultEnv) startClient(p *fprimary) {
 	e.t.Helper()
 	cfg, _ := json.Marshal(faultClientConfig{Dir: p.dir, Prefix: p.id, Writers: e.writers,
-		Slow: e.flush, Grace: e.flush + 2*time.Second})
+		Slow: e.flush, Grace: e.flush + 2*time.Second, Dead: e.dead})
 	self, err := os.Executable()
 	if err != nil {
 		e.t.Fatal(err)
@@ -156,6 +156,7 @@ func (e *faultEnv) killPrimary(p *fprimary) {
 		return
 	}
 	p.dead = true
+	e.dead = append(e.dead, p.id)
 	e.killTimed(p.proc, p.conn)
 	p.contStop()
 	e.stopClient(p)

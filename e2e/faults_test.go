@@ -52,7 +52,8 @@ type faultEnv struct {
 	flush   time.Duration
 	writers int
 	led     *faultLedger
-	prims   []*fprimary // every primary started
+	prims   []*fprimary // every primary started in this trial
+	dead    []string    // ids of the primaries killed so far
 	cur     *fprimary   // the one the trial works on
 	trial   int
 	nprim   int
