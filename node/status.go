@@ -40,6 +40,7 @@ type VolumeStatus struct {
 	Durable  uint64                `json:"durable_lsn"` // last record on W replicas
 	W        int                   `json:"w"`
 	LogBytes int64                 `json:"log_bytes"`
+	LogFirst uint64                `json:"log_first_lsn"`         // first record the log holds
 	NoQuorum bool                  `json:"quorum_lost,omitempty"` // a wait timed out: waits answer EIO at once until its record is durable
 	Err      string                `json:"error,omitempty"`
 	Links    []VolumeReplicaStatus `json:"replicas"`
@@ -117,7 +118,7 @@ func ReplicaStatusFromPB(addr string, resp *pb.StatusResponse) ReplicaStatus {
 func (rv *ReplicatedVolume) volumeStatus() VolumeStatus {
 	st := rv.primary.Status()
 	vs := VolumeStatus{Volume: st.Volume, Dir: rv.Dir(), Role: "primary", Term: st.Term, Head: st.Head,
-		Durable: st.Durable, W: st.W, LogBytes: st.LogBytes, NoQuorum: st.QuorumLost, Err: st.Err, Links: []VolumeReplicaStatus{}}
+		Durable: st.Durable, W: st.W, LogBytes: st.LogBytes, LogFirst: st.LogFirst, NoQuorum: st.QuorumLost, Err: st.Err, Links: []VolumeReplicaStatus{}}
 	if st.Fenced {
 		vs.Role = "fenced"
 	}

@@ -109,17 +109,23 @@ func (p *Primary) pinnedLocked(lsn uint64) bool {
 // so it stops now; the next one waits as long as this one ran, doubling
 // while installs keep being outrun, so that a replica slower than the
 // writes does not install in a loop. The wait is logged by the link (zap
-// may block; Append must not).
+// may block; Append must not). A pin whose replica went away is dropped
+// without all that.
 func (p *Primary) overflowLocked(l *link) {
 	ran := time.Since(l.pin.start)
-	if l.cancel != nil {
-		l.cancel() // the install's or the catch-up's session
-	}
 	p.unpinLocked(l)
+	l.needResync = true
+	if l.cancel == nil {
+		// No session: the replica went away during its catch-up. It
+		// needs a snapshot when it is back, like any replica the log
+		// no longer reaches; the writes outran nothing.
+		l.catchingUp = false
+		return
+	}
+	l.cancel() // the install's or the catch-up's session
 	l.overflows++
 	l.repeats++
 	l.catchingUp = false
-	l.needResync = true
 	l.resyncWait = min(max(2*l.resyncWait, ran, p.cfg.MinBackoff), maxResyncWait)
 	l.resyncAfter = time.Now().Add(l.resyncWait)
 	l.overflowed = true

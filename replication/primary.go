@@ -514,6 +514,7 @@ type PrimaryStatus struct {
 	Volume   string
 	Term     uint64
 	Head     uint64 // last appended lsn
+	LogFirst uint64 // first lsn the log holds (Head+1: empty)
 	Durable  uint64
 	W        int
 	LogBytes int64
@@ -530,7 +531,7 @@ func (p *Primary) Status() PrimaryStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := PrimaryStatus{Volume: p.cfg.Volume, Term: p.term, Head: p.head, Durable: p.durable.Load(),
-		W: p.cfg.W, LogBytes: p.logBytes, Fenced: errors.Is(p.failed, ErrFenced), QuorumLost: p.lostLSN != 0}
+		W: p.cfg.W, LogBytes: p.logBytes, LogFirst: p.first, Fenced: errors.Is(p.failed, ErrFenced), QuorumLost: p.lostLSN != 0}
 	if p.failed != nil {
 		st.Err = p.failed.Error()
 	}

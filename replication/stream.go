@@ -166,6 +166,7 @@ func (l *link) down(err error) {
 	l.p.mu.Lock()
 	defer l.p.mu.Unlock()
 	l.connected, l.lastErr = false, err
+	l.cancel = nil // no session: an overflow of its pin stops nothing (pin.go)
 	if isNotAcquired(err) {
 		l.granted = false
 	}
@@ -457,14 +458,22 @@ func (l *link) resync(ctx context.Context) error {
 	}
 	l.p.mu.Lock()
 	src := l.p.snapSrc
-	if src != nil {
-		l.p.pinLocked(l)
-	}
 	l.p.mu.Unlock()
 	if src == nil {
 		return errors.New("replica needs a snapshot and no snapshot source is set yet")
 	}
-	err := l.install(ctx, src)
+	// A snapshot costs the actor a walk of the volume: none for a replica
+	// that does not answer.
+	pctx, pcancel := context.WithTimeout(ctx, l.p.cfg.CallTimeout)
+	_, err := l.client.Status(pctx, &pb.StatusRequest{Volume: l.p.cfg.Volume})
+	pcancel()
+	if err != nil {
+		return fmt.Errorf("replica needs a snapshot: %w", err)
+	}
+	l.p.mu.Lock()
+	l.p.pinLocked(l)
+	l.p.mu.Unlock()
+	err = l.install(ctx, src)
 	if err != nil {
 		l.p.mu.Lock()
 		l.p.unpinLocked(l)
