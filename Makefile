@@ -10,7 +10,7 @@ BIN     := bin/spoolfs
 GOFLAGS ?=
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help deps build run test test-short lint proto proto-check fuzz bench-local bench-replicated clean
+.PHONY: help deps build run test test-short test-churn lint proto proto-check fuzz bench-local bench-replicated clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: deps build proto-check lint ## every test, with -race (mount tests need ro
 
 test-short: ## unit tests only, no mounts
 	$(GO) test -race -short -count=1 ./...
+
+test-churn: build ## TestChurn for CHURN (default 10m): churn on a replicated mount with forced resyncs, memory and close bounds
+	$(GO) test -count=1 -timeout 30m -run 'TestChurn$$' -v ./e2e -e2e.churn=$${CHURN:-10m}
 
 test-faults: build ## fault injection on the real binaries: TRIALS=300 seeded trials (SEED=n replays a run; make test runs 9)
 	$(GO) test -count=1 -timeout 0 -v -run '^TestFaults$$' ./e2e -faults.trials=$(TRIALS) -faults.seed=$(SEED)
