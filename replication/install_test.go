@@ -167,3 +167,32 @@ func waitOrFail(t *testing.T, what string, ch <-chan struct{}) {
 		t.Fatalf("timed out waiting for %s", what)
 	}
 }
+
+// TestNoSnapshotForADownReplica: a replica that needs a snapshot and does
+// not answer costs the primary no snapshot — each one is a walk of the
+// actor's volume — however often its link retries; once back, it gets one.
+func TestNoSnapshotForADownReplica(t *testing.T) {
+	c := makeCluster(t, 3)
+	cfg := c.primaryConfig(vol)
+	cfg.MaxLogBytes = 64 << 10
+	p, m := c.openPrimary(cfg)
+	fillBehind(t, c, p, m, 16, 8<<10)
+	held := newHeldSource(m)
+	p.SetSnapshotSource(held.source)
+
+	c.restart(2)
+	waitOrFail(t, "the install to start", held.started)
+	c.kill(2) // the install fails; the link retries every 10-200 ms
+	close(held.release)
+	waitFor(t, "the failed install to be over", 10*time.Second, func() bool {
+		return !p.Status().Replicas[2].Installing
+	})
+	time.Sleep(time.Second) // retries, each of which took a snapshot
+	if n := held.snapshots(); n != 1 {
+		t.Fatalf("%d snapshots taken for a replica that was down", n)
+	}
+	c.restart(2)
+	_, last := m.writeFile(RootIno, "after", []byte("back"))
+	c.waitForLSN(vol, last, 2)
+	sameState(t, c, 2, m)
+}
