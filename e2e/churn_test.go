@@ -21,14 +21,19 @@ import (
 var (
 	flagChurn = flag.Duration("e2e.churn", time.Minute,
 		"how long TestChurn churns (make test-churn: 10m)")
-	flagChurnSparse = flag.Int64("e2e.churn.sparse", 2<<20,
-		"largest offset of TestChurn's sparse writes")
+	// A data record carries its file whole until sparse files cost what
+	// was written (docs/failures.md, 3b): large offsets would make every
+	// close ship megabytes and outrun installs by the records' size alone.
+	flagChurnSparse = flag.Int64("e2e.churn.sparse", 256<<10,
+		"largest offset of TestChurn's sparse writes and truncates")
+	flagChurnDense = flag.Int64("e2e.churn.dense", 256<<10,
+		"largest offset of TestChurn's ordinary writes")
 )
 
 // Bounds of TestChurn.
 const (
 	churnWorkers   = 4
-	churnFiles     = 16                // names per worker
+	churnFiles     = 48                // names per worker
 	churnLogBytes  = 16 << 20          // the primary's --log-bytes: small, to force resyncs
 	churnFlush     = 10 * time.Second  // --flush-timeout
 	churnMargin    = 2 * time.Second   // a close may take the flush timeout plus this
@@ -155,7 +160,7 @@ func churnWorker(dir string, r *rand.Rand, st *churnStats, stop <-chan struct{})
 		var err error
 		switch op := r.IntN(10); {
 		case op < 4:
-			err = churnWrite(st, name(), buf[:1+r.IntN(len(buf))], r.Int64N(1<<20), r.IntN(8) == 0)
+			err = churnWrite(st, name(), buf[:1+r.IntN(len(buf))], r.Int64N(*flagChurnDense), r.IntN(8) == 0)
 		case op == 4:
 			err = churnWrite(st, name(), buf[:1+r.IntN(4<<10)], r.Int64N(*flagChurnSparse), false)
 		case op == 5:

@@ -37,13 +37,16 @@ func bigSnapshot(lsn uint64, files, size int, fill byte) *Snapshot {
 // times the volume (issue 9, finding 3: replicas at 5.6-8.9 GB).
 //
 // Measured in process, with the GC made eager (GOGC=10) so that the heap
-// follows what is live; the sender's side holds one 1 MiB file at a time
-// and gRPC's buffers up to its flow window.
+// follows what is live. Sender and replica share the process: the sender
+// holds one 1 MiB file at a time, but gRPC may hold up to a flow window
+// (64 MiB) on each side when the replica reads slower than the sender
+// sends. The bound is the volume's size; the old code added twice that
+// (the received snapshot and buntdb's copy of it).
 func TestInstallMemory(t *testing.T) {
 	if testing.Short() {
-		t.Skip("moves 2×96 MiB through an install")
+		t.Skip("moves 2×160 MiB through an install")
 	}
-	const files, size = 96, 1 << 20
+	const files, size = 160, 1 << 20
 	defer debug.SetGCPercent(debug.SetGCPercent(10))
 	c := makeCluster(t, 1)
 	cl := setupVolume(t, c, 0, 1)
@@ -78,7 +81,7 @@ func TestInstallMemory(t *testing.T) {
 	grew := int64(peak.Load()) - int64(base)
 	t.Logf("heap %d MiB with the volume installed; peak during the next install +%d MiB (volume %d MiB)",
 		base>>20, grew>>20, volume>>20)
-	if grew > int64(volume*3/4) {
+	if grew > int64(volume) {
 		t.Fatalf("an install of a %d MiB volume grew the heap by %d MiB", volume>>20, grew>>20)
 	}
 	if st := c.status(0, vol); st.Lsn != 2 || st.DataBytes != volume {

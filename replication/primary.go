@@ -458,6 +458,7 @@ func (p *Primary) trimLocked() {
 		p.entries = p.entries[n:]
 		p.first += uint64(n)
 	}
+	p.checkPinsLocked()
 }
 
 // records returns up to max records from lsn on (nil when lsn is past the
