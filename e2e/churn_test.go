@@ -21,12 +21,11 @@ import (
 var (
 	flagChurn = flag.Duration("e2e.churn", time.Minute,
 		"how long TestChurn churns (make test-churn: 10m)")
-	// A data record carries its file whole until sparse files cost what
-	// was written (docs/failures.md, 3b): large offsets would make every
-	// close ship megabytes and outrun installs by the records' size alone.
-	flagChurnSparse = flag.Int64("e2e.churn.sparse", 256<<10,
+	// Files up to 2 GiB sparse: a sparse file costs what was written
+	// (docs/failures.md, 3b).
+	flagChurnSparse = flag.Int64("e2e.churn.sparse", 2<<30,
 		"largest offset of TestChurn's sparse writes and truncates")
-	flagChurnDense = flag.Int64("e2e.churn.dense", 256<<10,
+	flagChurnDense = flag.Int64("e2e.churn.dense", 1<<20,
 		"largest offset of TestChurn's ordinary writes")
 )
 
