@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -193,8 +194,12 @@ func (f *runFlags) embeddedConfig(c *cobra.Command) (*node.Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, flagNames(err)
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, fmt.Errorf("--mount: %w", err)
+	// Made only when missing: a stale mount left by a killed server answers
+	// ENOTCONN, which MkdirAll would fail on; the mount replaces it.
+	if _, err := os.Lstat(abs); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return nil, fmt.Errorf("--mount: %w", err)
+		}
 	}
 	cfg.DataDir, cfg.Admin = f.cfg.DataDir, f.cfg.Admin
 	return &cfg, nil
