@@ -64,6 +64,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./replication -run '^$$' -fuzz FuzzApply -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./replication -run '^$$' -fuzz FuzzLogCheck -fuzztime $${FUZZTIME:-30s}
 
+test-kill: build ## the kill test's long form: 1000 SIGKILLs of a serving spoolfs (KILLS=...), each reaped within 1 s
+	$(GO) test -count=1 -timeout 60m -run '^TestKill$$' -v ./e2e -e2e.kills=$${KILLS:-1000}
+
 bench-local: build ## spoolfs --local vs tmpfs vs jacobsa memfs, 1 and 8 clients
 	$(GO) run ./cmd/spoolfs bench compare --suite local
 

@@ -1,0 +1,318 @@
+package e2e
+
+// The kill test (docs/failures.md, finding 1): SIGKILL a serving spoolfs
+// at random moments, with requests in flight from several client
+// processes and, on a replicated mount, internal events posted to its
+// actor (durability waits ending, /healthz pings). After each kill the
+// process must be gone — reaped, not a zombie holding /dev/fuse — within
+// 1 s, its clients must not hang, and the next spoolfs on the same
+// directory must serve.
+//
+//	go test ./e2e -run TestKill -e2e.kills=1000 -v    (make test-kill)
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	flagKills    = flag.Int("e2e.kills", 200, "SIGKILLs of a serving spoolfs in TestKill (make test-kill: 1000)")
+	flagKillSeed = flag.Uint64("e2e.killseed", 0, "seed of TestKill's moments and modes (0: from the clock)")
+)
+
+// Bounds of the kill test.
+const (
+	reapBound    = time.Second      // SIGKILL to reaped: the promise
+	clientBound  = 10 * time.Second // a client's SIGKILL to its exit
+	serveBound   = 30 * time.Second // start to a served mount (a replicated one recovers first)
+	killClients  = 3                // client processes per trial
+	maxKillDelay = 400 * time.Millisecond
+)
+
+// killClientScript loops on the mount with shell builtins only (no fork
+// per op): create-or-truncate and write, read back, list the directory.
+// Its errors are ignored: once the server is killed every call fails.
+const killClientScript = `d=$1; i=0
+while :; do
+  i=$((i+1)); f=$d/c$$-$((i % 16))
+  echo "$i" > "$f" 2>/dev/null
+  read x < "$f" 2>/dev/null
+  if [ $((i % 8)) -eq 0 ]; then for e in "$d"/*; do :; done; fi
+done`
+
+func TestKill(t *testing.T) {
+	requireCluster(t)
+	seed := *flagKillSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (-e2e.killseed), %d kills (-e2e.kills)", seed, *flagKills)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	k := &killRig{t: t, dir: mountPoint(t), data: t.TempDir(), rng: rng}
+	t.Cleanup(k.cleanup)
+	start := time.Now()
+	var counts [2]int
+	for i := range *flagKills {
+		replicated := i%2 == 1
+		if replicated {
+			counts[1]++
+		} else {
+			counts[0]++
+		}
+		if !k.trial(i, replicated) {
+			return
+		}
+	}
+	t.Logf("%d kills (%d --local, %d replicated) in %v: every server reaped within %v, every next mount served",
+		*flagKills, counts[0], counts[1], time.Since(start).Round(time.Second), reapBound)
+}
+
+// killRig runs the trials of TestKill on one mount point.
+type killRig struct {
+	t    *testing.T
+	dir  string // the mount point, the same for every server
+	data string // the embedded replicas' data, kept across trials
+	rng  *rand.Rand
+	srv  *proc // the current server
+	out  *lockedBuffer
+}
+
+// trial starts a server, loads it, kills it and checks the aftermath. It
+// reports false when the test failed (and the rest is skipped).
+func (k *killRig) trial(i int, replicated bool) bool {
+	t := k.t
+	admin := k.start(replicated)
+	if admin == "" {
+		return false
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	if replicated {
+		for range 2 {
+			wg.Add(1)
+			go func() { defer wg.Done(); pollHealth(admin, stop) }()
+		}
+	}
+	clients := k.startClients()
+	time.Sleep(time.Duration(k.rng.Int64N(int64(maxKillDelay)))) // the random moment
+	killed := time.Now()
+	_ = k.srv.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-k.srv.exited:
+	case <-time.After(reapBound):
+		t.Errorf("trial %d: spoolfs (pid %d, replicated %v) not reaped %v after SIGKILL:\n%s",
+			i, k.srv.cmd.Process.Pid, replicated, reapBound, threadStates(k.srv.cmd.Process.Pid))
+		k.abortConnection()
+		<-k.srv.exited
+	}
+	reaped := time.Since(killed)
+	close(stop)
+	wg.Wait()
+	ok := k.stopClients(i, clients)
+	if t.Failed() {
+		t.Logf("trial %d: reaped after %v; spoolfs output (last lines):\n%s", i, reaped, lastLines(k.out.String(), 30))
+		return false
+	}
+	return ok
+}
+
+// start runs the next server on the mount point and waits until a client
+// process can create a file there. It returns the admin address of a
+// replicated server ("-" for --local), "" on failure.
+func (k *killRig) start(replicated bool) string {
+	t := k.t
+	k.out = &lockedBuffer{}
+	args := []string{"mount", "--local", "kill", k.dir}
+	admin := "-"
+	if replicated {
+		admin = freeAddr(t)
+		args = []string{"run", "--embedded", "--mount", k.dir, "--volume", "kill", "--data", k.data,
+			"--admin", admin, "--flush-timeout", "5s"}
+	}
+	p, err := startProc("spoolfs", k.out, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.srv = p
+	deadline := time.Now().Add(serveBound)
+	for {
+		if err := clientRun(5*time.Second, `: > "$1/ready"`, k.dir); err == nil && isMounted(k.dir, "fuse.spoolfs") {
+			return admin
+		} else if !p.running() || time.Now().After(deadline) {
+			t.Errorf("spoolfs %s did not serve %s within %v (last: %v); output:\n%s",
+				strings.Join(args, " "), k.dir, serveBound, err, lastLines(k.out.String(), 30))
+			return ""
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// clientRun runs `sh -c script sh arg` and waits up to d for it. A client
+// that does not end is killed; one that does not even die is reported.
+func clientRun(d time.Duration, script, arg string) error {
+	cmd := exec.Command("sh", "-c", script, "sh", arg)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+		return fmt.Errorf("no answer within %v", d)
+	case <-time.After(clientBound):
+		return fmt.Errorf("client pid %d hangs: no answer within %v, not dead %v after SIGKILL", cmd.Process.Pid, d, clientBound)
+	}
+}
+
+// startClients starts the looping clients on the mount.
+func (k *killRig) startClients() []*exec.Cmd {
+	var cs []*exec.Cmd
+	for range killClients {
+		c := exec.Command("sh", "-c", killClientScript, "sh", k.dir)
+		if err := c.Start(); err != nil {
+			k.t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// stopClients kills the clients and checks that each is reaped: a client
+// whose request the dead server had read must get its answer
+// (ECONNABORTED) from the aborted connection, not hang.
+func (k *killRig) stopClients(trial int, cs []*exec.Cmd) bool {
+	ok := true
+	for _, c := range cs {
+		_ = c.Process.Kill()
+		done := make(chan struct{})
+		go func() { _ = c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(clientBound):
+			k.t.Errorf("trial %d: client pid %d not reaped %v after SIGKILL:\n%s", trial, c.Process.Pid, clientBound,
+				threadStates(c.Process.Pid))
+			ok = false
+		}
+	}
+	return ok
+}
+
+// pollHealth asks the admin endpoint for /healthz and /readyz until stop:
+// each /healthz is an event posted to the actor.
+func pollHealth(admin string, stop <-chan struct{}) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		for _, path := range []string{"/healthz", "/readyz"} {
+			if resp, err := client.Get("http://" + admin + path); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+}
+
+// cleanup stops the last server cleanly and removes a stale mount.
+func (k *killRig) cleanup() {
+	if k.srv != nil && k.srv.running() {
+		_ = k.srv.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-k.srv.exited:
+		case <-time.After(unmountDeadline):
+			k.t.Errorf("spoolfs did not exit within %v of SIGTERM", unmountDeadline)
+			k.abortConnection()
+			_ = k.srv.cmd.Process.Kill()
+			<-k.srv.exited
+		}
+	}
+	for range 8 {
+		if !isMounted(k.dir, "") {
+			return
+		}
+		_ = unix.Unmount(k.dir, unix.MNT_DETACH)
+	}
+}
+
+// abortConnection aborts the FUSE connection mounted at the mount point
+// (/sys/fs/fuse/connections/N/abort), so that a process stuck on it can
+// end: the clean-up of a failed trial.
+func (k *killRig) abortConnection() {
+	minor, ok := fuseMinor(k.dir)
+	if !ok {
+		return
+	}
+	const conns = "/sys/fs/fuse/connections"
+	if _, err := os.Stat(conns + "/" + minor); err != nil {
+		_ = unix.Mount("fusectl", conns, "fusectl", 0, "")
+	}
+	if err := os.WriteFile(filepath.Join(conns, minor, "abort"), []byte("1"), 0); err != nil {
+		k.t.Logf("abort of FUSE connection %s: %v", minor, err)
+	}
+}
+
+// fuseMinor is the device minor (the FUSE connection number) of the
+// topmost FUSE mount at dir.
+func fuseMinor(dir string) (string, bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	minor, found := "", false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, _ := strings.Cut(sc.Text(), " - ")
+		fs := strings.Fields(pre)
+		if len(fs) > 4 && unescapeMount(fs[4]) == dir && strings.HasPrefix(post, "fuse") {
+			_, minor, _ = strings.Cut(fs[2], ":")
+			found = true
+		}
+	}
+	return minor, found
+}
+
+// threadStates describes a stuck process: each thread's state and kernel
+// stack (what issue 9 found: request_wait_answer ← fuse_statfs).
+func threadStates(pid int) string {
+	var b strings.Builder
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		st, _ := os.ReadFile(task + "/stat")
+		stack, _ := os.ReadFile(task + "/stack")
+		fmt.Fprintf(&b, "%s: %s\n%s", task, strings.TrimSpace(string(st)), stack)
+	}
+	if b.Len() == 0 {
+		return "(no threads left in /proc)"
+	}
+	return b.String()
+}
+
+// TestKillClientDeadline checks the kill test's own client deadline: a
+// client on a mount that never answers is reported, not waited for.
+func TestKillClientDeadline(t *testing.T) {
+	if err := clientRun(100*time.Millisecond, `sleep 30`, "x"); err == nil || !strings.Contains(err.Error(), "no answer") {
+		t.Fatalf("a client past its deadline: %v", err)
+	}
+}
