@@ -76,8 +76,8 @@ func TestKill(t *testing.T) {
 			return
 		}
 	}
-	t.Logf("%d kills (%d --local, %d replicated) in %v: every server gone within %v (longest SIGKILL to Wait %v; "+
-		"%d Waits later than %v with every thread already gone), every next mount served",
+	t.Logf("%d kills (%d --local, %d replicated) in %v: every server's threads exited or exiting within %v (longest SIGKILL to Wait %v; "+
+		"%d reaped later than %v, every thread exiting by then), every next mount served",
 		*flagKills, counts[0], counts[1], time.Since(start).Round(time.Second), reapBound,
 		k.maxReap.Round(time.Millisecond), k.lateWait, reapBound)
 }
@@ -92,14 +92,17 @@ type killRig struct {
 	out  *lockedBuffer
 
 	maxReap  time.Duration // the longest SIGKILL-to-Wait seen
-	lateWait int           // kills whose Wait came after reapBound, every thread being gone by then
+	lateWait int           // kills not reaped within reapBound, every thread exited or exiting by then
 }
 
-// awaitGone waits for the killed server. It must be gone within reapBound:
-// every thread exited, so that /dev/fuse is released. The test's own Wait
-// may notice later on a loaded machine; a process whose threads are all
-// gone (no task left, or only zombies) by reapBound passes, one with a
-// live thread (issue 9: a thread in D state in request_wait_answer) fails.
+// awaitGone waits for the killed server. Within reapBound every thread
+// must have exited or be exiting (in do_exit, freeing the process's
+// memory), so that nothing holds /dev/fuse beyond its own exit; a thread
+// that is not exiting (issue 9: in D state in request_wait_answer, from
+// its own statfs) fails the test. A process that is exiting but not yet
+// reaped by reapBound — on a loaded machine, freeing gigabytes of memfd
+// and buntdb memory, or this test's Wait goroutine scheduled late — is
+// counted and must be reaped within clientBound.
 func (k *killRig) awaitGone(i int, replicated bool) {
 	pid := k.srv.cmd.Process.Pid
 	select {
@@ -107,9 +110,9 @@ func (k *killRig) awaitGone(i int, replicated bool) {
 		return
 	case <-time.After(reapBound):
 	}
-	if live := liveThreads(pid); live != "" {
-		k.t.Errorf("trial %d: spoolfs (pid %d, replicated %v) not gone %v after SIGKILL:\n%s",
-			i, pid, replicated, reapBound, live)
+	if stuck := stuckThreads(pid); stuck != "" {
+		k.t.Errorf("trial %d: spoolfs (pid %d, replicated %v) has threads that are not exiting %v after SIGKILL:\n%s",
+			i, pid, replicated, reapBound, stuck)
 		k.abortConnection()
 	} else {
 		k.lateWait++
@@ -320,9 +323,10 @@ func fuseMinor(dir string) (string, bool) {
 	return minor, found
 }
 
-// liveThreads describes the threads of pid that have not exited (state
-// other than Z or X) with their kernel stacks; "" when there are none.
-func liveThreads(pid int) string {
+// stuckThreads describes the threads of pid that have neither exited
+// (state Z or X) nor entered do_exit, with their kernel stacks; "" when
+// there are none.
+func stuckThreads(pid int) string {
 	var b strings.Builder
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
 	for _, task := range tasks {
@@ -336,6 +340,9 @@ func liveThreads(pid int) string {
 			continue
 		}
 		stack, _ := os.ReadFile(task + "/stack")
+		if strings.Contains(string(stack), "do_exit") {
+			continue // exiting: SIGKILL reached it
+		}
 		fmt.Fprintf(&b, "%s: %s\n%s", task, strings.TrimSpace(string(st)), stack)
 	}
 	return b.String()
