@@ -163,10 +163,23 @@ func (k *killRig) trial(i int, replicated bool) bool {
 // process can create a file there. It returns the admin address of a
 // replicated server ("-" for --local), "" on failure.
 func (k *killRig) start(replicated bool) string {
+	for range 5 {
+		admin, retry := k.start1(replicated)
+		if !retry {
+			return admin
+		}
+	}
+	k.t.Errorf("no free admin port in 5 tries")
+	return ""
+}
+
+// start1 is one try of start; retry says the admin port was taken
+// meanwhile (freeAddr only says it was free a moment ago).
+func (k *killRig) start1(replicated bool) (admin string, retry bool) {
 	t := k.t
 	k.out = &lockedBuffer{}
 	args := []string{"mount", "--local", "kill", k.dir}
-	admin := "-"
+	admin = "-"
 	if replicated {
 		admin = freeAddr(t)
 		args = []string{"run", "--embedded", "--mount", k.dir, "--volume", "kill", "--data", k.data,
@@ -180,11 +193,13 @@ func (k *killRig) start(replicated bool) string {
 	deadline := time.Now().Add(serveBound)
 	for {
 		if err := clientRun(5*time.Second, `: > "$1/ready"`, k.dir); err == nil && isMounted(k.dir, "fuse.spoolfs") {
-			return admin
+			return admin, false
+		} else if !p.running() && strings.Contains(k.out.String(), "address already in use") {
+			return "", true
 		} else if !p.running() || time.Now().After(deadline) {
 			t.Errorf("spoolfs %s did not serve %s within %v (last: %v); output:\n%s",
 				strings.Join(args, " "), k.dir, serveBound, err, lastLines(k.out.String(), 30))
-			return ""
+			return "", false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
