@@ -102,33 +102,47 @@ func extentsOf(exts []Extent, data []byte) []Extent {
 
 // eachChunk calls fn, in index order, with every chunk that the content
 // (validated) touches, cut after its last non-zero byte (possibly empty:
-// zeros were written there). The slice fn gets is reused: copy it.
+// zeros were written there). A chunk that one run of data fills from its
+// start, alone, is handed over as a piece of data (a dense file's every
+// chunk); the others are put together in a buffer that fn must not keep.
 func eachChunk(exts []Extent, data []byte, fn func(idx uint64, chunk []byte) error) error {
+	exts = extentsOf(exts, data)
 	var buf []byte
-	cur, hi := uint64(0), 0
+	cur, hi, open := uint64(0), 0, false
 	flush := func() error {
-		if buf == nil {
+		if !open {
 			return nil
 		}
+		open = false
 		return fn(cur, trimZeros(buf[:hi]))
 	}
-	for _, e := range extentsOf(exts, data) {
+	for i, e := range exts {
 		d := data[:e.Len]
 		data = data[e.Len:]
 		for off := e.Off; len(d) > 0; {
 			idx, in := off/contentChunk, int(off%contentChunk)
-			if buf == nil || idx != cur {
+			n := min(len(d), contentChunk-in)
+			if open && idx != cur {
 				if err := flush(); err != nil {
 					return err
 				}
-				if buf == nil {
-					buf = make([]byte, contentChunk)
-				}
-				clear(buf)
-				cur, hi = idx, 0
 			}
-			n := copy(buf[in:], d)
-			hi = max(hi, in+n)
+			alone := in == 0 && (n == contentChunk || i+1 == len(exts) || exts[i+1].Off >= (idx+1)*contentChunk)
+			if alone {
+				if err := fn(idx, trimZeros(d[:n])); err != nil {
+					return err
+				}
+			} else {
+				if !open {
+					if buf == nil {
+						buf = make([]byte, contentChunk)
+					}
+					clear(buf)
+					cur, hi, open = idx, 0, true
+				}
+				copy(buf[in:], d[:n])
+				hi = max(hi, in+n)
+			}
 			off, d = off+uint64(n), d[n:]
 		}
 	}

@@ -17,10 +17,28 @@ type view struct {
 	tx    *buntdb.Tx         // read-only; nil for an empty base
 	over  map[string]*string // nil value: deleted
 	order []string           // keys of over, in first-change order
+	// children lists the keys of over under one inode (d:, x:, c: keys),
+	// by their prefix (childPrefixLen bytes), so that listing an inode's
+	// children does not scan every change of a batch.
+	// INVARIANT: every key of over with a child prefix is in
+	// children[its prefix] once.
+	children map[string][]string
 }
 
+// childPrefixLen is the length of childPrefix's keys: "k:<16 hex>:".
+const childPrefixLen = 19
+
 func newView(tx *buntdb.Tx) *view {
-	return &view{tx: tx, over: make(map[string]*string)}
+	return &view{tx: tx, over: make(map[string]*string), children: make(map[string][]string)}
+}
+
+// changed lists the keys of over that may start with prefix: those under
+// one inode when prefix is a child prefix, else all.
+func (v *view) changed(prefix string) []string {
+	if len(prefix) == childPrefixLen && prefix[1] == ':' && prefix[childPrefixLen-1] == ':' {
+		return v.children[prefix]
+	}
+	return v.order
 }
 
 func (v *view) get(k string) (string, bool) {
@@ -48,6 +66,10 @@ func (v *view) has(k string) bool {
 func (v *view) touch(k string) {
 	if _, ok := v.over[k]; !ok {
 		v.order = append(v.order, k)
+		if len(k) > childPrefixLen && k[1] == ':' && k[childPrefixLen-1] == ':' {
+			p := k[:childPrefixLen]
+			v.children[p] = append(v.children[p], k)
+		}
 	}
 }
 
@@ -81,7 +103,7 @@ func (v *view) keysFrom(prefix, start string) []string {
 			return true
 		})
 	}
-	for _, k := range v.order {
+	for _, k := range v.changed(prefix) {
 		if v.over[k] == nil || !strings.HasPrefix(k, prefix) || k < start {
 			continue
 		}
@@ -97,7 +119,7 @@ func (v *view) keysFrom(prefix, start string) []string {
 
 // anyWithPrefix reports whether a live key starts with prefix.
 func (v *view) anyWithPrefix(prefix string) bool {
-	for _, k := range v.order {
+	for _, k := range v.changed(prefix) {
 		if v.over[k] != nil && strings.HasPrefix(k, prefix) {
 			return true
 		}
