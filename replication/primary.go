@@ -416,6 +416,7 @@ func (p *Primary) Fenced() bool {
 func (p *Primary) setAcked(l *link, lsn uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	prev, durableBefore := l.acked, p.durable.Load()
 	l.acked = lsn
 	l.ackedLocked(lsn)
 	p.advancePinLocked(l, lsn)
@@ -433,6 +434,9 @@ func (p *Primary) setAcked(l *link, lsn uint64) {
 			p.lostLSN = 0
 		}
 		p.broadcastLocked()
+	}
+	if invariants {
+		p.checkAcked(l, prev, lsn, durableBefore, acked)
 	}
 	p.trimLocked()
 }

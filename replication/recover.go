@@ -225,6 +225,9 @@ func (r *recovery) recoverState(ctx context.Context, term uint64, answers []answ
 		}
 	}
 	holders, err := r.spread(ctx, term, baseTerm, snap, answers)
+	if invariants && err == nil {
+		r.checkBase(answers, best, holders)
+	}
 	return snap, baseTerm, holders, err
 }
 

@@ -61,6 +61,10 @@ type volume struct {
 	termCh   chan struct{}
 	received atomic.Uint64 // bytes of Ship and Install messages received
 
+	// The highest lsn a batch ack reported and the term it was under.
+	// Kept only by -tags invariants builds (invariant.go, R5).
+	ackTerm, ackLSN uint64
+
 	// After a storage failure the volume opens its store again when it is
 	// next used (usable), spaced by backOff: a disk that was full works
 	// again once space is freed, without a restart.
@@ -309,6 +313,7 @@ func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*p
 	// The holder that acquired the accepted term may ask again (a retry
 	// after a lost answer): granted, nothing changes.
 	granted := req.Term == v.accepted && req.NodeId != "" && req.NodeId == v.holder
+	before := v.accepted
 	if req.Term > v.accepted {
 		if v.termPath != "" {
 			if err := writeTermFile(v.termPath, termFile{Term: req.Term, Holder: req.NodeId}); err != nil {
@@ -320,6 +325,9 @@ func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*p
 		v.accepted, v.holder, granted = req.Term, req.NodeId, true
 		close(v.termCh) // the streams of lower terms end (shipSession.apply)
 		v.termCh = make(chan struct{})
+	}
+	if invariants && granted {
+		v.checkGrant(before, req.Term, req.NodeId)
 	}
 	m := v.st.meta
 	return &pb.AcquireResponse{Granted: granted, AcceptedTerm: v.accepted, Holder: v.holder,
@@ -447,6 +455,9 @@ func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, all, snap *Sn
 		return err
 	}
 	m := meta{LastTerm: h.LastTerm, LSN: snap.LSN, NextIno: snap.NextIno, Initialized: true}
+	if invariants {
+		v.checkInstall(h.Term, snap.LSN)
+	}
 	if iw == nil {
 		if err := v.st.install(snap, m); err != nil {
 			return v.fail(s.log, err)

@@ -65,7 +65,11 @@ func (v *volume) handshake(term uint64, holder string) (*pb.Ack, <-chan struct{}
 	if err := v.writableBy(term, holder); err != nil {
 		return nil, nil, err
 	}
-	return v.ack(false), v.termCh, nil
+	ack := v.ack(false)
+	if invariants {
+		v.checkAck(ack, false)
+	}
+	return ack, v.termCh, nil
 }
 
 // fencedSince says whether a term above term was accepted, and returns the
@@ -289,10 +293,14 @@ func (v *volume) applyBatch(batch []*Record, lim Limits, log *zap.Logger) (*pb.A
 		return nil, preconditionf("volume %q not initialized: install a snapshot first", v.name)
 	}
 	view, done := v.st.view()
+	before := m
 	m, gap, err := v.applyTo(view, m, batch, lim)
 	done()
 	if err != nil {
 		return nil, err
+	}
+	if invariants {
+		v.checkApplied(before, m, batch)
 	}
 	if m != v.st.meta {
 		if err := v.st.commit(view, m); err != nil {
@@ -300,7 +308,11 @@ func (v *volume) applyBatch(batch []*Record, lim Limits, log *zap.Logger) (*pb.A
 		}
 		v.retryAfter = 0 // storage works: a later failure waits reopenMin again
 	}
-	return v.ack(gap), nil
+	ack := v.ack(gap)
+	if invariants {
+		v.checkAck(ack, true)
+	}
+	return ack, nil
 }
 
 func (v *volume) applyTo(view *view, m meta, batch []*Record, lim Limits) (meta, bool, error) {

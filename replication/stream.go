@@ -307,6 +307,9 @@ func (l *link) receive(stream pb.Replica_ShipClient, errc chan<- error) {
 		if ack.Gap {
 			l.rewind.Store(ack.DurableLsn + 1)
 		}
+		if invariants {
+			l.p.checkAckTerm(l.addr, ack)
+		}
 		l.p.setAcked(l, ack.DurableLsn)
 		if ack.Gap || l.blocked.Load() {
 			l.poke() // resend, or the window opened
@@ -490,6 +493,9 @@ func (l *link) install(ctx context.Context, src SnapshotSource) error {
 	}
 	if snap.Release != nil {
 		defer snap.Release()
+	}
+	if invariants {
+		l.checkResync(snap.LSN)
 	}
 	l.p.mu.Lock()
 	if l.pin != nil {

@@ -1,0 +1,225 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// step does one random thing to the cluster.
+func (s *schedule) step() {
+	switch k := s.rng.IntN(100); {
+	case k < 30:
+		s.writeStep()
+	case k < 40:
+		s.unlinkStep()
+	case k < 47:
+		if i := s.rng.IntN(3); s.reps[i].srv != nil {
+			s.note("crash r%d", i)
+			s.crash(i)
+		}
+	case k < 55:
+		s.restartStep()
+	case k < 68:
+		s.faultStep()
+	case k < 74:
+		s.note("heal all links")
+		s.net.HealAll()
+	case k < 79:
+		if s.nodes < 4 {
+			s.openAsync()
+		}
+	case k < 82:
+		s.closeStep()
+	default:
+		time.Sleep(time.Duration(s.rng.IntN(3000)) * time.Microsecond)
+	}
+}
+
+// pick returns one of the open primaries, the newest most often.
+func (s *schedule) pick() *writer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var open []*writer
+	for _, w := range s.writers {
+		if !w.closed {
+			open = append(open, w)
+		}
+	}
+	if len(open) == 0 {
+		return nil
+	}
+	if s.rng.IntN(3) > 0 {
+		return open[len(open)-1]
+	}
+	return open[s.rng.IntN(len(open))]
+}
+
+func (s *schedule) writeStep() {
+	w := s.pick()
+	if w == nil {
+		return
+	}
+	s.names++
+	name := fmt.Sprintf("m%d", s.rng.IntN(6))
+	content := fmt.Sprintf("%s.%d", w.node, s.names)
+	lsn := w.write(name, content)
+	s.note("%s: write %s=%s at lsn %d", w.node, name, content, lsn)
+	s.wait(w, lsn)
+}
+
+func (s *schedule) unlinkStep() {
+	w := s.pick()
+	if w == nil {
+		return
+	}
+	names := w.names()
+	if len(names) == 0 {
+		return
+	}
+	name := names[s.rng.IntN(len(names))]
+	if lsn, ok := w.unlink(name); ok {
+		s.note("%s: unlink %s at lsn %d", w.node, name, lsn)
+		s.wait(w, lsn)
+	}
+}
+
+// wait waits for lsn in the background, as a FLUSH would; a nil answer
+// makes the record acknowledged.
+func (s *schedule) wait(w *writer, lsn uint64) {
+	timeout := time.Duration(20+s.rng.IntN(400)) * time.Millisecond
+	s.waits.Add(1)
+	go func() {
+		defer s.waits.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		err := w.p.Wait(ctx, lsn)
+		if err == nil {
+			s.o.ack(w.p.Term(), lsn)
+			s.note("%s: lsn %d acknowledged", w.node, lsn)
+		}
+	}()
+}
+
+func (s *schedule) restartStep() {
+	i := s.rng.IntN(3)
+	if s.reps[i].srv != nil {
+		return
+	}
+	s.note("restart r%d", i)
+	if err := s.start(i); err != nil {
+		s.fail(err)
+	}
+}
+
+// faultStep sets a fault on the link of one primary to one replica.
+func (s *schedule) faultStep() {
+	node := fmt.Sprintf("p%d", 1+s.rng.IntN(s.nodes))
+	rep := fmt.Sprintf("r%d", s.rng.IntN(3))
+	switch s.rng.IntN(6) {
+	case 0:
+		s.note("drop %s-%s", node, rep)
+		s.net.Drop(node, rep)
+	case 1:
+		s.note("cut %s-%s", node, rep)
+		s.net.Cut(node, rep)
+	case 2:
+		s.note("pause %s-%s", node, rep)
+		s.net.Pause(node, rep)
+	case 3:
+		d := time.Duration(s.rng.IntN(20)) * time.Millisecond
+		s.note("delay %s-%s by %v", node, rep, d)
+		s.net.Delay(node, rep, d)
+	case 4:
+		d := time.Duration(s.rng.IntN(30)) * time.Millisecond
+		s.note("strand %s-%s for %v", node, rep, d)
+		s.net.Strand(node, rep, d)
+	default:
+		s.note("heal %s-%s", node, rep)
+		s.net.Heal(node, rep)
+	}
+}
+
+// closeStep closes a primary that is not the newest (a node that stops).
+func (s *schedule) closeStep() {
+	w := s.pick()
+	if w == nil {
+		return
+	}
+	s.mu.Lock()
+	last := w == s.writers[len(s.writers)-1]
+	if !last {
+		w.closed = true
+	}
+	s.mu.Unlock()
+	if !last {
+		s.note("%s: close", w.node)
+		_ = w.p.Close()
+	}
+}
+
+// finish heals everything, lets every wait end, closes the primaries and
+// recovers the volume once more: every acknowledged record must be there,
+// and the new primary must make a record durable.
+func (s *schedule) finish() error {
+	s.note("heal all, restart all")
+	s.net.HealAll()
+	for i := range s.reps {
+		if s.reps[i].srv == nil {
+			if err := s.start(i); err != nil {
+				return err
+			}
+		}
+	}
+	s.opening.Wait()
+	s.waits.Wait()
+	s.closeAll()
+	if err := s.violation(); err != nil {
+		return err
+	}
+	s.note("final recovery")
+	cfg := s.config()
+	cfg.AcquireTimeout = 20 * time.Second
+	w, err := s.open(cfg)
+	if err != nil {
+		if v := s.violation(); v != nil {
+			return v
+		}
+		return fmt.Errorf("final OpenPrimary with every replica up and every link healed: %w", err)
+	}
+	lsn := w.write("final", "done")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := w.p.Wait(ctx, lsn); err != nil {
+		return fmt.Errorf("final primary cannot make lsn %d durable: %w", lsn, err)
+	}
+	return nil
+}
+
+func (s *schedule) closeAll() {
+	s.mu.Lock()
+	ws := s.writers
+	s.mu.Unlock()
+	for _, w := range ws {
+		s.mu.Lock()
+		closed := w.closed
+		w.closed = true
+		s.mu.Unlock()
+		if !closed {
+			_ = w.p.Close()
+		}
+	}
+}
+
+// teardown stops everything the schedule started.
+func (s *schedule) teardown() {
+	s.opening.Wait()
+	s.closeAll()
+	s.waits.Wait()
+	for i := range s.reps {
+		if s.reps[i] != nil {
+			s.crash(i)
+		}
+	}
+	s.net.Close()
+}
