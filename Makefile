@@ -10,7 +10,7 @@ BIN     := bin/spoolfs
 GOFLAGS ?=
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help deps build run test test-short test-churn lint proto proto-check fuzz bench-local bench-replicated clean
+.PHONY: help deps build run test test-protocol test-invariants test-short test-churn lint proto proto-check fuzz bench-local bench-replicated clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ run: build ## the whole system here: 3 replicas (data in ./data, DATA=...) and t
 
 test: deps build proto-check lint ## every test, with -race (mount tests need root or /dev/fuse)
 	$(GO) test -race -count=1 -timeout 40m ./...
+
+test-protocol: ## the randomized protocol test, long: SCHEDULES (default 1000000) schedules, with -tags invariants
+	$(GO) test -tags invariants -count=1 -timeout 0 ./replication -run '^TestProtocolRandom$$' -v -schedules $${SCHEDULES:-1000000}
+
+test-invariants: ## the replication tests with -tags invariants (every protocol invariant checked)
+	$(GO) test -tags invariants -race -count=1 -timeout 40m ./replication
 
 test-short: ## unit tests only, no mounts
 	$(GO) test -race -short -count=1 ./...

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -173,6 +174,9 @@ func (s *schedule) finish() error {
 	}
 	s.opening.Wait()
 	s.waits.Wait()
+	if err := s.newestServes(); err != nil {
+		return err
+	}
 	s.closeAll()
 	if err := s.violation(); err != nil {
 		return err
@@ -192,6 +196,37 @@ func (s *schedule) finish() error {
 	defer cancel()
 	if err := w.p.Wait(ctx, lsn); err != nil {
 		return fmt.Errorf("final primary cannot make lsn %d durable: %w", lsn, err)
+	}
+	return nil
+}
+
+// newestServes: with every fault healed, the newest primary still open
+// makes a new record durable, unless a newer term fenced it.
+func (s *schedule) newestServes() error {
+	s.mu.Lock()
+	var w *writer
+	for _, o := range s.writers {
+		if !o.closed {
+			w = o
+		}
+	}
+	s.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	lsn := w.write("after-heal", w.node)
+	s.note("%s: write after-heal at lsn %d", w.node, lsn)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := w.p.Wait(ctx, lsn)
+	switch {
+	case err == nil:
+		s.o.ack(w.p.Term(), lsn)
+		s.note("%s: lsn %d acknowledged", w.node, lsn)
+	case errors.Is(err, ErrFenced):
+		s.note("%s: fenced", w.node)
+	default:
+		return fmt.Errorf("%s (term %d), not fenced, cannot make lsn %d durable with every fault healed: %w (status %+v)", w.node, w.p.Term(), lsn, err, w.p.Status())
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,6 +123,7 @@ type protoReplica struct {
 	dir  string
 	srv  *ReplicaServer // nil while down
 	g    *grpc.Server
+	lis  net.Listener // closed by crash too: Stop before Serve began leaves it open
 }
 
 const protoVolume = "v"
@@ -196,7 +198,7 @@ func (s *schedule) start(i int) error {
 	g := grpc.NewServer(ServerOptions()...)
 	srv.Register(g)
 	go func() { _ = g.Serve(lis) }()
-	r.srv, r.g = srv, g
+	r.srv, r.g, r.lis = srv, g, lis
 	return nil
 }
 
@@ -208,8 +210,9 @@ func (s *schedule) crash(i int) {
 	}
 	s.net.ResetTo(r.addr) // a dead process's sockets
 	r.g.Stop()
+	_ = r.lis.Close()
 	_ = r.srv.Close()
-	r.srv, r.g = nil, nil
+	r.srv, r.g, r.lis = nil, nil, nil
 }
 
 // config is a primary's configuration: fast retries, small timeouts,
