@@ -216,9 +216,19 @@ func (s *schedule) newestServes() error {
 	}
 	lsn := w.write("after-heal", w.node)
 	s.note("%s: write after-heal at lsn %d", w.node, lsn)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err := w.p.Wait(ctx, lsn)
+	// A primary that lost its quorum fails Waits at once until the
+	// record that timed out is durable: ask again until the deadline.
+	deadline := time.Now().Add(20 * time.Second)
+	var err error
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = w.p.Wait(ctx, lsn)
+		cancel()
+		if err == nil || errors.Is(err, ErrFenced) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	switch {
 	case err == nil:
 		s.o.ack(w.p.Term(), lsn)
