@@ -65,15 +65,15 @@ func (v *volume) checkAck(ack *pb.Ack, batch bool) {
 		invariantf("volume %q acks lsn %d of term %d (accepted %d) but holds lsn %d of term %d (accepted %d)",
 			v.name, ack.DurableLsn, ack.LastTerm, ack.AcceptedTerm, m.LSN, m.LastTerm, v.accepted)
 	}
+	if batch && (v.ackTerm != v.accepted || m.LSN >= v.ackLSN) {
+		v.ackTerm, v.ackLSN = v.accepted, m.LSN
+	}
 	if v.st.syncf == nil {
-		return
+		return // in memory
 	}
 	fi, err := v.st.syncf.Stat()
 	if err != nil || fi.Size() != v.st.durableSize {
 		invariantf("volume %q acks lsn %d but its file is %d bytes and %d of them fsynced (%v)", v.name, m.LSN, sizeOf(fi), v.st.durableSize, err)
-	}
-	if batch && (v.ackTerm != v.accepted || m.LSN >= v.ackLSN) {
-		v.ackTerm, v.ackLSN = v.accepted, m.LSN
 	}
 }
 

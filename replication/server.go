@@ -61,6 +61,10 @@ type volume struct {
 	termCh   chan struct{}
 	received atomic.Uint64 // bytes of Ship and Install messages received
 
+	// wroteTerm is the term the last commit or install was made under
+	// (in memory: 0 after a restart; lateInstall).
+	wroteTerm uint64
+
 	// The highest lsn a batch ack reported and the term it was under.
 	// Kept only by -tags invariants builds (invariant.go, R5).
 	ackTerm, ackLSN uint64
@@ -454,6 +458,9 @@ func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, all, snap *Sn
 	if err := v.writableBy(h.Term, h.NodeId); err != nil { // again: the body took time
 		return err
 	}
+	if err := v.lateInstall(h.Term, h.LastTerm, snap.LSN); err != nil {
+		return err
+	}
 	m := meta{LastTerm: h.LastTerm, LSN: snap.LSN, NextIno: snap.NextIno, Initialized: true}
 	if invariants {
 		v.checkInstall(h.Term, snap.LSN)
@@ -470,8 +477,27 @@ func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, all, snap *Sn
 			return v.fail(s.log, err)
 		}
 	}
+	v.wroteTerm = h.Term
 	s.log.Info("snapshot installed", zap.String("volume", v.name), zap.Uint64("term", h.Term),
 		zap.Uint64("last_term", m.LastTerm), zap.Uint64("lsn", m.LSN), zap.Int("inodes", len(snap.Inodes)))
+	return nil
+}
+
+// lateInstall refuses an install that would take the volume back from
+// what it holds under the same term (caller holds v.mu). Within one term
+// a primary installs at its head, never behind what the replica holds, so
+// such an install is one the primary gave up on — sent on a connection it
+// reset and delivered after it reconnected and shipped more — and the
+// replica may have acknowledged what it would undo (docs/failures.md).
+func (v *volume) lateInstall(term, lastTerm, lsn uint64) error {
+	m := v.st.meta
+	if !m.Initialized || (v.wroteTerm != term && m.LastTerm != term) {
+		return nil
+	}
+	if lastTerm < m.LastTerm || (lastTerm == m.LastTerm && lsn < m.LSN) {
+		return preconditionf("install at lsn %d of term %d under term %d: the volume holds lsn %d of term %d, written under this term: a late install",
+			lsn, lastTerm, term, m.LSN, m.LastTerm)
+	}
 	return nil
 }
 

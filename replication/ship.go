@@ -306,6 +306,7 @@ func (v *volume) applyBatch(batch []*Record, lim Limits, log *zap.Logger) (*pb.A
 		if err := v.st.commit(view, m); err != nil {
 			return nil, v.fail(log, err)
 		}
+		v.wroteTerm = v.accepted
 		v.retryAfter = 0 // storage works: a later failure waits reopenMin again
 	}
 	ack := v.ack(gap)
