@@ -384,7 +384,8 @@ func TestHedge(t *testing.T) {
 	}
 	p.mu.Unlock()
 	release := make(chan struct{})
-	c.server(stalled).hookBeforeApply = func() { <-release }
+	hook := func() { <-release }
+	c.server(stalled).hookBeforeApply.Store(&hook) // atomic: the applier of a live stream reads it
 	defer close(release)
 	_, last := m.writeFile(RootIno, "msg", []byte("body"))
 	mustWait(t, p, last, 10*time.Second)

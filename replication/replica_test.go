@@ -91,7 +91,8 @@ func TestGroupCommit(t *testing.T) {
 	srv := c.server(0)
 	before := c.status(0, vol).Commits
 	release := make(chan struct{})
-	srv.hookBeforeApply = func() { <-release }
+	hook := func() { <-release }
+	srv.hookBeforeApply.Store(&hook)
 	s, _ := openShip(t, cl, 1)
 	const n = 50
 	for i := uint64(1); i <= n; i++ {

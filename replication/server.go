@@ -41,7 +41,7 @@ type ReplicaServer struct {
 	compactMin int64 // WithCompactMin; 0: DefaultCompactMin
 	// hookBeforeApply, when set, runs in the Ship applier before each
 	// batch is collected (tests block it to build a big batch).
-	hookBeforeApply func()
+	hookBeforeApply atomic.Pointer[func()]
 }
 
 // volume is one volume on a replica. mu serialises batches, acquires,

@@ -209,8 +209,8 @@ func (ss *shipSession) apply(ctx context.Context) error {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
-		if h := ss.s.hookBeforeApply; h != nil && !end {
-			h()
+		if h := ss.s.hookBeforeApply.Load(); h != nil && !end {
+			(*h)()
 		}
 		batch = ss.drain(batch)
 		if len(batch) > 0 {
