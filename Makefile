@@ -36,6 +36,7 @@ run: build ## the whole system here: 3 replicas (data in ./data, DATA=...) and t
 
 test: deps build proto-check lint ## every test, with -race (mount tests need root or /dev/fuse)
 	$(GO) test -race -count=1 -timeout 40m ./...
+	$(GO) test -tags invariants -count=1 ./replication -run '^(TestProtocolRandom|TestInvariantChecksFire)$$' -protocol-budget 45s
 
 test-protocol: ## the randomized protocol test, long: SCHEDULES (default 1000000) schedules, with -tags invariants
 	$(GO) test -tags invariants -count=1 -timeout 0 ./replication -run '^TestProtocolRandom$$' -v -schedules $${SCHEDULES:-1000000}

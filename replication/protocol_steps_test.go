@@ -132,7 +132,7 @@ func (s *schedule) faultStep() {
 		s.note("delay %s-%s by %v", node, rep, d)
 		s.net.Delay(node, rep, d)
 	case 4:
-		d := time.Duration(s.rng.IntN(30)) * time.Millisecond
+		d := time.Duration(s.rng.IntN(80)) * time.Millisecond
 		s.note("strand %s-%s for %v", node, rep, d)
 		s.net.Strand(node, rep, d)
 	default:

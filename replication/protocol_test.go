@@ -25,7 +25,7 @@ var (
 	flagSchedules = flag.Int("schedules", 0, "TestProtocolRandom: number of schedules (0: the default for the mode)")
 	flagSeed      = flag.Uint64("seed", 0, "TestProtocolRandom: replay the schedule with this seed alone")
 	flagWorkers   = flag.Int("protocol-workers", 4, "TestProtocolRandom: schedules run at once")
-	flagBudget    = flag.Duration("protocol-budget", 0, "TestProtocolRandom: stop starting schedules after this long (0: 90s by default, none with -schedules)")
+	flagBudget    = flag.Duration("protocol-budget", 0, "TestProtocolRandom: stop starting schedules after this long (0: 60s by default, none with -schedules)")
 )
 
 // TestProtocolRandom drives seeded schedules of writes, waits, replica
@@ -44,7 +44,7 @@ func TestProtocolRandom(t *testing.T) {
 	if n == 0 {
 		n = 5000
 		if budget == 0 {
-			budget = 90 * time.Second
+			budget = 60 * time.Second
 		}
 		if testing.Short() {
 			n = 200
