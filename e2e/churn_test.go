@@ -39,19 +39,21 @@ const (
 	churnMemSlack  = 256 << 20         // the memory bound: 2× live data plus this
 	churnConverge  = 120 * time.Second // replicas back at the head after the churn
 	churnResyncDur = 90 * time.Second  // one forced resync: install and catch-up
+	churnBallast   = 64                // files of 1 MiB that stay: every install carries them
 )
 
-// TestChurn: fsstress-like churn on a replicated mount — workers writing,
-// writing sparse, truncating, renaming, unlinking — while one replica at a
-// time is killed until the primary's log (--log-bytes 4MiB) no longer
-// reaches it, then restarted: each forced resync must take exactly one
-// install (no install loop, issue 9 finding 3), every close must be
-// answered within the flush timeout plus 2 s, and each process's memory
-// must stay within 2× the volume's live data plus 256 MiB: a replica's
-// peak RSS (VmHWM of /proc/PID/status), the primary's anonymous RSS
-// (RssAnon: its file contents live in memfds, which count as shared
-// memory), sampled every 250 ms. Live data is the most content any replica
-// reported storing. -e2e.churn=10m for the long form (make test-churn).
+// TestChurn: fsstress-like churn on a replicated mount — 64 MiB of files
+// that stay, and beside them workers writing, writing sparse (up to 2 GiB),
+// truncating, renaming, unlinking — while one replica at a time is killed
+// until the primary's log (--log-bytes 16MiB) no longer reaches it, then
+// restarted: each forced resync must take exactly one install (no install
+// loop, issue 9 finding 3), every close must be answered within the flush
+// timeout plus 2 s, and each process's memory must stay within 2× the
+// volume's live data plus 256 MiB: a replica's peak RSS (VmHWM of
+// /proc/PID/status), the primary's anonymous RSS (RssAnon: its file
+// contents live in memfds, which count as shared memory), sampled every
+// 250 ms. Live data is the most content any replica reported storing.
+// -e2e.churn=10m for the long form (make test-churn).
 func TestChurn(t *testing.T) {
 	requireCluster(t)
 	c := newCluster(t, 3)
@@ -63,6 +65,7 @@ func TestChurn(t *testing.T) {
 	go mem.run()
 	defer mem.stop()
 
+	writeBallast(t, p.path("ballast"))
 	st := &churnStats{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -100,6 +103,24 @@ func TestChurn(t *testing.T) {
 		t.Errorf("%d calls failed, e.g.:\n%s", len(errs), strings.Join(errs[:min(len(errs), 10)], "\n"))
 	}
 	mem.check(t)
+}
+
+// writeBallast writes the files that stay through the churn, so that the
+// volume has live data to install and to measure memory against.
+func writeBallast(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 1<<20)
+	for i := range churnBallast {
+		for j := range data {
+			data[j] = byte(i + j%251 + 1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("b%03d", i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // churnStats is what the workers count.
