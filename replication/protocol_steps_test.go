@@ -10,28 +10,32 @@ import (
 // step does one random thing to the cluster.
 func (s *schedule) step() {
 	switch k := s.rng.IntN(100); {
-	case k < 30:
+	case k < 28:
 		s.writeStep()
-	case k < 40:
+	case k < 36:
 		s.unlinkStep()
-	case k < 47:
+	case k < 44:
 		if i := s.rng.IntN(3); s.reps[i].srv != nil {
 			s.note("crash r%d", i)
 			s.crash(i)
 		}
-	case k < 55:
+	case k < 52:
 		s.restartStep()
-	case k < 68:
+	case k < 63:
 		s.faultStep()
+	case k < 70:
+		s.isolateStep()
 	case k < 74:
 		s.note("heal all links")
 		s.net.HealAll()
-	case k < 79:
-		if s.nodes < 4 {
+	case k < 82:
+		if s.nodes < maxNodes-1 {
 			s.openAsync()
 		}
-	case k < 82:
+	case k < 85:
 		s.closeStep()
+	case k < 91:
+		s.minorityStep()
 	default:
 		time.Sleep(time.Duration(s.rng.IntN(3000)) * time.Microsecond)
 	}
@@ -139,6 +143,58 @@ func (s *schedule) faultStep() {
 		s.note("heal %s-%s", node, rep)
 		s.net.Heal(node, rep)
 	}
+}
+
+// maxNodes bounds the primaries of a schedule, the final one included.
+const maxNodes = 6
+
+// isolateStep cuts one replica off from every primary, present and
+// future, or heals it.
+func (s *schedule) isolateStep() {
+	i := s.rng.IntN(3)
+	heal := s.rng.IntN(3) == 0
+	s.note("%s r%d", map[bool]string{true: "reconnect", false: "isolate"}[heal], i)
+	for n := 1; n <= maxNodes; n++ {
+		node, rep := fmt.Sprintf("p%d", n), fmt.Sprintf("r%d", i)
+		if heal {
+			s.net.Heal(node, rep)
+		} else {
+			s.net.Cut(node, rep)
+		}
+	}
+}
+
+// minorityStep tests quorum intersection head on: the newest primary
+// reaches one replica only and writes; then that replica is cut off from
+// everyone, the other two come back, and a new primary opens. With W = 2
+// the writes cannot have been acknowledged; a primary that counted a
+// minority would have them lost by the new one.
+func (s *schedule) minorityStep() {
+	w := s.pick()
+	if w == nil || s.nodes >= maxNodes-1 {
+		return
+	}
+	a := s.rng.IntN(3)
+	s.note("%s: reaches r%d only", w.node, a)
+	for i := range 3 {
+		if i != a {
+			s.net.Cut(w.node, fmt.Sprintf("r%d", i))
+		}
+	}
+	s.writeStep()
+	time.Sleep(time.Duration(s.rng.IntN(20)) * time.Millisecond)
+	s.note("r%d cut off from every primary; the others back", a)
+	for n := 1; n <= maxNodes; n++ {
+		for i := range 3 {
+			node, rep := fmt.Sprintf("p%d", n), fmt.Sprintf("r%d", i)
+			if i == a {
+				s.net.Cut(node, rep)
+			} else {
+				s.net.Heal(node, rep)
+			}
+		}
+	}
+	s.openAsync()
 }
 
 // closeStep closes a primary that is not the newest (a node that stops).
