@@ -22,7 +22,7 @@ type EmbeddedOptions struct {
 	// AdminFallback is set, a free port on 127.0.0.1 is used instead.
 	Admin          string
 	AdminFallback  bool
-	LogBytes       int64         // the primary's in-memory log bound (0: 256 MiB)
+	LogBytes       int64         // the primary's in-memory log bound (0: 64 MiB)
 	AcquireTimeout time.Duration // bound of taking the volume and recovering it (0: 30s)
 	// Out hears where the volume is mounted and how to look at it, with
 	// Command as the name of this program (default "spoolfs").

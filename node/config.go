@@ -34,7 +34,7 @@ type VolumeConfig struct {
 	W              int           `yaml:"w"`
 	FlushTimeout   time.Duration `yaml:"flush_timeout"`   // 0: 30s
 	AcquireTimeout time.Duration `yaml:"acquire_timeout"` // 0: 30s
-	LogBytes       ByteSize      `yaml:"log_bytes"`       // 0: 256 MiB
+	LogBytes       ByteSize      `yaml:"log_bytes"`       // 0: 64 MiB
 	Options        []string      `yaml:"options"`         // mount options, as -o
 	Capacity       ByteSize      `yaml:"capacity"`        // 0: from the machine
 	MaxInodes      uint64        `yaml:"max_inodes"`      // 0: from the open-file limit

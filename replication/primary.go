@@ -38,7 +38,9 @@ type PrimaryConfig struct {
 	// (default 5s).
 	CallTimeout time.Duration
 	// MaxLogBytes bounds the in-memory log of records not yet on every
-	// replica (default 256 MiB). A replica that falls further behind is
+	// replica (default 64 MiB: with the GC's headroom a full log then
+	// keeps the primary within 2× its live data plus 256 MiB, issue 9;
+	// docs/failures.md 3a). A replica that falls further behind is
 	// resynchronised with a snapshot.
 	MaxLogBytes int64
 	// MinBackoff and MaxBackoff bound the reconnect delays (default 50ms
@@ -112,7 +114,7 @@ func (c PrimaryConfig) withDefaults() (PrimaryConfig, error) {
 	}
 	setDefault(&c.HedgeDelay, 2*time.Millisecond)
 	if c.MaxLogBytes == 0 {
-		c.MaxLogBytes = 256 << 20
+		c.MaxLogBytes = 64 << 20
 	}
 	if c.NodeID == "" {
 		c.NodeID = "primary"

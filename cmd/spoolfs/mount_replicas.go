@@ -32,7 +32,7 @@ func addReplicaFlags(c *cobra.Command, r *replicaFlags) {
 	fl := c.Flags()
 	fl.StringVar(&r.replicas, "replicas", "", "the volume's replicas host:port,host:port,host:port: become its primary")
 	fl.IntVar(&r.w, "w", 0, "with --replicas: replicas that must hold a change before close/fsync/rename/link return (default: a majority, 2 of 3)")
-	fl.Var(&r.logBytes, "log-bytes", "with --replicas: bound of the in-memory log for a lagging replica, e.g. 256MiB (beyond it: a full snapshot)")
+	fl.Var(&r.logBytes, "log-bytes", "with --replicas: bound of the in-memory log for a lagging replica, e.g. 64MiB, the default (beyond it: a full snapshot)")
 	fl.StringVar(&r.nodeID, "node-id", "", "with --replicas: this node's id, recorded with its term (default: the host name)")
 	fl.DurationVar(&r.acquireTimeout, "acquire-timeout", 30*time.Second, "with --replicas: how long taking the volume and recovering it may take")
 	fl.StringVar(&r.admin, "admin", "", "with --replicas: serve /metrics, /healthz, /readyz, /status, /debug/pprof on host:port")

@@ -66,7 +66,7 @@ data persists: the next run recovers the volume from the replicas.`,
 	fl.IntVar(&f.vol.W, "w", 0, "write quorum: replicas that must hold a record before close/fsync/rename return (default: a majority, 2 of 3)")
 	fl.DurationVar(&f.vol.FlushTimeout, "flush-timeout", 0, "how long close/fsync/rename wait for W replicas before EIO (default 30s)")
 	fl.DurationVar(&f.vol.AcquireTimeout, "acquire-timeout", 0, "how long taking the volume and recovering it may take (default 30s)")
-	fl.Var(&f.vol.LogBytes, "log-bytes", "bound of the in-memory log for lagging replicas, e.g. 256MiB (beyond: a full snapshot)")
+	fl.Var(&f.vol.LogBytes, "log-bytes", "bound of the in-memory log for lagging replicas, e.g. 64MiB, the default (beyond: a full snapshot)")
 	fl.StringArrayVarP(&f.vol.Options, "options", "o", nil, "mount options, as for spoolfs mount (allow_other, sync, ...)")
 	fl.StringVar(&f.vol.RootMode, "root-mode", "", "permissions of a new volume's root directory (octal, default 0755)")
 	fl.BoolVar(&f.vol.AccessLog, "access-log", false, "log one line per FUSE op")
