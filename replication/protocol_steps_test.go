@@ -237,6 +237,22 @@ func (s *schedule) finish() error {
 	if err := s.violation(); err != nil {
 		return err
 	}
+	// A primary that took its term from two replicas while the third
+	// holds a higher one (granted to an OpenPrimary that then failed, its
+	// answer lost) is fenced by that replica at its first write: a node
+	// opens the volume again, and so does this.
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = s.finalPrimary(); err == nil || !errors.Is(err, ErrFenced) {
+			return err
+		}
+	}
+	return err
+}
+
+// finalPrimary opens one more primary (its recovery checked by the
+// oracle) and makes a record durable.
+func (s *schedule) finalPrimary() error {
 	s.note("final recovery")
 	cfg := s.config()
 	cfg.AcquireTimeout = 20 * time.Second
@@ -251,6 +267,8 @@ func (s *schedule) finish() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := w.p.Wait(ctx, lsn); err != nil {
+		s.note("%s: final wait: %v", w.node, err)
+		s.closeAll()
 		return fmt.Errorf("final primary cannot make lsn %d durable: %w", lsn, err)
 	}
 	return nil
