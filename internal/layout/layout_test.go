@@ -1,0 +1,214 @@
+package layout
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// module is the import path of this module.
+const module = "github.com/spoolfs/spoolfs"
+
+// boundary says what the packages under one directory may depend on,
+// directly or not, in their code and in their tests.
+type boundary struct {
+	// may lists the directories of this module (relative, e.g. "proto")
+	// whose packages it may depend on; its own directory is always
+	// allowed. "*": every package of the module.
+	may []string
+	// never lists modules (or package path prefixes) outside this module
+	// it must not depend on.
+	never []string
+}
+
+// layout is the table of DESIGN.md, "Layout", and docs/architecture.md,
+// "Layout": keep the three in step. Each package of the module belongs to
+// the longest directory listed here that holds it; a package under none
+// fails the test until it is given a row. Dependencies are transitive, so
+// a directory may list only what its allowed imports reach as well.
+var layout = map[string]boundary{
+	// The CLI: everything.
+	"cmd": {may: []string{"*"}},
+	// Wiring of one process.
+	"node": {may: []string{"fsactor", "replication", "proto", "internal"}},
+	// The actor: FUSE and zap; never gRPC (nor protobuf), never buntdb.
+	"fsactor": {may: []string{"internal"},
+		never: []string{"google.golang.org/grpc", "google.golang.org/protobuf", "github.com/tidwall/buntdb"}},
+	// Replication: proto, buntdb, gRPC; never FUSE.
+	"replication": {may: []string{"proto", "internal"},
+		never: []string{"github.com/jacobsa/fuse"}},
+	// Generated code: none of ours.
+	"proto": {},
+	// Test and support code shared by the packages above: only itself.
+	"internal": {},
+	// `spoolfs bench`: runs the systems it measures, spoolfs in-process
+	// included; only cmd imports it.
+	"bench": {may: []string{"node", "fsactor", "replication", "proto", "internal"}},
+	// End-to-end tests of the built binary: they speak to it over the
+	// wire (proto) and through faults (internal), never through its
+	// packages.
+	"e2e": {may: []string{"proto", "internal"},
+		never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
+	// Manifests and units; its tests check them, with node's TLS helpers.
+	"deploy": {may: []string{"node", "fsactor", "replication", "proto", "internal"}},
+}
+
+// listedPackage is the part of `go list -json` output the test reads.
+type listedPackage struct {
+	ImportPath string
+	Deps       []string
+}
+
+// TestImportBoundaries checks every package of the module, and its tests,
+// against the layout table. `go list` failing fails the test.
+func TestImportBoundaries(t *testing.T) {
+	found := violations{}
+	seen := map[string]bool{}
+	for _, p := range goList(t) {
+		owner := basePath(p.ImportPath)
+		rel, ours := relPath(owner)
+		if !ours {
+			continue
+		}
+		seen[rel] = true
+		dir, b, ok := boundaryOf(rel)
+		if !ok {
+			t.Errorf("package %s is under no directory of the layout table (internal/layout/layout_test.go, DESIGN.md Layout): give it a row", owner)
+			continue
+		}
+		for _, d := range p.Deps {
+			if what, why := b.forbids(dir, basePath(d)); why != "" {
+				found.add(owner, p.ImportPath != owner, what, why)
+			}
+		}
+	}
+	for _, line := range found.lines() {
+		t.Error(line)
+	}
+	for _, must := range []string{"fsactor", "replication", "node", "proto", "cmd/spoolfs"} {
+		if !seen[must] {
+			t.Errorf("go list did not list %s/%s: the test checks nothing there", module, must)
+		}
+	}
+}
+
+// violations collects what each package (or only its tests) depends on
+// against the table: owner → forbidden dependency → why.
+type violations map[string]map[string]string
+
+// add records that owner (its tests only, if test) depends on what.
+func (v violations) add(owner string, test bool, what, why string) {
+	if test {
+		owner += " (tests)"
+	}
+	if v[owner] == nil {
+		v[owner] = map[string]string{}
+	}
+	v[owner][what] = why
+}
+
+// lines reports each violation once, sorted; a test's violation that the
+// package itself has is not repeated.
+func (v violations) lines() []string {
+	var out []string
+	for owner, deps := range v {
+		code := v[strings.TrimSuffix(owner, " (tests)")]
+		for what, why := range deps {
+			if _, dup := code[what]; dup && strings.HasSuffix(owner, " (tests)") {
+				continue
+			}
+			out = append(out, owner+" depends on "+what+": "+why+" (DESIGN.md, Layout)")
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// goList runs `go list -deps -test -json` over the module: every package,
+// its test variants (whose Deps include what the tests import) and
+// everything they depend on.
+func goList(t *testing.T) []listedPackage {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", "-test", "-json=ImportPath,Deps", module+"/...")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	var pkgs []listedPackage
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p listedPackage
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decoding go list output: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) == 0 {
+		t.Fatal("go list listed no package")
+	}
+	return pkgs
+}
+
+// basePath strips what go list adds to the path of a test variant:
+// "p [p.test]" → p, "p.test" → p, "p_test" → p.
+func basePath(path string) string {
+	path, _, _ = strings.Cut(path, " ")
+	path = strings.TrimSuffix(path, ".test")
+	return strings.TrimSuffix(path, "_test")
+}
+
+// relPath returns path relative to the module, and whether it is ours.
+func relPath(path string) (string, bool) {
+	if path == module {
+		return ".", true
+	}
+	rel, ok := strings.CutPrefix(path, module+"/")
+	return rel, ok
+}
+
+// boundaryOf finds the row of the longest layout directory holding rel.
+func boundaryOf(rel string) (string, boundary, bool) {
+	best := ""
+	for dir := range layout {
+		if under(rel, dir) && len(dir) > len(best) {
+			best = dir
+		}
+	}
+	b, ok := layout[best]
+	return best, b, ok && best != ""
+}
+
+// under says whether rel is dir or inside it.
+func under(rel, dir string) bool {
+	return rel == dir || strings.HasPrefix(rel, dir+"/")
+}
+
+// forbids says whether the packages of dir may not depend on dep: what
+// is forbidden (the module prefix of the rule, or dep) and why; why is ""
+// when dep is allowed.
+func (b boundary) forbids(dir, dep string) (what, why string) {
+	for _, bad := range b.never {
+		if dep == bad || strings.HasPrefix(dep, bad+"/") {
+			return bad, "never allowed in " + dir
+		}
+	}
+	rel, ours := relPath(dep)
+	if !ours || under(rel, dir) || slices.Contains(b.may, "*") {
+		return "", ""
+	}
+	for _, ok := range b.may {
+		if under(rel, ok) {
+			return "", ""
+		}
+	}
+	return dep, dir + " may depend only on " + strings.Join(append([]string{dir}, b.may...), ", ") + " of this module"
+}
