@@ -19,6 +19,12 @@
 // (watchdog.go) logs every goroutine's stack when the actor stays in one
 // step past Config.Watchdog while the kernel waits.
 //
+// Errors: one function, errnoOf (errno.go), maps every error a handler, a
+// memfd system call or a Sink's Wait returns to the errno a FUSE reply
+// carries; loop.reply applies it to every reply, the actor's and the
+// tasks', and counts and logs that same errno. A Sink reports failure with
+// the sentinels ErrFenced and ErrNotDurable (record.go), both EIO.
+//
 // fsactor never imports gRPC, buntdb, replication, node or proto: records
 // leave through the Sink interface (record.go), owned here.
 package fsactor

@@ -1,25 +1,38 @@
 package fsactor
 
 import (
+	"context"
 	"errors"
 	"syscall"
 )
 
-// errnoOf is the one place where an error becomes the errno a FUSE op
-// replies with. Errors come from system calls on memfds (memfd_create,
-// pread, pwrite, ftruncate, fallocate, fstat, lseek):
-//   - running out of descriptors (EMFILE, ENFILE) answers EMFILE;
-//   - running out of memory (ENOMEM, and ENOSPC, EDQUOT from shmem) answers
-//     ENOSPC: the volume is full;
-//   - anything else is the kernel's own answer (EFBIG, EINVAL,
-//     EOPNOTSUPP, ...), passed through;
-//   - an error that carries no errno answers EIO.
+// errnoOf is the one errno mapping of fsactor: it turns any error a
+// handler, a memfd system call or a Sink returns into the errno the FUSE
+// reply carries (and the one counted and logged). In order:
+//   - nil answers 0 (success);
+//   - a Sink's failure (ErrFenced, ErrNotDurable) and a context's end (the
+//     flush timeout, DeadlineExceeded, or Canceled) answer EIO, whatever
+//     else they wrap: the op's change is applied, its durability unknown;
+//   - an errno (bare or wrapped) is the kernel's own answer (EFBIG,
+//     EINVAL, EOPNOTSUPP, ENOENT, ...), passed through, except that
+//     running out of descriptors (EMFILE, ENFILE) answers EMFILE, running
+//     out of memory (ENOMEM, and ENOSPC, EDQUOT from shmem) answers ENOSPC
+//     (the volume is full), and errno 0 answers EIO;
+//   - anything else answers EIO.
+//
+// Handlers call it where a memfd system call fails; the loop calls it on
+// every reply, a handler's or a task's. node wraps replication's errors
+// into ErrFenced and ErrNotDurable before they reach it (node/replsink.go).
 func errnoOf(err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
 	var e syscall.Errno
-	if !errors.As(err, &e) {
+	switch {
+	case errors.Is(err, ErrFenced), errors.Is(err, ErrNotDurable),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return syscall.EIO
+	case !errors.As(err, &e):
 		return syscall.EIO
 	}
 	switch e {
@@ -31,4 +44,14 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EIO
 	}
 	return e
+}
+
+// replyErr is the error handed to the connection for errno: nil for 0,
+// the bare errno otherwise (jacobsa/fuse reads only a bare syscall.Errno;
+// errnos are below 256, so the conversion does not allocate).
+func replyErr(errno syscall.Errno) error {
+	if errno == 0 {
+		return nil
+	}
+	return errno
 }

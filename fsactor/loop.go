@@ -353,26 +353,13 @@ func (l *loop) flushNotes() {
 // reply answers an op, counts it and logs it. Called by the actor and by
 // tasks.
 func (l *loop) reply(ctx context.Context, op any, k opKind, oc *fuseops.OpContext, start time.Time, err error) {
-	errno := toErrno(err)
+	errno := errnoOf(err)   // the one mapping (errno.go): what is counted is what the kernel gets
 	l.stats.count(k, errno) // before the reply: a caller that saw it sees it counted
-	if rerr := l.c.Reply(ctx, err); rerr != nil {
+	if rerr := l.c.Reply(ctx, replyErr(errno)); rerr != nil {
 		l.stats.replyFailed.Add(1)
 		l.alog.errs.Warn("fuse reply failed", zap.String("op", k.String()), zap.Error(rerr))
 	}
 	l.alog.done(k, op, oc, start, errno)
-}
-
-// toErrno is the errno a reply with err carries (EIO for anything that is
-// not an Errno, as jacobsa does).
-func toErrno(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return syscall.EIO
 }
 
 // waitDurable is a task: it waits, off the actor, until lsn is durable,
@@ -396,22 +383,13 @@ func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64
 		// EIO reaches the actor after the volume turned read-only.
 		l.send(event{kind: evFenced, err: err})
 	}
-	l.reply(ev.ctx, ev.op, k, oc, ev.now, waitErrno(err))
+	l.reply(ev.ctx, ev.op, k, oc, ev.now, err) // any failure answers EIO (errnoOf)
 	if err != nil {
 		for _, n := range failedWaitNotes(ev.op) {
 			l.notify.post(n) // safe from any goroutine
 		}
 	}
 	l.send(event{kind: evTaskDone})
-}
-
-// waitErrno maps a sink's Wait result to the reply: nil, or EIO
-// (ErrNotDurable, ErrFenced, the flush timeout).
-func waitErrno(err error) error {
-	if err == nil {
-		return nil
-	}
-	return syscall.EIO
 }
 
 // setReadOnly turns the state read-only and logs why, the first time.

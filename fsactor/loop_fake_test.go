@@ -16,7 +16,8 @@ import (
 
 // fakeMachine stands for State in tests of the loop alone: flushes wait for
 // flushLSN, unlinks produce a NoteDelete, mkdir answers EROFS once
-// read-only, everything else succeeds.
+// read-only, lookups ENOENT, rmdir a wrapped ENOMEM, everything else
+// succeeds.
 type fakeMachine struct {
 	flushLSN uint64
 	// hold, when not nil, holds a mkdir of "hold" in Handle until it is
@@ -53,6 +54,8 @@ func (m *fakeMachine) Handle(op any, c Caller, now time.Time) (uint64, error) {
 		}
 	case *fuseops.LookUpInodeOp:
 		return 0, syscall.ENOENT
+	case *fuseops.RmDirOp:
+		return 0, fmt.Errorf("fallocate: %w", syscall.ENOMEM) // a wrapped memfd error
 	case *fuseops.GetInodeAttributesOp:
 		o.Attributes.Nlink = 1
 	}
@@ -325,5 +328,26 @@ func TestLoopReadErrors(t *testing.T) {
 	case <-s.Done():
 	case <-time.After(deadline):
 		t.Fatal("a failing device did not end ServeOps")
+	}
+}
+
+// TestLoopReplyErrno: the loop replies with the errno errnoOf maps an
+// error to, bare (jacobsa/fuse answers EIO for anything else), and counts
+// that same errno: a wrapped ENOMEM reaches the kernel as ENOSPC and is
+// counted as ENOSPC (it was counted as ENOMEM and answered EIO).
+func TestLoopReplyErrno(t *testing.T) {
+	m := newFakeMachine()
+	s, fc := startLoop(t, Config{}, m, &DiscardSink{})
+	err := fc.do(t, &fuseops.RmDirOp{Parent: 1, Name: "d"})
+	if e, ok := err.(syscall.Errno); !ok || e != syscall.ENOSPC {
+		t.Fatalf("rmdir replied %#v, want the bare errno ENOSPC", err)
+	}
+	if err := fc.do(t, &fuseops.LookUpInodeOp{Parent: 1, Name: "x"}); err != syscall.ENOENT {
+		t.Fatalf("lookup replied %#v, want ENOENT", err)
+	}
+	got := s.loop.stats.errnoCounts()
+	want := map[string]uint64{"rmdir/ENOSPC": 1, "lookup/ENOENT": 1}
+	if len(got) != len(want) || got["rmdir/ENOSPC"] != 1 || got["lookup/ENOENT"] != 1 {
+		t.Fatalf("errno counts %v, want %v", got, want)
 	}
 }

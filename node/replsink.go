@@ -33,7 +33,12 @@ func (s *replSink) Wait(ctx context.Context, lsn uint64) error {
 	return sinkError(s.p.Wait(ctx, lsn))
 }
 
-// sinkError maps replication's errors onto the Sink's contract.
+// sinkError adapts replication's errors to the Sink's contract: it maps
+// them to fsactor's sentinels (replication.ErrFenced → fsactor.ErrFenced,
+// anything else → fsactor.ErrNotDurable), wrapped around the cause. It maps
+// errors to sentinels, never to errnos: the one errno mapping is fsactor's
+// (fsactor/errno.go), which answers EIO for both sentinels whatever they
+// wrap. fsactor does not import replication, hence this adapter.
 func sinkError(err error) error {
 	switch {
 	case err == nil:
