@@ -25,6 +25,13 @@
 // tasks', and counts and logs that same errno. A Sink reports failure with
 // the sentinels ErrFenced and ErrNotDurable (record.go), both EIO.
 //
+// Release: NewServer takes memfds (one per file of the snapshot), an
+// eventfd and the notify workers. ServeOps releases them all when it
+// returns (and stops the watchdog, which starts only there); a Server
+// whose ServeOps never ran (the mount failed after NewServer) is released
+// by Server.Close, which is idempotent (server.go).
+//
 // fsactor never imports gRPC, buntdb, replication, node or proto: records
-// leave through the Sink interface (record.go), owned here.
+// leave through the Sink interface (record.go), owned here. The layout
+// test (internal/layout) checks it, with every other package's imports.
 package fsactor

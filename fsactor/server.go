@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/jacobsa/fuse"
@@ -101,6 +102,12 @@ func (c Config) withDefaults() Config {
 type Server struct {
 	cfg  Config
 	loop *loop
+	// phase says who releases what the server holds: ServeOps when it ran
+	// (at its end), Close when it never ran.
+	// INVARIANT: moves only forward, phaseNew → phaseServing or phaseNew →
+	// phaseClosed, by CompareAndSwap: exactly one of ServeOps and Close
+	// owns the release.
+	phase atomic.Int32
 	// snapSlot holds a token while a streamed snapshot is in progress.
 	snapSlot chan struct{}
 }
@@ -145,11 +152,52 @@ func newServer(cfg Config, st machine, sink Sink) (*Server, error) {
 	return &Server{cfg: cfg, loop: l, snapSlot: make(chan struct{}, 1)}, nil
 }
 
+// Phases of a Server (Server.phase).
+const (
+	phaseNew     int32 = iota // built by NewServer; ServeOps and Close not called yet
+	phaseServing              // ServeOps started: it releases everything when it returns
+	phaseClosed               // Close released everything; ServeOps will not serve
+)
+
 // ServeOps implements fuse.Server: it reads ops until the kernel closes the
 // connection and returns once every op was answered and every task ended.
-// Then the state is closed (its memfds released) and the notify pool
-// stopped. It must be called once.
-func (s *Server) ServeOps(c *fuse.Connection) { s.loop.run(fuseConn{c}) }
+// Then the state is closed (its memfds released), the notify pool stopped,
+// the waker's eventfd closed and the watchdog stopped. It must be called
+// at most once; after Close it returns at once without reading an op.
+func (s *Server) ServeOps(c *fuse.Connection) {
+	if !s.phase.CompareAndSwap(phaseNew, phaseServing) {
+		s.cfg.Log.Error("fsactor: ServeOps on a closed or already serving server",
+			zap.String("volume", s.cfg.Volume))
+		return
+	}
+	s.loop.run(fuseConn{c})
+}
+
+// Close releases everything a Server holds when ServeOps never ran (the
+// mount failed after NewServer): the notify workers, every memfd, the
+// waker's eventfd; no watchdog goroutine runs before ServeOps. After Close,
+// Done is closed and calls on the actor answer ErrStopped. If ServeOps has
+// started, ServeOps releases everything when it returns and Close waits
+// for that (so unmount first). Close is idempotent and safe to call from
+// any goroutine; it always returns nil.
+func (s *Server) Close() error {
+	if s.phase.CompareAndSwap(phaseNew, phaseClosed) {
+		s.release()
+	}
+	<-s.loop.stopped
+	return nil
+}
+
+// release frees what a loop that never ran holds, as loop.run does at its
+// end: the waker's eventfd, the state's memfds, the notify workers. The
+// watchdog's goroutine starts only in run, so there is none to stop.
+func (s *Server) release() {
+	l := s.loop
+	l.wk.close()
+	l.st.Close()
+	l.notify.close()
+	close(l.stopped)
+}
 
 // fuseConn adapts *fuse.Connection (whose ReadOp returns interface{}) to
 // conn.

@@ -46,6 +46,11 @@ func Mount(o MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log *zap.L
 	}
 	v := &Volume{opts: o, dir: dir, log: log, method: method, dev: dev, done: make(chan struct{})}
 	if err := v.serve(sink, snap); err != nil {
+		if v.server != nil {
+			// ServeOps never ran: Close frees the notify workers, the
+			// memfds and the eventfd (before dev, which the pool writes).
+			v.server.Close()
+		}
 		dev.Close()
 		if _, derr := detach(dir); derr != nil && !errors.Is(derr, errNotMounted) {
 			log.Error("could not undo the mount after a failed start", zap.String("dir", dir), zap.Error(derr))
@@ -56,6 +61,10 @@ func Mount(o MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log *zap.L
 		zap.String("via", string(method)), zap.Bool("ro", o.ReadOnly), zap.Bool("allow_other", o.AllowOther))
 	return v, nil
 }
+
+// fuseMount is fuse.Mount; tests replace it to make a mount fail after
+// fsactor.NewServer.
+var fuseMount = fuse.Mount
 
 // serve builds the actor and hands jacobsa/fuse a duplicate of the device
 // as /dev/fd/N (jacobsa closes its copy when ServeOps returns; v.dev stays
@@ -69,7 +78,7 @@ func (v *Volume) serve(sink fsactor.Sink, snap *fsactor.Snapshot) error {
 	if err != nil {
 		return fmt.Errorf("dup of /dev/fuse: %w", err)
 	}
-	mfs, err := fuse.Mount(fmt.Sprintf("/dev/fd/%d", dup), srv, v.mountConfig())
+	mfs, err := fuseMount(fmt.Sprintf("/dev/fd/%d", dup), srv, v.mountConfig())
 	if err != nil {
 		unix.Close(dup)
 		return fmt.Errorf("starting the FUSE connection on %s: %w", v.dir, err)
