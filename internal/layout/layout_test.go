@@ -69,7 +69,11 @@ type listedPackage struct {
 func TestImportBoundaries(t *testing.T) {
 	found := violations{}
 	seen := map[string]bool{}
-	for _, p := range goList(t) {
+	var pkgs []listedPackage
+	for _, tags := range buildTags {
+		pkgs = append(pkgs, goList(t, tags)...)
+	}
+	for _, p := range pkgs {
 		owner := basePath(p.ImportPath)
 		rel, ours := relPath(owner)
 		if !ours {
@@ -129,17 +133,21 @@ func (v violations) lines() []string {
 	return out
 }
 
-// goList runs `go list -deps -test -json` over the module: every package,
-// its test variants (whose Deps include what the tests import) and
-// everything they depend on.
-func goList(t *testing.T) []listedPackage {
+// buildTags are the tag sets the module is built with: files behind
+// -tags invariants (make test) import things too.
+var buildTags = []string{"", "invariants"}
+
+// goList runs `go list -deps -test -json` over the module with tags: every
+// package, its test variants (whose Deps include what the tests import)
+// and everything they depend on.
+func goList(t *testing.T, tags string) []listedPackage {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-deps", "-test", "-json=ImportPath,Deps", module+"/...")
+	cmd := exec.Command("go", "list", "-tags="+tags, "-deps", "-test", "-json=ImportPath,Deps", module+"/...")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+		t.Fatalf("go list -tags=%q: %v\n%s", tags, err, stderr.Bytes())
 	}
 	var pkgs []listedPackage
 	dec := json.NewDecoder(bytes.NewReader(out))
