@@ -11,7 +11,6 @@ package e2e
 // back: recovery writes its state to a quorum before serving.
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -21,8 +20,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 type fstate int
@@ -272,7 +269,7 @@ func (l *faultLedger) checkPresent(dir, id string, x *ffile, listed map[string]b
 
 // checkContent compares a listed file with what the ledger knows of it.
 func (l *faultLedger) checkContent(dir, name string, x *ffile) {
-	hash, ino, err := statHash(filepath.Join(dir, name))
+	hash, ino, err := readFile(filepath.Join(dir, name))
 	switch {
 	case err != nil:
 		l.fail(&l.c.corrupted, "CORRUPTED %s: %v", name, err)
@@ -337,18 +334,6 @@ func nameKey(name string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(name))
 	return h.Sum64()
-}
-
-func statHash(path string) (hash [32]byte, ino uint64, err error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return hash, 0, err
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return hash, 0, err
-	}
-	return sha256.Sum256(b), st.Ino, nil
 }
 
 func sortedFiles(m map[string]*ffile) []string {
