@@ -21,18 +21,10 @@ func failedWaitNotes(op any) []Note {
 		return []Note{entry(o.OldParent, o.OldName), entry(o.NewParent, o.NewName)}
 	case *fuseops.CreateLinkOp:
 		return []Note{entry(o.Parent, o.Name), {Kind: NoteInvalInode, Child: uint64(o.Target), Off: -1}} // nlink: attributes only
-	case *fuseops.UnlinkOp:
-		return []Note{entry(o.Parent, o.Name)}
-	case *fuseops.RmDirOp:
-		return []Note{entry(o.Parent, o.Name)}
-	case *fuseops.MkDirOp:
-		return []Note{entry(o.Parent, o.Name)}
-	case *fuseops.MkNodeOp:
-		return []Note{entry(o.Parent, o.Name)}
-	case *fuseops.CreateSymlinkOp:
-		return []Note{entry(o.Parent, o.Name)}
-	case *fuseops.CreateFileOp:
-		return []Note{entry(o.Parent, o.Name)}
+	case *fuseops.UnlinkOp, *fuseops.RmDirOp, *fuseops.MkDirOp, *fuseops.MkNodeOp,
+		*fuseops.CreateSymlinkOp, *fuseops.CreateFileOp:
+		parent, name, _ := opTarget(op) // the one name these ops change
+		return []Note{entry(fuseops.InodeID(parent), name)}
 	case *fuseops.SetInodeAttributesOp:
 		return []Note{{Kind: NoteInvalInode, Child: uint64(o.Inode), Len: -1}}
 	}
