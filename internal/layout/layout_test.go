@@ -45,6 +45,7 @@ var layout = map[string]boundary{
 	// Generated code: none of ours.
 	"proto": {},
 	// Test and support code shared by the packages above: only itself.
+	// internal/testsupport is for tests alone (testOnly).
 	"internal": {},
 	// `spoolfs bench`: runs the systems it measures, spoolfs in-process
 	// included; only cmd imports it.
@@ -57,6 +58,10 @@ var layout = map[string]boundary{
 	// Manifests and units; its tests check them, with node's TLS helpers.
 	"deploy": {may: []string{"node", "fsactor", "replication", "proto", "internal"}},
 }
+
+// testOnly lists the packages (relative) that only tests may depend on:
+// a package's own code depending on one of them fails the test.
+var testOnly = []string{"internal/testsupport"}
 
 // listedPackage is the part of `go list -json` output the test reads.
 type listedPackage struct {
@@ -88,6 +93,9 @@ func TestImportBoundaries(t *testing.T) {
 		for _, d := range p.Deps {
 			if what, why := b.forbids(dir, basePath(d)); why != "" {
 				found.add(owner, p.ImportPath != owner, what, why)
+			}
+			if what, why := testOnlyDep(p.ImportPath, d); why != "" {
+				found.add(owner, false, what, why)
 			}
 		}
 	}
@@ -164,6 +172,19 @@ func goList(t *testing.T, tags string) []listedPackage {
 		t.Fatal("go list listed no package")
 	}
 	return pkgs
+}
+
+// testOnlyDep says whether pkg, a package's own code (not a test variant),
+// depends on dep, which only tests may: what and why; why is "" if not.
+func testOnlyDep(pkg, dep string) (what, why string) {
+	if pkg != basePath(pkg) {
+		return "", "" // a test variant: tests may
+	}
+	rel, ours := relPath(dep)
+	if !ours || !slices.Contains(testOnly, rel) {
+		return "", ""
+	}
+	return dep, "only tests may depend on " + rel
 }
 
 // basePath strips what go list adds to the path of a test variant:
