@@ -31,6 +31,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
 )
 
@@ -484,10 +485,10 @@ func TestExampleConfigTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := node.CreateCA(dir, "", 24*time.Hour); err != nil {
+	if err := tlsid.CreateCA(dir, "", 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := node.IssueNodeCert(dir, dir, plain.NodeID, []string{host}, 24*time.Hour); err != nil {
+	if err := tlsid.IssueNodeCert(dir, dir, plain.NodeID, []string{host}, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	c, err := node.ParseConfig([]byte(b.String()))

@@ -3,6 +3,8 @@ package node
 import (
 	"fmt"
 	"net"
+
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 )
 
 // TLSConfig is a node's mTLS material in its YAML config:
@@ -22,7 +24,7 @@ type TLSConfig struct {
 }
 
 // Files is the same as TLSFiles.
-func (t TLSConfig) Files() TLSFiles { return TLSFiles(t) }
+func (t TLSConfig) Files() tlsid.Files { return tlsid.Files(t) }
 
 // validateTLS checks the tls section and settles the node id: with mTLS
 // it is the certificate's, and a node_id that names another node is an
@@ -32,11 +34,10 @@ func (c *Config) validateTLS() error {
 	if !f.Enabled() {
 		return nil
 	}
-	_, pair, err := f.load() // what Validate checks
+	id, err := f.NodeID() // checks what Validate checks
 	if err != nil {
 		return err // names the file
 	}
-	id := NodeIdentity(pair.Leaf)
 	switch c.NodeID {
 	case "":
 		c.NodeID = id

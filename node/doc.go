@@ -25,8 +25,8 @@
 // process, from a Config (config.go, the YAML of `spoolfs run -c`) or as
 // the embedded cluster of `make run` (cluster.go); admin.go, metrics.go
 // and status.go serve /metrics, /healthz, /readyz, /status and pprof, and
-// print `spoolfs status`. tls.go makes and loads mTLS material (`spoolfs
-// certs`, TLSFiles) and config_tls.go reads it from the config, where the
+// print `spoolfs status`. internal/tlsid makes and loads mTLS material
+// (`spoolfs certs`, tlsid.Files) and config_tls.go reads it from the config, where the
 // certificate's common name is the node id; procs.go sizes GOMAXPROCS of a
 // process that is only a replica. docs/threads.md lists every goroutine.
 //
@@ -35,7 +35,7 @@
 // options.go, rlimit.go, log.go. launch*.go and unshare.go (running a
 // command inside the mount, user namespaces) and replsink.go (the
 // replication adapter) belong to their own authors; primary.go,
-// tls.go, procs.go,
+// procs.go,
 // replica.go, run.go, cluster.go, config*.go, admin.go, metrics.go,
 // status.go, waits.go and progress.go to the replication wiring.
 package node

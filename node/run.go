@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 )
 
 // Node is one spoolfs process serving several things at once: replica
@@ -24,9 +26,9 @@ type Node struct {
 	replicas []*Replica
 	volumes  []*ReplicatedVolume
 	admin    *Admin
-	tls      *TLSMaterial  // the node's mTLS material, for metrics (nil without)
-	ended    chan ended    // a volume or replica stopped serving
-	quit     chan struct{} // closed by Stop: nobody reads ended any more
+	tls      *tlsid.Material // the node's mTLS material, for metrics (nil without)
+	ended    chan ended      // a volume or replica stopped serving
+	quit     chan struct{}   // closed by Stop: nobody reads ended any more
 	quitOnce sync.Once
 }
 
@@ -43,7 +45,7 @@ func NewNode(id string, log *zap.Logger) *Node {
 
 // SetTLS names the node's mTLS material: /metrics reports its expiry and
 // reloads.
-func (n *Node) SetTLS(m *TLSMaterial) {
+func (n *Node) SetTLS(m *tlsid.Material) {
 	n.mu.Lock()
 	n.tls = m
 	n.mu.Unlock()

@@ -9,25 +9,27 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
 // tlsCluster makes a CA, certificates for the named nodes (127.0.0.1) and
 // returns their files.
-func tlsCluster(t *testing.T, nodes ...string) (dir string, files map[string]TLSFiles) {
+func tlsCluster(t *testing.T, nodes ...string) (dir string, files map[string]tlsid.Files) {
 	t.Helper()
 	dir = t.TempDir()
-	if err := CreateCA(dir, "test CA", time.Hour); err != nil {
+	if err := tlsid.CreateCA(dir, "test CA", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	files = map[string]TLSFiles{}
+	files = map[string]tlsid.Files{}
 	for _, n := range nodes {
-		if err := IssueNodeCert(dir, dir, n, []string{"127.0.0.1"}, time.Hour); err != nil {
+		if err := tlsid.IssueNodeCert(dir, dir, n, []string{"127.0.0.1"}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		files[n] = TLSFiles{CA: filepath.Join(dir, CACertFile), Cert: filepath.Join(dir, n+".crt"), Key: filepath.Join(dir, n+".key")}
+		files[n] = tlsid.Files{CA: filepath.Join(dir, tlsid.CACertFile), Cert: filepath.Join(dir, n+".crt"), Key: filepath.Join(dir, n+".key")}
 	}
 	return dir, files
 }
@@ -48,7 +50,7 @@ func TestMutualTLSCluster(t *testing.T) {
 		t.Cleanup(func() { rep.Stop(context.Background()) })
 		addrs = append(addrs, rep.Addr())
 	}
-	open := func(nodeID string, files TLSFiles, plaintext bool) (*replication.Primary, error) {
+	open := func(nodeID string, files tlsid.Files, plaintext bool) (*replication.Primary, error) {
 		cfg := replication.PrimaryConfig{Volume: "mail", NodeID: nodeID, Replicas: addrs, Log: log,
 			AcquireTimeout: 3 * time.Second, CallTimeout: time.Second}
 		if plaintext {
@@ -65,7 +67,7 @@ func TestMutualTLSCluster(t *testing.T) {
 	if _, err := open("p1", files["evil"], false); err == nil || !strings.Contains(err.Error(), "claims to be") {
 		t.Fatalf("a node claiming another node's id: %v, want a refusal naming the claim", err)
 	}
-	if _, err := open("p1", TLSFiles{}, true); err == nil {
+	if _, err := open("p1", tlsid.Files{}, true); err == nil {
 		t.Fatal("a client without TLS took the volume")
 	}
 	p, err := open("p1", files["p1"], false)
@@ -115,4 +117,20 @@ func TestConfigTLSNodeID(t *testing.T) {
 	if err := c.Validate(); err == nil {
 		t.Fatal("a tls section with the certificate alone was accepted")
 	}
+}
+
+// material loads f (the test fails if it cannot).
+func material(t *testing.T, f tlsid.Files) *tlsid.Material {
+	t.Helper()
+	m, err := f.Material(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// clientCreds is f's client credentials (the test fails if f cannot load).
+func clientCreds(t *testing.T, f tlsid.Files) credentials.TransportCredentials {
+	t.Helper()
+	return material(t, f).ClientCreds()
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spoolfs/spoolfs/node"
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 )
 
 func init() { extraCommands = append(extraCommands, newCertsCmd) }
@@ -54,11 +54,11 @@ func newCertsCACmd() *cobra.Command {
 			if err := checkDays(days); err != nil {
 				return usageErr(c, err)
 			}
-			if err := node.CreateCA(dir, name, time.Duration(days)*24*time.Hour); err != nil {
+			if err := tlsid.CreateCA(dir, name, time.Duration(days)*24*time.Hour); err != nil {
 				return &exitError{code: 1, err: err}
 			}
 			fmt.Fprintf(c.OutOrStdout(), "wrote %s and %s (private: keep it off the nodes)\nnext, for each node: %s node --ca %s --id NODE --host ADDR\n",
-				certsPath(dir, node.CACertFile), certsPath(dir, node.CAKeyFile), c.Parent().CommandPath(), certsPath(dir))
+				certsPath(dir, tlsid.CACertFile), certsPath(dir, tlsid.CAKeyFile), c.Parent().CommandPath(), certsPath(dir))
 			return nil
 		},
 	}
@@ -88,12 +88,12 @@ for dialing, since every node does both, and never outlives the CA.`,
 			if out == "" {
 				out = caDir
 			}
-			if err := node.IssueNodeCert(caDir, out, id, hosts, time.Duration(days)*24*time.Hour); err != nil {
+			if err := tlsid.IssueNodeCert(caDir, out, id, hosts, time.Duration(days)*24*time.Hour); err != nil {
 				return &exitError{code: 1, err: err}
 			}
 			fmt.Fprintf(c.OutOrStdout(), "wrote %s and %s for node %s\nrun the node with: --tls-ca %s --tls-cert %s --tls-key %s\n",
 				certsPath(out, id+".crt"), certsPath(out, id+".key"), id,
-				certsPath(caDir, node.CACertFile), certsPath(out, id+".crt"), certsPath(out, id+".key"))
+				certsPath(caDir, tlsid.CACertFile), certsPath(out, id+".crt"), certsPath(out, id+".key"))
 			return nil
 		},
 	}
@@ -120,10 +120,10 @@ func checkNodeFlags(caDir, id string, hosts []string, days int) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("want %s", strings.Join(missing, " and "))
 	}
-	if err := node.CheckNodeID(id); err != nil {
+	if err := tlsid.CheckNodeID(id); err != nil {
 		return fmt.Errorf("--id: %w", err)
 	}
-	if err := node.CheckHosts(hosts); err != nil {
+	if err := tlsid.CheckHosts(hosts); err != nil {
 		return fmt.Errorf("--host: %w", err)
 	}
 	return checkDays(days)

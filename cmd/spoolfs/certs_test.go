@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoolfs/spoolfs/node"
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 )
 
 // runCmd executes the command line and returns its output.
@@ -33,7 +33,7 @@ func TestCertsCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("certs node: %v\n%s", err, msg)
 	}
-	files := node.TLSFiles{
+	files := tlsid.Files{
 		CA:   filepath.Join(ca, "ca.crt"),
 		Cert: filepath.Join(out, "replica-1.crt"),
 		Key:  filepath.Join(out, "replica-1.key"),
@@ -70,7 +70,7 @@ func TestCertsCommand(t *testing.T) {
 // is written.
 func TestCertsUsage(t *testing.T) {
 	ca := t.TempDir()
-	if err := node.CreateCA(ca, "", 24*time.Hour); err != nil {
+	if err := tlsid.CreateCA(ca, "", 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "out")

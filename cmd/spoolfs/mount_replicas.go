@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
 )
 
@@ -25,7 +26,7 @@ type replicaFlags struct {
 	admin          string
 	tls            tlsFlags
 	client         credentials.TransportCredentials // from tls, set by check
-	tlsMaterial    *node.TLSMaterial                // its source, whose reloads are logged once the mount has a logger
+	tlsMaterial    *tlsid.Material                  // its source, whose reloads are logged once the mount has a logger
 }
 
 func addReplicaFlags(c *cobra.Command, r *replicaFlags) {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
 )
 
@@ -63,7 +64,7 @@ primary reconnects to the replica when it returns).`,
 	return c
 }
 
-func runReplica(o node.ReplicaOptions, id, admin string, mat *node.TLSMaterial) error {
+func runReplica(o node.ReplicaOptions, id, admin string, mat *tlsid.Material) error {
 	log, err := newLogger()
 	if err != nil {
 		return &exitError{code: 2, err: err}

@@ -47,6 +47,10 @@ var layout = map[string]boundary{
 	// Test and support code shared by the packages above: only itself.
 	// internal/testsupport is for tests alone (testOnly).
 	"internal": {},
+	// Split out of node by concern (docs/architecture.md, "Packages").
+	// mTLS material and node identity: nothing of ours, never FUSE,
+	// buntdb or the actor.
+	"internal/tlsid": {never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
 	// `spoolfs bench`: runs the systems it measures, spoolfs in-process
 	// included; only cmd imports it.
 	"bench": {may: []string{"node", "fsactor", "replication", "proto", "internal"}},

@@ -1,4 +1,4 @@
-package node
+package tlsid
 
 // Certificate rotation without a restart. A node's TLS material is read
 // again when one of its files changes (size, modification time or inode:
@@ -10,7 +10,7 @@ package node
 //
 // Files are seldom replaced all at once: a certificate may be in place
 // before its key. A reload that does not pass the checks of
-// TLSFiles.Validate, or whose certificate names another node (the node id
+// Files.Validate, or whose certificate names another node (the node id
 // is the certificate's CN and does not change while the node runs), keeps
 // the material in use and logs why; the next change is tried again.
 
@@ -33,10 +33,10 @@ import (
 // the tests).
 var tlsCheckEvery = time.Second
 
-// TLSMaterial is a node's loaded mTLS material, reloaded when its files
+// Material is a node's loaded mTLS material, reloaded when its files
 // change. Its ServerCreds and ClientCreds read it at each handshake.
-type TLSMaterial struct {
-	files TLSFiles
+type Material struct {
+	files Files
 	id    string // the node id, fixed at load
 
 	mu       sync.Mutex
@@ -49,17 +49,17 @@ type TLSMaterial struct {
 	failures uint64 // changes that could not be used
 }
 
-// TLSStatus describes the material in use, for metrics.
-type TLSStatus struct {
+// Status describes the material in use, for metrics.
+type Status struct {
 	NotAfter          time.Time // the expiry of the certificate this node presents
 	Reloads, Failures uint64    // reloads done, and changed files that could not be used
 }
 
 // Status reports the material in use.
-func (m *TLSMaterial) Status() TLSStatus {
+func (m *Material) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return TLSStatus{NotAfter: m.cert.Leaf.NotAfter, Reloads: m.reloads, Failures: m.failures}
+	return Status{NotAfter: m.cert.Leaf.NotAfter, Reloads: m.reloads, Failures: m.failures}
 }
 
 // fileSig tells whether a file changed.
@@ -82,14 +82,14 @@ func sigOf(path string) fileSig {
 	return s
 }
 
-func (f TLSFiles) sigs() [3]fileSig {
+func (f Files) sigs() [3]fileSig {
 	return [3]fileSig{sigOf(f.CA), sigOf(f.Cert), sigOf(f.Key)}
 }
 
 // Material loads the files (see Validate); log hears about reloads (nil:
 // nothing is logged). Without TLS (no file named) it is nil, whose
 // credentials are nil: plaintext.
-func (f TLSFiles) Material(log *zap.Logger) (*TLSMaterial, error) {
+func (f Files) Material(log *zap.Logger) (*Material, error) {
 	if !f.Enabled() {
 		return nil, nil
 	}
@@ -101,12 +101,12 @@ func (f TLSFiles) Material(log *zap.Logger) (*TLSMaterial, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &TLSMaterial{files: f, id: NodeIdentity(cert.Leaf), log: log, pool: pool, cert: cert, sig: sig, checked: time.Now()}, nil
+	return &Material{files: f, id: NodeIdentity(cert.Leaf), log: log, pool: pool, cert: cert, sig: sig, checked: time.Now()}, nil
 }
 
 // SetLogger sets where reloads are logged (the logger may be made after
 // the material).
-func (m *TLSMaterial) SetLogger(log *zap.Logger) {
+func (m *Material) SetLogger(log *zap.Logger) {
 	if m == nil {
 		return
 	}
@@ -117,7 +117,7 @@ func (m *TLSMaterial) SetLogger(log *zap.Logger) {
 
 // current returns the material to use now, reloading it first if its
 // files changed.
-func (m *TLSMaterial) current() (*x509.CertPool, tls.Certificate) {
+func (m *Material) current() (*x509.CertPool, tls.Certificate) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if now := time.Now(); now.Sub(m.checked) >= tlsCheckEvery {
@@ -130,7 +130,7 @@ func (m *TLSMaterial) current() (*x509.CertPool, tls.Certificate) {
 	return m.pool, m.cert
 }
 
-func (m *TLSMaterial) reloadLocked() {
+func (m *Material) reloadLocked() {
 	pool, cert, err := m.files.load()
 	if err == nil && NodeIdentity(cert.Leaf) != m.id {
 		err = fmt.Errorf("tls certificate %s names node %q, and this node runs as %q (restart it to change its id)", m.files.Cert, NodeIdentity(cert.Leaf), m.id)
@@ -150,7 +150,7 @@ func (m *TLSMaterial) reloadLocked() {
 // certificate, wants TLS 1.3, and requires a client certificate that
 // chains to the CA (with client-auth usage). The caller reads the
 // client's identity with replication.PeerIdentity.
-func (m *TLSMaterial) ServerCreds() credentials.TransportCredentials {
+func (m *Material) ServerCreds() credentials.TransportCredentials {
 	if m == nil {
 		return nil
 	}
@@ -161,7 +161,7 @@ func (m *TLSMaterial) ServerCreds() credentials.TransportCredentials {
 // the server's certificate against the CA (and, through grpc's
 // credentials.NewTLS, the host name or IP of the dial address against the
 // certificate's SANs), presents its certificate, and wants TLS 1.3.
-func (m *TLSMaterial) ClientCreds() credentials.TransportCredentials {
+func (m *Material) ClientCreds() credentials.TransportCredentials {
 	if m == nil {
 		return nil
 	}
@@ -171,7 +171,7 @@ func (m *TLSMaterial) ClientCreds() credentials.TransportCredentials {
 // reloadingCreds make grpc's own TLS credentials from the material of the
 // moment for each handshake.
 type reloadingCreds struct {
-	m          *TLSMaterial
+	m          *Material
 	server     bool
 	serverName string
 }

@@ -1,4 +1,4 @@
-package node
+package tlsid
 
 // mTLS between nodes (DESIGN.md: "node identity from the certificate").
 //
@@ -7,7 +7,7 @@ package node
 // node id, the SANs are the node's host names and addresses, and the
 // extended key usage allows both roles. `spoolfs certs ca` and `spoolfs
 // certs node` make that material (CreateCA, IssueNodeCert);
-// TLSFiles.Material loads it, and its gRPC transport credentials read the
+// Files.Material loads it, and its gRPC transport credentials read the
 // files again when they change (tls_reload.go): a certificate is rotated
 // by replacing its files. replication.PeerIdentity reads a caller's node
 // id on the serving side.
@@ -50,27 +50,38 @@ var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 // dnsLabel is one label of a DNS name in a certificate's SANs.
 var dnsLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
-// TLSFiles names a node's mTLS material: PEM files. CA holds the
+// Files names a node's mTLS material: PEM files. CA holds the
 // certificate(s) of the cluster's CA, Cert the node's certificate (it may
 // be followed by intermediates), Key its private key (PKCS#8, SEC 1 or
 // PKCS#1). All three or none must be set.
-type TLSFiles struct{ CA, Cert, Key string }
+type Files struct{ CA, Cert, Key string }
 
 // Enabled reports whether any of the files is set (Validate then wants
 // all three).
-func (f TLSFiles) Enabled() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
+func (f Files) Enabled() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
 
 // Validate checks the material without starting anything: all three
 // files or none; each readable and PEM; the certificate matches the key,
 // is a node's (not a CA; its CN passes CheckNodeID), is valid now, and
 // chains to the CA for both server and client use.
 // Errors name the file at fault.
-func (f TLSFiles) Validate() error {
+func (f Files) Validate() error {
 	if !f.Enabled() {
 		return nil
 	}
 	_, _, err := f.load()
 	return err
+}
+
+// NodeID loads and checks the material (as Validate does) and returns the
+// node id its certificate names: with mTLS a node's id is its
+// certificate's.
+func (f Files) NodeID() (string, error) {
+	_, pair, err := f.load()
+	if err != nil {
+		return "", err
+	}
+	return NodeIdentity(pair.Leaf), nil
 }
 
 // NodeIdentity is the node id a verified certificate names: its
@@ -83,7 +94,7 @@ func NodeIdentity(cert *x509.Certificate) string {
 }
 
 // load reads and checks the three files (see Validate).
-func (f TLSFiles) load() (*x509.CertPool, tls.Certificate, error) {
+func (f Files) load() (*x509.CertPool, tls.Certificate, error) {
 	var none tls.Certificate
 	if f.CA == "" || f.Cert == "" || f.Key == "" {
 		return nil, none, fmt.Errorf("tls: want all of the CA, certificate and key files, got CA=%q cert=%q key=%q", f.CA, f.Cert, f.Key)

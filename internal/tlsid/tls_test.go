@@ -1,4 +1,4 @@
-package node
+package tlsid
 
 import (
 	"context"
@@ -17,8 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/spoolfs/spoolfs/replication"
+	"google.golang.org/grpc/peer"
 )
 
 const day = 24 * time.Hour
@@ -37,8 +36,8 @@ func testPKI(t *testing.T, dir string, ids ...string) {
 	}
 }
 
-func nodeFiles(caDir, certDir, id string) TLSFiles {
-	return TLSFiles{
+func nodeFiles(caDir, certDir, id string) Files {
+	return Files{
 		CA:   filepath.Join(caDir, CACertFile),
 		Cert: filepath.Join(certDir, id+".crt"),
 		Key:  filepath.Join(certDir, id+".key"),
@@ -48,22 +47,19 @@ func nodeFiles(caDir, certDir, id string) TLSFiles {
 // startHealthServer serves grpc's health service with f's server
 // credentials on a free loopback port; every call that reaches the service
 // sends the caller's identity on the returned channel.
-func startHealthServer(t *testing.T, f TLSFiles) (string, <-chan string) {
+func startHealthServer(t *testing.T, f Files) (string, <-chan string) {
 	t.Helper()
 	return startHealthServerCreds(t, material(t, f))
 }
 
 // startHealthServerCreds is startHealthServer with m's server credentials.
-func startHealthServerCreds(t *testing.T, m *TLSMaterial) (string, <-chan string) {
+func startHealthServerCreds(t *testing.T, m *Material) (string, <-chan string) {
 	t.Helper()
 	creds := m.ServerCreds()
 	seen := make(chan string, 16)
 	srv := grpc.NewServer(grpc.Creds(creds), grpc.UnaryInterceptor(
 		func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			id, ok := replication.PeerIdentity(ctx)
-			if !ok {
-				id = "<none>"
-			}
+			id := peerIdentity(ctx)
 			seen <- id
 			return h(ctx, req)
 		}))
@@ -76,6 +72,23 @@ func startHealthServerCreds(t *testing.T, m *TLSMaterial) (string, <-chan string
 	go func() { defer close(served); srv.Serve(lis) }()
 	t.Cleanup(func() { srv.Stop(); <-served })
 	return lis.Addr().String(), seen
+}
+
+// peerIdentity is the node id of the caller's verified certificate, as
+// replication.PeerIdentity reads it on a replica; "<none>" without one.
+func peerIdentity(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "<none>"
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return "<none>"
+	}
+	if id := NodeIdentity(ti.State.VerifiedChains[0][0]); id != "" {
+		return id
+	}
+	return "<none>"
 }
 
 // check makes one health call to addr with creds.
@@ -96,7 +109,7 @@ func check(t *testing.T, addr string, creds credentials.TransportCredentials) er
 }
 
 // material loads f (the test fails if it cannot).
-func material(t *testing.T, f TLSFiles) *TLSMaterial {
+func material(t *testing.T, f Files) *Material {
 	t.Helper()
 	m, err := f.Material(nil)
 	if err != nil {
@@ -115,7 +128,7 @@ func loadPair(t *testing.T, certFile, keyFile string) tls.Certificate {
 	return pair
 }
 
-func clientCreds(t *testing.T, f TLSFiles) credentials.TransportCredentials {
+func clientCreds(t *testing.T, f Files) credentials.TransportCredentials {
 	t.Helper()
 	return material(t, f).ClientCreds()
 }
@@ -146,7 +159,7 @@ func TestTLSMutualAuth(t *testing.T) {
 		other := t.TempDir()
 		testPKI(t, other, "primary-a")
 		// trusts the server's CA but presents a certificate of another CA
-		f := TLSFiles{CA: filepath.Join(dir, CACertFile), Cert: filepath.Join(other, "primary-a.crt"), Key: filepath.Join(other, "primary-a.key")}
+		f := Files{CA: filepath.Join(dir, CACertFile), Cert: filepath.Join(other, "primary-a.crt"), Key: filepath.Join(other, "primary-a.key")}
 		if err := f.Validate(); err == nil {
 			t.Error("Validate accepted a certificate of another CA")
 		}
@@ -212,13 +225,13 @@ func TestTLSFilesValidate(t *testing.T) {
 	dir := t.TempDir()
 	testPKI(t, dir, "a", "b")
 	good := nodeFiles(dir, dir, "a")
-	if !good.Enabled() || (TLSFiles{}).Enabled() {
+	if !good.Enabled() || (Files{}).Enabled() {
 		t.Error("Enabled is wrong")
 	}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("Validate(good) = %v", err)
 	}
-	if err := (TLSFiles{}).Validate(); err != nil {
+	if err := (Files{}).Validate(); err != nil {
 		t.Errorf("Validate(none) = %v", err)
 	}
 	notPEM := filepath.Join(dir, "junk.pem")
@@ -228,17 +241,17 @@ func TestTLSFilesValidate(t *testing.T) {
 	missing := filepath.Join(dir, "missing.crt")
 	for _, tc := range []struct {
 		name  string
-		f     TLSFiles
+		f     Files
 		wants string // in the error
 	}{
-		{"key of another cert", TLSFiles{good.CA, good.Cert, filepath.Join(dir, "b.key")}, filepath.Join(dir, "b.key")},
-		{"missing cert", TLSFiles{good.CA, missing, good.Key}, missing},
-		{"missing CA", TLSFiles{missing, good.Cert, good.Key}, missing},
-		{"CA not PEM", TLSFiles{notPEM, good.Cert, good.Key}, notPEM},
-		{"key not PEM", TLSFiles{good.CA, good.Cert, notPEM}, notPEM},
-		{"cert is the CA", TLSFiles{good.CA, good.CA, filepath.Join(dir, CAKeyFile)}, good.CA},
-		{"only CA", TLSFiles{CA: good.CA}, "all of"},
-		{"no key", TLSFiles{CA: good.CA, Cert: good.Cert}, "all of"},
+		{"key of another cert", Files{good.CA, good.Cert, filepath.Join(dir, "b.key")}, filepath.Join(dir, "b.key")},
+		{"missing cert", Files{good.CA, missing, good.Key}, missing},
+		{"missing CA", Files{missing, good.Cert, good.Key}, missing},
+		{"CA not PEM", Files{notPEM, good.Cert, good.Key}, notPEM},
+		{"key not PEM", Files{good.CA, good.Cert, notPEM}, notPEM},
+		{"cert is the CA", Files{good.CA, good.CA, filepath.Join(dir, CAKeyFile)}, good.CA},
+		{"only CA", Files{CA: good.CA}, "all of"},
+		{"no key", Files{CA: good.CA, Cert: good.Cert}, "all of"},
 	} {
 		err := tc.f.Validate()
 		if err == nil {
