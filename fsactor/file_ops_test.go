@@ -11,6 +11,8 @@ import (
 
 	"github.com/jacobsa/fuse/fuseops"
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 func TestWriteRead(t *testing.T) {
@@ -408,7 +410,7 @@ func TestOutOfDescriptors(t *testing.T) {
 	low := old
 	low.Cur = 64
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
-		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
+		testsupport.Unavailable(t, "cannot lower RLIMIT_NOFILE: %v", err)
 	}
 	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
 	var hit bool

@@ -299,9 +299,7 @@ func mountBenchVariants() []string {
 
 // mountVariant mounts a volume (no kernel caching) served as variant says.
 func mountVariant(b testing.TB, variant string) *testMount {
-	if os.Geteuid() != 0 {
-		b.Skip("mount benchmarks need root")
-	}
+	needMount(b)
 	cfg := Config{Log: zap.NewNop()}
 	if variant == "direct" {
 		return mountDirect(b, cfg)

@@ -222,14 +222,20 @@ func TestLoopInterruptedWait(t *testing.T) {
 	fc.in <- fakeReq{ctx, &fuseops.FlushFileOp{Inode: 2}}
 	sink.awaitWait(t)
 	cancel()
-	select {
-	case id := <-fc.arrived:
-		t.Fatalf("interrupted wait (op %d) answered before the sink said durable", id)
-	case <-time.After(50 * time.Millisecond):
+	// Cancelling reaches every context derived from the request's before
+	// cancel returns: a Wait given one would already see it.
+	if err := sink.lastWaitCtx().Err(); err != nil {
+		t.Fatalf("the interrupt reached the task's Wait (%v): it could end before durable", err)
 	}
+	fc.mark("durable")
 	sink.releaseWith(nil)
 	if err := fc.reply(t, 1000); err != nil {
 		t.Fatalf("interrupted wait, then durable: %v, want nil", err)
+	}
+	// An ordering, not a look after a sleep: a reply before the sink said
+	// durable fails here however late the test would have looked.
+	if !fc.before("durable", "reply 1000") {
+		t.Fatalf("interrupted wait answered before the sink said durable: %q", fc.stepList())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,6 +28,7 @@ type fakeConn struct {
 	replies map[int]error
 	arrived chan int // ids of replied ops
 	nextID  int
+	steps   []string // "reply N" for each reply and the test's marks, in order
 }
 
 type fakeReq struct {
@@ -55,6 +57,7 @@ func (f *fakeConn) Reply(ctx context.Context, err error) error {
 		panic(fmt.Sprintf("op %d answered twice", id))
 	}
 	f.replies[id] = err
+	f.steps = append(f.steps, fmt.Sprintf("reply %d", id))
 	f.mu.Unlock()
 	f.arrived <- id
 	return nil
@@ -95,6 +98,31 @@ func (f *fakeConn) reply(t *testing.T, id int) error {
 	}
 }
 
+// mark records a step of the test among the replies: an ordering the test
+// asserts on afterwards (before reports whether one step came before
+// another), which fails whenever a reply comes too early, unlike a look
+// after a fixed sleep.
+func (f *fakeConn) mark(step string) {
+	f.mu.Lock()
+	f.steps = append(f.steps, step)
+	f.mu.Unlock()
+}
+
+// before says whether step a was recorded, and before step b (if b was).
+func (f *fakeConn) before(a, b string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, j := slices.Index(f.steps, a), slices.Index(f.steps, b)
+	return i >= 0 && (j < 0 || i < j)
+}
+
+// stepList returns the steps recorded so far.
+func (f *fakeConn) stepList() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.steps)
+}
+
 // replied says whether op id has been answered yet.
 func (f *fakeConn) replied(id int) bool {
 	f.mu.Lock()
@@ -118,7 +146,8 @@ type blockSink struct {
 	disarmed bool
 	release  chan struct{} // closed: every Wait returns result
 	result   error
-	waiting  chan uint64 // the lsn of each Wait that starts
+	waiting  chan uint64     // the lsn of each Wait that starts
+	waitCtx  context.Context // the context of the last Wait that started
 }
 
 func newBlockSink() *blockSink {
@@ -153,6 +182,7 @@ func (s *blockSink) Wait(ctx context.Context, lsn uint64) error {
 		s.mu.Unlock()
 		return nil
 	}
+	s.waitCtx = ctx
 	s.mu.Unlock()
 	s.waiting <- lsn
 	select {
@@ -172,6 +202,13 @@ func (s *blockSink) Wait(ctx context.Context, lsn uint64) error {
 func (s *blockSink) releaseWith(err error) {
 	s.result = err
 	close(s.release)
+}
+
+// lastWaitCtx is the context the last Wait that started was given.
+func (s *blockSink) lastWaitCtx() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waitCtx
 }
 
 // awaitWait waits until a task is blocked in Wait and returns its lsn.

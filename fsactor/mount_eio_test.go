@@ -2,11 +2,14 @@ package fsactor
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // TestMountRenameEIOKernelForgets: a rename answered EIO after the flush
@@ -43,17 +46,13 @@ func TestMountRenameEIOKernelForgets(t *testing.T) {
 	}
 	// The notes are written by the notify pool after the reply: wait for
 	// their effect, well within the entry timeout.
-	stop := time.Now().Add(deadline)
-	for {
+	testsupport.WaitForErr(t, deadline, "the kernel to see the volume's state after the failed rename", func() error {
 		newErr := syscall.Stat(m.path("msg-H"), &st)
 		_, oldErr := os.Lstat(m.path("msg-H.tmp"))
 		if newErr == nil && errors.Is(oldErr, os.ErrNotExist) {
-			break
+			return nil
 		}
-		if time.Now().After(stop) {
-			t.Fatalf("after the failed rename, for %v: stat msg-H %v (want found), stat msg-H.tmp %v (want ENOENT); notify %+v",
-				deadline, newErr, oldErr, m.srv.NotifyStats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("stat msg-H %v (want found), stat msg-H.tmp %v (want ENOENT); notify %+v",
+			newErr, oldErr, m.srv.NotifyStats())
+	})
 }

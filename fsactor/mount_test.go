@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // within runs fn on its own goroutine and fails the test if it has not
@@ -174,19 +176,14 @@ func TestMountRemoveNameNotifies(t *testing.T) {
 		t.Fatalf("RemoveName: %v", err)
 	}
 	// The notification is written asynchronously: wait for its effect.
-	stop := time.Now().Add(deadline)
-	for {
+	testsupport.WaitForErr(t, deadline, "gone to leave the kernel's caches after RemoveName", func() error {
 		_, serr := os.Stat(m.path("gone"))
 		names, lerr := dirNames(m.dir)
 		if errors.Is(serr, os.ErrNotExist) && lerr == nil && !slices.Contains(names, "gone") {
-			break
+			return nil
 		}
-		if time.Now().After(stop) {
-			t.Fatalf("after RemoveName: stat %v, ls %q (%v); notify %+v",
-				serr, names, lerr, m.srv.NotifyStats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("stat %v, ls %q (%v); notify %+v", serr, names, lerr, m.srv.NotifyStats())
+	})
 	if st := m.srv.NotifyStats(); st.Sent == 0 {
 		t.Fatalf("no notification sent: %+v", st)
 	}

@@ -3,10 +3,13 @@ package fsactor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // openFDs counts the process's open descriptors (/proc/self/fd; the
@@ -25,13 +28,12 @@ func openFDs(t *testing.T) int {
 // only once the runtime has reaped them.
 func waitGoroutines(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines still run, want at most %d", runtime.NumGoroutine(), n)
+	testsupport.WaitForErr(t, 30*time.Second, fmt.Sprintf("at most %d goroutines", n), func() error {
+		if got := runtime.NumGoroutine(); got > n {
+			return fmt.Errorf("%d goroutines still run", got)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestServerCloseReleasesEverything: a Server whose ServeOps never ran (a

@@ -14,6 +14,8 @@ import (
 	"github.com/jacobsa/fuse"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // testMount is a volume served by a Server on a real FUSE mount, mounted the
@@ -29,26 +31,13 @@ type testMount struct {
 	nonblock bool // serve sets O_NONBLOCK on the device (shared by the dup)
 }
 
-// needMount fails the test when CI=true and skips it otherwise, with why,
-// if this process cannot mount FUSE.
-func needMount(t *testing.T) {
+// needMount ends the test (testsupport's CI rule: fails with CI=true,
+// skips otherwise) unless this process can mount FUSE the way mountDevice
+// does: mount(2) itself, so as root.
+func needMount(t testing.TB) {
 	t.Helper()
-	why := ""
-	switch {
-	case os.Geteuid() != 0:
-		why = "not root"
-	default:
-		if _, err := os.Stat("/dev/fuse"); err != nil {
-			why = err.Error()
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("cannot mount FUSE: %s", why)
-	}
-	t.Skipf("cannot mount FUSE: %s", why)
+	testsupport.RequireRoot(t, "mount(2) of /dev/fuse")
+	testsupport.RequireMount(t)
 }
 
 // mountTest mounts a new volume with cfg and sink (a DiscardSink when nil),
@@ -133,12 +122,10 @@ func (m *testMount) serve(t testing.TB, srv fuse.Server) {
 	m.mfs = mfs
 }
 
+// mountFailed ends the test by testsupport's CI rule.
 func mountFailed(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("cannot mount FUSE: %v", err)
-	}
-	t.Skipf("cannot mount FUSE: %v", err)
+	testsupport.Unavailable(t, "cannot mount FUSE: %v", err)
 }
 
 // unmount returns the cleanup: unmount, wait for ServeOps to end, close the

@@ -2,6 +2,7 @@ package fsactor
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // devConn is a fake kernel with a device the inline actor polls: a pipe.
@@ -199,13 +202,12 @@ func observed() (*zap.Logger, *observer.ObservedLogs) {
 // waitStalls waits until the watchdog counted n stalls.
 func waitStalls(t *testing.T, s *Server, n uint64) {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for s.WatchdogStalls() < n {
-		if time.Now().After(end) {
-			t.Fatalf("watchdog counted %d stalls, want %d", s.WatchdogStalls(), n)
+	testsupport.WaitForErr(t, deadline, fmt.Sprintf("%d watchdog stalls", n), func() error {
+		if got := s.WatchdogStalls(); got < n {
+			return fmt.Errorf("watchdog counted %d stalls", got)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestWatchdogStuckOp: a FUSE op stuck in its step beyond the bound is
