@@ -19,6 +19,14 @@
 // (watchdog.go) logs every goroutine's stack when the actor stays in one
 // step past Config.Watchdog while the kernel waits.
 //
+// Op kinds: one table, opTable (optable.go), has a row per FUSE op kind:
+// the kernel's name (counters, access log), the op type, how to get its
+// OpContext, whether it creates an inode (the loop then looks up the gid),
+// the handler State.Handle runs, the access log's fields and what a failed
+// wait makes the kernel forget. A new op is one new row, with its opKind
+// constant (stats.go) and its case in kindOf, the one type switch on ops
+// (TestOpTableRows fails when a row's op type does not classify to it).
+//
 // Errors: one function, errnoOf (errno.go), maps every error a handler, a
 // memfd system call or a Sink's Wait returns to the errno a FUSE reply
 // carries; loop.reply applies it to every reply, the actor's and the

@@ -33,7 +33,7 @@ const overflowGid = 65534
 // panics on the nil receiver, the slow path reads the fsgid from
 // /proc/<pid>/status and the switch is logged once.
 //
-// Only ops that create inodes call it (opKind.createsInode).
+// Only ops that create inodes call it (opRow.creates).
 type gidSource struct {
 	log     *zap.Logger
 	offOnce sync.Once

@@ -327,7 +327,7 @@ func (l *loop) step(ev event) {
 	var c Caller
 	if oc != nil {
 		c.Uid, c.Pid = oc.Uid, oc.Pid
-		if k.createsInode() {
+		if opTable[k].creates {
 			c.Gid = l.gidOf(ev.ctx, oc)
 		}
 	}
@@ -385,7 +385,7 @@ func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64
 	}
 	l.reply(ev.ctx, ev.op, k, oc, ev.now, err) // any failure answers EIO (errnoOf)
 	if err != nil {
-		for _, n := range failedWaitNotes(ev.op) {
+		for _, n := range failedWaitNotes(k, ev.op) {
 			l.notify.post(n) // safe from any goroutine
 		}
 	}

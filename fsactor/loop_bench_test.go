@@ -327,7 +327,7 @@ func (d directServer) ServeOps(c *fuse.Connection) {
 		var caller Caller
 		if oc != nil {
 			caller = Caller{Uid: oc.Uid, Pid: oc.Pid}
-			if k.createsInode() {
+			if opTable[k].creates {
 				_, caller.Gid, _, _ = headerIDs(ctx)
 			}
 		}

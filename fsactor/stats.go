@@ -4,12 +4,12 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
-
-	"github.com/jacobsa/fuse/fuseops"
 )
 
 // opKind numbers the FUSE op types jacobsa/fuse delivers, so counters are
-// array slots rather than map entries (no lock, no allocation per op).
+// array slots rather than map entries (no lock, no allocation per op). Each
+// kind has its row in opTable (optable.go): its name, handler, access-log
+// fields and so on.
 type opKind uint8
 
 const (
@@ -48,101 +48,7 @@ const (
 	numKinds
 )
 
-// kindNames are the names OpCounts and the access log use: the kernel's
-// request names, lower case.
-var kindNames = [numKinds]string{
-	kindUnknown: "unknown", kindLookUp: "lookup", kindGetAttr: "getattr",
-	kindSetAttr: "setattr", kindForget: "forget", kindBatchForget: "batch_forget",
-	kindMkDir: "mkdir", kindMkNode: "mknod", kindCreate: "create",
-	kindSymlink: "symlink", kindLink: "link", kindRename: "rename",
-	kindRmDir: "rmdir", kindUnlink: "unlink", kindOpenDir: "opendir",
-	kindReadDir: "readdir", kindReadDirPlus: "readdirplus",
-	kindReleaseDir: "releasedir", kindOpen: "open", kindRead: "read",
-	kindWrite: "write", kindFsync: "fsync", kindFlush: "flush",
-	kindRelease: "release", kindReadlink: "readlink",
-	kindRemoveXattr: "removexattr", kindGetXattr: "getxattr",
-	kindListXattr: "listxattr", kindSetXattr: "setxattr",
-	kindFallocate: "fallocate", kindSyncFS: "syncfs", kindStatFS: "statfs",
-}
-
-func (k opKind) String() string { return kindNames[k] }
-
-// createsInode says whether the op makes a new inode, the only ops for which
-// the loop looks up the caller's gid (gid.go).
-func (k opKind) createsInode() bool {
-	return k == kindMkDir || k == kindMkNode || k == kindCreate || k == kindSymlink
-}
-
-// classify names op's kind and returns its OpContext (nil for statfs, whose
-// op carries none, and for unknown ops). The one long switch of the loop:
-// one line per op type.
-func classify(op any) (opKind, *fuseops.OpContext) {
-	switch o := op.(type) {
-	case *fuseops.LookUpInodeOp:
-		return kindLookUp, &o.OpContext
-	case *fuseops.GetInodeAttributesOp:
-		return kindGetAttr, &o.OpContext
-	case *fuseops.SetInodeAttributesOp:
-		return kindSetAttr, &o.OpContext
-	case *fuseops.ForgetInodeOp:
-		return kindForget, &o.OpContext
-	case *fuseops.BatchForgetOp:
-		return kindBatchForget, &o.OpContext
-	case *fuseops.MkDirOp:
-		return kindMkDir, &o.OpContext
-	case *fuseops.MkNodeOp:
-		return kindMkNode, &o.OpContext
-	case *fuseops.CreateFileOp:
-		return kindCreate, &o.OpContext
-	case *fuseops.CreateSymlinkOp:
-		return kindSymlink, &o.OpContext
-	case *fuseops.CreateLinkOp:
-		return kindLink, &o.OpContext
-	case *fuseops.RenameOp:
-		return kindRename, &o.OpContext
-	case *fuseops.RmDirOp:
-		return kindRmDir, &o.OpContext
-	case *fuseops.UnlinkOp:
-		return kindUnlink, &o.OpContext
-	case *fuseops.OpenDirOp:
-		return kindOpenDir, &o.OpContext
-	case *fuseops.ReadDirOp:
-		return kindReadDir, &o.OpContext
-	case *fuseops.ReadDirPlusOp:
-		return kindReadDirPlus, &o.OpContext
-	case *fuseops.ReleaseDirHandleOp:
-		return kindReleaseDir, &o.OpContext
-	case *fuseops.OpenFileOp:
-		return kindOpen, &o.OpContext
-	case *fuseops.ReadFileOp:
-		return kindRead, &o.OpContext
-	case *fuseops.WriteFileOp:
-		return kindWrite, &o.OpContext
-	case *fuseops.SyncFileOp:
-		return kindFsync, &o.OpContext
-	case *fuseops.FlushFileOp:
-		return kindFlush, &o.OpContext
-	case *fuseops.ReleaseFileHandleOp:
-		return kindRelease, &o.OpContext
-	case *fuseops.ReadSymlinkOp:
-		return kindReadlink, &o.OpContext
-	case *fuseops.RemoveXattrOp:
-		return kindRemoveXattr, &o.OpContext
-	case *fuseops.GetXattrOp:
-		return kindGetXattr, &o.OpContext
-	case *fuseops.ListXattrOp:
-		return kindListXattr, &o.OpContext
-	case *fuseops.SetXattrOp:
-		return kindSetXattr, &o.OpContext
-	case *fuseops.FallocateOp:
-		return kindFallocate, &o.OpContext
-	case *fuseops.SyncFSOp:
-		return kindSyncFS, &o.OpContext
-	case *fuseops.StatFSOp:
-		return kindStatFS, nil
-	}
-	return kindUnknown, nil
-}
+func (k opKind) String() string { return opTable[k].name }
 
 // maxErrno bounds the errno counters; Linux errnos are below 134. Larger
 // values are counted in slot 0.
