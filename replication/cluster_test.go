@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	pb "github.com/spoolfs/spoolfs/proto"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -91,18 +92,12 @@ func (c *testCluster) kill(i int) {
 // restart brings replica i back on its address, from its disk.
 func (c *testCluster) restart(i int) {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		lis, err := net.Listen("tcp", c.reps[i].addr)
-		if err == nil {
-			c.serve(i, lis)
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("restart replica %d: %v", i, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var lis net.Listener
+	testsupport.WaitForErr(c.t, 10*time.Second, fmt.Sprintf("replica %d's address to listen on again", i), func() (err error) {
+		lis, err = net.Listen("tcp", c.reps[i].addr)
+		return err
+	})
+	c.serve(i, lis)
 }
 
 func (c *testCluster) server(i int) *ReplicaServer {
@@ -131,18 +126,6 @@ func (c *testCluster) status(i int, vol string) *pb.VolumeStatus {
 	return resp.Volumes[0]
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // waitForLSN waits until each listed replica (all if none) holds lsn.
 func (c *testCluster) waitForLSN(vol string, lsn uint64, replicas ...int) {
 	c.t.Helper()
@@ -152,7 +135,7 @@ func (c *testCluster) waitForLSN(vol string, lsn uint64, replicas ...int) {
 		}
 	}
 	for _, i := range replicas {
-		waitFor(c.t, fmt.Sprintf("replica %d at lsn %d", i, lsn), 20*time.Second, func() bool {
+		testsupport.WaitFor(c.t, 20*time.Second, fmt.Sprintf("replica %d at lsn %d", i, lsn), func() bool {
 			return c.status(i, vol).Lsn >= lsn
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	pb "github.com/spoolfs/spoolfs/proto"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -60,7 +61,7 @@ func TestIdlePrimaryLearnsFencing(t *testing.T) {
 			mustWait(t, a, lsn, 10*time.Second)
 			if downLink {
 				c.kill(2)
-				waitFor(t, "link 2 down", 10*time.Second, func() bool { return !a.Status().Replicas[2].Connected })
+				testsupport.WaitFor(t, 10*time.Second, "link 2 down", func() bool { return !a.Status().Replicas[2].Connected })
 				c.restart(2)
 			}
 			cfg.NodeID = "second"

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // heldSource is a snapshot source whose first snapshot stops at its
@@ -104,7 +106,7 @@ func TestInstallCatchesUpWhileWriting(t *testing.T) {
 
 	c.waitForLSN(vol, last, 2)
 	sameState(t, c, 2, m)
-	waitFor(t, "the replica to catch up", 20*time.Second, func() bool {
+	testsupport.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool {
 		st := p.Status().Replicas[2]
 		return !st.Installing && st.Acked == last
 	})
@@ -134,7 +136,7 @@ func TestInstallOutrunStopsAndWaits(t *testing.T) {
 	c.restart(2)
 	waitOrFail(t, "the install to start", held.started)
 	last := writeDuring(t, p, m, 20, 8<<10) // 160 KiB: past the pin's bound
-	waitFor(t, "the overflow", 10*time.Second, func() bool { return p.Status().Replicas[2].Overflows == 1 })
+	testsupport.WaitFor(t, 10*time.Second, "the overflow", func() bool { return p.Status().Replicas[2].Overflows == 1 })
 	if lb := p.Status().LogBytes; lb > cfg.MaxLogBytes {
 		t.Fatalf("log holds %d bytes after the overflow, bound %d", lb, cfg.MaxLogBytes)
 	}
@@ -142,7 +144,7 @@ func TestInstallOutrunStopsAndWaits(t *testing.T) {
 
 	c.waitForLSN(vol, last, 2)
 	sameState(t, c, 2, m)
-	waitFor(t, "the replica to catch up", 20*time.Second, func() bool {
+	testsupport.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool {
 		st := p.Status().Replicas[2]
 		return !st.Installing && st.Acked == last
 	})
@@ -184,10 +186,13 @@ func TestNoSnapshotForADownReplica(t *testing.T) {
 	waitOrFail(t, "the install to start", held.started)
 	c.kill(2) // the install fails; the link retries every 10-200 ms
 	close(held.release)
-	waitFor(t, "the failed install to be over", 10*time.Second, func() bool {
+	testsupport.WaitFor(t, 10*time.Second, "the failed install to be over", func() bool {
 		return !p.Status().Replicas[2].Installing
 	})
-	time.Sleep(time.Second) // retries, each of which took a snapshot
+	// A counter after a synchronising event, not a sleep: five more
+	// sessions tried, each of which would have taken a snapshot.
+	tried := p.links[2].sessions.Load()
+	testsupport.WaitFor(t, 20*time.Second, "five more sessions of link 2", func() bool { return p.links[2].sessions.Load() >= tried+5 })
 	if n := held.snapshots(); n != 1 {
 		t.Fatalf("%d snapshots taken for a replica that was down", n)
 	}

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	pb "github.com/spoolfs/spoolfs/proto"
 )
 
@@ -171,7 +173,7 @@ func TestLogOverflowResync(t *testing.T) {
 	c.restart(2)
 	c.waitForLSN(vol, last, 2)
 	sameState(t, c, 2, m)
-	waitFor(t, "the primary to count the resync", 10*time.Second, func() bool {
+	testsupport.WaitFor(t, 10*time.Second, "the primary to count the resync", func() bool {
 		return p.Status().Replicas[2].Resyncs > 0
 	})
 	_, last = m.writeFile(RootIno, "after", []byte("records again"))
@@ -341,15 +343,34 @@ func TestShipDelay(t *testing.T) {
 	p, m := c.openPrimary(cfg)
 	waitConnected(t, p)
 	before := p.Durable()
+	pokes := linkPokes(p)
 	q := m.mkdir(RootIno, "queue")
 	_, last := m.writeFile(q, "msg-D", []byte("body"))
-	// No replica may get the new records on its own within a while.
-	time.Sleep(50 * time.Millisecond) // a window for a wrong early send, not a wait for a condition
+	// Counters, not a look after a sleep: Append decides whom to wake
+	// before it returns, so a link woken now would be counted already,
+	// however late its send would land.
+	if now := linkPokes(p); !slices.Equal(now, pokes) {
+		t.Fatalf("links woken %v times by appends alone (before %v): records shipped before ShipDelay or a Wait", now, pokes)
+	}
 	if d := p.Durable(); d != before {
 		t.Fatalf("durable %d: records were shipped before ShipDelay or a Wait", d)
 	}
 	mustWait(t, p, last, 10*time.Second)
-	time.Sleep(50 * time.Millisecond) // a window for a wrong send to the trailing replica
+	if n := c.replicasAt(vol, last); n < cfg.W {
+		t.Fatalf("%d replicas hold lsn %d after the Wait, want the quorum (%d)", n, last, cfg.W)
+	}
+	// The trailing replica's link was never woken, up to the Drain below
+	// (the next thing that may wake it): nothing was sent to it.
+	trailing := trailingLinks(p)
+	if len(trailing) != len(c.reps)-cfg.W {
+		t.Fatalf("links outside the quorum %v, want %d", trailing, len(c.reps)-cfg.W)
+	}
+	now := linkPokes(p)
+	for _, i := range trailing {
+		if now[i] != pokes[i] {
+			t.Fatalf("trailing link %d woken %d times before the Drain: records sent outside ShipDelay", i, now[i]-pokes[i])
+		}
+	}
 	if n := c.replicasAt(vol, last); n != cfg.W {
 		t.Fatalf("%d replicas hold lsn %d after the Wait, want the quorum alone (%d)", n, last, cfg.W)
 	}
@@ -400,7 +421,29 @@ func waitConnected(t *testing.T, p *Primary) {
 	t.Helper()
 	// Wait until every link has its stream: a session that starts sends
 	// what the log holds, which is right, but not what these tests are about.
-	waitFor(t, "links connected", 10*time.Second, func() bool { return allConnected(p.Status()) })
+	testsupport.WaitFor(t, 10*time.Second, "links connected", func() bool { return allConnected(p.Status()) })
+}
+
+// linkPokes counts, per link, the times it was told to send.
+func linkPokes(p *Primary) []uint64 {
+	n := make([]uint64, len(p.links))
+	for i, l := range p.links {
+		n[i] = l.pokes.Load()
+	}
+	return n
+}
+
+// trailingLinks are the indexes of the links outside the quorum set.
+func trailingLinks(p *Primary) []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []int
+	for i, l := range p.links {
+		if !slices.Contains(p.quorum, l) {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // replicasAt counts the replicas holding lsn.
@@ -457,11 +500,10 @@ func TestQuorumHolds(t *testing.T) {
 // the quorum is known lost).
 func waitDurable(t *testing.T, p *Primary, lsn uint64, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for p.Durable() < lsn {
-		if time.Now().After(deadline) {
-			t.Fatalf("lsn %d not durable within %v (durable %d)", lsn, within, p.Durable())
+	testsupport.WaitForErr(t, within, fmt.Sprintf("lsn %d durable", lsn), func() error {
+		if d := p.Durable(); d < lsn {
+			return fmt.Errorf("durable %d", d)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	pb "github.com/spoolfs/spoolfs/proto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -98,7 +99,7 @@ func TestGroupCommit(t *testing.T) {
 	for i := uint64(1); i <= n; i++ {
 		sendRecs(t, s, createRec(1, i, 3+i, 1, "m"+string(rune('A'+i))))
 	}
-	waitFor(t, "all records received", 10*time.Second, func() bool { return srv.received.Load() == n })
+	testsupport.WaitFor(t, 10*time.Second, "all records received", func() bool { return srv.received.Load() == n })
 	close(release)
 	ack, err := s.Recv()
 	if err != nil {
@@ -157,7 +158,7 @@ func TestReplicaRestartResumesFromDisk(t *testing.T) {
 	if err := sendRecords(s, []*Record{r}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "lsn 2", 10*time.Second, func() bool { return c.status(0, vol).Lsn == 2 })
+	testsupport.WaitFor(t, 10*time.Second, "lsn 2", func() bool { return c.status(0, vol).Lsn == 2 })
 	before := c.snapshot(0, vol)
 	c.kill(0)
 	c.restart(0)

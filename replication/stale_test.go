@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	pb "github.com/spoolfs/spoolfs/proto"
 	"google.golang.org/grpc"
 )
@@ -51,7 +52,7 @@ func TestStaleInstallCannotUndoAcks(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.server(0).Install(late) }()
-	waitFor(t, "the late install's body read", 10*time.Second, func() bool { return int(late.read.Load()) == len(late.chunks) })
+	testsupport.WaitFor(t, 10*time.Second, "the late install's body read", func() bool { return int(late.read.Load()) == len(late.chunks) })
 
 	s, _ := openShip(t, cl, 1)
 	sendRecs(t, s, createRec(1, 1, 4, 1, "a"), createRec(1, 2, 5, 1, "b"))

@@ -34,6 +34,14 @@ type link struct {
 	client pb.ReplicaClient
 	wake   chan struct{} // cap 1: records to send now (a Wait, the ShipDelay timer), acks
 	rewind atomic.Uint64 // lsn to resend from after a gap (0: none)
+	// pokes counts the times the link was told to send (poke), coalesced
+	// or not. Only tests read it: who was woken is decided synchronously
+	// (Append, Wait, the ShipDelay timer), so a count read after one of
+	// those returned shows a wrong wake however late its send would land.
+	pokes atomic.Uint64
+	// sessions counts the sessions the link started (tests wait for
+	// retries with it instead of sleeping through some).
+	sessions atomic.Uint64
 
 	blocked atomic.Bool // pump waits for acks: its window is full
 
@@ -119,6 +127,7 @@ func (l *link) stalled(now time.Time) bool {
 }
 
 func (l *link) poke() {
+	l.pokes.Add(1)
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -133,6 +142,7 @@ func (l *link) run() {
 	delay := l.p.cfg.MinBackoff
 	var lastMsg string
 	for {
+		l.sessions.Add(1)
 		progressed, err := l.session()
 		if l.p.ctx.Err() != nil {
 			return
