@@ -3,103 +3,37 @@ package fsactor
 import (
 	"context"
 	"errors"
+
+	"github.com/spoolfs/spoolfs/volume"
 )
 
-// RecordOp names the kind of mutation a Record carries.
-type RecordOp uint8
+// The data model of a volume is package volume's, shared with replication
+// (one definition on both sides of the seam): these aliases keep the names
+// the actor's code uses.
+type (
+	// RecordOp names the kind of mutation a Record carries (volume.Op).
+	RecordOp = volume.Op
+	// Attr is an inode's attributes as records and snapshots carry them.
+	Attr = volume.Attr
+	// Record is one mutation of the volume (volume.Record). The actor
+	// leaves Term 0: replication stamps it.
+	Record = volume.Record
+	// Extent is one run of a file's content that is not a hole.
+	Extent = volume.Extent
+)
 
-// The record kinds. Values are part of the wire contract with replication
-// (node converts them one to one): never renumber, only append.
+// The record kinds; see volume/record.go for what each one carries.
 const (
-	// RecCreate makes a new inode Ino and links it as Parent/Name.
-	// Attr holds the complete attributes of the new inode (its Mode says
-	// regular file, directory, fifo, device or symlink); Target holds a
-	// symlink's target.
-	RecCreate RecordOp = 1
-	// RecLink adds the dentry Parent/Name for the existing inode Ino.
-	// Attr holds Ino's attributes after the change (nlink, ctime).
-	RecLink RecordOp = 2
-	// RecUnlink removes the dentry Parent/Name, which names Ino (a
-	// non-directory). Attr holds Ino's attributes after the change; when
-	// Attr.Nlink is 0 the inode is gone from the volume.
-	RecUnlink RecordOp = 3
-	// RecRmdir removes the empty directory Ino named Parent/Name.
-	RecRmdir RecordOp = 4
-	// RecRename moves Parent/Name (inode Ino) to NewParent/NewName. If
-	// NewName named another inode (Replaced != 0), that dentry is removed
-	// first (an empty directory is removed; a file loses one link).
-	RecRename RecordOp = 5
-	// RecSetattr sets the attributes of Ino to Attr (complete, after the
-	// change). A size change truncates or extends the content.
-	RecSetattr RecordOp = 6
-	// RecSetXattr sets the extended attribute XattrName of Ino to Data.
-	RecSetXattr RecordOp = 7
-	// RecRemoveXattr removes the extended attribute XattrName of Ino.
-	RecRemoveXattr RecordOp = 8
-	// RecData replaces the whole content of regular file Ino with Data
-	// placed by Extents (holes are not carried); Attr holds the
-	// attributes after the change (size, mtime, ctime).
-	RecData RecordOp = 9
+	RecCreate      = volume.OpCreate
+	RecLink        = volume.OpLink
+	RecUnlink      = volume.OpUnlink
+	RecRmdir       = volume.OpRmdir
+	RecRename      = volume.OpRename
+	RecSetattr     = volume.OpSetattr
+	RecSetXattr    = volume.OpSetXattr
+	RecRemoveXattr = volume.OpRemoveXattr
+	RecData        = volume.OpData
 )
-
-var recordOpNames = [...]string{
-	RecCreate: "create", RecLink: "link", RecUnlink: "unlink", RecRmdir: "rmdir",
-	RecRename: "rename", RecSetattr: "setattr", RecSetXattr: "setxattr",
-	RecRemoveXattr: "removexattr", RecData: "data",
-}
-
-func (o RecordOp) String() string {
-	if int(o) < len(recordOpNames) && recordOpNames[o] != "" {
-		return recordOpNames[o]
-	}
-	return "unknown"
-}
-
-// Attr is the volume's own view of an inode's attributes: what a replica
-// stores and what recovery restores. Times are Unix nanoseconds.
-type Attr struct {
-	Mode  uint32 // Linux st_mode: file type bits and permission bits (with suid, sgid, sticky)
-	Uid   uint32
-	Gid   uint32
-	Nlink uint32
-	Rdev  uint32
-	Size  uint64
-	Atime int64
-	Mtime int64
-	Ctime int64
-}
-
-// Record is one mutation of a volume. The actor numbers records with
-// consecutive LSNs starting after the snapshot it was built from; the term
-// belongs to the replication layer, which stamps it when shipping.
-//
-// A Record handed to a Sink is immutable: the actor never touches it again,
-// so the sink may keep it and read it from any goroutine.
-type Record struct {
-	LSN       uint64
-	Op        RecordOp
-	Ino       uint64 // the inode the record is about
-	Parent    uint64 // directory of Name
-	Name      string
-	NewParent uint64 // rename only
-	NewName   string // rename only
-	Replaced  uint64 // rename only: inode that NewName named before, or 0
-	Attr      Attr   // attributes of Ino after the change (see each op)
-	Target    string // symlink target (create of a symlink)
-	XattrName string
-	Data      []byte // file content (RecData: the bytes of Extents) or xattr value (RecSetXattr)
-	// Extents places Data in the file (RecData): the runs of its content
-	// that are not holes, sorted, not overlapping, within Attr.Size;
-	// everything else reads as zeros. Nil: Data starts at offset 0 (a
-	// file without holes below its last data).
-	Extents []Extent
-}
-
-// Extent is one run of a file's content that is not a hole: Len bytes at
-// Off. A content is a list of extents and the bytes of each in turn.
-type Extent struct {
-	Off, Len uint64
-}
 
 // Sink receives the records of one volume and tells when they are durable.
 // It is the seam between the actor and replication: node adapts a

@@ -69,7 +69,7 @@ func MountReplicated(ctx context.Context, o MountOptions, r ReplicationOptions, 
 		return nil, fmt.Errorf("volume %s: becoming its primary: %w", o.Volume, err)
 	}
 	waits := &WaitStats{}
-	v, err := Mount(o, &meteredSink{Sink: NewReplSink(p), stats: waits}, SnapshotToActor(snap), log)
+	v, err := Mount(o, &meteredSink{Sink: NewReplSink(p), stats: waits}, snap, log)
 	if err != nil {
 		p.Close()
 		return nil, err

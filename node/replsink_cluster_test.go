@@ -140,7 +140,7 @@ func TestActorThroughReplicas(t *testing.T) {
 	}
 	defer p.Close()
 	sink := NewReplSink(p)
-	st, err := fsactor.NewState(fsactor.Config{Volume: "spool"}, sink, SnapshotToActor(rsnap))
+	st, err := fsactor.NewState(fsactor.Config{Volume: "spool"}, sink, rsnap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestActorThroughReplicas(t *testing.T) {
 	if got.LSN != want.LSN || got.NextIno != want.NextIno {
 		t.Fatalf("recovered lsn %d next ino %d, actor at %d, %d", got.LSN, got.NextIno, want.LSN, want.NextIno)
 	}
-	w, g := normal(want), normal(SnapshotToActor(got))
+	w, g := normal(want), normal(got)
 	if len(w) != 24 { // root, queue, msg-D (= replaced), msg-H, sym, m00..m19 but m03
 		t.Fatalf("the workload left only %d inodes", len(w))
 	}
@@ -180,7 +180,7 @@ func TestActorThroughReplicas(t *testing.T) {
 			t.Errorf("inode %d on the replicas only: %+v", ino, g[ino])
 		}
 	}
-	if _, err := fsactor.NewState(fsactor.Config{Volume: "spool"}, &fsactor.DiscardSink{}, SnapshotToActor(got)); err != nil {
+	if _, err := fsactor.NewState(fsactor.Config{Volume: "spool"}, &fsactor.DiscardSink{}, got); err != nil {
 		t.Fatalf("the actor refuses the recovered snapshot: %v", err)
 	}
 }

@@ -216,12 +216,12 @@ func TestChunksRoundTrip(t *testing.T) {
 func TestShipExtentsFraming(t *testing.T) {
 	lim := Limits{}.withDefaults()
 	rec := func(mod func(*pb.Record)) *pb.ShipRequest {
-		p := recordToPB(&Record{Term: 1, LSN: 1, Op: OpData, Ino: 3, Attr: fileAttr(100), Data: []byte("ab"), Extents: []Extent{{1, 1}, {50, 1}}}, chunkSize)
+		p := recordToPB(&Record{Term: 1, LSN: 1, Op: OpData, Ino: 3, Attr: fileAttr(100), Data: []byte("ab"), Extents: []Extent{{Off: 1, Len: 1}, {Off: 50, Len: 1}}}, chunkSize)
 		mod(p)
 		return &pb.ShipRequest{Records: []*pb.Record{p}}
 	}
 	recs, _, _, err := decodeShip(rec(func(*pb.Record) {}), nil, 0, lim)
-	if err != nil || !reflect.DeepEqual(recs[0].Extents, []Extent{{1, 1}, {50, 1}}) {
+	if err != nil || !reflect.DeepEqual(recs[0].Extents, []Extent{{Off: 1, Len: 1}, {Off: 50, Len: 1}}) {
 		t.Fatalf("good record: %v %v", recs, err)
 	}
 	for name, mod := range map[string]func(*pb.Record){

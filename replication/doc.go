@@ -1,8 +1,8 @@
 // Package replication ships the records of a volume to its replicas, stores
 // them there in buntdb, fences old primaries with terms and recovers a
-// volume from its replicas. It never imports FUSE or fsactor: node adapts
-// fsactor.Record and fsactor.Snapshot to this package's mirror types
-// (node/replsink.go).
+// volume from its replicas. It never imports FUSE or fsactor: its Record
+// and Snapshot are package volume's, the same types fsactor emits and
+// restores, and node hands them across as they are (node/replsink.go).
 //
 // # Replica side (ReplicaServer)
 //

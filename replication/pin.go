@@ -56,7 +56,7 @@ func (p *Primary) advancePinLocked(l *link, lsn uint64) {
 	}
 	for ; pin.lsn < min(lsn, p.head); pin.lsn++ {
 		if pin.lsn+1 >= p.first {
-			pin.bytes -= p.entries[pin.lsn+1-p.first].size()
+			pin.bytes -= recordSize(p.entries[pin.lsn+1-p.first])
 		}
 	}
 	if pin.installed && pin.bytes <= p.cfg.MaxLogBytes/2 {

@@ -19,7 +19,7 @@ func (p *Primary) checkPinsLocked() {
 		var sum int64
 		for _, r := range p.entries {
 			if r.LSN > pin.lsn {
-				sum += r.size()
+				sum += recordSize(r)
 			}
 		}
 		if sum != pin.bytes {

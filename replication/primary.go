@@ -206,8 +206,8 @@ func (p *Primary) Append(r *Record) {
 	r.Term = p.term
 	p.entries = append(p.entries, r)
 	p.head = r.LSN
-	p.logBytes += r.size()
-	p.growPinsLocked(r.size())
+	p.logBytes += recordSize(r)
+	p.growPinsLocked(recordSize(r))
 	p.trimLocked()
 	if p.cfg.ShipDelay < 0 {
 		p.mu.Unlock()
@@ -457,7 +457,7 @@ func (p *Primary) trimLocked() {
 		if r.LSN > low && (p.logBytes <= p.cfg.MaxLogBytes || p.pinnedLocked(r.LSN)) {
 			break
 		}
-		p.logBytes -= r.size()
+		p.logBytes -= recordSize(r)
 		p.entries[n] = nil
 	}
 	if n > 0 {
@@ -481,7 +481,7 @@ func (p *Primary) records(lsn uint64, maxRecs int, maxBytes int64) (recs []*Reco
 	var size int64
 	for i := lsn - p.first; i < uint64(len(p.entries)) && len(recs) < maxRecs && size < maxBytes; i++ {
 		recs = append(recs, p.entries[i])
-		size += p.entries[i].size()
+		size += recordSize(p.entries[i])
 	}
 	return recs, true
 }

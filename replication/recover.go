@@ -126,7 +126,7 @@ func (r *recovery) run(ctx context.Context, conns []*grpc.ClientConn) (*Primary,
 	if err != nil {
 		return nil, nil, err
 	}
-	r.progress(Progress{Phase: "done", Term: term, Inodes: uint64(len(snap.Inodes)), BytesTotal: snap.dataBytes()})
+	r.progress(Progress{Phase: "done", Term: term, Inodes: uint64(len(snap.Inodes)), BytesTotal: snapDataBytes(snap)})
 	r.log.Info("primary ready", zap.Uint64("term", term), zap.Uint64("lsn", snap.LSN), zap.Uint64("base_term", baseTerm),
 		zap.Int("inodes", len(snap.Inodes)))
 	return newPrimary(r.cfg, conns, term, baseTerm, snap.LSN, holders), snap, nil
@@ -366,7 +366,7 @@ func (r *recovery) installAll(ctx context.Context, term, baseTerm uint64, snap *
 			defer wg.Done()
 			addr := r.cfg.Replicas[i]
 			hdr := &pb.SnapshotHeader{Volume: r.cfg.Volume, Term: term, LastTerm: baseTerm, NodeId: r.cfg.holder}
-			total, bytes := uint64(len(snap.Inodes)), snap.dataBytes()
+			total, bytes := uint64(len(snap.Inodes)), snapDataBytes(snap)
 			errs[k] = installSnapshot(ctx, r.clients[i], hdr, snap, func(n, b uint64) {
 				r.progress(Progress{Phase: "install", Replica: addr, Term: term, Inodes: n, InodesTotal: total, Bytes: b, BytesTotal: bytes})
 			})

@@ -228,14 +228,14 @@ func (ss *shipSession) apply(ctx context.Context) error {
 func (ss *shipSession) drain(batch []*Record) []*Record {
 	size := 0
 	for _, r := range batch {
-		size += int(r.size())
+		size += int(recordSize(r))
 	}
 	for len(batch) < maxBatchRecords && size < maxBatchBytes {
 		select {
 		case more := <-ss.queue:
 			batch = append(batch, more...)
 			for _, r := range more {
-				size += int(r.size())
+				size += int(recordSize(r))
 			}
 		default:
 			return batch

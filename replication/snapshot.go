@@ -19,7 +19,7 @@ const (
 // streamed snapshot is read one file at a time and dropped once sent.
 func sendSnapshot(hdr *pb.SnapshotHeader, snap *Snapshot, send func(*pb.SnapshotChunk) error, progress func(inodes, bytes uint64)) error {
 	hdr.NextIno, hdr.Lsn = snap.NextIno, snap.LSN
-	hdr.Inodes, hdr.Bytes = uint64(len(snap.Inodes)), snap.dataBytes()
+	hdr.Inodes, hdr.Bytes = uint64(len(snap.Inodes)), snapDataBytes(snap)
 	each := func(fn func(*SnapInode) error) error {
 		for i := range snap.Inodes {
 			in := &snap.Inodes[i]

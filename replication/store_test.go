@@ -312,8 +312,8 @@ func TestInstallLarge(t *testing.T) {
 		snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: fmt.Sprintf("f%02d", i), Ino: 10 + i})
 		snap.Inodes = append(snap.Inodes, SnapInode{Ino: 10 + i, Attr: fileAttr(len(data)), Data: data})
 	}
-	if snap.dataBytes() < 3*aofBuffer {
-		t.Fatalf("%d bytes: not several buffers", snap.dataBytes())
+	if snapDataBytes(snap) < 3*aofBuffer {
+		t.Fatalf("%d bytes: not several buffers", snapDataBytes(snap))
 	}
 	want := *snap
 	want.Inodes = slices.Clone(snap.Inodes)

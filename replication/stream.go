@@ -437,7 +437,7 @@ func sendRecords(stream pb.Replica_ShipClient, recs []*Record) error {
 		return err
 	}
 	for _, r := range recs {
-		rs := int(r.size())
+		rs := int(recordSize(r))
 		if len(msg.Records) >= maxSendRecords || (size > 0 && size+rs > chunkSize) {
 			if err := flush(); err != nil {
 				return err
@@ -510,7 +510,7 @@ func (l *link) install(ctx context.Context, src SnapshotSource) error {
 	l.p.mu.Lock()
 	if l.pin != nil {
 		l.p.advancePinLocked(l, snap.LSN)
-		l.pin.bound = max(l.p.cfg.MaxLogBytes, int64(snap.dataBytes()))
+		l.pin.bound = max(l.p.cfg.MaxLogBytes, int64(snapDataBytes(snap)))
 	}
 	l.p.mu.Unlock()
 	hdr := &pb.SnapshotHeader{Volume: l.p.cfg.Volume, Term: l.p.term, LastTerm: l.p.termAt(snap.LSN), NodeId: l.p.cfg.holder}
@@ -527,7 +527,7 @@ func (l *link) install(ctx context.Context, src SnapshotSource) error {
 	l.p.mu.Unlock()
 	l.p.setAcked(l, snap.LSN)
 	l.log().Info("replica resynchronised with a snapshot", zap.Uint64("lsn", snap.LSN),
-		zap.Int("inodes", len(snap.Inodes)), zap.Uint64("bytes", snap.dataBytes()), zap.Duration("took", time.Since(start)))
+		zap.Int("inodes", len(snap.Inodes)), zap.Uint64("bytes", snapDataBytes(snap)), zap.Duration("took", time.Since(start)))
 	return nil
 }
 

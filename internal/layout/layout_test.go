@@ -24,6 +24,8 @@ type boundary struct {
 	// never lists modules (or package path prefixes) outside this module
 	// it must not depend on.
 	never []string
+	// stdOnly: nothing outside this module but the standard library.
+	stdOnly bool
 }
 
 // layout is the table of DESIGN.md, "Layout", and docs/architecture.md,
@@ -35,13 +37,16 @@ var layout = map[string]boundary{
 	// The CLI: everything.
 	"cmd": {may: []string{"*"}},
 	// Wiring of one process.
-	"node": {may: []string{"fsactor", "replication", "proto", "internal"}},
+	"node": {may: []string{"fsactor", "replication", "volume", "proto", "internal"}},
 	// The actor: FUSE and zap; never gRPC (nor protobuf), never buntdb.
-	"fsactor": {may: []string{"internal"},
+	"fsactor": {may: []string{"volume", "internal"},
 		never: []string{"google.golang.org/grpc", "google.golang.org/protobuf", "github.com/tidwall/buntdb"}},
 	// Replication: proto, buntdb, gRPC; never FUSE.
-	"replication": {may: []string{"proto", "internal"},
+	"replication": {may: []string{"volume", "proto", "internal"},
 		never: []string{"github.com/jacobsa/fuse"}},
+	// The data model both sides of the seam share: nothing of ours, no
+	// third-party code, so that it carries neither FUSE nor gRPC across.
+	"volume": {stdOnly: true},
 	// Generated code: none of ours.
 	"proto": {},
 	// Test and support code shared by the packages above: only itself.
@@ -53,14 +58,14 @@ var layout = map[string]boundary{
 	"internal/tlsid": {never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
 	// `spoolfs bench`: runs the systems it measures, spoolfs in-process
 	// included; only cmd imports it.
-	"bench": {may: []string{"node", "fsactor", "replication", "proto", "internal"}},
+	"bench": {may: []string{"node", "fsactor", "replication", "volume", "proto", "internal"}},
 	// End-to-end tests of the built binary: they speak to it over the
 	// wire (proto) and through faults (internal), never through its
 	// packages.
 	"e2e": {may: []string{"proto", "internal"},
 		never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
 	// Manifests and units; its tests check them, with node's TLS helpers.
-	"deploy": {may: []string{"node", "fsactor", "replication", "proto", "internal"}},
+	"deploy": {may: []string{"node", "fsactor", "replication", "volume", "proto", "internal"}},
 }
 
 // testOnly lists the packages (relative) that only tests may depend on:
@@ -106,7 +111,7 @@ func TestImportBoundaries(t *testing.T) {
 	for _, line := range found.lines() {
 		t.Error(line)
 	}
-	for _, must := range []string{"fsactor", "replication", "node", "proto", "cmd/spoolfs"} {
+	for _, must := range []string{"fsactor", "replication", "volume", "node", "proto", "cmd/spoolfs"} {
 		if !seen[must] {
 			t.Errorf("go list did not list %s/%s: the test checks nothing there", module, must)
 		}
@@ -235,6 +240,9 @@ func (b boundary) forbids(dir, dep string) (what, why string) {
 		}
 	}
 	rel, ours := relPath(dep)
+	if !ours && b.stdOnly && !isStd(dep) {
+		return dep, dir + " may depend on the standard library only"
+	}
 	if !ours || under(rel, dir) || slices.Contains(b.may, "*") {
 		return "", ""
 	}
@@ -244,4 +252,11 @@ func (b boundary) forbids(dir, dep string) (what, why string) {
 		}
 	}
 	return dep, dir + " may depend only on " + strings.Join(append([]string{dir}, b.may...), ", ") + " of this module"
+}
+
+// isStd says whether path is a package of the standard library: its first
+// element has no dot (module paths outside it start with a domain).
+func isStd(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return !strings.Contains(first, ".")
 }
