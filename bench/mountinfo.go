@@ -12,14 +12,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spoolfs/spoolfs/node"
+	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
 // mountEntry is one line of /proc/self/mountinfo.
-type mountEntry = node.MountInfo
+type mountEntry = mountdev.MountInfo
 
 // readMountinfo parses /proc/self/mountinfo.
-func readMountinfo() ([]mountEntry, error) { return node.ReadMountInfo() }
+func readMountinfo() ([]mountEntry, error) { return mountdev.ReadMountInfo() }
 
 // findMount returns the topmost mount at point, if any.
 func findMount(point string) (mountEntry, bool, error) {

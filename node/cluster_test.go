@@ -16,8 +16,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/spoolfs/spoolfs/replication"
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/replication"
 )
 
 // TestReplicaDataDirLock: a data directory serves one replica at a time;

@@ -15,7 +15,8 @@
 //
 // Goroutines started here: one per volume waiting for jacobsa's ServeOps
 // to return (it closes the device and Done); one per unmount in progress;
-// a stat of a mount point in PrepareMountPoint, bounded by a deadline.
+// internal/mountdev may leave a stat of a mount point, bounded by a
+// deadline.
 //
 // Replicated volumes (issue 3): MountReplicated (primary.go) makes this
 // node a volume's primary — a new term and recovery from the replicas
@@ -30,8 +31,8 @@
 // certificate's common name is the node id; procs.go sizes GOMAXPROCS of a
 // process that is only a replica. docs/threads.md lists every goroutine.
 //
-// Files: volume.go (Mount, Volume), mountpoint.go and mountinfo.go (checks),
-// fusedev.go (mount(2) and fusermount3), unmount.go, serve.go (signals),
+// Files: volume.go (Mount, Volume: fsactor served on a device that
+// internal/mountdev mounted), serve.go (signals),
 // options.go, rlimit.go, log.go. launch*.go and unshare.go (running a
 // command inside the mount, user namespaces) and replsink.go (the
 // replication adapter) belong to their own authors; primary.go,

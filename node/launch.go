@@ -33,6 +33,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
 // Defaults of ChildConfig.
@@ -467,7 +469,7 @@ func WaitMounted(ctx context.Context, dir string, timeout time.Duration) error {
 	dir = filepath.Clean(dir)
 	backoff := time.Millisecond
 	for {
-		at, err := MountsAt(dir)
+		at, err := mountdev.MountsAt(dir)
 		if err == nil && len(at) > 0 {
 			return nil
 		}

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
 // ErrNoMount is returned by ProbeMount when no process visible to this one
@@ -118,7 +120,7 @@ func hasFUSEMountAt(mountinfo, dir string) bool {
 		return false
 	}
 	defer f.Close()
-	mounts, err := parseMountInfo(f)
+	mounts, err := mountdev.ParseMountInfo(f)
 	if err != nil {
 		return false
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
 // The process-level tests run the real binary, built once (lazily, so unit
@@ -194,7 +196,7 @@ func newMountDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for range maxStale {
+		for range 8 { // at most as many as mountdev.PrepareMountPoint detaches
 			if len(fuseMountsAt(t, dir)) == 0 {
 				os.RemoveAll(base)
 				return
@@ -208,13 +210,13 @@ func newMountDir(t *testing.T) string {
 }
 
 // fuseMountsAt lists the FUSE mounts at dir.
-func fuseMountsAt(t *testing.T, dir string) []MountInfo {
+func fuseMountsAt(t *testing.T, dir string) []mountdev.MountInfo {
 	t.Helper()
-	at, err := MountsAt(dir)
+	at, err := mountdev.MountsAt(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []MountInfo
+	var out []mountdev.MountInfo
 	for _, m := range at {
 		if m.IsFUSE() {
 			out = append(out, m)
@@ -224,7 +226,7 @@ func fuseMountsAt(t *testing.T, dir string) []MountInfo {
 }
 
 // waitMounted waits until a FUSE mount is at dir and returns the topmost.
-func waitMounted(t *testing.T, p *proc, dir string) MountInfo {
+func waitMounted(t *testing.T, p *proc, dir string) mountdev.MountInfo {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {

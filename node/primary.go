@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/mountdev"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
@@ -52,7 +53,7 @@ func MountReplicated(ctx context.Context, o MountOptions, r ReplicationOptions, 
 	if err := ValidateVolumeName(o.Volume); err != nil {
 		return nil, err
 	}
-	if _, err := PrepareMountPoint(o.Dir, log); err != nil {
+	if _, err := mountdev.PrepareMountPoint(o.Dir, log); err != nil {
 		return nil, err // before taking the term: a bad mount point fences nobody
 	}
 	progress := r.Progress

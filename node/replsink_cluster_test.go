@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/jacobsa/fuse/fuseops"
-	"github.com/spoolfs/spoolfs/fsactor"
-	"github.com/spoolfs/spoolfs/replication"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+
+	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/replication"
 )
 
 // replicaSet starts n in-memory replica servers on loopback ports.

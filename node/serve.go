@@ -2,13 +2,13 @@ package node
 
 import (
 	"context"
-	"errors"
 	"os"
 	"sort"
 	"strconv"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
 // ServeUntilSignal serves v until it is unmounted by someone else or a
@@ -71,11 +71,11 @@ func (v *Volume) unmountForStop() error {
 // is dead and would answer ENOTCONN, so detach it rather than leave it
 // behind. It says whether it found one.
 func (v *Volume) removeDeadMount() bool {
-	if err := statDir(v.dir); !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
+	if !mountdev.Dead(v.dir) {
 		return false
 	}
 	v.log.Error("the FUSE connection was aborted while mounted", zap.String("dir", v.dir))
-	if err := replaceStale(v.dir, v.log); err != nil {
+	if err := mountdev.ReplaceStale(v.dir, v.log); err != nil {
 		v.log.Error("could not remove the dead mount", zap.Error(err))
 	}
 	v.finish()

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
 // Volume is one mounted volume being served by this process.
@@ -18,7 +19,7 @@ type Volume struct {
 	opts   MountOptions
 	dir    string // absolute, symlinks resolved
 	log    *zap.Logger
-	method mountMethod
+	method mountdev.Method
 	dev    *os.File // the /dev/fuse connection; fsactor's NotifyDev
 	server *fsactor.Server
 	mfs    *fuse.MountedFileSystem
@@ -29,18 +30,18 @@ type Volume struct {
 
 // Mount mounts volume o.Volume at o.Dir and serves it from a new actor
 // built from sink and snap (nil snap: a new, empty volume). It checks the
-// mount point first (PrepareMountPoint), mounts with mount(2) or
+// mount point first (mountdev.PrepareMountPoint), mounts with mount(2) or
 // fusermount3, and returns once the kernel's INIT was answered. The volume
 // is served until it is unmounted (Unmount, or by anyone).
 func Mount(o MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log *zap.Logger) (*Volume, error) {
 	if err := ValidateVolumeName(o.Volume); err != nil {
 		return nil, err
 	}
-	dir, err := PrepareMountPoint(o.Dir, log)
+	dir, err := mountdev.PrepareMountPoint(o.Dir, log)
 	if err != nil {
 		return nil, err
 	}
-	dev, method, err := mountDevice(dir, &o)
+	dev, method, err := mountdev.Mount(dir, o.DeviceParams())
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +53,7 @@ func Mount(o MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log *zap.L
 			v.server.Close()
 		}
 		dev.Close()
-		if _, derr := detach(dir); derr != nil && !errors.Is(derr, errNotMounted) {
+		if _, derr := mountdev.Detach(dir); derr != nil && !errors.Is(derr, mountdev.ErrNotMounted) {
 			log.Error("could not undo the mount after a failed start", zap.String("dir", dir), zap.Error(derr))
 		}
 		return nil, err
@@ -121,7 +122,7 @@ func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Serv
 func (v *Volume) mountConfig() *fuse.MountConfig {
 	k := v.opts.Kernel
 	cfg := &fuse.MountConfig{
-		FSName:                  fsName(v.opts.Volume),
+		FSName:                  mountdev.FSName(v.opts.Volume),
 		Subtype:                 "spoolfs",
 		ReadOnly:                v.opts.ReadOnly,
 		DisableWritebackCaching: !k.WritebackCache,
@@ -169,13 +170,13 @@ func (v *Volume) OpCounts() map[string]uint64 { return v.server.OpCounts() }
 // ends when Done is closed (at once, or after a lazy unmount when the last
 // user lets go).
 func (v *Volume) Unmount(ctx context.Context) (lazy bool, err error) {
-	return unmountWithRetry(ctx, v.dir, v.method)
+	return mountdev.Unmount(ctx, v.dir, v.method)
 }
 
 // Detach lazily unmounts the volume at once.
 func (v *Volume) Detach() error {
-	_, err := detach(v.dir)
-	if errors.Is(err, errNotMounted) {
+	_, err := mountdev.Detach(v.dir)
+	if errors.Is(err, mountdev.ErrNotMounted) {
 		return nil
 	}
 	return err

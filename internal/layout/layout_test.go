@@ -55,7 +55,12 @@ var layout = map[string]boundary{
 	// Split out of node by concern (docs/architecture.md, "Packages").
 	// mTLS material and node identity: nothing of ours, never FUSE,
 	// buntdb or the actor.
-	"internal/tlsid": {never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
+	"internal/tlsid": {may: []string{"internal/testsupport"},
+		never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
+	// The mount device and mount point: nothing of ours (never the
+	// actor, replication, jacobsa/fuse, gRPC or buntdb).
+	"internal/mountdev": {may: []string{"internal/testsupport"},
+		never: []string{"github.com/jacobsa/fuse", "google.golang.org/grpc", "github.com/tidwall/buntdb"}},
 	// `spoolfs bench`: runs the systems it measures, spoolfs in-process
 	// included; only cmd imports it.
 	"bench": {may: []string{"node", "fsactor", "replication", "volume", "proto", "internal"}},

@@ -1,4 +1,4 @@
-package node
+package mountdev
 
 import (
 	"bytes"
@@ -11,32 +11,42 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mountMethod says how a volume was mounted, and so how to unmount it.
-type mountMethod string
+// Params is what the mount(2) line of a volume needs (the rest of a
+// mount's options are negotiated at INIT by whoever serves the device).
+type Params struct {
+	Volume     string // shown as the source, spoolfs:VOLUME (FSName)
+	ReadOnly   bool   // MS_RDONLY / ro
+	NoExec     bool   // MS_NOEXEC / noexec
+	AllowOther bool   // allow_other: users other than the mounter may enter
+}
+
+// Method says how a volume was mounted, and so how to unmount it.
+type Method string
 
 const (
-	methodDirect     mountMethod = "mount(2)"    // root or CAP_SYS_ADMIN: we called mount(2)
-	methodFusermount mountMethod = "fusermount3" // the setuid helper mounted and passed us the fd
+	MethodDirect     Method = "mount(2)"    // root or CAP_SYS_ADMIN: we called mount(2)
+	MethodFusermount Method = "fusermount3" // the setuid helper mounted and passed us the fd
 )
 
-// fsName is the source shown in /proc/mounts for a volume.
-func fsName(volume string) string { return "spoolfs:" + volume }
+// FSName is the source shown in /proc/mounts for a volume.
+func FSName(volume string) string { return "spoolfs:" + volume }
 
-// mountDevice mounts a FUSE filesystem for o at dir and returns the open
+// Mount mounts a FUSE filesystem for p at dir and returns the open
 // /dev/fuse file of the connection. It tries mount(2) itself first and,
 // when that is not permitted, fusermount3 as libfuse does. Either way
 // spoolfs holds the device descriptor (for kernel notifications).
-func mountDevice(dir string, o *MountOptions) (*os.File, mountMethod, error) {
+func Mount(dir string, p Params) (*os.File, Method, error) {
+	o := &p
 	dev, direct := directMount(dir, o)
 	if direct == nil {
-		return dev, methodDirect, nil
+		return dev, MethodDirect, nil
 	}
 	if errors.Is(direct, errHardFailure) {
 		return nil, "", fmt.Errorf("cannot mount %s: %w", dir, direct)
 	}
 	dev, fm := fusermountMount(dir, o)
 	if fm == nil {
-		return dev, methodFusermount, nil
+		return dev, MethodFusermount, nil
 	}
 	return nil, "", fmt.Errorf("cannot mount %s: tried mount(2): %v; tried fusermount3: %v", dir, direct, fm)
 }
@@ -47,7 +57,7 @@ var errHardFailure = errors.New("mount(2) failed")
 // directMount opens /dev/fuse and calls mount(2) (what fusermount3 does,
 // without the setuid helper). A non-nil error wrapping errHardFailure
 // means fusermount3 would not help.
-func directMount(dir string, o *MountOptions) (*os.File, error) {
+func directMount(dir string, o *Params) (*os.File, error) {
 	// syscall.Open, not os.OpenFile: the descriptor must stay in blocking
 	// mode (the Go poller cannot wait on /dev/fuse).
 	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
@@ -71,7 +81,7 @@ func directMount(dir string, o *MountOptions) (*os.File, error) {
 	if o.NoExec {
 		flags |= unix.MS_NOEXEC
 	}
-	err = unix.Mount(fsName(o.Volume), dir, "fuse.spoolfs", flags, data)
+	err = unix.Mount(FSName(o.Volume), dir, "fuse.spoolfs", flags, data)
 	if err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.EPERM) {
@@ -95,7 +105,7 @@ func fusermountPath() (string, error) {
 // fusermountMount runs `fusermount3 -o OPTS -- DIR` with one end of a
 // socket pair as _FUSE_COMMFD=3 and receives the /dev/fuse descriptor it
 // opened through SCM_RIGHTS, the way libfuse's fuse_mount_fusermount does.
-func fusermountMount(dir string, o *MountOptions) (*os.File, error) {
+func fusermountMount(dir string, o *Params) (*os.File, error) {
 	path, err := fusermountPath()
 	if err != nil {
 		return nil, err
@@ -126,8 +136,8 @@ func fusermountMount(dir string, o *MountOptions) (*os.File, error) {
 
 // fusermountOpts is the -o list for fusermount3 (it adds nosuid and nodev
 // itself for users, and fd, rootmode, user_id and group_id).
-func fusermountOpts(o *MountOptions) string {
-	opts := []string{"fsname=" + fsName(o.Volume), "subtype=spoolfs", "default_permissions", "nosuid", "nodev"}
+func fusermountOpts(o *Params) string {
+	opts := []string{"fsname=" + FSName(o.Volume), "subtype=spoolfs", "default_permissions", "nosuid", "nodev"}
 	if o.AllowOther {
 		opts = append(opts, "allow_other")
 	}

@@ -1,4 +1,4 @@
-package node
+package mountdev
 
 import (
 	"errors"
@@ -48,7 +48,7 @@ func PrepareMountPoint(dir string, log *zap.Logger) (string, error) {
 		if i == maxStale {
 			return "", fmt.Errorf("mount point %s: still not connected after detaching %d stale mounts", abs, i)
 		}
-		if err := replaceStale(abs, log); err != nil {
+		if err := ReplaceStale(abs, log); err != nil {
 			return "", err
 		}
 	}
@@ -73,6 +73,13 @@ func resolveMountPoint(dir string) (string, error) {
 		return "", fmt.Errorf("mount point %s: %w", abs, err)
 	}
 	return filepath.Join(parent, filepath.Base(abs)), nil
+}
+
+// Dead says whether the mount at dir lost its server: its connection
+// ended or was aborted while still mounted, and it answers ENOTCONN.
+func Dead(dir string) bool {
+	err := statDir(dir)
+	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
 }
 
 // statDir checks, with a deadline, that dir is a directory that answers.
@@ -127,14 +134,14 @@ func refuseFUSEMount(dir string) error {
 	return nil
 }
 
-// replaceStale detaches the dead mount at dir and logs what it was.
-func replaceStale(dir string, log *zap.Logger) error {
+// ReplaceStale detaches the dead mount at dir and logs what it was.
+func ReplaceStale(dir string, log *zap.Logger) error {
 	what := "unknown filesystem"
 	if at, err := MountsAt(dir); err == nil && len(at) > 0 {
 		top := at[len(at)-1]
 		what = top.FSType + " " + top.Source
 	}
-	how, err := detach(dir)
+	how, err := Detach(dir)
 	if err != nil {
 		return fmt.Errorf("mount point %s holds a stale mount (%s, its server is gone) that could not be removed: %w", dir, what, err)
 	}

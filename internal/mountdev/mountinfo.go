@@ -1,4 +1,4 @@
-package node
+package mountdev
 
 import (
 	"bufio"
@@ -32,7 +32,7 @@ func ReadMountInfo() ([]MountInfo, error) {
 		return nil, fmt.Errorf("reading the mount table: %w", err)
 	}
 	defer f.Close()
-	return parseMountInfo(f)
+	return ParseMountInfo(f)
 }
 
 // MountsAt returns the mounts whose mount point is dir (an absolute,
@@ -51,13 +51,13 @@ func MountsAt(dir string) ([]MountInfo, error) {
 	return at, nil
 }
 
-// parseMountInfo reads lines of the form
+// ParseMountInfo reads lines of the form
 //
 //	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
 //
 // (id, parent, major:minor, root, mount point, options, optional fields,
 // "-", fstype, source, super options).
-func parseMountInfo(r io.Reader) ([]MountInfo, error) {
+func ParseMountInfo(r io.Reader) ([]MountInfo, error) {
 	var out []MountInfo
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)

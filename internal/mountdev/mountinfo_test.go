@@ -1,4 +1,4 @@
-package node
+package mountdev
 
 import (
 	"strings"
@@ -11,7 +11,7 @@ func TestParseMountInfo(t *testing.T) {
 44 22 0:40 / /run/user rw - tmpfs tmpfs rw
 45 43 0:41 / /tmp/with\040space rw - fuse fusectl\134x rw
 `
-	got, err := parseMountInfo(strings.NewReader(in))
+	got, err := ParseMountInfo(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +36,8 @@ func TestParseMountInfo(t *testing.T) {
 
 func TestParseMountInfoMalformed(t *testing.T) {
 	for _, in := range []string{"1 2 3\n", "22 1 x:1 / / rw - ext4 /dev/sda1 rw\n", "22 1 8:1 / / rw shared:1 ext4 /dev/sda1 rw\n", "22 1 8:1 / / rw - ext4\n"} {
-		if _, err := parseMountInfo(strings.NewReader(in)); err == nil {
-			t.Errorf("parseMountInfo(%q) = nil error", in)
+		if _, err := ParseMountInfo(strings.NewReader(in)); err == nil {
+			t.Errorf("ParseMountInfo(%q) = nil error", in)
 		}
 	}
 }

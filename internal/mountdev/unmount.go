@@ -1,4 +1,4 @@
-package node
+package mountdev
 
 import (
 	"bytes"
@@ -12,19 +12,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// errNotMounted: nothing is mounted there (any more).
-var errNotMounted = errors.New("not mounted")
+// ErrNotMounted: nothing is mounted there (any more).
+var ErrNotMounted = errors.New("not mounted")
 
 // unmountOnce tries one plain unmount of dir. It answers unix.EBUSY (wrapped)
-// while the mount is in use and errNotMounted when it is already gone.
-func unmountOnce(dir string, m mountMethod) error {
-	if m == methodDirect {
+// while the mount is in use and ErrNotMounted when it is already gone.
+func unmountOnce(dir string, m Method) error {
+	if m == MethodDirect {
 		err := unix.Unmount(dir, 0)
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
-			return errNotMounted
+			return ErrNotMounted
 		case !errors.Is(err, unix.EPERM):
 			return fmt.Errorf("umount %s: %w", dir, err)
 		}
@@ -33,15 +33,15 @@ func unmountOnce(dir string, m mountMethod) error {
 	return fusermountUnmount(dir, false)
 }
 
-// detach lazily unmounts dir (MNT_DETACH: gone from the namespace now,
+// Detach lazily unmounts dir (MNT_DETACH: gone from the namespace now,
 // torn down when its last user lets go) and says how it did it.
-func detach(dir string) (string, error) {
+func Detach(dir string) (string, error) {
 	err := unix.Unmount(dir, unix.MNT_DETACH)
 	switch {
 	case err == nil:
 		return "umount2(MNT_DETACH)", nil
 	case errors.Is(err, unix.EINVAL):
-		return "", errNotMounted
+		return "", ErrNotMounted
 	case !errors.Is(err, unix.EPERM):
 		return "", fmt.Errorf("lazy umount %s: %w", dir, err)
 	}
@@ -52,7 +52,7 @@ func detach(dir string) (string, error) {
 }
 
 // fusermountUnmount runs `fusermount3 -u [-z] DIR` and maps its complaints
-// to EBUSY and errNotMounted.
+// to EBUSY and ErrNotMounted.
 func fusermountUnmount(dir string, lazy bool) error {
 	path, err := fusermountPath()
 	if err != nil {
@@ -71,20 +71,20 @@ func fusermountUnmount(dir string, lazy bool) error {
 		case strings.Contains(msg, "busy"):
 			return fmt.Errorf("umount %s: %w (%s)", dir, unix.EBUSY, msg)
 		case strings.Contains(msg, "not found in") || strings.Contains(msg, "Invalid argument") || strings.Contains(msg, "not mounted"):
-			return errNotMounted
+			return ErrNotMounted
 		}
 		return fmt.Errorf("%s %s: %v: %s", path, strings.Join(args, " "), err, msg)
 	}
 	return nil
 }
 
-// unmountWithRetry unmounts dir, retrying while it is busy until ctx ends;
+// Unmount unmounts dir, retrying while it is busy until ctx ends;
 // then it detaches it lazily. lazy says whether it had to.
-func unmountWithRetry(ctx context.Context, dir string, m mountMethod) (lazy bool, err error) {
+func Unmount(ctx context.Context, dir string, m Method) (lazy bool, err error) {
 	wait := 20 * time.Millisecond
 	for {
 		err := unmountOnce(dir, m)
-		if err == nil || errors.Is(err, errNotMounted) {
+		if err == nil || errors.Is(err, ErrNotMounted) {
 			return false, nil
 		}
 		if !errors.Is(err, unix.EBUSY) {
@@ -92,7 +92,7 @@ func unmountWithRetry(ctx context.Context, dir string, m mountMethod) (lazy bool
 		}
 		select {
 		case <-ctx.Done():
-			if _, err := detach(dir); err != nil && !errors.Is(err, errNotMounted) {
+			if _, err := Detach(dir); err != nil && !errors.Is(err, ErrNotMounted) {
 				return false, err
 			}
 			return true, nil

@@ -1,0 +1,22 @@
+// Package mountdev owns the mount device and the mount point of a FUSE
+// volume, everything below the protocol: checking a mount point
+// (PrepareMountPoint: missing, not a directory, a live FUSE mount already
+// there, a stale one whose server died, which it detaches and replaces),
+// opening /dev/fuse and mounting it (Mount: mount(2) with privilege,
+// fusermount3 and SCM_RIGHTS without, as libfuse does), unmounting
+// (Unmount: retry while busy, then lazy; Detach), telling a dead mount
+// (Dead), and reading /proc/self/mountinfo (ReadMountInfo, MountsAt,
+// ParseMountInfo).
+//
+// What is served on the device is not its business: node hands it to
+// jacobsa/fuse and fsactor, and keeps the descriptor for notifications
+// (docs/architecture.md, "Mounting"). Its behaviour is tested through the
+// binary by node's mount tests (mount_test.go: busy, stale, read-only,
+// allow_other, non-root through fusermount3, aborted connections); its
+// parsing here.
+//
+// May import: the standard library, x/sys/unix and zap; nothing of this
+// module, never jacobsa/fuse, fsactor or replication (internal/layout).
+// Goroutines: a stat of a mount point, bounded by a deadline, that may
+// outlive the call if the mount hangs.
+package mountdev
