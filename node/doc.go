@@ -33,8 +33,8 @@
 //
 // Files: volume.go (Mount, Volume: fsactor served on a device that
 // internal/mountdev mounted), serve.go (signals),
-// options.go, rlimit.go, log.go. launch*.go and unshare.go (running a
-// command inside the mount, user namespaces) and replsink.go (the
+// options.go, rlimit.go, log.go. ServeChild (serve.go) runs a command inside
+// the mount with internal/launch, then unmounts; replsink.go (the
 // replication adapter) belong to their own authors; primary.go,
 // procs.go,
 // replica.go, run.go, cluster.go, config*.go, admin.go, metrics.go,

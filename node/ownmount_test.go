@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/launch"
 )
 
 // The serving process never makes a FUSE request to its own mount
@@ -67,9 +68,9 @@ func TestRunChildNoRequest(t *testing.T) {
 		}
 		<-v.Done()
 	})
-	code, err := RunChildIn(v, []string{"true"}, ChildConfig{ReadyTimeout: 10 * time.Second, Logger: log})
+	code, err := launch.RunChildIn(v, []string{"true"}, launch.ChildConfig{ReadyTimeout: 10 * time.Second, Logger: log})
 	if err != nil || code != 0 {
-		t.Fatalf("RunChildIn: code %d, %v", code, err)
+		t.Fatalf("launch.RunChildIn: code %d, %v", code, err)
 	}
 	if ops := v.OpCounts(); len(ops) != 0 {
 		t.Fatalf("the readiness wait made FUSE requests: %v", ops)

@@ -3,11 +3,14 @@ package node
 import (
 	"context"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
+	"syscall"
 
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/launch"
 	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
@@ -104,4 +107,53 @@ func sortedCounts(m map[string]uint64) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ServeChild runs argv inside the mounted volume v (RunChildIn) and, once
+// it has exited, unmounts v as a stop does (ServeUntilSignal: a busy mount
+// is retried, then detached lazily; a second SIGINT/SIGTERM forces).
+//
+// cfg.Signals should carry SIGTERM, SIGINT and SIGHUP (nil: ServeChild
+// subscribes to them itself). The exit code is the child's; if the child
+// exited 0 but the volume did not stop cleanly, it is 1. If the child could
+// not run, the error says why and the code is 127 (command not found), 126
+// (not executable) or 1, as a shell would say.
+func ServeChild(v *Volume, argv []string, cfg launch.ChildConfig) (int, error) {
+	if cfg.Signals == nil {
+		ch := make(chan os.Signal, 8)
+		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+		defer signal.Stop(ch)
+		cfg.Signals = ch
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = v.log
+	}
+	code, runErr := launch.RunChildIn(v, argv, cfg)
+	// The child is gone: stop the volume as a signal would, and let a
+	// further SIGINT/SIGTERM force it.
+	stop := make(chan os.Signal, 2)
+	stop <- syscall.SIGTERM
+	done := make(chan struct{})
+	defer close(done)
+	go passStopSignal(cfg.Signals, stop, done)
+	if vcode := ServeUntilSignal(v, stop); vcode != 0 && code == 0 {
+		code = vcode
+	}
+	return code, runErr
+}
+
+// passStopSignal passes the first SIGINT or SIGTERM from sigs to stop,
+// until done.
+func passStopSignal(sigs <-chan os.Signal, stop chan<- os.Signal, done <-chan struct{}) {
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				stop <- sig
+				return
+			}
+		case <-done:
+			return
+		}
+	}
 }

@@ -1,7 +1,7 @@
 package main
 
-// Launch: `spoolfs mount ... -- CMD` and `--unshare` (node/launch.go and
-// node/unshare.go do the work), and `spoolfs probe DIR`, the liveness probe
+// Launch: `spoolfs mount ... -- CMD` and `--unshare` (internal/launch
+// does the work, node.ServeChild unmounts after CMD), and `spoolfs probe DIR`, the liveness probe
 // of a mount.
 
 import (
@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/launch"
 	"github.com/spoolfs/spoolfs/node"
 )
 
@@ -29,9 +30,9 @@ type launchFlags struct {
 
 func addLaunchFlags(c *cobra.Command, l *launchFlags) {
 	fl := c.Flags()
-	fl.DurationVar(&l.stopGrace, "stop-grace", node.DefaultStopGrace,
+	fl.DurationVar(&l.stopGrace, "stop-grace", launch.DefaultStopGrace,
 		"with -- CMD: how long CMD has to exit after SIGTERM before SIGKILL")
-	fl.DurationVar(&l.readyTimeout, "ready-timeout", node.DefaultReadyTimeout,
+	fl.DurationVar(&l.readyTimeout, "ready-timeout", launch.DefaultReadyTimeout,
 		"with -- CMD: how long the mount may take to answer before CMD starts")
 }
 
@@ -50,7 +51,7 @@ func childArgv(c *cobra.Command, args []string) ([]string, error) {
 // reexecUnshared runs this same command line, minus --unshare, in new user
 // and mount namespaces, and exits with its status.
 func reexecUnshared(log *zap.Logger) error {
-	code, err := node.RunUnshared(context.Background(), node.WithoutUnshareFlag(os.Args), node.UnshareConfig{Logger: log})
+	code, err := launch.RunUnshared(context.Background(), launch.WithoutUnshareFlag(os.Args), launch.UnshareConfig{Logger: log})
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
@@ -62,10 +63,10 @@ func reexecUnshared(log *zap.Logger) error {
 
 // enterUnshared is the first step of the process --unshare re-executed.
 func enterUnshared() error {
-	if !node.Unshared() {
+	if !launch.Unshared() {
 		return nil
 	}
-	if err := node.EnterUnshared(); err != nil {
+	if err := launch.EnterUnshared(); err != nil {
 		return &exitError{code: 1, err: err}
 	}
 	return nil
@@ -75,7 +76,7 @@ func enterUnshared() error {
 // argv's (node.ServeChild). sigs already carries SIGINT and SIGTERM.
 func serveChild(v *node.Volume, argv []string, l launchFlags, sigs chan os.Signal, log *zap.Logger) error {
 	signal.Notify(sigs, syscall.SIGHUP)
-	code, err := node.ServeChild(v, argv, node.ChildConfig{
+	code, err := node.ServeChild(v, argv, launch.ChildConfig{
 		ReadyTimeout: l.readyTimeout,
 		StopGrace:    l.stopGrace,
 		Signals:      sigs,
@@ -116,7 +117,7 @@ func runProbe(dir string, timeout time.Duration, wait bool) error {
 	defer cancel()
 	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
 		left := time.Until(deadlineOf(ctx))
-		_, err := node.ProbeMount(ctx, dir, left)
+		_, err := launch.ProbeMount(ctx, dir, left)
 		if err == nil {
 			return nil
 		}

@@ -61,6 +61,10 @@ var layout = map[string]boundary{
 	// actor, replication, jacobsa/fuse, gRPC or buntdb).
 	"internal/mountdev": {may: []string{"internal/testsupport"},
 		never: []string{"github.com/jacobsa/fuse", "google.golang.org/grpc", "github.com/tidwall/buntdb"}},
+	// A command inside the mount, namespaces, the probe: the mount table
+	// of mountdev, nothing else of ours; never FUSE, gRPC or buntdb.
+	"internal/launch": {may: []string{"internal/mountdev", "internal/testsupport"},
+		never: []string{"github.com/jacobsa/fuse", "google.golang.org/grpc", "github.com/tidwall/buntdb"}},
 	// `spoolfs bench`: runs the systems it measures, spoolfs in-process
 	// included; only cmd imports it.
 	"bench": {may: []string{"node", "fsactor", "replication", "volume", "proto", "internal"}},

@@ -1,4 +1,4 @@
-package node
+package launch
 
 // --unshare: spoolfs enters new user and mount namespaces by re-executing
 // itself, as `unshare -U -m -r -- spoolfs ...` would, so that a user without
@@ -97,10 +97,10 @@ func RunUnshared(ctx context.Context, args []string, cfg UnshareConfig) (int, er
 		log = zap.NewNop()
 	}
 	if len(args) == 0 {
-		return 0, errors.New("node: unshare: no arguments")
+		return 0, errors.New("launch: unshare: no arguments")
 	}
 	if Unshared() {
-		return 0, errors.New("node: unshare: already inside the namespaces made by --unshare")
+		return 0, errors.New("launch: unshare: already inside the namespaces made by --unshare")
 	}
 	cmd, err := unshareCommand(args, cfg.Exe, log)
 	if err != nil {
@@ -114,7 +114,7 @@ func RunUnshared(ctx context.Context, args []string, cfg UnshareConfig) (int, er
 		sigs = ch
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("node: unshare: start %s in new user and mount namespaces: %w", cmd.Path, unshareHint(err))
+		return 0, fmt.Errorf("launch: unshare: start %s in new user and mount namespaces: %w", cmd.Path, unshareHint(err))
 	}
 	log.Debug("re-executed in new user and mount namespaces", zap.Int("pid", cmd.Process.Pid))
 	return forwardUntilExit(ctx, cmd, sigs, log), nil
@@ -139,7 +139,7 @@ func unshareCommand(args []string, exe string, log *zap.Logger) (*exec.Cmd, erro
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	mntNS, err := os.Readlink("/proc/self/ns/mnt")
 	if err != nil {
-		return nil, fmt.Errorf("node: unshare: %w", err)
+		return nil, fmt.Errorf("launch: unshare: %w", err)
 	}
 	cmd.Env = append(ChildEnv(os.Environ()), UnshareEnv+"="+mntNS)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -196,7 +196,7 @@ func idMappings() (uids, gids []syscall.SysProcIDMap, setgroups bool, err error)
 func identityMap(path string) ([]syscall.SysProcIDMap, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("node: unshare: %w", err)
+		return nil, fmt.Errorf("launch: unshare: %w", err)
 	}
 	defer f.Close()
 	var m []syscall.SysProcIDMap
@@ -209,15 +209,15 @@ func identityMap(path string) ([]syscall.SysProcIDMap, error) {
 		inside, err1 := strconv.ParseUint(fs[0], 10, 32)
 		size, err2 := strconv.ParseUint(fs[2], 10, 33)
 		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("node: unshare: bad line in %s: %q", path, sc.Text())
+			return nil, fmt.Errorf("launch: unshare: bad line in %s: %q", path, sc.Text())
 		}
 		m = append(m, syscall.SysProcIDMap{ContainerID: int(inside), HostID: int(inside), Size: int(size)})
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("node: unshare: read %s: %w", path, err)
+		return nil, fmt.Errorf("launch: unshare: read %s: %w", path, err)
 	}
 	if len(m) == 0 {
-		return nil, fmt.Errorf("node: unshare: %s maps no ids", path)
+		return nil, fmt.Errorf("launch: unshare: %s maps no ids", path)
 	}
 	return m, nil
 }
@@ -259,11 +259,11 @@ func EnterUnshared() error {
 	// refuse unless this is a new mount namespace.
 	outer := os.Getenv(UnshareEnv)
 	if mntNS, err := os.Readlink("/proc/self/ns/mnt"); err != nil || mntNS == outer {
-		return fmt.Errorf("node: unshare: %s=%q but this process is not in a new mount namespace (%s, %v)",
+		return fmt.Errorf("launch: unshare: %s=%q but this process is not in a new mount namespace (%s, %v)",
 			UnshareEnv, outer, mntNS, err)
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("node: unshare: make mounts private: %w", err)
+		return fmt.Errorf("launch: unshare: make mounts private: %w", err)
 	}
 	return nil
 }

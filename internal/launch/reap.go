@@ -1,4 +1,4 @@
-package node
+package launch
 
 // Orphans of the child. While RunChild runs, this process is a child
 // subreaper (prctl PR_SET_CHILD_SUBREAPER): a process the child leaves behind
@@ -39,7 +39,7 @@ func startReaper() (*reaper, error) {
 		r.others[pid] = true
 	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return nil, fmt.Errorf("node: become child subreaper: %w", err)
+		return nil, fmt.Errorf("launch: become child subreaper: %w", err)
 	}
 	signal.Notify(r.chld, syscall.SIGCHLD)
 	return r, nil

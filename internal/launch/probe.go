@@ -1,4 +1,4 @@
-package node
+package launch
 
 // The liveness probe of a mount: `spoolfs probe DIR`. A container's exec
 // probe runs in the container's mount namespace, but a mount made by
@@ -25,7 +25,7 @@ import (
 
 // ErrNoMount is returned by ProbeMount when no process visible to this one
 // has a FUSE mount at the directory.
-var ErrNoMount = errors.New("node: no FUSE mount found")
+var ErrNoMount = errors.New("launch: no FUSE mount found")
 
 // ProbeMount checks that the FUSE mount at dir answers: a stat of its root
 // shows another device than its parent, and a statfs, which the kernel never
@@ -38,7 +38,7 @@ var ErrNoMount = errors.New("node: no FUSE mount found")
 func ProbeMount(ctx context.Context, dir string, timeout time.Duration) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
-		return "", fmt.Errorf("node: probe %s: %w", dir, err)
+		return "", fmt.Errorf("launch: probe %s: %w", dir, err)
 	}
 	root, err := findMountRoot(dir)
 	if err != nil {
@@ -50,22 +50,22 @@ func ProbeMount(ctx context.Context, dir string, timeout time.Duration) (string,
 	dev, err := statDev(ctx, path)
 	if err != nil {
 		if ctx.Err() != nil {
-			return path, fmt.Errorf("node: probe: the mount at %s did not answer within %v", path, timeout)
+			return path, fmt.Errorf("launch: probe: the mount at %s did not answer within %v", path, timeout)
 		}
-		return path, fmt.Errorf("node: probe: %w", err)
+		return path, fmt.Errorf("launch: probe: %w", err)
 	}
 	var parent unix.Stat_t
 	if err := unix.Stat(filepath.Dir(path), &parent); err != nil {
-		return path, fmt.Errorf("node: probe: parent of %s: %w", path, err)
+		return path, fmt.Errorf("launch: probe: parent of %s: %w", path, err)
 	}
 	if dev == parent.Dev {
-		return path, fmt.Errorf("node: probe: %s is no longer a mount point", path)
+		return path, fmt.Errorf("launch: probe: %s is no longer a mount point", path)
 	}
 	if err := statfsAnswered(ctx, path); err != nil {
 		if ctx.Err() != nil {
-			return path, fmt.Errorf("node: probe: the mount at %s did not answer statfs within %v", path, timeout)
+			return path, fmt.Errorf("launch: probe: the mount at %s did not answer statfs within %v", path, timeout)
 		}
-		return path, fmt.Errorf("node: probe: statfs %s: %w", path, err)
+		return path, fmt.Errorf("launch: probe: statfs %s: %w", path, err)
 	}
 	return path, nil
 }
@@ -98,7 +98,7 @@ func findMountRoot(dir string) (string, error) {
 	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return "", fmt.Errorf("node: probe: %w", err)
+		return "", fmt.Errorf("launch: probe: %w", err)
 	}
 	self := os.Getpid()
 	for _, e := range ents {

@@ -1,10 +1,10 @@
-package node
+package launch
 
 // Launch: `spoolfs mount ... -- CMD ARGS...` runs CMD inside the mount once it
 // answers, forwards the stop and reload signals to it, and reports its exit
-// status. ServeChild does it for a mounted Volume: RunChild, then the clean
-// unmount of a stop (ServeUntilSignal). RunChild alone does not touch the
-// mount.
+// status. node.ServeChild does it for a mounted Volume: RunChildIn, then
+// the clean unmount of a stop (node.ServeUntilSignal). RunChild alone does
+// not touch the mount.
 //
 // Goroutines: RunChild runs on the caller's goroutine and owns one select
 // loop over the child's exit, the forwarded signals, SIGCHLD (to reap
@@ -45,7 +45,7 @@ const (
 
 // ErrMountNotReady is returned when the mount did not answer within the
 // ready timeout; the child is not started.
-var ErrMountNotReady = errors.New("node: mount not ready")
+var ErrMountNotReady = errors.New("launch: mount not ready")
 
 // ChildConfig tunes RunChild. The zero value is usable.
 type ChildConfig struct {
@@ -99,41 +99,8 @@ func (c *ChildConfig) withDefaults() ChildConfig {
 	return d
 }
 
-// ServeChild runs argv inside the mounted volume v (RunChildIn) and, once
-// it has exited, unmounts v as a stop does (ServeUntilSignal: a busy mount
-// is retried, then detached lazily; a second SIGINT/SIGTERM forces).
-//
-// cfg.Signals should carry SIGTERM, SIGINT and SIGHUP (nil: ServeChild
-// subscribes to them itself). The exit code is the child's; if the child
-// exited 0 but the volume did not stop cleanly, it is 1. If the child could
-// not run, the error says why and the code is 127 (command not found), 126
-// (not executable) or 1, as a shell would say.
-func ServeChild(v *Volume, argv []string, cfg ChildConfig) (int, error) {
-	if cfg.Signals == nil {
-		ch := make(chan os.Signal, 8)
-		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-		defer signal.Stop(ch)
-		cfg.Signals = ch
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = v.log
-	}
-	code, runErr := RunChildIn(v, argv, cfg)
-	// The child is gone: stop the volume as a signal would, and let a
-	// further SIGINT/SIGTERM force it.
-	stop := make(chan os.Signal, 2)
-	stop <- syscall.SIGTERM
-	done := make(chan struct{})
-	defer close(done)
-	go passStopSignal(cfg.Signals, stop, done)
-	if vcode := ServeUntilSignal(v, stop); vcode != 0 && code == 0 {
-		code = vcode
-	}
-	return code, runErr
-}
-
-// Served is what RunChildIn needs of a mounted volume (*Volume, and a
-// replicated volume built on it).
+// Served is what RunChildIn needs of a mounted volume (node's *Volume, and
+// a replicated volume built on it).
 type Served interface {
 	Dir() string
 	// Done is closed when the volume stops serving.
@@ -170,22 +137,6 @@ func RunChildIn(v Served, argv []string, cfg ChildConfig) (int, error) {
 	return code, nil
 }
 
-// passStopSignal passes the first SIGINT or SIGTERM from sigs to stop,
-// until done.
-func passStopSignal(sigs <-chan os.Signal, stop chan<- os.Signal, done <-chan struct{}) {
-	for {
-		select {
-		case sig := <-sigs:
-			if isStopSignal(sig) {
-				stop <- sig
-				return
-			}
-		case <-done:
-			return
-		}
-	}
-}
-
 // startFailureCode is the shell's exit code for a command that could not run.
 func startFailureCode(err error) int {
 	switch {
@@ -217,7 +168,7 @@ func startFailureCode(err error) int {
 func RunChild(ctx context.Context, mountDir string, argv []string, cfg ChildConfig) (int, error) {
 	c := cfg.withDefaults()
 	if len(argv) == 0 {
-		return 0, errors.New("node: run child: no command")
+		return 0, errors.New("launch: run child: no command")
 	}
 	if err := WaitMounted(ctx, mountDir, c.ReadyTimeout); err != nil {
 		return 0, err
@@ -258,7 +209,7 @@ func startChild(argv []string, c *ChildConfig) (*exec.Cmd, *childIO, error) {
 	}
 	if err := cmd.Start(); err != nil {
 		cio.abort()
-		return nil, nil, fmt.Errorf("node: start %q: %w", argv[0], err)
+		return nil, nil, fmt.Errorf("launch: start %q: %w", argv[0], err)
 	}
 	cio.started()
 	return cmd, cio, nil
@@ -288,7 +239,7 @@ func attachIO(cmd *exec.Cmd, c *ChildConfig) (*childIO, error) {
 	}
 	if err != nil {
 		cio.abort()
-		return nil, fmt.Errorf("node: child stdio: %w", err)
+		return nil, fmt.Errorf("launch: child stdio: %w", err)
 	}
 	return cio, nil
 }
@@ -482,7 +433,7 @@ func WaitMounted(ctx context.Context, dir string, timeout time.Duration) error {
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return fmt.Errorf("%w: %s not mounted within %v: %w", ErrMountNotReady, dir, timeout, last)
 			}
-			return fmt.Errorf("node: wait for mount %s: %w", dir, ctx.Err())
+			return fmt.Errorf("launch: wait for mount %s: %w", dir, ctx.Err())
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
