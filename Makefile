@@ -16,8 +16,9 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 # What the tests need beyond Go: the FUSE helper (mounts as a normal user),
-# protoc (make proto-check), setpriv (tests that run as another user).
-DEPS_CMDS := fusermount3:fuse3 protoc:protobuf-compiler setpriv:util-linux
+# protoc (make proto-check), setpriv (tests that run as another user),
+# shellcheck and systemd-analyze (deploy's tests of scripts and units).
+DEPS_CMDS := fusermount3:fuse3 protoc:protobuf-compiler setpriv:util-linux shellcheck:shellcheck systemd-analyze:systemd
 
 deps: ## install what the tests need beyond Go (Debian packages; as root, else say what is missing)
 	@need=""; for c in $(DEPS_CMDS); do command -v $${c%%:*} >/dev/null || need="$$need $${c#*:}"; done; \

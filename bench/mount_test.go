@@ -10,27 +10,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
-// requireMount skips (or fails, when CI=true) a test that cannot mount.
+func TestMain(m *testing.M) { os.Exit(testsupport.Run(m)) }
+
+// requireMount ends a test that cannot mount here (testsupport's CI rule:
+// fails under CI=true): the benchmarks mount tmpfs and FUSE as root.
 func requireMount(t *testing.T) {
 	t.Helper()
-	reason := ""
-	switch {
-	case os.Geteuid() != 0:
-		reason = "mounting needs root"
-	default:
-		if _, err := os.Stat("/dev/fuse"); err != nil {
-			reason = "no /dev/fuse: " + err.Error()
-		}
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("cannot mount: %s", reason)
-	}
-	t.Skipf("cannot mount: %s", reason)
+	testsupport.RequireRoot(t, "mounting the benchmarked file systems")
+	testsupport.RequireMount(t)
 }
 
 // ourMounts returns the mount points under this process's bench directories.
@@ -113,7 +104,7 @@ func TestCountRequestsMemfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rep.CountErr != nil {
-		t.Skipf("requests not countable here: %v", rep.CountErr)
+		testsupport.Unavailable(t, "requests not countable here: %v", rep.CountErr)
 	}
 	if left, _ := filepath.Glob(filepath.Join(tracefsRoot, "instances", fmt.Sprintf("%s%d", tracerPrefix, os.Getpid()))); len(left) != 0 {
 		t.Errorf("tracefs instance left behind: %v", left)

@@ -3,11 +3,12 @@ package bench
 import (
 	"context"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 func TestReplicatedSuite(t *testing.T) {
@@ -48,14 +49,9 @@ func TestStepsRecorded(t *testing.T) {
 // section, and nothing stays mounted or running. It times nothing.
 func TestCompareQuickReplicated(t *testing.T) {
 	requireMount(t)
-	if testing.Short() {
-		t.Skip("-short: builds and runs spoolfs")
-	}
+	testsupport.SkipShort(t, "builds and runs spoolfs")
 	cleanupOurMounts(t)
-	bin := filepath.Join(t.TempDir(), "spoolfs")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/spoolfs/spoolfs/cmd/spoolfs").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testsupport.Binary(t)
 	cmd := exec.Command(bin, "bench", "compare", "--suite", "replicated", "--quick", "--clients", "1,4")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

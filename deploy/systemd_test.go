@@ -8,16 +8,18 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 const sdDir = "systemd"
@@ -52,10 +54,7 @@ func unitFile(t *testing.T, name string) map[string]map[string][]string {
 }
 
 func TestSystemdVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze is not installed")
-	}
+	analyze := testsupport.RequireCmd(t, "systemd-analyze")
 	dir := t.TempDir()
 	// verify wants every ExecStart binary to exist: point them at true(1).
 	truePath, err := exec.LookPath("true")
@@ -180,62 +179,21 @@ func seconds(t *testing.T, v []string) float64 {
 
 // ---- the mount helper, for real ----
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-	binOut  []byte
-)
+func TestMain(m *testing.M) { os.Exit(testsupport.Run(m)) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
-// spoolfsBin builds cmd/spoolfs once.
+// spoolfsBin is cmd/spoolfs, built once (testsupport.Binary).
 func spoolfsBin(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "spoolfs-deploy-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "spoolfs")
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binOut, binErr = exec.Command(goTool, "build", "-o", binPath, "github.com/spoolfs/spoolfs/cmd/spoolfs").CombinedOutput()
-	})
-	if binErr != nil {
-		t.Fatalf("building spoolfs: %v\n%s", binErr, binOut)
-	}
-	return binPath
+	return testsupport.Binary(t)
 }
 
+// requireMount ends the test unless it may mount FUSE here as root (the
+// mount helper runs as root, as fstab's mounts do): testsupport's CI rule.
 func requireMount(t *testing.T) {
 	t.Helper()
-	why := ""
-	if testing.Short() {
-		t.Skip("-short: no mounts")
-	}
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "no /dev/fuse"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("cannot mount FUSE (%s) and CI=true", why)
-	}
-	t.Skipf("cannot mount FUSE: %s", why)
+	testsupport.SkipShort(t, "no mounts")
+	testsupport.RequireRoot(t, "the mount helper")
+	testsupport.RequireMount(t)
 }
 
 func mountSource(t *testing.T, dir string) string {
@@ -327,13 +285,12 @@ func TestMountHelper(t *testing.T) {
 	if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
 		t.Fatalf("umount: %v: %s", err, out)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for len(servers(dir)) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("spoolfs still runs after umount: %v", servers(dir))
+	testsupport.WaitForErr(t, 20*time.Second, "spoolfs to exit after umount", func() error {
+		if s := servers(dir); len(s) > 0 {
+			return fmt.Errorf("still serving: %v", s)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestMountHelperErrors(t *testing.T) {

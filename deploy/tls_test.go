@@ -31,6 +31,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
 )
@@ -187,9 +188,6 @@ func secretReadable(n nodeContainer, mode int32) bool {
 // kubectl is installed, its Secret step, which stays offline) and checks
 // what it makes against the manifests.
 func TestTLSSecretScript(t *testing.T) {
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skipf("no go tool to build spoolfs with: %v", err)
-	}
 	bin := spoolfsBin(t)
 	dir := filepath.Join(t.TempDir(), "pki")
 	out := runTLSScript(t, bin, dir, "--certs-only")
@@ -399,10 +397,7 @@ func TestShellScripts(t *testing.T) {
 			t.Errorf("%s is not executable", s)
 		}
 	}
-	sc, err := exec.LookPath("shellcheck")
-	if err != nil {
-		t.Skip("shellcheck is not installed")
-	}
+	sc := testsupport.RequireCmd(t, "shellcheck")
 	if out, err := exec.Command(sc, scripts...).CombinedOutput(); err != nil {
 		t.Errorf("shellcheck: %v\n%s", err, out)
 	}
