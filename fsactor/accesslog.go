@@ -44,7 +44,7 @@ func sampled(log *zap.Logger) *zap.Logger {
 	}))
 }
 
-// done logs op after its reply. start is when the reader read it.
+// done logs op after its reply. start is when the actor read it.
 func (a *accessLog) done(k opKind, op any, oc *fuseops.OpContext, start time.Time, errno syscall.Errno) {
 	if !a.on && (errno == 0 || normalErrno(k, errno)) {
 		return

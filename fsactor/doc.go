@@ -4,20 +4,22 @@
 // Ownership: one goroutine, the actor, owns the whole state of the volume
 // (inodes, dentries, open handles, lookup counts, file contents in memfd,
 // the record log head). Nothing else reads or writes it and no mutex guards
-// it. On a mount the actor is also the only caller of Connection.ReadOp
-// (loop.serveInline): it sleeps in poll(2) on the /dev/fuse descriptor
-// (O_NONBLOCK once serving) and on an eventfd, reads an op only when the
-// device is readable, and drains its mailbox when the eventfd fires; every
-// internal event (a task's end or fencing, RemoveName, Snapshot, Do, Ping)
-// is posted to the mailbox, then the eventfd is written (waker.go). The
-// serving process never makes a FUSE request to its own mount. Without a
-// device (tests with a fake connection) a reader goroutine hands each op,
-// in the kernel's order, to the actor's mailbox. Handlers that must wait
+// it. The actor is also the only caller of Connection.ReadOp
+// (loop.serveInline): it sleeps in poll(2) on the connection's device
+// (/dev/fuse, O_NONBLOCK once serving) and on an eventfd, reads an op only
+// when the device is readable, and drains its mailbox when the eventfd
+// fires; every internal event (a task's end or fencing, RemoveName,
+// Snapshot, Do, Ping) is posted to the mailbox, then the eventfd is written
+// (waker.go). The serving process never makes a FUSE request to its own
+// mount. This is the loop's one mode: NewServer requires the device
+// (Config.NotifyDev), and the loop tests drive the same code with a fake
+// connection whose device is an eventfd, readable while it has an op
+// queued (conn.Fd; fakeConn in loop_test.go). Handlers that must wait
 // return a task that runs on its own goroutine and replies itself. Kernel
 // notifications go through a bounded worker pool that writes to the FUSE
-// device, never from the actor or the reader. A watchdog goroutine
-// (watchdog.go) logs every goroutine's stack when the actor stays in one
-// step past Config.Watchdog while the kernel waits.
+// device, never from the actor. A watchdog goroutine (watchdog.go) logs
+// every goroutine's stack when the actor stays in one step past
+// Config.Watchdog while the kernel waits.
 //
 // Op kinds: one table, opTable (optable.go), has a row per FUSE op kind:
 // the kernel's name (counters, access log), the op type, how to get its

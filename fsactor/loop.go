@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"runtime"
 	"syscall"
 	"time"
 
@@ -13,15 +12,21 @@ import (
 	"go.uber.org/zap"
 )
 
-// conn is the part of *fuse.Connection the loop uses, so tests can drive the
-// loop with a fake kernel.
+// conn is the part of *fuse.Connection the loop uses, with the descriptor
+// of its device, so tests can drive the one loop with a fake kernel.
 type conn interface {
-	// ReadOp returns the next op; io.EOF once the kernel hung up. Called by
-	// the reader goroutine only.
+	// ReadOp returns the next op; io.EOF once the kernel hung up; an error
+	// wrapping EAGAIN when no request waits (the device is non-blocking
+	// once serving). Called by the actor only, when poll(2) said Fd is
+	// readable.
 	ReadOp() (context.Context, any, error)
 	// Reply answers the op whose ReadOp ctx is given. Safe from any
 	// goroutine.
 	Reply(ctx context.Context, err error) error
+	// Fd is the device the actor polls (waker.wait): readable while a
+	// request waits or once the connection ended. /dev/fuse on a mount
+	// (Config.NotifyDev); an eventfd or a pipe of a fake kernel in tests.
+	Fd() int
 }
 
 // machine is what the loop drives: *State (the RawNode of etcd raft's
@@ -39,54 +44,30 @@ type machine interface {
 type evKind uint8
 
 const (
-	evOp       evKind = iota // a FUSE op, from the reader
-	evEOF                    // the reader has ended: no more ops
+	evOp       evKind = iota // a FUSE op the actor read from the device (never in the mailbox)
 	evTaskDone               // a task has replied
 	evFenced                 // a task's sink said ErrFenced (err): turn read-only
 	evFunc                   // run fn on the state (internal events)
 )
 
-// event is one mailbox entry: a value, so handing an op from the reader to
-// the actor allocates nothing.
+// event is one mailbox entry, or the op the actor just read: a value, so
+// posting one allocates nothing.
 type event struct {
 	kind evKind
-	ack  bool            // evOp: the reader waits on stepped until the actor stepped it
 	ctx  context.Context // evOp: the ctx ReadOp returned, to reply with
 	op   any             // evOp: a *fuseops.XxxOp
-	now  time.Time       // evOp: when the reader read it
+	now  time.Time       // evOp: when the actor read it
 	err  error           // evFenced: the sink's error
 	fn   func(m machine) // evFunc
 }
 
-// Tuning of the loop: what the benchmarks found fastest on a real mount
-// (fsactor/loop_bench_test.go; figures in docs/threads.md, "Measured").
-const (
-	defaultMailbox = 64
-	lockReader     = false
-	lockActor      = false
-	defaultHandoff = handoffSync
-)
+// defaultMailbox is the mailbox's capacity: 1, 64 and 1024 measured the
+// same (docs/threads.md, "Measured").
+const defaultMailbox = 64
 
-// handoff says what the reader does after handing an op to the actor.
-type handoff uint8
-
-const (
-	// handoffAsync: read the next op at once (reading overlaps the step).
-	handoffAsync handoff = iota
-	// handoffSync: wait until the actor has stepped the op (replied or
-	// started its task), then read the next. The reader parks on a channel
-	// instead of entering read(2), so the actor runs on the reader's
-	// thread: the kernel's wake-up of that thread is the only one a request
-	// waits for, as in a single-threaded C loop (Go may still wake an idle
-	// thread to look for work, off that path). With a blocking
-	// device, async handoff makes every request wake a second thread (the
-	// reader is in read(2) when the actor needs a thread): 4-6 times slower
-	// with one client.
-	handoffSync
-)
-
-// loop owns the reader goroutine, the actor goroutine and its tasks. It is
-// the only place where the state is touched: on the actor, in run's loop.
+// loop owns the actor goroutine, which reads the device and steps the
+// state, and its tasks. It is the only place where the state is touched:
+// on the actor, in run.
 type loop struct {
 	st       machine
 	sink     Sink
@@ -100,19 +81,15 @@ type loop struct {
 	gidOf    func(ctx context.Context, oc *fuseops.OpContext) uint32
 	flushTTL time.Duration
 
-	lockReader, lockActor bool // runtime.LockOSThread on the reader / the actor
-	handoff               handoff
-	stepped               chan struct{} // the actor stepped an op whose event has ack set
-	wk                    *waker        // non-nil: the reader is the actor (serveInline)
-	dog                   *watchdog     // nil: no watchdog
+	wk  *waker    // the actor's wait in poll(2) on the device and an eventfd
+	dog *watchdog // nil: no watchdog
 
 	// Actor-owned: touched only by the actor goroutine.
-	c          conn
-	eofSeen    chan struct{} // closed when evEOF is taken (tests wait on it)
-	notes      []Note
-	tasks      int  // tasks started and not yet done
-	readerDone bool // evEOF seen
-	fenced     bool // SetReadOnly done after ErrFenced or a call
+	c       conn
+	eofSeen chan struct{} // closed when the device ended (tests wait on it)
+	notes   []Note
+	tasks   int  // tasks started and not yet done
+	fenced  bool // SetReadOnly done after ErrFenced or a call
 }
 
 // loopConfig carries what newLoop needs beyond the state and the sink.
@@ -122,7 +99,6 @@ type loopConfig struct {
 	log          *zap.Logger
 	notify       *notifyPool
 	mailbox      int
-	device       *os.File      // non-nil: serve inline, waiting in poll(2) on it (waker)
 	watchdog     time.Duration // <= 0: no watchdog
 }
 
@@ -138,66 +114,33 @@ func newLoop(st machine, sink Sink, lc loopConfig) (*loop, error) {
 		log:      lc.log,
 		gids:     &gidSource{log: lc.log},
 		flushTTL: lc.flushTimeout,
-
-		lockReader: lockReader, lockActor: lockActor,
-		handoff: defaultHandoff, stepped: make(chan struct{}, 1),
 	}
 	l.gidOf = l.gids.gid
-	if lc.device != nil {
-		wk, err := newWaker(int(lc.device.Fd()))
-		if err != nil {
-			return nil, err
-		}
-		l.wk = wk
+	wk, err := newWaker()
+	if err != nil {
+		return nil, err
 	}
+	l.wk = wk
 	l.dog = newWatchdog(lc.watchdog, lc.log)
 	return l, nil
 }
 
-// run serves c until the reader sees EOF, every op is answered and every
-// task has ended; then it closes the state and the notify pool.
+// run serves c until the device ends, every op is answered and every task
+// has ended; then it closes the state and the notify pool.
 func (l *loop) run(c conn) {
 	l.c = c
+	l.wk.dev = c.Fd()
 	if l.dog != nil {
-		if l.wk != nil {
-			l.dog.kernelWaiting = l.wk.kernelWaiting
-		}
+		l.dog.kernelWaiting = l.wk.kernelWaiting
 		go l.dog.run()
 	}
-	if l.wk != nil {
-		l.serveInline(c)
-		l.wk.close()
-	} else {
-		go l.read(c)
-	}
-	l.act()
+	l.serveInline(c)
+	l.wk.close()
+	l.awaitTasks()
 	l.dog.stop()
 	l.st.Close()
 	l.notify.close()
 	close(l.stopped)
-}
-
-// read is the reader goroutine: the only caller of ReadOp. It stamps each
-// op and hands it, in the kernel's order, to the actor.
-func (l *loop) read(c conn) {
-	if l.lockReader {
-		runtime.LockOSThread()
-	}
-	for {
-		ctx, op, err := c.ReadOp()
-		if err != nil {
-			if l.readFailed(err) {
-				l.mbox <- event{kind: evEOF}
-				return
-			}
-			continue
-		}
-		wait := l.handoff == handoffSync
-		l.mbox <- event{kind: evOp, ack: wait, ctx: ctx, op: op, now: time.Now()}
-		if wait {
-			<-l.stepped
-		}
-	}
 }
 
 // readFailed handles a ReadOp error and says whether reading must end: at
@@ -216,19 +159,17 @@ func (l *loop) readFailed(err error) bool {
 	return false
 }
 
-// serveInline is the reader and the actor in one goroutine: it waits in
-// poll(2) on the device and the waker's eventfd (waker.wait), takes
-// whatever waits in the mailbox (internal events, a task's fencing), reads
-// an op if the device has one, then steps it. Measured against the
-// hand-off of read (one goroutine reading, one stepping): a request then
-// wakes one thread, not two, as in libfuse's single-threaded loop
-// (docs/threads.md, "Measured"). The state still has one owner at a time:
-// this goroutine until the kernel hangs up, then act on the same goroutine
-// for the tasks still running.
+// serveInline is the actor serving the device: the reader and the actor
+// in one goroutine. It waits in poll(2) on the device and the waker's
+// eventfd (waker.wait), takes whatever waits in the mailbox (internal
+// events, a task's fencing), reads an op if the device has one, then steps
+// it. A request wakes one thread, as in libfuse's single-threaded loop;
+// the two-goroutine hand-off it replaced woke two (docs/threads.md,
+// "Measured"). Once the kernel hung up, awaitTasks, on the same goroutine,
+// serves the tasks still running.
 func (l *loop) serveInline(c conn) {
 	if err := l.wk.start(); err != nil {
 		l.log.Error("cannot serve the device", zap.Error(err))
-		l.readerDone = true
 		close(l.eofSeen)
 		return
 	}
@@ -247,7 +188,6 @@ func (l *loop) serveInline(c conn) {
 				continue
 			}
 			if l.readFailed(err) {
-				l.readerDone = true
 				close(l.eofSeen)
 				return
 			}
@@ -283,13 +223,11 @@ func (l *loop) send(ev event) {
 	l.wk.wake()
 }
 
-// act is the actor goroutine's loop.
-func (l *loop) act() {
-	if l.lockActor {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-	}
-	for !l.readerDone || l.tasks > 0 {
+// awaitTasks is the actor after the device ended: it serves the mailbox,
+// blocking on it (nothing polls the device any more), until every task
+// has posted evTaskDone.
+func (l *loop) awaitTasks() {
+	for l.tasks > 0 {
 		l.dog.idle()
 		l.handle(<-l.mbox)
 	}
@@ -298,14 +236,6 @@ func (l *loop) act() {
 // handle runs one mailbox event on the actor.
 func (l *loop) handle(ev event) {
 	switch ev.kind {
-	case evOp:
-		l.step(ev)
-		if ev.ack {
-			l.stepped <- struct{}{} // buffered, one per ack: never blocks
-		}
-	case evEOF:
-		l.readerDone = true
-		close(l.eofSeen)
 	case evTaskDone:
 		l.tasks--
 	case evFenced:

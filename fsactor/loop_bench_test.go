@@ -2,6 +2,7 @@ package fsactor
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -18,16 +19,16 @@ import (
 	"github.com/jacobsa/fuse"
 	"github.com/jacobsa/fuse/fuseops"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
-// benchConn is a fake kernel for the closed-loop benchmark: one request in
-// flight, like one client thread doing stat after stat. It allocates
-// nothing per op, so allocs/op counts the loop's own.
+// benchConn is a fake kernel for the baseline without the actor: one
+// request in flight, like one client thread doing stat after stat.
 type benchConn struct {
 	ctx context.Context
 	op  any
 	req chan struct{} // the "kernel" has a request
-	rep chan struct{} // the loop replied
+	rep chan struct{} // replied
 }
 
 func (c *benchConn) ReadOp() (context.Context, any, error) {
@@ -42,17 +43,39 @@ func (c *benchConn) Reply(context.Context, error) error {
 	return nil
 }
 
-// pipeConn hands out n requests as fast as the reader takes them (many
-// clients): throughput of the loop.
+// pipeConn hands out n requests as fast as the actor takes them (many
+// clients): throughput of the loop. Its device is an eventfd in semaphore
+// mode holding n+1 counts: n requests, then the hang-up.
 type pipeConn struct {
+	efd     int
 	ctx     context.Context
 	op      any
 	n       int64
-	read    int64 // reader only
+	read    int64 // actor only
 	replied atomic.Int64
 }
 
+func newPipeConn(b *testing.B, op any, n int64) *pipeConn {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK|unix.EFD_SEMAPHORE)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Close(efd) })
+	var cnt [8]byte
+	binary.NativeEndian.PutUint64(cnt[:], uint64(n+1))
+	if _, err := unix.Write(efd, cnt[:]); err != nil {
+		b.Fatal(err)
+	}
+	return &pipeConn{efd: efd, ctx: context.Background(), op: op, n: n}
+}
+
+func (c *pipeConn) Fd() int { return c.efd }
+
 func (c *pipeConn) ReadOp() (context.Context, any, error) {
+	var b [8]byte
+	if _, err := unix.Read(c.efd, b[:]); err != nil {
+		return nil, nil, &os.PathError{Op: "read", Path: "fake /dev/fuse", Err: err}
+	}
 	if c.read == c.n {
 		return nil, nil, io.EOF
 	}
@@ -63,42 +86,6 @@ func (c *pipeConn) ReadOp() (context.Context, any, error) {
 func (c *pipeConn) Reply(context.Context, error) error {
 	c.replied.Add(1)
 	return nil
-}
-
-// tuning is one variant of the loop the benchmarks compare: mailbox size,
-// whether the reader or the actor locks its OS thread, what the reader
-// does after a handoff, and (mounts only) whether the device is read in
-// non-blocking mode through the netpoller.
-type tuning struct {
-	name         string
-	mailbox      int
-	lockR, lockA bool
-	handoff      handoff
-	nonblock     bool
-	inline       bool // the reader is the actor (serveInline, the default on a mount)
-}
-
-var benchTunings = []tuning{
-	{"inline", 64, false, false, handoffSync, false, true},
-	{"mbox1", 1, false, false, handoffAsync, false, false},
-	{"mbox64", 64, false, false, handoffAsync, false, false},
-	{"mbox1024", 1024, false, false, handoffAsync, false, false},
-	{"mbox64-lockreader", 64, true, false, handoffAsync, false, false},
-	{"mbox64-lockactor", 64, false, true, handoffAsync, false, false},
-	{"mbox64-lockboth", 64, true, true, handoffAsync, false, false},
-	{"mbox64-sync", 64, false, false, handoffSync, false, false},
-	{"mbox64-nb", 64, false, false, handoffAsync, true, false},
-	{"mbox64-sync-nb", 64, false, false, handoffSync, true, false},
-}
-
-func (tc tuning) apply(s *Server) {
-	s.loop.mbox = make(chan event, tc.mailbox)
-	s.loop.lockReader, s.loop.lockActor = tc.lockR, tc.lockA
-	s.loop.handoff = tc.handoff
-	if !tc.inline {
-		s.loop.wk.close()
-		s.loop.wk = nil
-	}
 }
 
 // benchMachine returns the state a benchmark drives: the real State when
@@ -114,34 +101,9 @@ func benchMachine(b *testing.B) machine {
 	return newFakeMachine()
 }
 
-// BenchmarkLoopGetattr: one getattr round trip reader → actor → reply,
-// one request in flight (the latency of the hop).
-func BenchmarkLoopGetattr(b *testing.B) {
-	for _, tc := range benchTunings {
-		if tc.nonblock {
-			continue // a mount-only variant
-		}
-		b.Run(tc.name, func(b *testing.B) {
-			s := mustServer(b, Config{Log: zap.NewNop()}.withDefaults(), benchMachine(b), &DiscardSink{})
-			tc.apply(s)
-			c := &benchConn{ctx: context.Background(), op: &fuseops.GetInodeAttributesOp{Inode: 1},
-				req: make(chan struct{}), rep: make(chan struct{})}
-			go s.loop.run(c)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				c.req <- struct{}{}
-				<-c.rep
-			}
-			b.StopTimer()
-			close(c.req)
-			<-s.Done()
-		})
-	}
-}
-
-// BenchmarkLoopGetattrDirect is the baseline without the hop: the reader
-// goroutine handles and replies itself.
+// BenchmarkLoopGetattrDirect is the baseline of BenchmarkLoopInline
+// without the loop: one goroutine reads, handles and replies, with no
+// poll(2), mailbox or counters.
 func BenchmarkLoopGetattrDirect(b *testing.B) {
 	st := benchMachine(b)
 	c := &benchConn{ctx: context.Background(), op: &fuseops.GetInodeAttributesOp{Inode: 1},
@@ -166,25 +128,17 @@ func BenchmarkLoopGetattrDirect(b *testing.B) {
 	close(c.req)
 }
 
-// BenchmarkLoopPipelined: throughput of reader → actor → reply with the
-// reader never waiting for the kernel.
+// BenchmarkLoopPipelined: throughput of the actor reading, stepping and
+// replying, the device never empty.
 func BenchmarkLoopPipelined(b *testing.B) {
-	for _, tc := range benchTunings {
-		if tc.nonblock {
-			continue // a mount-only variant
-		}
-		b.Run(tc.name, func(b *testing.B) {
-			s := mustServer(b, Config{Log: zap.NewNop()}.withDefaults(), benchMachine(b), &DiscardSink{})
-			tc.apply(s)
-			c := &pipeConn{ctx: context.Background(), op: &fuseops.GetInodeAttributesOp{Inode: 1}, n: int64(b.N)}
-			b.ReportAllocs()
-			b.ResetTimer()
-			s.loop.run(c)
-			b.StopTimer()
-			if c.replied.Load() != int64(b.N) {
-				b.Fatalf("%d replies, want %d", c.replied.Load(), b.N)
-			}
-		})
+	s := mustServer(b, Config{Log: zap.NewNop()}.withDefaults(), benchMachine(b), &DiscardSink{})
+	c := newPipeConn(b, &fuseops.GetInodeAttributesOp{Inode: 1}, int64(b.N))
+	b.ReportAllocs()
+	b.ResetTimer()
+	s.loop.run(c)
+	b.StopTimer()
+	if c.replied.Load() != int64(b.N) {
+		b.Fatalf("%d replies, want %d", c.replied.Load(), b.N)
 	}
 }
 
@@ -287,27 +241,22 @@ func runClient(b testing.TB, op, dir string, n, clients int) float64 {
 	return ns
 }
 
-// mountBenchVariants: the loop tunings, plus "direct", the reader handling
-// ops itself (no hop: the floor the hop is measured against).
-func mountBenchVariants() []string {
-	v := []string{"direct"}
-	for _, tc := range benchTunings {
-		v = append(v, tc.name)
-	}
-	return v
-}
+// mountBenchVariants: "inline", the Server as production runs it, and
+// "direct", a goroutine that reads and handles ops itself with no mailbox,
+// tasks or counters (the floor the loop is measured against). The
+// two-goroutine variants measured before are gone with their code; their
+// figures stay in docs/threads.md.
+func mountBenchVariants() []string { return []string{"direct", "inline"} }
 
 // mountVariant mounts a volume (no kernel caching) served as variant says.
 func mountVariant(b testing.TB, variant string) *testMount {
 	needMount(b)
 	cfg := Config{Log: zap.NewNop()}
-	if variant == "direct" {
+	switch variant {
+	case "direct":
 		return mountDirect(b, cfg)
-	}
-	for _, tc := range benchTunings {
-		if tc.name == variant {
-			return mountTestNB(b, cfg, nil, tc.apply, tc.nonblock)
-		}
+	case "inline":
+		return mountTest(b, cfg, nil, nil)
 	}
 	b.Fatalf("no variant %q", variant)
 	return nil

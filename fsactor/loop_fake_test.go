@@ -123,14 +123,14 @@ func TestLoopEOFWaitsForTasks(t *testing.T) {
 	m.flushLSN = 5
 	sink := newBlockSink()
 	s := mustServer(t, Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, sink)
-	fc := newFakeConn()
+	fc := newFakeConn(t)
 	go s.loop.run(fc)
 
 	flush := fc.send(t, &fuseops.FlushFileOp{Inode: 2})
 	if lsn := sink.awaitWait(t); lsn != 5 {
 		t.Fatalf("task waits for lsn %d, want 5", lsn)
 	}
-	close(fc.in)
+	fc.hangUp()
 	select {
 	case <-s.loop.eofSeen:
 	case <-time.After(deadline):
@@ -219,7 +219,7 @@ func TestLoopInterruptedWait(t *testing.T) {
 	sink := newBlockSink()
 	_, fc := startLoop(t, Config{}, m, sink)
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), reqIDKey{}, 1000))
-	fc.in <- fakeReq{ctx, &fuseops.FlushFileOp{Inode: 2}}
+	fc.post(ctx, &fuseops.FlushFileOp{Inode: 2})
 	sink.awaitWait(t)
 	cancel()
 	// Cancelling reaches every context derived from the request's before
@@ -243,7 +243,7 @@ func TestLoopInterruptedWait(t *testing.T) {
 func TestLoopNotesAfterReply(t *testing.T) {
 	m := newFakeMachine()
 	s := mustServer(t, Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, &DiscardSink{})
-	fc := newFakeConn()
+	fc := newFakeConn(t)
 	var order []string
 	var mu sync.Mutex
 	dev := newFakeDev(func(b []byte) error {
@@ -254,7 +254,7 @@ func TestLoopNotesAfterReply(t *testing.T) {
 	})
 	s.loop.notify = newNotifyPool(dev, 1, 16, zaptest.NewLogger(t))
 	go s.loop.run(fc)
-	defer func() { close(fc.in); <-s.Done() }()
+	defer func() { fc.hangUp(); <-s.Done() }()
 	if err := fc.do(t, &fuseops.UnlinkOp{Parent: 1, Name: "m"}); err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,9 @@ func TestLoopSnapshotAndDo(t *testing.T) {
 }
 
 // errConn plays a script of ReadOp results: an error, or nil for "the next
-// op of fakeConn"; after the script, fakeConn alone.
+// op of fakeConn"; after the script, fakeConn alone. A scripted error takes
+// one count off the device, as the read that failed took its request: the
+// test makes the device readable once for each (fakeConn.kick).
 type errConn struct {
 	*fakeConn
 	mu     sync.Mutex
@@ -312,6 +314,9 @@ func (c *errConn) ReadOp() (context.Context, any, error) {
 	}
 	c.mu.Unlock()
 	if err != nil {
+		if terr := c.take(); terr != nil {
+			return nil, nil, terr
+		}
 		return nil, nil, err
 	}
 	return c.fakeConn.ReadOp()
@@ -321,15 +326,17 @@ func (c *errConn) ReadOp() (context.Context, any, error) {
 // loop goes on; a failing device ends serving like EOF.
 func TestLoopReadErrors(t *testing.T) {
 	s := mustServer(t, Config{Log: zaptest.NewLogger(t)}.withDefaults(), newFakeMachine(), &DiscardSink{})
-	fc := newFakeConn()
+	fc := newFakeConn(t)
 	go s.loop.run(&errConn{fakeConn: fc, script: []error{
 		errors.New("convertInMessage: short message"),
 		nil,
 		&os.PathError{Op: "read", Path: "/dev/fuse", Err: syscall.EBADF},
 	}})
+	fc.kick() // the undecodable request
 	if err := fc.do(t, &fuseops.GetInodeAttributesOp{Inode: 1}); err != nil {
 		t.Fatalf("getattr after a skipped request: %v", err)
 	}
+	fc.kick() // the read that fails
 	select {
 	case <-s.Done():
 	case <-time.After(deadline):

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -14,16 +16,27 @@ import (
 	"github.com/jacobsa/fuse/fuseops"
 	"github.com/jacobsa/fuse/fuseutil"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
 )
 
 // deadline bounds every wait in these tests: long enough for a loaded CI
 // machine, short enough to fail fast when something hangs.
 const deadline = 10 * time.Second
 
-// fakeConn is a fake kernel: ops go in through send, replies come out in
-// the order the loop writes them.
+// fakeConn is a fake kernel with a device the actor polls, so the loop
+// tests run the one loop a mount runs (serveInline, waker). A request is an
+// entry in queue plus one count on an eventfd in semaphore mode: the
+// descriptor is readable while a request waits. ReadOp takes one count
+// (EAGAIN when there is none, as from the non-blocking /dev/fuse) and the
+// oldest request; the count of hangUp finds the queue empty: io.EOF.
+// Replies come out in the order the loop writes them.
 type fakeConn struct {
-	in      chan fakeReq
+	efd        int                    // eventfd, EFD_SEMAPHORE|EFD_NONBLOCK: the device
+	beforeRead atomic.Pointer[func()] // run once by the next ReadOp, before its read
+
+	qmu   sync.Mutex
+	queue []fakeReq // requests posted and not read yet, oldest first
+
 	mu      sync.Mutex
 	replies map[int]error
 	arrived chan int // ids of replied ops
@@ -38,17 +51,75 @@ type fakeReq struct {
 
 type reqIDKey struct{}
 
-func newFakeConn() *fakeConn {
-	return &fakeConn{in: make(chan fakeReq), replies: map[int]error{}, arrived: make(chan int, 1024)}
+// newFakeConn makes a fake kernel; its device is closed when the test
+// ends, after the cleanups registered later (the server's) have run.
+func newFakeConn(t testing.TB) *fakeConn {
+	t.Helper()
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK|unix.EFD_SEMAPHORE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(efd) })
+	return &fakeConn{efd: efd, replies: map[int]error{}, arrived: make(chan int, 1024)}
 }
 
+func (f *fakeConn) Fd() int { return f.efd }
+
 func (f *fakeConn) ReadOp() (context.Context, any, error) {
-	r, ok := <-f.in
+	if fn := f.beforeRead.Swap(nil); fn != nil {
+		(*fn)()
+	}
+	if err := f.take(); err != nil {
+		return nil, nil, err
+	}
+	r, ok := f.pop()
 	if !ok {
 		return nil, nil, io.EOF
 	}
 	return r.ctx, r.op, nil
 }
+
+// take reads one count off the device, as a read(2) of /dev/fuse takes one
+// request: an *os.PathError wrapping EAGAIN when none waits.
+func (f *fakeConn) take() error {
+	var b [8]byte
+	if _, err := unix.Read(f.efd, b[:]); err != nil {
+		return &os.PathError{Op: "read", Path: "fake /dev/fuse", Err: err}
+	}
+	return nil
+}
+
+// pop takes the oldest request; false when none is queued (hung up).
+func (f *fakeConn) pop() (fakeReq, bool) {
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	if len(f.queue) == 0 {
+		return fakeReq{}, false
+	}
+	r := f.queue[0]
+	f.queue = f.queue[1:]
+	return r, true
+}
+
+// kick makes the device readable once more, as a request or the hang-up
+// does: after the entry is queued, so a count always finds its request.
+func (f *fakeConn) kick() {
+	if _, err := unix.Write(f.efd, eventOne[:]); err != nil {
+		panic(fmt.Sprintf("fake device: %v", err)) // only a counter overflow
+	}
+}
+
+// post queues op with ctx as a request of the kernel.
+func (f *fakeConn) post(ctx context.Context, op any) {
+	f.qmu.Lock()
+	f.queue = append(f.queue, fakeReq{ctx, op})
+	f.qmu.Unlock()
+	f.kick()
+}
+
+// hangUp ends the connection as an unmount does: once the requests queued
+// before it are read, ReadOp answers io.EOF.
+func (f *fakeConn) hangUp() { f.kick() }
 
 func (f *fakeConn) Reply(ctx context.Context, err error) error {
 	id := ctx.Value(reqIDKey{}).(int)
@@ -70,12 +141,7 @@ func (f *fakeConn) send(t *testing.T, op any) int {
 	f.nextID++
 	id := f.nextID
 	f.mu.Unlock()
-	ctx := context.WithValue(context.Background(), reqIDKey{}, id)
-	select {
-	case f.in <- fakeReq{ctx, op}:
-	case <-time.After(deadline):
-		t.Fatalf("the reader did not take op %d (%T)", id, op)
-	}
+	f.post(context.WithValue(context.Background(), reqIDKey{}, id), op)
 	return id
 }
 
@@ -235,10 +301,10 @@ func startLoop(t *testing.T, cfg Config, st machine, sink Sink) (*Server, *fakeC
 	}
 	s := mustServer(t, cfg.withDefaults(), st, sink)
 	s.loop.gidOf = func(context.Context, *fuseops.OpContext) uint32 { return testGid }
-	fc := newFakeConn()
+	fc := newFakeConn(t)
 	go s.loop.run(fc)
 	t.Cleanup(func() {
-		close(fc.in)
+		fc.hangUp()
 		select {
 		case <-s.Done():
 		case <-time.After(deadline):
@@ -442,10 +508,10 @@ func startStateDev(t *testing.T, cfg Config, dev *fakeDev) (*Server, *fakeConn) 
 	s := mustServer(t, cfg, st, sink)
 	s.loop.notify = newNotifyPool(dev, 2, 64, cfg.Log)
 	s.loop.gidOf = func(context.Context, *fuseops.OpContext) uint32 { return testGid }
-	fc := newFakeConn()
+	fc := newFakeConn(t)
 	go s.loop.run(fc)
 	t.Cleanup(func() {
-		close(fc.in)
+		fc.hangUp()
 		<-s.Done()
 	})
 	return s, fc

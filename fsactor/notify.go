@@ -47,9 +47,9 @@ type NotifyStats struct {
 }
 
 // notifyPool writes kernel notifications to the FUSE device from a few
-// worker goroutines, never from the actor or the reader: a notification
-// about a directory takes that directory's lock in the kernel, which may be
-// held by a process waiting for our reply to its request; written by the
+// worker goroutines, never from the actor: a notification about a
+// directory takes that directory's lock in the kernel, which may be held
+// by a process waiting for our reply to its request; written by the
 // goroutine that must send that reply, it would deadlock (go-fuse says the
 // same of notifications sent under filesystem locks).
 //

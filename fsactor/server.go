@@ -52,9 +52,9 @@ type Config struct {
 	// two): it waits in poll(2) on this descriptor and on an eventfd that
 	// internal events write (fsactor/waker.go), and puts the device in
 	// O_NONBLOCK mode when serving starts. It must stay open until
-	// ServeOps has returned. Nil: no notifications, and a reader hands ops
-	// to a separate actor goroutine (tests that drive the loop with a fake
-	// connection).
+	// ServeOps has returned. Required: NewServer fails without it (the
+	// loop tests drive the same loop with a fake connection that brings
+	// its own pollable descriptor).
 	NotifyDev *os.File
 
 	// Watchdog is how long the actor may stay inside one step while the
@@ -96,9 +96,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Server serves one mounted volume: it implements fuse.Server with a reader
-// goroutine, the actor goroutine and its tasks (loop.go), and a notify pool
-// (notify.go). docs/threads.md lists them all.
+// Server serves one mounted volume: it implements fuse.Server with the
+// actor goroutine, which reads the device and steps the state, its tasks
+// (loop.go) and a notify pool (notify.go). docs/threads.md lists them all.
 type Server struct {
 	cfg  Config
 	loop *loop
@@ -120,6 +120,9 @@ var ErrNotImplemented = errors.New("fsactor: not implemented")
 // (nil: a new, empty volume with only its root directory).
 func NewServer(cfg Config, sink Sink, snap *Snapshot) (*Server, error) {
 	cfg = cfg.withDefaults()
+	if cfg.NotifyDev == nil {
+		return nil, fmt.Errorf("fsactor: volume %q: Config.NotifyDev is required (the actor polls it)", cfg.Volume)
+	}
 	st, err := NewState(cfg, sink, snap)
 	if err != nil {
 		return nil, fmt.Errorf("fsactor: volume %q: %w", cfg.Volume, err)
@@ -142,8 +145,7 @@ func newServer(cfg Config, st machine, sink Sink) (*Server, error) {
 	pool := newNotifyPool(dev, cfg.NotifyWorkers, cfg.NotifyQueue, sampled(log))
 	l, err := newLoop(st, sink, loopConfig{
 		flushTimeout: cfg.FlushTimeout, accessLog: cfg.AccessLog,
-		log: log, notify: pool, mailbox: defaultMailbox, device: cfg.NotifyDev,
-		watchdog: cfg.Watchdog,
+		log: log, notify: pool, mailbox: defaultMailbox, watchdog: cfg.Watchdog,
 	})
 	if err != nil {
 		pool.close()
@@ -170,7 +172,7 @@ func (s *Server) ServeOps(c *fuse.Connection) {
 			zap.String("volume", s.cfg.Volume))
 		return
 	}
-	s.loop.run(fuseConn{c})
+	s.loop.run(fuseConn{c: c, dev: int(s.cfg.NotifyDev.Fd())})
 }
 
 // Close releases everything a Server holds when ServeOps never ran (the
@@ -200,11 +202,16 @@ func (s *Server) release() {
 }
 
 // fuseConn adapts *fuse.Connection (whose ReadOp returns interface{}) to
-// conn.
-type fuseConn struct{ c *fuse.Connection }
+// conn; dev is Config.NotifyDev, a descriptor of the same open file that
+// jacobsa reads, for the actor's poll(2).
+type fuseConn struct {
+	c   *fuse.Connection
+	dev int
+}
 
 func (f fuseConn) ReadOp() (context.Context, any, error)      { return f.c.ReadOp() }
 func (f fuseConn) Reply(ctx context.Context, err error) error { return f.c.Reply(ctx, err) }
+func (f fuseConn) Fd() int                                    { return f.dev }
 
 // Done is closed once ServeOps has returned.
 func (s *Server) Done() <-chan struct{} { return s.loop.stopped }

@@ -27,8 +27,6 @@ type testMount struct {
 	srv *Server // nil when served by something else (benchmarks)
 	mfs *fuse.MountedFileSystem
 	dev *os.File // the original /dev/fuse descriptor (notifications)
-
-	nonblock bool // serve sets O_NONBLOCK on the device (shared by the dup)
 }
 
 // needMount ends the test (testsupport's CI rule: fails with CI=true,
@@ -42,16 +40,8 @@ func needMount(t testing.TB) {
 
 // mountTest mounts a new volume with cfg and sink (a DiscardSink when nil),
 // unmounted when the test ends, even on failure. tune, when not nil, may
-// adjust the server before it serves (benchmarks).
+// adjust the server before it serves.
 func mountTest(t testing.TB, cfg Config, sink Sink, tune func(*Server)) *testMount {
-	t.Helper()
-	return mountTestNB(t, cfg, sink, tune, false)
-}
-
-// mountTestNB is mountTest; with nonblock, the descriptor jacobsa reads is
-// in O_NONBLOCK mode, so its reads park in Go's netpoller instead of
-// holding a thread in read(2) (a variant the benchmarks measure).
-func mountTestNB(t testing.TB, cfg Config, sink Sink, tune func(*Server), nonblock bool) *testMount {
 	t.Helper()
 	if sink == nil {
 		sink = &DiscardSink{}
@@ -60,7 +50,7 @@ func mountTestNB(t testing.TB, cfg Config, sink Sink, tune func(*Server), nonblo
 		cfg.Log = zaptest.NewLogger(t)
 	}
 	m := mountDevice(t)
-	cfg.NotifyDev = m.dev // the production loop: the reader is the actor
+	cfg.NotifyDev = m.dev // the actor polls it, as in production
 	srv, err := NewServer(cfg, sink, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +59,6 @@ func mountTestNB(t testing.TB, cfg Config, sink Sink, tune func(*Server), nonblo
 		tune(srv)
 	}
 	m.srv = srv
-	m.nonblock = nonblock
 	m.serve(t, srv)
 	return m
 }
@@ -106,11 +95,6 @@ func (m *testMount) serve(t testing.TB, srv fuse.Server) {
 	dup, err := unix.FcntlInt(m.dev.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if m.nonblock {
-		if err := unix.SetNonblock(dup, true); err != nil {
-			t.Fatal(err)
-		}
 	}
 	mfs, err := fuse.Mount("/dev/fd/"+strconv.Itoa(dup), srv, &fuse.MountConfig{
 		FSName: "spoolfs:test", Subtype: "spoolfs",

@@ -8,9 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// waker is how the inline actor (loop.serveInline, the goroutine that reads
-// the FUSE device and steps the ops) waits for work of either kind without
-// a FUSE request: it sleeps in poll(2) on the device and on an eventfd.
+// waker is how the actor (loop.serveInline, the goroutine that reads the
+// FUSE device and steps the ops) waits for work of either kind without a
+// FUSE request: it sleeps in poll(2) on the device and on an eventfd. The
+// device is the connection's (conn.Fd): /dev/fuse on a mount, an eventfd
+// or a pipe that a fake kernel makes readable while it has a request
+// queued, so the loop tests run this same wait without a kernel.
 // Internal events (loop.send, loop.call: tasks' evTaskDone and evFenced,
 // RemoveName, Snapshot, Do) write the eventfd after posting; the actor then
 // drains its mailbox. It calls ReadOp only when poll says the device is
@@ -34,7 +37,7 @@ import (
 // request, alive forever (docs/failures.md, finding 1). docs/threads.md
 // describes the wait.
 type waker struct {
-	dev int // a descriptor of the connection's /dev/fuse open file (Config.NotifyDev)
+	dev int // the connection's device (conn.Fd), set by loop.run before serving
 	efd int // eventfd, EFD_NONBLOCK
 
 	// pending is set by the wake that wrote the eventfd and cleared by the
@@ -53,12 +56,14 @@ type waker struct {
 // eventOne is the 8-byte value a wake adds to the eventfd counter.
 var eventOne = [8]byte{1}
 
-func newWaker(dev int) (*waker, error) {
+// newWaker makes the eventfd; the device comes with the connection
+// (loop.run). Until then wakes only count on the eventfd.
+func newWaker() (*waker, error) {
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("fsactor: eventfd: %w", err)
 	}
-	return &waker{dev: dev, efd: efd}, nil
+	return &waker{dev: -1, efd: efd}, nil
 }
 
 // start puts the device in non-blocking mode (for every descriptor of its
