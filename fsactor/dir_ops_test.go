@@ -94,10 +94,10 @@ func TestErrnos(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h.t = t
-			before := len(h.sink.recs)
+			before := len(h.recs)
 			h.wantErrno(c.want, c.op)
-			if len(h.sink.recs) != before {
-				t.Fatalf("a failed op emitted %v", h.sink.recs[before:])
+			if len(h.recs) != before {
+				t.Fatalf("a failed op emitted %v", h.recs[before:])
 			}
 		})
 	}

@@ -29,6 +29,17 @@
 // constant (stats.go) and its case in kindOf, the one type switch on ops
 // (TestOpTableRows fails when a row's op type does not classify to it).
 //
+// Effects: State has no goroutine, clock, sink or device. Every step — a
+// FUSE op (State.Handle) or an internal event run on the actor
+// (RemoveName, Snapshot, the streamed snapshot's calls, Server.Do) — fills
+// the state's one reused Effects buffer (effects.go, etcd raft's Ready):
+// the records to ship, the reply's errno, the LSN the reply waits for, the
+// kernel notes. The loop carries a step's effects out in one function,
+// loop.apply, in the order written on the fields: records to the sink
+// first, then the reply (or the task that waits for the LSN), then the
+// notes to the notify pool, after the reply. Whether data records carry
+// content is Config.DiscardContent, set by NewServer for a DiscardSink.
+//
 // Errors: one function, errnoOf (errno.go), maps every error a handler, a
 // memfd system call or a Sink's Wait returns to the errno a FUSE reply
 // carries; loop.reply applies it to every reply, the actor's and the

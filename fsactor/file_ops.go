@@ -286,9 +286,9 @@ func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 // shipData emits a data record with in's content and marks it clean. The
 // record carries the file's data extents and their bytes (memfdContent):
 // holes, inside the file or at its end up to Attr.Size, are left out, so a
-// sparse file costs what was written. A discarding sink (--local) gets the
-// record without the content: copying a file nobody keeps would cost a
-// read of every byte at every close.
+// sparse file costs what was written. With Config.DiscardContent (--local:
+// the sink keeps nothing) the record carries no content: copying a file
+// nobody keeps would cost a read of every byte at every close.
 func (st *State) shipData(in *inode) syscall.Errno {
 	var exts []Extent
 	var data []byte

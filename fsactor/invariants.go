@@ -30,7 +30,22 @@ func (st *State) invariantsErr() error {
 	if err := st.checkSpare(); err != nil {
 		return err
 	}
+	if err := st.checkEffects(); err != nil {
+		return err
+	}
 	return st.checkHandles()
+}
+
+// checkEffects checks the records not yet applied end at the head, in
+// consecutive LSNs.
+func (st *State) checkEffects() error {
+	recs := st.eff.Records
+	for i, r := range recs {
+		if want := st.lsn - uint64(len(recs)-1-i); r.LSN != want {
+			return fmt.Errorf("effects: record %d of %d has lsn %d, want %d (head %d)", i, len(recs), r.LSN, want, st.lsn)
+		}
+	}
+	return nil
 }
 
 // countLinks checks every directory's entries and counts the names of each

@@ -266,7 +266,7 @@ func TestRemoveName(t *testing.T) {
 	h.must(&fuseops.CreateLinkOp{Parent: rootIno, Name: "f2", Target: id(f)})
 	h.st.SetReadOnly()
 	h.take()
-	h.st.TakeNotes(nil)
+	h.takeNotes()
 	if err := h.st.RemoveName(rootIno, "d", h.now); err != syscall.ENOTEMPTY {
 		t.Fatalf("remove non-empty dir: %v", err)
 	}
@@ -274,7 +274,8 @@ func TestRemoveName(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.st.CheckInvariants()
-	notes := h.st.TakeNotes(nil)
+	h.collect() // RemoveName's record and notes are in the Effects, as a step's
+	notes := h.takeNotes()
 	want := []Note{
 		{Kind: NoteDelete, Parent: d, Child: f, Name: "f"},
 		{Kind: NoteInvalInode, Child: d, Len: -1},
@@ -287,14 +288,15 @@ func TestRemoveName(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.st.CheckInvariants()
+	h.collect()
 	recs := h.take()
 	if len(recs) != 2 || recs[0].Op != RecUnlink || recs[1].Op != RecRmdir || recs[1].Ino != d {
 		t.Fatalf("records %+v", recs)
 	}
-	if notes := h.st.TakeNotes(nil); len(notes) != 2 || notes[0].Kind != NoteDelete || notes[0].Child != d {
+	if notes := h.takeNotes(); len(notes) != 2 || notes[0].Kind != NoteDelete || notes[0].Child != d {
 		t.Fatalf("notes %+v", notes)
 	}
-	if h.st.TakeNotes(nil) != nil {
+	if h.collect(); h.takeNotes() != nil {
 		t.Fatal("notes taken twice")
 	}
 	for _, bad := range []string{"", ".", "..", "a/b", "missing"} {

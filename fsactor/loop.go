@@ -31,9 +31,12 @@ type conn interface {
 
 // machine is what the loop drives: *State (the RawNode of etcd raft's
 // layering; the loop is its node). Tests of the loop alone use a fake.
+// Every call fills the machine's Effects buffer (Handle returns it,
+// Effects hands it out after any other call); the loop applies and resets
+// it after each step (apply).
 type machine interface {
-	Handle(op any, c Caller, now time.Time) (waitLSN uint64, err error)
-	TakeNotes(buf []Note) []Note
+	Handle(op any, c Caller, now time.Time) *Effects
+	Effects() *Effects
 	RemoveName(parent uint64, name string, now time.Time) error
 	SetReadOnly()
 	Snapshot() (*Snapshot, error)
@@ -87,9 +90,8 @@ type loop struct {
 	// Actor-owned: touched only by the actor goroutine.
 	c       conn
 	eofSeen chan struct{} // closed when the device ended (tests wait on it)
-	notes   []Note
-	tasks   int  // tasks started and not yet done
-	fenced  bool // SetReadOnly done after ErrFenced or a call
+	tasks   int           // tasks started and not yet done
+	fenced  bool          // SetReadOnly done after ErrFenced or a call
 }
 
 // loopConfig carries what newLoop needs beyond the state and the sink.
@@ -241,16 +243,15 @@ func (l *loop) handle(ev event) {
 	case evFenced:
 		l.dog.begin(time.Now(), false)
 		l.setReadOnly(ev.err.Error())
+		l.apply(l.st.Effects(), nil, 0, nil)
 	case evFunc:
 		l.dog.begin(time.Now(), false)
 		ev.fn(l.st)
-		l.flushNotes()
+		l.apply(l.st.Effects(), nil, 0, nil)
 	}
 }
 
-// step runs one FUSE op on the state, then replies or starts a task, then
-// hands the step's notes to the notify pool (after the reply: the kernel
-// must see the answer before the notification about it).
+// step runs one FUSE op on the state and applies its effects.
 func (l *loop) step(ev event) {
 	l.dog.begin(ev.now, true)
 	k, oc := classify(ev.op)
@@ -261,23 +262,36 @@ func (l *loop) step(ev event) {
 			c.Gid = l.gidOf(ev.ctx, oc)
 		}
 	}
-	lsn, err := l.st.Handle(ev.op, c, ev.now)
-	if err != nil || lsn <= l.sink.Durable() {
-		l.reply(ev.ctx, ev.op, k, oc, ev.now, err)
-	} else {
-		l.tasks++
-		go l.waitDurable(ev, k, oc, lsn)
-	}
-	l.flushNotes()
+	l.apply(l.st.Handle(ev.op, c, ev.now), &ev, k, oc)
 }
 
-// flushNotes hands the state's pending notifications to the notify pool.
-func (l *loop) flushNotes() {
-	l.notes = l.st.TakeNotes(l.notes[:0])
-	for _, n := range l.notes {
+// apply carries out the effects of one step in the order the fields of
+// Effects state, then resets the buffer for the next step. It is the one
+// place effects leave the actor, for FUSE ops and internal events alike
+// (ev is nil for an internal event: there is no reply):
+//  1. every record to the sink, in LSN order, before anything a later op
+//     could wait on;
+//  2. the reply at once (an error, or WaitLSN already durable: Durable is
+//     asked after the records went in), or a task that waits for WaitLSN
+//     off the actor and replies itself;
+//  3. the notes to the notify pool, after the reply: the kernel must see
+//     the answer before a notification about what it changed.
+func (l *loop) apply(eff *Effects, ev *event, k opKind, oc *fuseops.OpContext) {
+	for _, r := range eff.Records {
+		l.sink.Append(r)
+	}
+	if ev != nil {
+		if eff.Err != 0 || eff.WaitLSN <= l.sink.Durable() {
+			l.reply(ev.ctx, ev.op, k, oc, ev.now, replyErr(eff.Err))
+		} else {
+			l.tasks++
+			go l.waitDurable(*ev, k, oc, eff.WaitLSN)
+		}
+	}
+	for _, n := range eff.Notes {
 		l.notify.post(n)
 	}
-	clear(l.notes) // drop the names
+	eff.Reset()
 }
 
 // reply answers an op, counts it and logs it. Called by the actor and by

@@ -23,19 +23,23 @@ type fakeMachine struct {
 	// hold, when not nil, holds a mkdir of "hold" in Handle until it is
 	// closed (a step stuck on the actor, for the watchdog).
 	hold chan struct{}
+	// effects, when not nil, adds to the Effects of every op (set before
+	// the loop runs).
+	effects func(op any, e *Effects)
 
 	// Written on the actor, read by the test after a reply (the reply
 	// orders them).
 	mu       sync.Mutex
 	callers  map[opKind]Caller
 	readOnly int // SetReadOnly calls
-	notes    []Note
 	closed   bool
+
+	eff Effects // actor-owned, as State's
 }
 
 func newFakeMachine() *fakeMachine { return &fakeMachine{callers: map[opKind]Caller{}} }
 
-func (m *fakeMachine) Handle(op any, c Caller, now time.Time) (uint64, error) {
+func (m *fakeMachine) Handle(op any, c Caller, now time.Time) *Effects {
 	if o, ok := op.(*fuseops.MkDirOp); ok && o.Name == "hold" && m.hold != nil {
 		<-m.hold
 	}
@@ -45,35 +49,31 @@ func (m *fakeMachine) Handle(op any, c Caller, now time.Time) (uint64, error) {
 	m.callers[k] = c
 	switch o := op.(type) {
 	case *fuseops.FlushFileOp:
-		return m.flushLSN, nil
+		m.eff.WaitLSN = m.flushLSN
 	case *fuseops.UnlinkOp:
-		m.notes = append(m.notes, Note{Kind: NoteDelete, Parent: uint64(o.Parent), Child: 99, Name: o.Name})
+		m.eff.Notes = append(m.eff.Notes, Note{Kind: NoteDelete, Parent: uint64(o.Parent), Child: 99, Name: o.Name})
 	case *fuseops.MkDirOp:
 		if m.readOnly > 0 {
-			return 0, syscall.EROFS
+			m.eff.Err = syscall.EROFS
 		}
 	case *fuseops.LookUpInodeOp:
-		return 0, syscall.ENOENT
+		m.eff.Err = syscall.ENOENT
 	case *fuseops.RmDirOp:
-		return 0, fmt.Errorf("fallocate: %w", syscall.ENOMEM) // a wrapped memfd error
+		m.eff.Err = syscall.ENOMEM // a memfd's errno, before the reply's mapping
 	case *fuseops.GetInodeAttributesOp:
 		o.Attributes.Nlink = 1
 	}
-	return 0, nil
+	if m.effects != nil {
+		m.effects(op, &m.eff)
+	}
+	return &m.eff
 }
 
-func (m *fakeMachine) TakeNotes(buf []Note) []Note {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	buf = append(buf, m.notes...)
-	m.notes = m.notes[:0]
-	return buf
-}
+// Effects is touched by the actor alone (the loop applies and resets it).
+func (m *fakeMachine) Effects() *Effects { return &m.eff }
 
 func (m *fakeMachine) RemoveName(parent uint64, name string, now time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.notes = append(m.notes, Note{Kind: NoteDelete, Parent: parent, Child: 98, Name: name})
+	m.eff.Notes = append(m.eff.Notes, Note{Kind: NoteDelete, Parent: parent, Child: 98, Name: name})
 	return nil
 }
 
@@ -346,7 +346,7 @@ func TestLoopReadErrors(t *testing.T) {
 
 // TestLoopReplyErrno: the loop replies with the errno errnoOf maps an
 // error to, bare (jacobsa/fuse answers EIO for anything else), and counts
-// that same errno: a wrapped ENOMEM reaches the kernel as ENOSPC and is
+// that same errno: an ENOMEM reaches the kernel as ENOSPC and is
 // counted as ENOSPC (it was counted as ENOMEM and answered EIO).
 func TestLoopReplyErrno(t *testing.T) {
 	m := newFakeMachine()

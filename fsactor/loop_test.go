@@ -328,7 +328,7 @@ func mustServer(t testing.TB, cfg Config, st machine, sink Sink) *Server {
 func startState(t *testing.T, cfg Config, sink Sink) (*Server, *fakeConn) {
 	t.Helper()
 	cfg = cfg.withDefaults()
-	st, err := NewState(cfg, sink, nil)
+	st, err := NewState(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,7 +501,8 @@ func startStateDev(t *testing.T, cfg Config, dev *fakeDev) (*Server, *fakeConn) 
 	cfg.Log = zaptest.NewLogger(t)
 	cfg = cfg.withDefaults()
 	sink := &DiscardSink{}
-	st, err := NewState(cfg, sink, nil)
+	cfg.DiscardContent = true // as NewServer with a DiscardSink
+	st, err := NewState(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,13 @@ type Config struct {
 	DisableWritebackCache bool
 	Sync                  bool // every mutation waits until its record is durable
 
+	// DiscardContent makes data records carry no content (attributes
+	// only): for a sink that keeps nothing (--local), where copying a file
+	// nobody keeps would cost a read of every byte at every close. The
+	// state never looks at the sink: NewServer sets it when its sink is a
+	// *DiscardSink; a caller of NewState says it itself.
+	DiscardContent bool
+
 	// Root directory owner and mode for a new (empty) volume.
 	RootUid, RootGid uint32
 	RootMode         uint32 // permission bits, e.g. 0o755
@@ -117,13 +124,21 @@ type Server struct {
 var ErrNotImplemented = errors.New("fsactor: not implemented")
 
 // NewServer builds the actor for a volume, from snap when it is recovered
-// (nil: a new, empty volume with only its root directory).
+// (nil: a new, empty volume with only its root directory). A nil sink is a
+// DiscardSink; with a DiscardSink data records carry no content
+// (Config.DiscardContent).
 func NewServer(cfg Config, sink Sink, snap *Snapshot) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if cfg.NotifyDev == nil {
 		return nil, fmt.Errorf("fsactor: volume %q: Config.NotifyDev is required (the actor polls it)", cfg.Volume)
 	}
-	st, err := NewState(cfg, sink, snap)
+	if sink == nil {
+		sink = &DiscardSink{}
+	}
+	if _, ok := sink.(*DiscardSink); ok {
+		cfg.DiscardContent = true
+	}
+	st, err := NewState(cfg, snap)
 	if err != nil {
 		return nil, fmt.Errorf("fsactor: volume %q: %w", cfg.Volume, err)
 	}
@@ -249,8 +264,10 @@ func (s *Server) SetReadOnly(ctx context.Context, why string) error {
 
 // Do runs fn on the actor, in order with FUSE ops, and waits until it has
 // run: the entry of remote changes (followers) and of tests. fn must not
-// block, and must not keep st: it is valid only during the call. Notes fn
-// makes the state produce go to the notify pool.
+// block, and must not keep st: it is valid only during the call. The
+// records and notes fn makes the state produce are applied after it, as a
+// FUSE op's Effects are (loop.apply): records to the sink, notes to the
+// notify pool.
 func (s *Server) Do(ctx context.Context, fn func(st *State)) error {
 	return s.loop.call(ctx, func(m machine) {
 		st, ok := m.(*State)

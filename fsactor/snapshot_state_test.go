@@ -58,8 +58,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			t.Fatalf("unlinked inode %d in snapshot", si.Ino)
 		}
 	}
-	sink := &recSink{next: snap.LSN + 1}
-	st2, err := NewState(Config{}, sink, snap)
+	st2, err := NewState(Config{}, snap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +72,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("round trip differs:\n%+v\n%+v", snap, snap2)
 	}
 	// The restored volume answers like the original.
-	h2 := &harness{t: t, st: st2, sink: sink, now: h.now, c: h.c}
+	h2 := &harness{t: t, st: st2, next: snap.LSN + 1, now: h.now, c: h.c}
 	sg, _ := h.lookup(rootIno, "sg")
 	if a, b := h.names(sg), h2.names(sg); !slices.Equal(a, b) || b[len(b)-1] != "m00" {
 		t.Fatalf("entry order %v vs %v", a, b)
@@ -100,8 +99,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	// The next record follows the snapshot, new inodes are new numbers.
 	n := h2.mkdir(rootIno, "new", 0o755)
-	if n < snap.NextIno || sink.recs[0].LSN != snap.LSN+1 {
-		t.Fatalf("new inode %d (next %d), lsn %d", n, snap.NextIno, sink.recs[0].LSN)
+	if recs := h2.take(); n < snap.NextIno || recs[0].LSN != snap.LSN+1 {
+		t.Fatalf("new inode %d (next %d), lsn %d", n, snap.NextIno, recs[0].LSN)
 	}
 }
 
@@ -111,14 +110,14 @@ func TestSnapshotEmptyVolume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := NewState(Config{}, nil, snap)
+	st, err := NewState(Config{}, snap)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	st.CheckInvariants()
-	if _, err := st.Handle(&fuseops.MkDirOp{Parent: rootIno, Name: "a"}, Caller{}, time.Now()); err != nil {
-		t.Fatal(err)
+	if eff := st.Handle(&fuseops.MkDirOp{Parent: rootIno, Name: "a"}, Caller{}, time.Now()); eff.Err != 0 || len(eff.Records) != 1 || eff.Records[0].LSN != snap.LSN+1 {
+		t.Fatalf("mkdir after restore: %+v", eff)
 	}
 }
 
@@ -156,7 +155,7 @@ func TestBadSnapshotsAreRejected(t *testing.T) {
 			{Ino: 2, Attr: Attr{Mode: syscall.S_IFLNK, Nlink: 1, Size: 9}, Target: "t"}}},
 	}
 	for name, snap := range cases {
-		if _, err := NewState(Config{}, nil, snap); !errors.Is(err, errBadSnapshot) {
+		if _, err := NewState(Config{}, snap); !errors.Is(err, errBadSnapshot) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}

@@ -188,16 +188,18 @@ func TestStreamSnapshotSparse(t *testing.T) {
 //
 //	go test ./fsactor -run '^$' -bench SnapshotOnActor -benchmem
 func BenchmarkSnapshotOnActor(b *testing.B) {
-	st, err := NewState(Config{}, &DiscardSink{}, nil)
+	st, err := NewState(Config{DiscardContent: true}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
 	c, now := Caller{Uid: 0, Gid: 0, Pid: 1}, t0
 	do := func(op any) {
-		if _, err := st.Handle(op, c, now); err != nil {
-			b.Fatalf("%T: %v", op, err)
+		eff := st.Handle(op, c, now)
+		if eff.Err != 0 {
+			b.Fatalf("%T: %v", op, eff.Err)
 		}
+		eff.Reset()
 	}
 	data := []byte(strings.Repeat("m", 64<<10))
 	var last uint64

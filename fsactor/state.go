@@ -65,8 +65,7 @@ const maxDataEnd = MaxFileData
 // system call on a memfd failing half way (ENOSPC in the middle of a
 // write): the state then takes the memfd's own size and allocation.
 type State struct {
-	cfg  Config
-	sink Sink
+	cfg Config
 
 	// inodes holds every live inode by number.
 	//
@@ -83,11 +82,11 @@ type State struct {
 	handles    map[uint64]handle
 	nextHandle uint64
 
-	// lsn is the head: the LSN of the last record appended to the sink.
+	// lsn is the head: the LSN of the last record emitted.
 	lsn uint64
 
 	readOnly  bool // fenced or mounted read-only: mutations answer EROFS
-	discard   bool // the sink keeps nothing (--local): data records carry no content
+	discard   bool // Config.DiscardContent: data records carry no content
 	writeback bool // the kernel caches writes: it positions O_APPEND writes itself
 
 	// used is the sum of the memfds' allocations, in bytes.
@@ -104,7 +103,10 @@ type State struct {
 	// (snapshot_stream.go).
 	snap *snapSession
 
-	notes []Note
+	// eff collects the effects of the steps since its last Reset: the
+	// loop applies and resets it after every step.
+	// INVARIANT: eff.Records carry consecutive LSNs ending at lsn.
+	eff Effects
 }
 
 // maxSpare bounds the memfds kept for reuse.
@@ -119,16 +121,12 @@ type handle struct {
 
 // NewState builds the state of a volume: from snap when it is recovered,
 // else a new volume with only its root directory (stamped with the
-// wall-clock time: the one place State reads a clock). A nil sink discards.
-func NewState(cfg Config, sink Sink, snap *Snapshot) (*State, error) {
-	if sink == nil {
-		sink = &DiscardSink{}
-	}
-	_, discard := sink.(*DiscardSink)
+// wall-clock time: the one place State reads a clock). The state ships
+// nothing itself: its records come out in its Effects.
+func NewState(cfg Config, snap *Snapshot) (*State, error) {
 	st := &State{
-		discard:    discard,
+		discard:    cfg.DiscardContent,
 		cfg:        cfg,
-		sink:       sink,
 		inodes:     make(map[uint64]*inode),
 		handles:    make(map[uint64]handle),
 		nextIno:    rootIno + 1,
@@ -197,20 +195,26 @@ func (st *State) newRoot(now time.Time) {
 func (st *State) SetWritebackCache(on bool) { st.writeback = on }
 
 // Handle runs one jacobsa/fuse op (a *fuseops.XxxOp) on the state: it
-// checks everything first, then mutates, fills the op's output fields and
-// appends any records to the sink. It returns the error to reply with
-// (a syscall.Errno, or nil) and, when the reply must wait until a record is
-// durable (FLUSH, FSYNC, RELEASE of a dirty file, rename, link, any
-// mutation under Config.Sync), waitLSN > 0: the loop then replies only once
-// the sink's Wait(waitLSN) returns (at once if Durable() >= waitLSN).
-// Ops it does not know answer ENOSYS.
-func (st *State) Handle(op any, c Caller, now time.Time) (waitLSN uint64, err error) {
+// checks everything first, then mutates and fills the op's output fields.
+// It returns the state's Effects buffer with the step's reply error and
+// the LSN the reply waits for (Effects.Err, Effects.WaitLSN: set by this
+// call) after the records and notes of every step since the buffer's last
+// Reset. The caller applies them in the order Effects states and resets
+// the buffer before the next step (the loop does both in loop.apply). Ops
+// the state does not know answer ENOSYS.
+func (st *State) Handle(op any, c Caller, now time.Time) *Effects {
 	w, e := st.dispatch(op, c, now)
 	if e != 0 {
-		return 0, e
+		w = 0
 	}
-	return w, nil
+	st.eff.Err, st.eff.WaitLSN = e, w
+	return &st.eff
 }
+
+// Effects returns the state's effects buffer: what the steps since its
+// last Reset produced. The loop applies it after an internal event (a
+// call run on the actor), as after a FUSE op.
+func (st *State) Effects() *Effects { return &st.eff }
 
 // dispatch runs op's handler, from its row of opTable. The call through
 // the row's func value makes op escape: an op built on a caller's stack
@@ -220,17 +224,8 @@ func (st *State) dispatch(op any, c Caller, now time.Time) (uint64, syscall.Errn
 	return opTable[kindOf(op)].handle(st, op, c, now)
 }
 
-// TakeNotes appends the notifications produced since the last call to buf
-// and returns it; the state forgets them.
-func (st *State) TakeNotes(buf []Note) []Note {
-	buf = append(buf, st.notes...)
-	clear(st.notes)
-	st.notes = st.notes[:0]
-	return buf
-}
-
 // RemoveName deletes parent/name as the filesystem itself (a remote change),
-// emitting its record and a NoteDelete for the kernel. It works on a
+// putting its record and a NoteDelete for the kernel in the Effects. It works on a
 // read-only volume too (a follower applies its primary's changes). A
 // non-empty directory answers ENOTEMPTY.
 func (st *State) RemoveName(parent uint64, name string, now time.Time) error {
@@ -273,13 +268,13 @@ func (st *State) CheckInvariants() {
 }
 
 // emit numbers r, a record about in, with the next LSN, marks it as in's
-// last record and appends it to the sink; the state never touches r
-// again.
+// last record and puts it in the Effects, for the loop to append to the
+// sink; the state never touches r again.
 func (st *State) emit(in *inode, r *Record) uint64 {
 	st.lsn++
 	r.LSN = st.lsn
 	in.lastLSN = st.lsn
-	st.sink.Append(r)
+	st.eff.Records = append(st.eff.Records, r)
 	return st.lsn
 }
 
@@ -306,5 +301,6 @@ func (st *State) writable() syscall.Errno {
 	return 0
 }
 
-// note queues a kernel notification for TakeNotes.
-func (st *State) note(n Note) { st.notes = append(st.notes, n) }
+// note puts a kernel notification in the Effects, for the loop to hand to
+// the notify pool after the reply.
+func (st *State) note(n Note) { st.eff.Notes = append(st.eff.Notes, n) }

@@ -3,7 +3,6 @@ package fsactor
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"os"
 	"syscall"
 	"testing"
@@ -30,53 +29,76 @@ func (s *recSink) Append(r *Record) {
 func (s *recSink) Durable() uint64                            { return s.durable }
 func (s *recSink) Wait(ctx context.Context, lsn uint64) error { return nil }
 
-// take returns the records appended since the last call.
-func (h *harness) take() []*Record {
-	r := h.sink.recs
-	h.sink.recs = nil
-	return r
-}
-
-// harness drives a State without a mount: every step advances the clock
-// by a second and checks the invariants.
+// harness drives a State without a mount, doing what the loop does with
+// a step's Effects minus the I/O: every step advances the clock by a
+// second and checks the invariants, then the step's records (checked to
+// carry consecutive LSNs) and notes are taken out of the Effects, which is
+// reset.
 type harness struct {
-	t    *testing.T
-	st   *State
-	sink *recSink
-	now  time.Time
-	c    Caller
+	t     *testing.T
+	st    *State
+	recs  []*Record // records taken from the Effects since the last take
+	notes []Note    // notes taken from the Effects since the last takeNotes
+	next  uint64    // the LSN the next record must carry
+	now   time.Time
+	c     Caller
 }
 
 var t0 = time.Unix(1_700_000_000, 0)
 
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	sink := &recSink{next: 1}
-	st, err := NewState(cfg, sink, nil)
+	st, err := NewState(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
 	st.CheckInvariants()
-	return &harness{t: t, st: st, sink: sink, now: t0, c: Caller{Uid: 1000, Gid: 1000, Pid: 42}}
+	return &harness{t: t, st: st, next: 1, now: t0, c: Caller{Uid: 1000, Gid: 1000, Pid: 42}}
+}
+
+// take returns the records emitted since the last call.
+func (h *harness) take() []*Record {
+	r := h.recs
+	h.recs = nil
+	return r
+}
+
+// takeNotes returns the notes produced since the last call.
+func (h *harness) takeNotes() []Note {
+	n := h.notes
+	h.notes = nil
+	return n
+}
+
+// collect takes the records and notes out of the state's Effects and
+// resets it, as the loop's apply does.
+func (h *harness) collect() {
+	h.t.Helper()
+	eff := h.st.Effects()
+	for _, r := range eff.Records {
+		if r.LSN != h.next {
+			h.t.Fatalf("record %s has lsn %d, want %d", r.Op, r.LSN, h.next)
+		}
+		h.next = r.LSN + 1
+	}
+	h.recs = append(h.recs, eff.Records...)
+	h.notes = append(h.notes, eff.Notes...)
+	eff.Reset()
 }
 
 // do runs one op and checks the invariants and the record sequence.
 func (h *harness) do(op any) (uint64, error) {
 	h.t.Helper()
 	h.now = h.now.Add(time.Second)
-	w, err := h.st.Handle(op, h.c, h.now)
+	eff := h.st.Handle(op, h.c, h.now)
+	w, e := eff.WaitLSN, eff.Err
 	h.st.CheckInvariants()
-	if h.sink.bad != "" {
-		h.t.Fatalf("after %T: %s", op, h.sink.bad)
+	h.collect()
+	if e != 0 {
+		return w, e
 	}
-	if err != nil {
-		var e syscall.Errno
-		if !errors.As(err, &e) {
-			h.t.Fatalf("%T: error %v is no errno", op, err)
-		}
-	}
-	return w, err
+	return w, nil
 }
 
 // must runs op and fails the test on an error.
@@ -184,9 +206,10 @@ func (h *harness) attr(ino uint64) Attr {
 	}
 	op := &fuseops.GetInodeAttributesOp{Inode: id(ino)}
 	h.now = h.now.Add(time.Second)
-	if _, err := h.st.Handle(op, h.c, h.now); err != nil {
-		h.t.Fatal(err)
+	if e := h.st.Handle(op, h.c, h.now).Err; e != 0 {
+		h.t.Fatal(e)
 	}
+	h.collect()
 	if op.Attributes.Size != in.attr.Size || op.Attributes.Nlink != in.attr.Nlink {
 		h.t.Fatalf("getattr %+v disagrees with %+v", op.Attributes, in.attr)
 	}

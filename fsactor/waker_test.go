@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -77,8 +78,13 @@ func TestInlineWithdrawnRequest(t *testing.T) {
 		t.Fatal("the actor did not read the device")
 	}
 	doWithin(t, s, "after a withdrawn request")
-	if n := s.loop.stats.emptyReads.Load(); n != 1 {
-		t.Fatalf("empty reads %d, want 1", n)
+	// The actor drains its mailbox (our Do) before it counts the empty
+	// read: wait for the count, bounded.
+	for end := time.Now().Add(deadline); s.loop.stats.emptyReads.Load() != 1; {
+		if time.Now().After(end) {
+			t.Fatalf("empty reads %d, want 1", s.loop.stats.emptyReads.Load())
+		}
+		runtime.Gosched()
 	}
 	if err := fc.reply(t, fc.send(t, &fuseops.GetInodeAttributesOp{Inode: 1})); err != nil {
 		t.Fatal(err)

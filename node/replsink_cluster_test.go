@@ -42,19 +42,26 @@ func replicaSet(t *testing.T, n int) []string {
 	return addrs
 }
 
-// actorDriver runs fuseops against an fsactor.State, as the loop would.
+// actorDriver runs fuseops against an fsactor.State and appends the
+// records of each step's Effects to the sink, as the loop would.
 type actorDriver struct {
-	t   *testing.T
-	st  *fsactor.State
-	now time.Time
+	t    *testing.T
+	st   *fsactor.State
+	sink fsactor.Sink
+	now  time.Time
 }
 
 func (d *actorDriver) do(op any) {
 	d.t.Helper()
 	d.now = d.now.Add(time.Second)
-	if _, err := d.st.Handle(op, fsactor.Caller{Uid: 1000, Gid: 1000, Pid: 1}, d.now); err != nil {
-		d.t.Fatalf("%T %+v: %v", op, op, err)
+	eff := d.st.Handle(op, fsactor.Caller{Uid: 1000, Gid: 1000, Pid: 1}, d.now)
+	if eff.Err != 0 {
+		d.t.Fatalf("%T %+v: %v", op, op, eff.Err)
 	}
+	for _, r := range eff.Records {
+		d.sink.Append(r)
+	}
+	eff.Reset()
 }
 
 func (d *actorDriver) create(parent fuseops.InodeID, name, data string) (fuseops.InodeID, fuseops.HandleID) {
@@ -141,12 +148,12 @@ func TestActorThroughReplicas(t *testing.T) {
 	}
 	defer p.Close()
 	sink := NewReplSink(p)
-	st, err := fsactor.NewState(fsactor.Config{Volume: "spool"}, sink, rsnap)
+	st, err := fsactor.NewState(fsactor.Config{Volume: "spool"}, rsnap)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	d := &actorDriver{t: t, st: st, now: time.Unix(1_700_000_000, 0)}
+	d := &actorDriver{t: t, st: st, sink: sink, now: time.Unix(1_700_000_000, 0)}
 	d.workload()
 	want, err := st.Snapshot()
 	if err != nil {
@@ -181,7 +188,7 @@ func TestActorThroughReplicas(t *testing.T) {
 			t.Errorf("inode %d on the replicas only: %+v", ino, g[ino])
 		}
 	}
-	if _, err := fsactor.NewState(fsactor.Config{Volume: "spool"}, &fsactor.DiscardSink{}, got); err != nil {
+	if _, err := fsactor.NewState(fsactor.Config{Volume: "spool"}, got); err != nil {
 		t.Fatalf("the actor refuses the recovered snapshot: %v", err)
 	}
 }
