@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -80,12 +79,7 @@ func TestInlineWithdrawnRequest(t *testing.T) {
 	doWithin(t, s, "after a withdrawn request")
 	// The actor drains its mailbox (our Do) before it counts the empty
 	// read: wait for the count, bounded.
-	for end := time.Now().Add(deadline); s.loop.stats.emptyReads.Load() != 1; {
-		if time.Now().After(end) {
-			t.Fatalf("empty reads %d, want 1", s.loop.stats.emptyReads.Load())
-		}
-		runtime.Gosched()
-	}
+	testsupport.WaitFor(t, deadline, "one empty read counted", func() bool { return s.loop.stats.emptyReads.Load() == 1 })
 	if err := fc.reply(t, fc.send(t, &fuseops.GetInodeAttributesOp{Inode: 1})); err != nil {
 		t.Fatal(err)
 	}
