@@ -31,9 +31,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/testsupport"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
-	"github.com/spoolfs/spoolfs/node"
 )
 
 const (
@@ -472,7 +472,7 @@ func TestExampleConfigTLS(t *testing.T) {
 		}
 		b.WriteString(l + "\n")
 	}
-	plain, err := node.ParseConfig(data)
+	plain, err := config.Parse(data)
 	if err != nil {
 		t.Fatalf("the example as shipped: %v", err)
 	}
@@ -486,7 +486,7 @@ func TestExampleConfigTLS(t *testing.T) {
 	if err := tlsid.IssueNodeCert(dir, dir, plain.NodeID, []string{host}, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	c, err := node.ParseConfig([]byte(b.String()))
+	c, err := config.Parse([]byte(b.String()))
 	if err != nil {
 		t.Fatalf("the example with its tls section: %v", err)
 	}

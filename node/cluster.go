@@ -9,15 +9,17 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/spoolfs/spoolfs/internal/config"
 )
 
 // EmbeddedOptions describe the embedded cluster of `spoolfs run
 // --embedded` (and `make run`): a whole replicated system in one process.
 type EmbeddedOptions struct {
-	DataDir  string       // replica-1, replica-2, ... live under it and persist
-	Mount    MountOptions // the volume and where to mount it
-	Replicas int          // replica servers (0: 3)
-	W        int          // write quorum (0: a majority)
+	DataDir  string              // replica-1, replica-2, ... live under it and persist
+	Mount    config.MountOptions // the volume and where to mount it
+	Replicas int                 // replica servers (0: 3)
+	W        int                 // write quorum (0: a majority)
 	// Admin is the admin endpoint's address ("" off). If it is taken and
 	// AdminFallback is set, a free port on 127.0.0.1 is used instead.
 	Admin          string
@@ -45,7 +47,7 @@ func (n *Node) StartEmbedded(ctx context.Context, o EmbeddedOptions) error {
 	if abs, err := filepath.Abs(o.DataDir); err == nil {
 		o.DataDir = abs
 	}
-	if err := CheckW("--w", o.W, o.Replicas); err != nil {
+	if err := config.CheckW("--w", o.W, o.Replicas); err != nil {
 		return err
 	}
 	var addrs, dirs []string

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
@@ -116,7 +117,7 @@ func fenceFrom(t *testing.T, n *Node, admin string, ns NodeStatus, log *zap.Logg
 	for _, l := range ns.Volumes[0].Links {
 		addrs = append(addrs, l.Addr)
 	}
-	o := DefaultMountOptions()
+	o := config.DefaultMountOptions()
 	o.Volume, o.Dir = "spool", newMountDir(t)
 	other, err := MountReplicated(context.Background(), o, ReplicationOptions{NodeID: "other", Replicas: addrs,
 		Progress: func(replication.Progress) {}}, log)
@@ -150,7 +151,7 @@ func startEmbedded(t *testing.T, data, mnt string, log *zap.Logger) (*Node, stri
 	t.Helper()
 	n := NewNode("test", log)
 	var out bytes.Buffer
-	o := DefaultMountOptions()
+	o := config.DefaultMountOptions()
 	o.Volume, o.Dir = "spool", mnt
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -27,7 +27,7 @@
 // the embedded cluster of `make run` (cluster.go); admin.go, metrics.go
 // and status.go serve /metrics, /healthz, /readyz, /status and pprof, and
 // print `spoolfs status`. internal/tlsid makes and loads mTLS material
-// (`spoolfs certs`, tlsid.Files) and config_tls.go reads it from the config, where the
+// (`spoolfs certs`, tlsid.Files) and internal/config reads it from the config, where the
 // certificate's common name is the node id; procs.go sizes GOMAXPROCS of a
 // process that is only a replica. docs/threads.md lists every goroutine.
 //

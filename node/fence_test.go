@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
@@ -39,7 +40,7 @@ func TestIdleFencedPrimaryNoticed(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := a.Addr()
-	o := DefaultMountOptions()
+	o := config.DefaultMountOptions()
 	o.Replicated()
 	o.Volume, o.Dir = "spool", dir
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

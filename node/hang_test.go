@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/faultproxy"
 	"github.com/spoolfs/spoolfs/replication"
 )
@@ -63,7 +64,7 @@ func startFaultCluster(t *testing.T, flush time.Duration, log *zap.Logger, procs
 		fc.proxies = append(fc.proxies, p)
 		addrs = append(addrs, p.Addr())
 	}
-	o := DefaultMountOptions()
+	o := config.DefaultMountOptions()
 	o.Replicated()
 	o.Volume, o.Dir, o.FlushTimeout = "spool", newMountDir(t), flush
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

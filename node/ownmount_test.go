@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/launch"
 )
 
@@ -53,7 +54,7 @@ func TestHealthzNoRequest(t *testing.T) {
 // request to it (the old readiness wait stat'ed the mount root).
 func TestRunChildNoRequest(t *testing.T) {
 	requireFUSE(t)
-	o := DefaultMountOptions()
+	o := config.DefaultMountOptions()
 	o.Volume, o.Dir = "child", newMountDir(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	v, err := Mount(o, &fsactor.DiscardSink{}, nil, log)

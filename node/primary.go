@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/mountdev"
 	"github.com/spoolfs/spoolfs/replication"
 )
@@ -46,11 +47,11 @@ type ReplicatedVolume struct {
 // exists, so nothing is ever served from a state older than what was
 // acknowledged. Then it mounts (Mount) with the recovered state and a sink
 // shipping every record to the replicas. ctx bounds only the recovery.
-func MountReplicated(ctx context.Context, o MountOptions, r ReplicationOptions, log *zap.Logger) (*ReplicatedVolume, error) {
+func MountReplicated(ctx context.Context, o config.MountOptions, r ReplicationOptions, log *zap.Logger) (*ReplicatedVolume, error) {
 	if o.ReadOnly {
 		return nil, errors.New("-o ro with replicas: a read-only mount of a replicated volume is a follower (--follow), which is not implemented yet")
 	}
-	if err := ValidateVolumeName(o.Volume); err != nil {
+	if err := config.ValidateVolumeName(o.Volume); err != nil {
 		return nil, err
 	}
 	if _, err := mountdev.PrepareMountPoint(o.Dir, log); err != nil {
@@ -135,4 +136,11 @@ func (rv *ReplicatedVolume) Close(drain time.Duration) {
 	<-rv.watched
 	rv.log.Info("primary closed", zap.String("volume", st.Volume), zap.Uint64("term", st.Term),
 		zap.Uint64("durable", rv.primary.Durable()))
+}
+
+// replicationOf is how volume v of a node config is replicated, for
+// MountReplicated.
+func replicationOf(v *config.Volume, nodeID string) ReplicationOptions {
+	return ReplicationOptions{NodeID: nodeID, Replicas: v.Replicas, W: v.W,
+		MaxLogBytes: int64(v.LogBytes), AcquireTimeout: v.AcquireTimeout}
 }

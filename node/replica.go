@@ -167,3 +167,17 @@ func (r *Replica) Stop(ctx context.Context) {
 // DefaultReplicaStopGrace is how long Stop lets calls in flight finish
 // when it is given no deadline of its own.
 const DefaultReplicaStopGrace = 2 * time.Second
+
+// plaintextOutsideLoopback says whether addr serves the replication
+// service to other hosts without TLS.
+func plaintextOutsideLoopback(addr string, tlsOn bool) bool {
+	if tlsOn || addr == "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}

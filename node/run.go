@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 )
 
@@ -75,7 +76,7 @@ func (n *Node) StartReplica(o ReplicaOptions) (*Replica, error) {
 
 // MountVolume makes this node the primary of a volume and mounts it
 // (MountReplicated). ctx bounds the recovery.
-func (n *Node) MountVolume(ctx context.Context, o MountOptions, r ReplicationOptions) (*ReplicatedVolume, error) {
+func (n *Node) MountVolume(ctx context.Context, o config.MountOptions, r ReplicationOptions) (*ReplicatedVolume, error) {
 	if r.NodeID == "" {
 		r.NodeID = n.id
 	}
@@ -131,7 +132,7 @@ func (n *Node) StartAdmin(addr string) (*Admin, error) {
 // StartConfig starts what c describes: its replica server (listen,
 // data_dir), its admin endpoint, then each volume, in order. ctx bounds
 // the start (a signal cancels it). On error what was started is stopped.
-func (n *Node) StartConfig(ctx context.Context, c *Config) error {
+func (n *Node) StartConfig(ctx context.Context, c *config.Node) error {
 	m, err := c.TLS.Files().Material(n.log)
 	if err != nil {
 		return err
@@ -156,7 +157,7 @@ func (n *Node) StartConfig(ctx context.Context, c *Config) error {
 		vc := &c.Volumes[i]
 		o, err := vc.MountOptions(fmt.Sprintf("volumes[%d]", i))
 		if err == nil {
-			r := vc.Replication(c.NodeID)
+			r := replicationOf(vc, c.NodeID)
 			r.Creds = client
 			_, err = n.MountVolume(ctx, o, r)
 		}

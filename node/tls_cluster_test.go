@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/replication"
 )
@@ -104,16 +105,16 @@ func TestMutualTLSCluster(t *testing.T) {
 func TestConfigTLSNodeID(t *testing.T) {
 	_, files := tlsCluster(t, "mx1")
 	f := files["mx1"]
-	tlsCfg := TLSConfig(f)
-	c := Config{Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: tlsCfg}
+	tlsCfg := config.TLS(f)
+	c := config.Node{Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: tlsCfg}
 	if err := c.Validate(); err != nil || c.NodeID != "mx1" {
 		t.Fatalf("validate: %v, node id %q, want mx1 from the certificate", err, c.NodeID)
 	}
-	c = Config{NodeID: "mx2", Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: tlsCfg}
+	c = config.Node{NodeID: "mx2", Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: tlsCfg}
 	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "node_id:") {
 		t.Fatalf("node_id mx2 with mx1's certificate: %v, want an error naming node_id", err)
 	}
-	c = Config{Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: TLSConfig{Cert: f.Cert}}
+	c = config.Node{Listen: "127.0.0.1:7400", DataDir: t.TempDir(), TLS: config.TLS{Cert: f.Cert}}
 	if err := c.Validate(); err == nil {
 		t.Fatal("a tls section with the certificate alone was accepted")
 	}

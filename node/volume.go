@@ -11,12 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
 // Volume is one mounted volume being served by this process.
 type Volume struct {
-	opts   MountOptions
+	opts   config.MountOptions
 	dir    string // absolute, symlinks resolved
 	log    *zap.Logger
 	method mountdev.Method
@@ -33,15 +34,15 @@ type Volume struct {
 // mount point first (mountdev.PrepareMountPoint), mounts with mount(2) or
 // fusermount3, and returns once the kernel's INIT was answered. The volume
 // is served until it is unmounted (Unmount, or by anyone).
-func Mount(o MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log *zap.Logger) (*Volume, error) {
-	if err := ValidateVolumeName(o.Volume); err != nil {
+func Mount(o config.MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log *zap.Logger) (*Volume, error) {
+	if err := config.ValidateVolumeName(o.Volume); err != nil {
 		return nil, err
 	}
 	dir, err := mountdev.PrepareMountPoint(o.Dir, log)
 	if err != nil {
 		return nil, err
 	}
-	dev, method, err := mountdev.Mount(dir, o.DeviceParams())
+	dev, method, err := mountdev.Mount(dir, deviceParams(&o))
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +62,11 @@ func Mount(o MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log *zap.L
 	log.Info("mounted", zap.String("volume", o.Volume), zap.String("dir", dir),
 		zap.String("via", string(method)), zap.Bool("ro", o.ReadOnly), zap.Bool("allow_other", o.AllowOther))
 	return v, nil
+}
+
+// deviceParams is what mounting the device takes from o.
+func deviceParams(o *config.MountOptions) mountdev.Params {
+	return mountdev.Params{Volume: o.Volume, ReadOnly: o.ReadOnly, NoExec: o.NoExec, AllowOther: o.AllowOther}
 }
 
 // fuseMount is fuse.Mount; tests replace it to make a mount fail after
@@ -128,8 +134,8 @@ func (v *Volume) mountConfig() *fuse.MountConfig {
 		DisableWritebackCaching: !k.WritebackCache,
 		EnableAsyncReads:        k.AsyncReads,
 		EnableParallelDirOps:    k.ParallelDirOps,
-		EnableReaddirplus:       k.Readdirplus != ReaddirplusOff,
-		EnableAutoReaddirplus:   k.Readdirplus == ReaddirplusAuto,
+		EnableReaddirplus:       k.Readdirplus != config.ReaddirplusOff,
+		EnableAutoReaddirplus:   k.Readdirplus == config.ReaddirplusAuto,
 		MaxWrite:                k.MaxWrite,
 	}
 	// No ErrorLogger by default: jacobsa would log every error reply

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/config"
 )
 
 // snapshotWithFiles is a volume of n non-empty files in its root: each is
@@ -43,7 +44,7 @@ func TestMountFailsAfterNewServer(t *testing.T) {
 		return nil, injected
 	}
 	t.Cleanup(func() { fuseMount = fuse.Mount })
-	o := DefaultMountOptions()
+	o := config.DefaultMountOptions()
 	o.Volume, o.Dir = "failing", newMountDir(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
 	snap := snapshotWithFiles(20)

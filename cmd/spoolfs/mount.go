@@ -9,16 +9,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/node"
 )
 
 // mountFlags holds the flags of `spoolfs mount` before they become
-// node.MountOptions.
+// config.MountOptions.
 type mountFlags struct {
-	opts      node.MountOptions
+	opts      config.MountOptions
 	o         []string
-	capacity  node.ByteSize
-	maxWrite  node.ByteSize
+	capacity  config.ByteSize
+	maxWrite  config.ByteSize
 	rootMode  string
 	rootOwner string
 	local     bool
@@ -29,7 +30,7 @@ type mountFlags struct {
 }
 
 func newMountCmd() *cobra.Command {
-	f := &mountFlags{opts: node.DefaultMountOptions(), rootMode: "0755"}
+	f := &mountFlags{opts: config.DefaultMountOptions(), rootMode: "0755"}
 	c := &cobra.Command{
 		Use:   "mount [flags] VOLUME MOUNTPOINT [-- CMD ARGS...]",
 		Short: "Mount a volume and serve it until unmounted or signalled",
@@ -100,7 +101,7 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 		return usageErr(c, err)
 	}
 	f.opts.Volume, f.opts.Dir = args[0], args[1]
-	if err := node.ValidateVolumeName(f.opts.Volume); err != nil {
+	if err := config.ValidateVolumeName(f.opts.Volume); err != nil {
 		return usageErr(c, err)
 	}
 	child, err := childArgv(c, args)
@@ -160,7 +161,7 @@ func (f *mountFlags) finish(c *cobra.Command) error {
 		f.opts.Replicated()
 	}
 	for _, o := range f.o {
-		if err := node.ApplyOptionString(&f.opts, o); err != nil {
+		if err := config.ApplyOptionString(&f.opts, o); err != nil {
 			return fmt.Errorf("-o: %w", err)
 		}
 	}
@@ -170,10 +171,10 @@ func (f *mountFlags) finish(c *cobra.Command) error {
 	}
 	f.opts.Kernel.MaxWrite = uint32(f.maxWrite)
 	var err error
-	if f.opts.RootMode, err = node.ParseRootMode(f.rootMode); err != nil {
+	if f.opts.RootMode, err = config.ParseRootMode(f.rootMode); err != nil {
 		return fmt.Errorf("--root-mode %w", err)
 	}
-	if f.opts.RootUid, f.opts.RootGid, err = node.ParseOwner(f.rootOwner); err != nil {
+	if f.opts.RootUid, f.opts.RootGid, err = config.ParseOwner(f.rootOwner); err != nil {
 		return fmt.Errorf("--root-owner %w", err)
 	}
 	return f.repl.check(c, f.local, f.opts.ReadOnly)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
 )
@@ -20,7 +21,7 @@ import (
 type replicaFlags struct {
 	replicas       string
 	w              int
-	logBytes       node.ByteSize
+	logBytes       config.ByteSize
 	nodeID         string
 	acquireTimeout time.Duration
 	admin          string
@@ -53,8 +54,8 @@ func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 	if readOnly {
 		return errors.New("-o ro with --replicas: a read-only mount of a replicated volume is a follower (--follow), not implemented yet")
 	}
-	v := node.VolumeConfig{Name: "v", MountPoint: "/", Replicas: node.SplitReplicas(r.replicas), W: r.w, LogBytes: r.logBytes}
-	cfg := node.Config{NodeID: r.nodeID, Admin: r.admin, Volumes: []node.VolumeConfig{v}, TLS: r.tls.config()}
+	v := config.Volume{Name: "v", MountPoint: "/", Replicas: config.SplitReplicas(r.replicas), W: r.w, LogBytes: r.logBytes}
+	cfg := config.Node{NodeID: r.nodeID, Admin: r.admin, Volumes: []config.Volume{v}, TLS: r.tls.config()}
 	if err := cfg.Validate(); err != nil { // with --tls-*: the node id is the certificate's
 		return flagNames(err)
 	}
@@ -68,7 +69,7 @@ func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 }
 
 func (r *replicaFlags) options() node.ReplicationOptions {
-	return node.ReplicationOptions{NodeID: r.nodeID, Replicas: node.SplitReplicas(r.replicas), W: r.w,
+	return node.ReplicationOptions{NodeID: r.nodeID, Replicas: config.SplitReplicas(r.replicas), W: r.w,
 		MaxLogBytes: int64(r.logBytes), AcquireTimeout: r.acquireTimeout, Creds: r.client}
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
 )
@@ -17,7 +18,7 @@ func init() { extraCommands = append(extraCommands, newReplicaCmd) }
 
 func newReplicaCmd() *cobra.Command {
 	var o node.ReplicaOptions
-	var maxFile, compactMin node.ByteSize
+	var maxFile, compactMin config.ByteSize
 	var grace time.Duration
 	var admin string
 	var tf tlsFlags
@@ -40,7 +41,7 @@ primary reconnects to the replica when it returns).`,
 			if compactMin != 0 && compactMin < 1<<20 {
 				return usageErr(c, fmt.Errorf("--compact-min-size %d: below the minimum of 1MiB", compactMin))
 			}
-			cfg := node.Config{Listen: o.Listen, DataDir: o.DataDir, TLS: tf.config()}
+			cfg := config.Node{Listen: o.Listen, DataDir: o.DataDir, TLS: tf.config()}
 			if err := cfg.Validate(); err != nil {
 				return usageErr(c, flagNames(err))
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/node"
 )
 
@@ -23,8 +24,8 @@ const defaultAdmin = "127.0.0.1:7480"
 type runFlags struct {
 	config   string
 	embedded bool
-	cfg      node.Config // from flags (the simple case)
-	vol      node.VolumeConfig
+	cfg      config.Node // from flags (the simple case)
+	vol      config.Volume
 	replicas string
 	mount    string
 	tls      tlsFlags
@@ -131,7 +132,7 @@ func exitCode(code int) error {
 }
 
 // nodeConfig builds the node's configuration from -c or from the flags.
-func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
+func (f *runFlags) nodeConfig(c *cobra.Command) (*config.Node, error) {
 	nodeFlags := append([]string{"node-id", "listen", "data", "admin", "volume", "mount", "replicas", "w", "flush-timeout",
 		"acquire-timeout", "log-bytes", "options", "root-mode", "root-owner", "access-log", "watchdog"}, tlsFlagNames...)
 	switch {
@@ -143,7 +144,7 @@ func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 				return nil, fmt.Errorf("--%s: with -c, set it in the config file", name)
 			}
 		}
-		return node.LoadConfig(f.config)
+		return config.Load(f.config)
 	case f.embedded:
 		return f.embeddedConfig(c)
 	}
@@ -151,7 +152,7 @@ func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 	cfg.TLS = f.tls.config()
 	if f.vol.Name != "" || f.mount != "" || f.replicas != "" {
 		v := f.vol
-		v.Replicas = node.SplitReplicas(f.replicas)
+		v.Replicas = config.SplitReplicas(f.replicas)
 		if f.mount != "" {
 			abs, err := filepath.Abs(f.mount)
 			if err != nil {
@@ -159,7 +160,7 @@ func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 			}
 			v.MountPoint = abs
 		}
-		cfg.Volumes = []node.VolumeConfig{v}
+		cfg.Volumes = []config.Volume{v}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, flagNames(err)
@@ -169,7 +170,7 @@ func (f *runFlags) nodeConfig(c *cobra.Command) (*node.Config, error) {
 
 // embeddedConfig checks the flags of --embedded; the volume goes through
 // the same validation as a config file's.
-func (f *runFlags) embeddedConfig(c *cobra.Command) (*node.Config, error) {
+func (f *runFlags) embeddedConfig(c *cobra.Command) (*config.Node, error) {
 	for _, name := range append([]string{"listen", "replicas"}, tlsFlagNames...) {
 		if c.Flags().Changed(name) {
 			return nil, fmt.Errorf("--%s: not with --embedded (it starts its own replicas, on loopback)", name)
@@ -190,7 +191,7 @@ func (f *runFlags) embeddedConfig(c *cobra.Command) (*node.Config, error) {
 	}
 	v := f.vol
 	v.MountPoint, v.Replicas = abs, []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"} // checked like 3 replicas
-	cfg := node.Config{NodeID: f.cfg.NodeID, Volumes: []node.VolumeConfig{v}}
+	cfg := config.Node{NodeID: f.cfg.NodeID, Volumes: []config.Volume{v}}
 	if err := cfg.Validate(); err != nil {
 		return nil, flagNames(err)
 	}
@@ -206,7 +207,7 @@ func (f *runFlags) embeddedConfig(c *cobra.Command) (*node.Config, error) {
 }
 
 // embeddedOptions turns the checked flags into the embedded cluster.
-func (f *runFlags) embeddedOptions(cfg *node.Config, out interface{ Write([]byte) (int, error) }) node.EmbeddedOptions {
+func (f *runFlags) embeddedOptions(cfg *config.Node, out interface{ Write([]byte) (int, error) }) node.EmbeddedOptions {
 	v := &cfg.Volumes[0]
 	o, _ := v.MountOptions("volume") // checked by Validate
 	admin, fallback := cfg.Admin, false
@@ -220,5 +221,5 @@ func (f *runFlags) embeddedOptions(cfg *node.Config, out interface{ Write([]byte
 // flagNames rewords a config validation error for the flags: the
 // volumes[0].w of a file is --w on the command line.
 func flagNames(err error) error {
-	return errors.New(node.FlagNames(err.Error()))
+	return errors.New(config.FlagNames(err.Error()))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/node"
 )
 
@@ -50,7 +51,7 @@ with a newer term; it answers EROFS).`,
 				if err != nil {
 					return usageErr(c, err)
 				}
-				return printReplicas(ctx, node.SplitReplicas(replicas), m.ClientCreds(), asJSON)
+				return printReplicas(ctx, config.SplitReplicas(replicas), m.ClientCreds(), asJSON)
 			}
 			ns, err := node.FetchStatus(ctx, admin)
 			if err != nil {

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/pflag"
 
-	"github.com/spoolfs/spoolfs/node"
+	"github.com/spoolfs/spoolfs/internal/config"
 )
 
 // tlsFlags are the mTLS flags of every command that talks to other nodes
@@ -16,7 +16,7 @@ func addTLSFlags(fl *pflag.FlagSet, t *tlsFlags) {
 	fl.StringVar(&t.key, "tls-key", "", "mTLS: this node's private key (PEM)")
 }
 
-func (t tlsFlags) config() node.TLSConfig { return node.TLSConfig{CA: t.ca, Cert: t.cert, Key: t.key} }
+func (t tlsFlags) config() config.TLS { return config.TLS{CA: t.ca, Cert: t.cert, Key: t.key} }
 
 // tlsFlagNames are the flags addTLSFlags adds.
 var tlsFlagNames = []string{"tls-ca", "tls-cert", "tls-key"}

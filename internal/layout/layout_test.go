@@ -61,6 +61,11 @@ var layout = map[string]boundary{
 	// actor, replication, jacobsa/fuse, gRPC or buntdb).
 	"internal/mountdev": {may: []string{"internal/testsupport"},
 		never: []string{"github.com/jacobsa/fuse", "google.golang.org/grpc", "github.com/tidwall/buntdb"}},
+	// The node config and mount options: the actor's defaults and the
+	// TLS files' identity (so grpc's credentials); never replication or
+	// buntdb.
+	"internal/config": {may: []string{"fsactor", "volume", "internal/tlsid", "internal/testsupport"},
+		never: []string{"github.com/tidwall/buntdb"}},
 	// A command inside the mount, namespaces, the probe: the mount table
 	// of mountdev, nothing else of ours; never FUSE, gRPC or buntdb.
 	"internal/launch": {may: []string{"internal/mountdev", "internal/testsupport"},

@@ -1,13 +1,12 @@
-package node
+package config
 
 import (
 	"fmt"
-	"net"
 
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 )
 
-// TLSConfig is a node's mTLS material in its YAML config:
+// TLS is a node's mTLS material in its YAML config:
 //
 //	tls:
 //	  ca: /etc/spoolfs/tls/ca.crt      # the cluster's CA (spoolfs certs ca)
@@ -17,19 +16,19 @@ import (
 // With it the replica service requires and verifies client certificates,
 // the primary verifies the replicas', and a node's id is the common name
 // of its certificate (replication/identity.go).
-type TLSConfig struct {
+type TLS struct {
 	CA   string `yaml:"ca"`
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
 }
 
 // Files is the same as TLSFiles.
-func (t TLSConfig) Files() tlsid.Files { return tlsid.Files(t) }
+func (t TLS) Files() tlsid.Files { return tlsid.Files(t) }
 
 // validateTLS checks the tls section and settles the node id: with mTLS
 // it is the certificate's, and a node_id that names another node is an
 // error (the replicas would refuse every call).
-func (c *Config) validateTLS() error {
+func (c *Node) validateTLS() error {
 	f := c.TLS.Files()
 	if !f.Enabled() {
 		return nil
@@ -46,18 +45,4 @@ func (c *Config) validateTLS() error {
 		return fmt.Errorf("node_id: %q, but the certificate tls.cert names node %q (replicas take the node id from the certificate)", c.NodeID, id)
 	}
 	return nil
-}
-
-// plaintextOutsideLoopback says whether addr serves the replication
-// service to other hosts without TLS.
-func plaintextOutsideLoopback(addr string, tlsOn bool) bool {
-	if tlsOn || addr == "" {
-		return false
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip == nil || !ip.IsLoopback()
 }

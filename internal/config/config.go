@@ -1,4 +1,4 @@
-package node
+package config
 
 import (
 	"errors"
@@ -13,20 +13,20 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Config is a node's configuration file (`spoolfs run -c node.yaml`):
+// Node is a node's configuration file (`spoolfs run -c node.yaml`):
 // what the node serves as a replica, and which volumes it mounts as their
 // primary. docs/configuration.md describes every field.
-type Config struct {
-	NodeID  string         `yaml:"node_id"`  // default: the host name
-	Listen  string         `yaml:"listen"`   // replica service host:port; empty: not a replica
-	DataDir string         `yaml:"data_dir"` // the replica's volumes; required with listen
-	Admin   string         `yaml:"admin"`    // admin HTTP host:port (/metrics...); empty: off
-	Volumes []VolumeConfig `yaml:"volumes"`  // volumes this node mounts as primary
-	TLS     TLSConfig      `yaml:"tls"`      // mTLS between nodes; empty: plaintext
+type Node struct {
+	NodeID  string   `yaml:"node_id"`  // default: the host name
+	Listen  string   `yaml:"listen"`   // replica service host:port; empty: not a replica
+	DataDir string   `yaml:"data_dir"` // the replica's volumes; required with listen
+	Admin   string   `yaml:"admin"`    // admin HTTP host:port (/metrics...); empty: off
+	Volumes []Volume `yaml:"volumes"`  // volumes this node mounts as primary
+	TLS     TLS      `yaml:"tls"`      // mTLS between nodes; empty: plaintext
 }
 
-// VolumeConfig is one volume the node mounts as its primary.
-type VolumeConfig struct {
+// Volume is one volume the node mounts as its primary.
+type Volume struct {
 	Name       string   `yaml:"name"`
 	MountPoint string   `yaml:"mount_point"`
 	Replicas   []string `yaml:"replicas"` // host:port, 3 in production
@@ -44,22 +44,22 @@ type VolumeConfig struct {
 	Watchdog       time.Duration `yaml:"watchdog"` // 0: 5s; how long the actor may be stuck before its stacks are logged
 }
 
-// LoadConfig reads and checks a node configuration file. Unknown fields
+// Load reads and checks a node configuration file. Unknown fields
 // and bad values are errors naming the field (`volumes[0].w: ...`).
-func LoadConfig(path string) (*Config, error) {
+func Load(path string) (*Node, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := ParseConfig(b)
+	c, err := Parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
 }
 
-// ParseConfig decodes a YAML node configuration strictly and validates it.
-func ParseConfig(b []byte) (*Config, error) {
+// Parse decodes a YAML node configuration strictly and validates it.
+func Parse(b []byte) (*Node, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, err
@@ -67,7 +67,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, errors.New("empty: want a mapping with node_id, listen, data_dir, admin, volumes")
 	}
-	c := &Config{}
+	c := &Node{}
 	if err := decodeStrict(doc.Content[0], c, ""); err != nil {
 		return nil, err
 	}
@@ -79,7 +79,7 @@ func ParseConfig(b []byte) (*Config, error) {
 
 // Validate checks the fields and fills the defaults (node_id from the
 // host name). Errors name the field.
-func (c *Config) Validate() error {
+func (c *Node) Validate() error {
 	if err := c.validateTLS(); err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ func (c *Config) Validate() error {
 	return c.validateVolumes()
 }
 
-func (c *Config) validateVolumes() error {
+func (c *Node) validateVolumes() error {
 	names, mounts := map[string]bool{}, map[string]bool{}
 	for i := range c.Volumes {
 		v := &c.Volumes[i]
@@ -126,7 +126,7 @@ func (c *Config) validateVolumes() error {
 	return nil
 }
 
-func (v *VolumeConfig) validate(field string) error {
+func (v *Volume) validate(field string) error {
 	if err := ValidateVolumeName(v.Name); err != nil {
 		return fmt.Errorf("%s.name: %w", field, err)
 	}
@@ -213,9 +213,9 @@ func CheckW(field string, w, replicas int) error {
 		field, allowed, replicas, w)
 }
 
-// MountOptions turns the volume's fields into what Mount takes; field
+// MountOptions turns the volume's fields into what node.Mount takes; field
 // names the volume in errors.
-func (v *VolumeConfig) MountOptions(field string) (MountOptions, error) {
+func (v *Volume) MountOptions(field string) (MountOptions, error) {
 	o := DefaultMountOptions()
 	o.Replicated()
 	o.Volume, o.Dir = v.Name, v.MountPoint
@@ -243,12 +243,6 @@ func (v *VolumeConfig) MountOptions(field string) (MountOptions, error) {
 		return o, fmt.Errorf("%s.root_owner: %w", field, err)
 	}
 	return o, nil
-}
-
-// Replication is how the volume is replicated, for MountReplicated.
-func (v *VolumeConfig) Replication(nodeID string) ReplicationOptions {
-	return ReplicationOptions{NodeID: nodeID, Replicas: v.Replicas, W: v.W,
-		MaxLogBytes: int64(v.LogBytes), AcquireTimeout: v.AcquireTimeout}
 }
 
 // ParseRootMode reads octal permissions ("0755"); empty means 0755.

@@ -1,4 +1,4 @@
-package node
+package config
 
 import (
 	"os"
@@ -29,7 +29,7 @@ volumes:
 `
 
 func TestParseConfig(t *testing.T) {
-	c, err := ParseConfig([]byte(goodConfig))
+	c, err := Parse([]byte(goodConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,10 +50,6 @@ func TestParseConfig(t *testing.T) {
 	if !o.AllowOther || o.EntryTimeout != 10*time.Minute || o.RootMode != 0o750 || o.RootUid != 101 || o.RootGid != 102 ||
 		o.FlushTimeout != 5*time.Second || o.Dir != "/var/spool/exim4" || o.Volume != "mx1-spool" {
 		t.Errorf("mount options: %+v", o)
-	}
-	r := v.Replication(c.NodeID)
-	if r.NodeID != "mx1" || r.W != 2 || r.MaxLogBytes != 64<<20 || len(r.Replicas) != 3 {
-		t.Errorf("replication options: %+v", r)
 	}
 	v1 := c.Volumes[1]
 	if len(v1.Replicas) != 3 || v1.Replicas[2] != "10.0.2.7:7400" || v1.MountPoint != "/var/spool/postfix" {
@@ -114,7 +110,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"volumes: {name: v}\n", "line 1: volumes: want a list"},
 		{"volumes:\n  - [a]\n", "line 2: volumes[0]: want a mapping of fields"},
 	} {
-		_, err := ParseConfig([]byte(tc.yaml))
+		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("config:\n%s\nerror: %v\nwant one containing %q", tc.yaml, err, tc.want)
 		}
@@ -150,11 +146,11 @@ func TestFlagNames(t *testing.T) {
 
 // TestExampleConfig: the example shipped in deploy/examples is valid.
 func TestExampleConfig(t *testing.T) {
-	path := filepath.Join("..", "deploy", "examples", "node.yaml")
+	path := filepath.Join("..", "..", "deploy", "examples", "node.yaml")
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the example config is missing: %v", err)
 	}
-	c, err := LoadConfig(path)
+	c, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

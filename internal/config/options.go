@@ -1,4 +1,4 @@
-package node
+package config
 
 import (
 	"fmt"
@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spoolfs/spoolfs/fsactor"
-	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
 // MountOptions says which volume to mount where, and how.
@@ -112,11 +111,6 @@ func (o *MountOptions) Replicated() {
 }
 
 var volumeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
-// DeviceParams is what mounting the device takes from o (mountdev.Mount).
-func (o *MountOptions) DeviceParams() mountdev.Params {
-	return mountdev.Params{Volume: o.Volume, ReadOnly: o.ReadOnly, NoExec: o.NoExec, AllowOther: o.AllowOther}
-}
 
 // ValidateVolumeName checks a volume name: 1 to 63 letters, digits, '.',
 // '_' or '-', starting with a letter or digit (it appears in mount tables,
