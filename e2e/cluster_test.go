@@ -35,9 +35,7 @@ func requireCluster(t *testing.T) {
 		t.Skip("replication tests need spoolfs (-e2e.subject=spoolfs)")
 	}
 	requireMountable(t)
-	if binError != nil {
-		t.Fatalf("no spoolfs binary: %v", binError)
-	}
+	needBinary(t)
 }
 
 // proc is one spoolfs process of a cluster test.
@@ -52,7 +50,7 @@ type proc struct {
 // startProc runs the spoolfs binary with args; its output goes to out.
 func startProc(name string, out *lockedBuffer, args ...string) (*proc, error) {
 	p := &proc{name: name, out: out, exited: make(chan struct{})}
-	p.cmd = exec.Command(binPath, append([]string{"--log-format", "console"}, args...)...)
+	p.cmd = exec.Command(binPath(), append([]string{"--log-format", "console"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

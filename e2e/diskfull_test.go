@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // TestReplicaDiskFull: two of three replicas keep their data on small
@@ -21,15 +23,13 @@ import (
 // primary kept reaches them, and closes succeed again.
 func TestReplicaDiskFull(t *testing.T) {
 	requireCluster(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount small tmpfs file systems")
-	}
+	testsupport.RequireRoot(t, "mounting small tmpfs file systems")
 	const size = 4 << 20
 	small := make([]string, 2)
 	for i := range small {
 		dir := t.TempDir()
 		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-			t.Skipf("mount tmpfs: %v", err)
+			testsupport.Unavailable(t, "cannot mount a small tmpfs: %v", err)
 		}
 		t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 		small[i] = dir

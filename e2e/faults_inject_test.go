@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // fprimary is one primary of the fault test and the client working on it.
@@ -55,7 +57,7 @@ func (e *faultEnv) startPrimary(id string) *fprimary {
 	if err := sp.waitServed(); err != nil {
 		e.t.Fatalf("%s: %v\noutput:\n%s", p.name, err, lastLines(p.out.String(), 30))
 	}
-	fp := &fprimary{primary: pr, id: id, conn: fuseConnOf(dir)}
+	fp := &fprimary{primary: pr, id: id, conn: testsupport.FUSEConn(dir)}
 	e.prims = append(e.prims, fp)
 	return fp
 }
@@ -110,7 +112,7 @@ func (e *faultEnv) stopClient(p *fprimary) {
 	case <-time.After(e.flush + 10*time.Second):
 	}
 	e.t.Errorf("client of %s did not exit: aborting the FUSE connection %s", p.id, p.conn)
-	abortFuseConn(e.t, p.conn)
+	testsupport.AbortFUSE(e.t, p.conn)
 	_ = c.cmd.Process.Kill()
 	select {
 	case <-c.exited:
@@ -130,7 +132,7 @@ func (e *faultEnv) killTimed(p *proc, conn string) {
 	case <-time.After(5 * time.Second):
 		e.t.Errorf("%s still not reaped 5s after SIGKILL: aborting its FUSE connection %q", p.name, conn)
 		if conn != "" {
-			abortFuseConn(e.t, conn)
+			testsupport.AbortFUSE(e.t, conn)
 		}
 		select {
 		case <-p.exited:
@@ -194,44 +196,6 @@ func (p *fprimary) stoppedDuring(t0, t1 int64) time.Duration {
 		}
 	}
 	return time.Duration(d)
-}
-
-// fuseConnOf is the FUSE connection (the minor of the mount's device) of
-// the mount at dir, from mountinfo: no request to the mount.
-func fuseConnOf(dir string) string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMount(f[4]) == dir {
-			if _, minor, ok := strings.Cut(f[2], ":"); ok {
-				return minor
-			}
-		}
-	}
-	return ""
-}
-
-const fusectlDir = "/sys/fs/fuse/connections"
-
-// abortFuseConn aborts a FUSE connection through fusectl (mounted for the
-// occasion if it is not, and unmounted again).
-func abortFuseConn(t interface{ Logf(string, ...any) }, conn string) {
-	if conn == "" {
-		return
-	}
-	if !isMounted(fusectlDir, "fusectl") {
-		if err := unix.Mount("fusectl", fusectlDir, "fusectl", 0, ""); err != nil {
-			t.Logf("mount fusectl: %v", err)
-			return
-		}
-		defer func() { _ = unix.Unmount(fusectlDir, 0) }()
-	}
-	if err := os.WriteFile(filepath.Join(fusectlDir, conn, "abort"), []byte("1"), 0o200); err != nil {
-		t.Logf("abort FUSE connection %s: %v", conn, err)
-	}
 }
 
 // fault is one fault of a trial: inject starts it, heal ends it.

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spoolfs/spoolfs/internal/faultproxy"
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 var (
@@ -118,7 +119,7 @@ func newFaultEnv(t *testing.T, seed uint64) *faultEnv {
 	for i := 0; i < 3; i++ {
 		dir := t.TempDir()
 		if err := unix.Mount("spoolfs-faults", dir, "tmpfs", 0, "size=512m"); err != nil {
-			cannotMount(t, "mount tmpfs for a replica: %v", err)
+			testsupport.Unavailable(t, "cannot mount tmpfs for a replica: %v", err)
 		}
 		t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 		e.disks = append(e.disks, dir)
@@ -230,7 +231,7 @@ func (e *faultEnv) verify(p *fprimary) {
 	select {
 	case <-done:
 	case <-time.After(60 * time.Second):
-		abortFuseConn(e.t, p.conn)
+		testsupport.AbortFUSE(e.t, p.conn)
 		<-done
 		e.t.Fatalf("HUNG: reading the recovered volume on %s took over 60s", p.id)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // TestFencing: primary P1 serves a volume; a second node P2 mounts the same
@@ -90,7 +92,7 @@ func TestFencing(t *testing.T) {
 		t.Errorf("P2: write: %v", err)
 	}
 	// The log line travels through a pipe to the harness: wait for it.
-	waitFor(t, "P1 to log why it turned read-only", func() bool { return strings.Contains(p1.out.String(), "read-only") })
+	testsupport.WaitFor(t, waitDeadline, "P1 to log why it turned read-only", func() bool { return strings.Contains(p1.out.String(), "read-only") })
 	p1.stop(t)
 	p2.stop(t)
 }

@@ -11,11 +11,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 var (
@@ -32,11 +35,30 @@ const (
 	unmountDeadline = 15 * time.Second // from SIGTERM to exit and unmount
 )
 
-// The binary built by TestMain, or why there is none.
-var (
-	binPath  string
-	binError error
-)
+// bin is the spoolfs binary under test, built once by testsupport.Binary
+// (needBinary) before the first process starts.
+var bin atomic.Pointer[string]
+
+// needBinary builds the binary under test (with -race under -e2e.racebin)
+// unless it is built already; binPath returns it from then on.
+func needBinary(t testing.TB) {
+	t.Helper()
+	var flags []string
+	if *flagRaceBin {
+		flags = append(flags, "-race")
+	}
+	path := testsupport.Binary(t, flags...)
+	bin.Store(&path)
+}
+
+// binPath is the binary needBinary built.
+func binPath() string {
+	p := bin.Load()
+	if p == nil {
+		panic("e2e: a spoolfs process started before needBinary")
+	}
+	return *p
+}
 
 func TestMain(m *testing.M) {
 	if ops, ok := os.LookupEnv(childEnv); ok {
@@ -50,63 +72,21 @@ func TestMain(m *testing.M) {
 	// Deterministic permission bits: every scenario creates files with the
 	// same umask on both filesystems.
 	syscall.Umask(0o022)
-	dir, err := os.MkdirTemp("", "spoolfs-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.Exit(1)
-	}
-	if *flagSubject == "spoolfs" && !testing.Short() {
-		binPath, binError = buildBinary(dir)
-	}
-	code := m.Run()
+	code := testsupport.Run(m) // removes the binary needBinary built
 	for _, f := range cleanups {
 		f()
 	}
-	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// buildBinary builds cmd/spoolfs into dir with the go tool that runs us.
-func buildBinary(dir string) (string, error) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = "/usr/local/go/bin/go"
-	}
-	out := filepath.Join(dir, "spoolfs")
-	args := []string{"build", "-o", out}
-	if *flagRaceBin {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/spoolfs/spoolfs/cmd/spoolfs")
-	cmd := exec.Command(goTool, args...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/spoolfs: %w\n%s", err, b)
-	}
-	return out, nil
-}
-
-// cannotMount fails the test in CI and skips it elsewhere (common rule for
-// tests that need a FUSE mount).
-func cannotMount(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("cannot mount (CI=true, so this fails): %s", msg)
-	}
-	t.Skipf("cannot mount: %s", msg)
-}
-
-// requireMountable checks what a mount needs from the machine.
+// requireMountable checks what a mount needs from the machine (failing
+// under CI=true when it is missing: testsupport).
 func requireMountable(t testing.TB) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("e2e mounts filesystems: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		cannotMount(t, "the e2e tests mount tmpfs and FUSE and need root (euid %d)", os.Geteuid())
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil && *flagSubject == "spoolfs" {
-		cannotMount(t, "no FUSE device: %v", err)
+	testsupport.SkipShort(t, "e2e mounts filesystems")
+	testsupport.RequireRoot(t, "mounting tmpfs and FUSE with mount(2)")
+	if *flagSubject == "spoolfs" {
+		testsupport.RequireMount(t)
 	}
 }
 
@@ -199,7 +179,7 @@ func mountTmpfs(t *testing.T) string {
 	dir := mountPoint(t)
 	err := unix.Mount("spoolfs-e2e-ref", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4g,mode=0755")
 	if err != nil {
-		cannotMount(t, "mount -t tmpfs %s: %v", dir, err)
+		testsupport.Unavailable(t, "cannot mount: mount -t tmpfs %s: %v", dir, err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, 0); err != nil {
@@ -235,9 +215,7 @@ type spoolfsProc struct {
 func mountSpoolfs(t *testing.T, extraArgs ...string) *spoolfsProc {
 	t.Helper()
 	requireMountable(t)
-	if binError != nil {
-		t.Fatalf("no spoolfs binary: %v", binError)
-	}
+	needBinary(t)
 	p, err := startSpoolfs(mountPoint(t), "e2e-"+sanitize(t.Name()), extraArgs...)
 	if p != nil {
 		t.Cleanup(func() { p.stop(t) })
@@ -266,15 +244,15 @@ func startSpoolfs(dir, volume string, extraArgs ...string) (*spoolfsProc, error)
 	args = append(args, extraArgs...)
 	args = append(args, volume, dir)
 	p := &spoolfsProc{Dir: dir, stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(binPath, args...)
+	p.cmd = exec.Command(binPath(), args...)
 	p.cmd.Stdout = p.stderr
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", binPath, err)
+		return nil, fmt.Errorf("start %s: %w", binPath(), err)
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
 	if err := p.waitServed(); err != nil {
-		return p, fmt.Errorf("%v %s: %w\nspoolfs output:\n%s", binPath, strings.Join(args, " "), err, p.stderr.String())
+		return p, fmt.Errorf("%v %s: %w\nspoolfs output:\n%s", binPath(), strings.Join(args, " "), err, p.stderr.String())
 	}
 	return p, nil
 }
@@ -505,14 +483,5 @@ func TestHarnessMount(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after 10 seconds.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 10s waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitDeadline bounds the waits of the e2e tests for a condition.
+const waitDeadline = 10 * time.Second

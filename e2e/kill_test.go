@@ -11,7 +11,6 @@ package e2e
 //	go test ./e2e -run TestKill -e2e.kills=1000 -v    (make test-kill)
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -26,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 var (
@@ -300,42 +301,10 @@ func (k *killRig) cleanup() {
 	}
 }
 
-// abortConnection aborts the FUSE connection mounted at the mount point
-// (/sys/fs/fuse/connections/N/abort), so that a process stuck on it can
-// end: the clean-up of a failed trial.
+// abortConnection aborts the FUSE connection mounted at the mount point,
+// so that a process stuck on it can end: the clean-up of a failed trial.
 func (k *killRig) abortConnection() {
-	minor, ok := fuseMinor(k.dir)
-	if !ok {
-		return
-	}
-	const conns = "/sys/fs/fuse/connections"
-	if _, err := os.Stat(conns + "/" + minor); err != nil {
-		_ = unix.Mount("fusectl", conns, "fusectl", 0, "")
-	}
-	if err := os.WriteFile(filepath.Join(conns, minor, "abort"), []byte("1"), 0); err != nil {
-		k.t.Logf("abort of FUSE connection %s: %v", minor, err)
-	}
-}
-
-// fuseMinor is the device minor (the FUSE connection number) of the
-// topmost FUSE mount at dir.
-func fuseMinor(dir string) (string, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	minor, found := "", false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, _ := strings.Cut(sc.Text(), " - ")
-		fs := strings.Fields(pre)
-		if len(fs) > 4 && unescapeMount(fs[4]) == dir && strings.HasPrefix(post, "fuse") {
-			_, minor, _ = strings.Cut(fs[2], ":")
-			found = true
-		}
-	}
-	return minor, found
+	testsupport.AbortFUSE(k.t, testsupport.FUSEConn(k.dir))
 }
 
 // stuckThreads describes the threads of pid that have neither exited

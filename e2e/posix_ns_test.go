@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // TestPOSIXNamespace runs the namespace cases of issue 2 (mknod, mkdir,
@@ -471,7 +473,7 @@ func TestStatfs(t *testing.T) {
 	}
 	// The kernel may hold the unlinked inode until it forgets it: wait for
 	// the space to come back, with a deadline.
-	waitFor(t, "10 MiB to be freed after unlink", func() bool {
+	testsupport.WaitFor(t, waitDeadline, "10 MiB to be freed after unlink", func() bool {
 		return mustStatfs(t, dir).Bfree > st1.Bfree+(8<<20)/uint64(st1.Bsize)
 	})
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // TestResyncFromActor: a replica that was down while more than the
@@ -72,11 +74,11 @@ func TestResyncFromActor(t *testing.T) {
 		}
 	}()
 	c.start(2)
-	waitFor(t, "the primary resyncs replica 3 with a snapshot", func() bool {
+	testsupport.WaitFor(t, waitDeadline, "the primary resyncs replica 3 with a snapshot", func() bool {
 		return strings.Contains(p.out.String(), "replica resynchronised with a snapshot")
 	})
 	after := written() + 20
-	waitFor(t, "20 more overwrites after the install", func() bool { return written() >= after })
+	testsupport.WaitFor(t, waitDeadline, "20 more overwrites after the install", func() bool { return written() >= after })
 	close(stop)
 	must(<-done)
 	if waitConverged(t, c, vol) == 0 {

@@ -51,7 +51,7 @@ func TestMutualTLS(t *testing.T) {
 // returns stdout and stderr together.
 func spoolfs(t *testing.T, code int, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(binPath, args...)
+	cmd := exec.Command(binPath(), args...)
 	out, err := cmd.CombinedOutput()
 	got := 0
 	if ee, ok := err.(*exec.ExitError); ok {

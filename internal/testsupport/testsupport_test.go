@@ -160,3 +160,18 @@ func TestBinaryOnce(t *testing.T) {
 		t.Fatalf("binary %s: %v %v", a, st, err)
 	}
 }
+
+// TestFUSEConnAndUnescape: mountinfo's escapes are undone, and a
+// directory with no FUSE mount has no connection.
+func TestFUSEConnAndUnescape(t *testing.T) {
+	if got := unescape(`/tmp/with\040space\134x`); got != `/tmp/with space\x` {
+		t.Fatalf("unescape: %q", got)
+	}
+	if c := FUSEConn(t.TempDir()); c != "" {
+		t.Fatalf("a fresh directory has FUSE connection %q", c)
+	}
+	if len(mounts()) == 0 {
+		t.Fatal("no mount listed: /proc/self/mountinfo unread")
+	}
+	AbortFUSE(t, "") // nothing to do, nothing logged
+}
