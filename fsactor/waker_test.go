@@ -132,6 +132,17 @@ func waitStalls(t *testing.T, s *Server, n uint64) {
 	})
 }
 
+// awaitLooks waits until the watchdog has looked at the actor n more times
+// than when called. The watchdog looks every bound/4, and at most one tick
+// waits for it: 6 more looks include one at least a bound after the call.
+func awaitLooks(t *testing.T, s *Server, n uint64) {
+	t.Helper()
+	from := s.loop.dog.looks.Load()
+	testsupport.WaitFor(t, deadline, fmt.Sprintf("%d more looks of the watchdog", n), func() bool {
+		return s.loop.dog.looks.Load() >= from+n
+	})
+}
+
 // TestWatchdogStuckOp: a FUSE op stuck in its step beyond the bound is
 // reported once, with the stacks of all goroutines (the stuck one
 // included), and counted.
@@ -143,8 +154,9 @@ func TestWatchdogStuckOp(t *testing.T) {
 	s, fc := startLoop(t, Config{Watchdog: bound, Log: log}, m, &DiscardSink{})
 	id := fc.send(t, &fuseops.MkDirOp{Parent: 1, Name: "hold"})
 	waitStalls(t, s, 1)
-	// The same stall is not reported again, however long it lasts.
-	time.Sleep(6 * bound)
+	// The same stall is not reported again, however long it lasts: looks
+	// after the report, counted, not a sleep.
+	awaitLooks(t, s, 8)
 	close(m.hold)
 	if err := fc.reply(t, id); err != nil {
 		t.Fatal(err)
@@ -172,7 +184,7 @@ func TestWatchdogStuckEvent(t *testing.T) {
 	entered := make(chan struct{})
 	go s.loop.call(context.Background(), func(machine) { close(entered); <-release })
 	<-entered
-	time.Sleep(6 * bound) // long past the bound, with no request waiting
+	awaitLooks(t, s, 8) // some past the bound, with no request waiting
 	if n := s.WatchdogStalls(); n != 0 {
 		t.Fatalf("%d stalls with no request waiting, want 0", n)
 	}

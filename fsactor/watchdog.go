@@ -29,6 +29,9 @@ type watchdog struct {
 	mark atomic.Int64
 
 	stalls atomic.Uint64 // stalls reported so far
+	// looks counts the looks at the actor taken so far, counted once each
+	// has decided: tests wait for looks instead of sleeping through some.
+	looks atomic.Uint64
 
 	// kernelWaiting says whether the kernel has a request nobody has read
 	// (waker.kernelWaiting); nil: never (the loop without a device).
@@ -85,6 +88,7 @@ func (d *watchdog) run() {
 // check looks at the actor once and reports a new stall; it returns the
 // mark of the last stall reported.
 func (d *watchdog) check(reported int64) int64 {
+	defer d.looks.Add(1)
 	m := d.mark.Load()
 	if m == 0 || m == reported {
 		return reported
