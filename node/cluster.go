@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/config"
 )
 
@@ -77,7 +78,7 @@ func (n *Node) StartEmbedded(ctx context.Context, o EmbeddedOptions) error {
 	return nil
 }
 
-func (n *Node) startEmbeddedAdmin(o EmbeddedOptions) (*Admin, error) {
+func (n *Node) startEmbeddedAdmin(o EmbeddedOptions) (*admin.Admin, error) {
 	if o.Admin == "" {
 		return nil, nil
 	}
@@ -90,7 +91,7 @@ func (n *Node) startEmbeddedAdmin(o EmbeddedOptions) (*Admin, error) {
 }
 
 // printEmbedded says where the volume is and how to look at it.
-func printEmbedded(w io.Writer, prog string, rv *ReplicatedVolume, addrs, dirs []string, admin *Admin) {
+func printEmbedded(w io.Writer, prog string, rv *ReplicatedVolume, addrs, dirs []string, adm *admin.Admin) {
 	if prog == "" {
 		prog = "spoolfs"
 	}
@@ -101,9 +102,9 @@ func printEmbedded(w io.Writer, prog string, rv *ReplicatedVolume, addrs, dirs [
 		fmt.Fprintf(w, "  replica %d: %s, data in %s\n", i+1, a, dirs[i])
 	}
 	fmt.Fprintf(w, "  look at it:   ls -la %s\n", rv.Dir())
-	if admin != nil {
-		fmt.Fprintf(w, "                %s status --admin %s\n", prog, admin.Addr())
-		fmt.Fprintf(w, "                curl -s http://%s/metrics | grep ^spoolfs_\n", admin.Addr())
+	if adm != nil {
+		fmt.Fprintf(w, "                %s status --admin %s\n", prog, adm.Addr())
+		fmt.Fprintf(w, "                curl -s http://%s/metrics | grep ^spoolfs_\n", adm.Addr())
 	}
 	fmt.Fprintf(w, "                %s status --replicas %s\n", prog, strings.Join(addrs, ","))
 	fmt.Fprintf(w, "  stop: Ctrl-C (unmounts cleanly; the replicas keep the volume and the next run recovers it)\n\n")

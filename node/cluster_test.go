@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/replication"
 )
@@ -59,8 +60,8 @@ func TestEmbeddedNode(t *testing.T) {
 	mnt := newMountDir(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 
-	n, admin, out := startEmbedded(t, data, mnt, log)
-	if !strings.Contains(out, "is mounted at "+mnt) || !strings.Contains(out, "spoolfs status --admin "+admin) {
+	n, adminAddr, out := startEmbedded(t, data, mnt, log)
+	if !strings.Contains(out, "is mounted at "+mnt) || !strings.Contains(out, "spoolfs status --admin "+adminAddr) {
 		t.Errorf("banner does not say where and how to look:\n%s", out)
 	}
 	content := []byte("From: a\n\nhello\n")
@@ -69,7 +70,7 @@ func TestEmbeddedNode(t *testing.T) {
 	}
 	ino := inodeOf(t, filepath.Join(mnt, "msg"))
 
-	ns := fetchStatus(t, admin)
+	ns := fetchStatus(t, adminAddr)
 	if len(ns.Volumes) != 1 || len(ns.Replicas) != 3 {
 		t.Fatalf("status: %+v", ns)
 	}
@@ -77,14 +78,14 @@ func TestEmbeddedNode(t *testing.T) {
 	if v.Role != "primary" || v.Term != 1 || v.Durable < 2 || v.W != 2 || len(v.Links) != 3 {
 		t.Errorf("volume status: %+v", v)
 	}
-	checkMetrics(t, admin)
+	checkMetrics(t, adminAddr)
 	for _, path := range []string{"/healthz", "/readyz", "/debug/pprof/"} {
-		if code, body := get(t, admin, path); code != http.StatusOK {
+		if code, body := get(t, adminAddr, path); code != http.StatusOK {
 			t.Errorf("%s: %d %s", path, code, body)
 		}
 	}
 	var table bytes.Buffer
-	if err := PrintStatus(&table, ns); err != nil || !strings.Contains(table.String(), "spool   primary") {
+	if err := admin.PrintStatus(&table, ns); err != nil || !strings.Contains(table.String(), "spool   primary") {
 		t.Errorf("status table:\n%s", table.String())
 	}
 
@@ -111,7 +112,7 @@ func TestEmbeddedNode(t *testing.T) {
 
 // fenceFrom mounts the volume a second time through the same replicas:
 // the first primary, once its next flush is refused, is fenced.
-func fenceFrom(t *testing.T, n *Node, admin string, ns NodeStatus, log *zap.Logger) {
+func fenceFrom(t *testing.T, n *Node, adminAddr string, ns admin.NodeStatus, log *zap.Logger) {
 	t.Helper()
 	var addrs []string
 	for _, l := range ns.Volumes[0].Links {
@@ -138,11 +139,11 @@ func fenceFrom(t *testing.T, n *Node, admin string, ns NodeStatus, log *zap.Logg
 	if err := unix.Mkdir(filepath.Join(ns.Volumes[0].Dir, "later"), 0o755); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("mkdir on the fenced primary: %v, want EROFS", err)
 	}
-	code, body := get(t, admin, "/readyz")
+	code, body := get(t, adminAddr, "/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "fenced") {
 		t.Errorf("/readyz of the fenced primary: %d %s", code, body)
 	}
-	if got := fetchStatus(t, admin); got.Volumes[0].Role != "fenced" {
+	if got := fetchStatus(t, adminAddr); got.Volumes[0].Role != "fenced" {
 		t.Errorf("status of the fenced primary: role %q", got.Volumes[0].Role)
 	}
 }
@@ -224,9 +225,9 @@ func get(t *testing.T, addr, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func fetchStatus(t *testing.T, addr string) NodeStatus {
+func fetchStatus(t *testing.T, addr string) admin.NodeStatus {
 	t.Helper()
-	var ns NodeStatus
+	var ns admin.NodeStatus
 	code, body := get(t, addr, "/status")
 	if code != http.StatusOK {
 		t.Fatalf("/status: %d %s", code, body)

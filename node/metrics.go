@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spoolfs/spoolfs/internal/admin"
 )
 
 // The metrics of a node (/metrics). Read when scraped, from the actors'
@@ -91,7 +93,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			continue
 		}
-		for _, v := range ReplicaStatusFromPB(r.Addr(), resp).Volumes {
+		for _, v := range admin.ReplicaStatusFromPB(r.Addr(), resp).Volumes {
 			collectStore(ch, r.Addr(), v)
 		}
 	}
@@ -142,7 +144,7 @@ func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
 	}
 }
 
-func collectStore(ch chan<- prometheus.Metric, addr string, v ReplicaVolStatus) {
+func collectStore(ch chan<- prometheus.Metric, addr string, v admin.ReplicaVolStatus) {
 	gauge := func(d *prometheus.Desc, x uint64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(x), addr, v.Volume)
 	}

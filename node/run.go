@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 )
@@ -26,7 +27,7 @@ type Node struct {
 	mu       sync.Mutex
 	replicas []*Replica
 	volumes  []*ReplicatedVolume
-	admin    *Admin
+	admin    *admin.Admin
 	tls      *tlsid.Material // the node's mTLS material, for metrics (nil without)
 	ended    chan ended      // a volume or replica stopped serving
 	quit     chan struct{}   // closed by Stop: nobody reads ended any more
@@ -115,18 +116,6 @@ func (n *Node) RemoveVolume(rv *ReplicatedVolume) {
 			return
 		}
 	}
-}
-
-// StartAdmin serves the admin endpoint of this node on addr.
-func (n *Node) StartAdmin(addr string) (*Admin, error) {
-	a, err := StartAdmin(addr, n, n.log)
-	if err != nil {
-		return nil, err
-	}
-	n.mu.Lock()
-	n.admin = a
-	n.mu.Unlock()
-	return a, nil
 }
 
 // StartConfig starts what c describes: its replica server (listen,

@@ -1,15 +1,11 @@
 package node
 
+// The status of what this node serves (/status, `spoolfs status`), built
+// from its parts; internal/admin has the types and prints them.
+
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
-	"sort"
-	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"google.golang.org/grpc"
@@ -18,135 +14,44 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/spoolfs/spoolfs/proto"
+
+	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
-// NodeStatus is what a node reports on its admin endpoint (/status, JSON)
-// and what `spoolfs status` prints.
-type NodeStatus struct {
-	NodeID   string          `json:"node_id"`
-	Uptime   string          `json:"uptime"`
-	Volumes  []VolumeStatus  `json:"volumes,omitempty"`  // mounted here as primary
-	Replicas []ReplicaStatus `json:"replicas,omitempty"` // replica servers in this process
-}
-
-// VolumeStatus is one volume this node is the primary of.
-type VolumeStatus struct {
-	Volume   string                `json:"volume"`
-	Dir      string                `json:"dir"`
-	Role     string                `json:"role"` // "primary", or "fenced" once a newer term took it
-	Term     uint64                `json:"term"`
-	Head     uint64                `json:"head_lsn"`    // last record made
-	Durable  uint64                `json:"durable_lsn"` // last record on W replicas
-	W        int                   `json:"w"`
-	LogBytes int64                 `json:"log_bytes"`
-	LogFirst uint64                `json:"log_first_lsn"`         // first record the log holds
-	NoQuorum bool                  `json:"quorum_lost,omitempty"` // a wait timed out: waits answer EIO at once until its record is durable
-	Err      string                `json:"error,omitempty"`
-	Links    []VolumeReplicaStatus `json:"replicas"`
-	Waits    []WaitSummary         `json:"waits,omitempty"`
-}
-
-// VolumeReplicaStatus is one replica of a volume, as its primary sees it.
-type VolumeReplicaStatus struct {
-	Addr      string `json:"addr"`
-	Connected bool   `json:"connected"`
-	Acked     uint64 `json:"acked_lsn"`
-	Lag       uint64 `json:"lag"` // records it lacks
-	Resyncs   int    `json:"resyncs"`
-	// Installs started, those the writes outran (overflows), and snapshots
-	// needed again before the replica caught up after one (repeats: an
-	// install loop); installing while an install or its catch-up runs.
-	Installs   int    `json:"installs"`
-	Overflows  int    `json:"install_overflows"`
-	Repeats    int    `json:"install_repeats"`
-	Installing bool   `json:"installing"`
-	LastError  string `json:"last_error,omitempty"`
-	// Quorum: a wait sends to it at once; otherwise it trails by up to
-	// the ship delay (docs/architecture.md, "quorum first").
-	Quorum     bool          `json:"quorum"`
-	AckLatency time.Duration `json:"ack_latency_ns"` // moving average, send to ack
-}
-
-// WaitSummary counts the durability waits of one outcome.
-type WaitSummary struct {
-	Result string  `json:"result"`
-	Count  uint64  `json:"count"`
-	MeanMs float64 `json:"mean_ms"`
-}
-
-// ReplicaStatus is one replica server of this node and the volumes it
-// stores (the Status RPC).
-type ReplicaStatus struct {
-	Addr    string             `json:"addr"`
-	DataDir string             `json:"data_dir,omitempty"`
-	Volumes []ReplicaVolStatus `json:"volumes"`
-	Err     string             `json:"error,omitempty"`
-}
-
-// ReplicaVolStatus is one volume stored on a replica.
-type ReplicaVolStatus struct {
-	Volume       string `json:"volume"`
-	AcceptedTerm uint64 `json:"accepted_term"`
-	Holder       string `json:"holder"`
-	LastTerm     uint64 `json:"last_term"`
-	LSN          uint64 `json:"lsn"`
-	Inodes       uint64 `json:"inodes"`
-	DataBytes    uint64 `json:"data_bytes"`
-	Commits      uint64 `json:"commits"`
-	Compactions  uint64 `json:"compactions"`
-	// ReceivedBytes counts the bytes of Ship and Install messages the
-	// replica received for the volume since it started.
-	ReceivedBytes uint64 `json:"received_bytes"`
-	// Failed says why the volume's storage failed, while it does (the
-	// replica opens it again when the primary reconnects).
-	Failed string `json:"failed,omitempty"`
-}
-
-// ReplicaStatusFromPB converts a replica's Status RPC answer.
-func ReplicaStatusFromPB(addr string, resp *pb.StatusResponse) ReplicaStatus {
-	rs := ReplicaStatus{Addr: addr, Volumes: []ReplicaVolStatus{}}
-	for _, v := range resp.GetVolumes() {
-		rs.Volumes = append(rs.Volumes, ReplicaVolStatus{Volume: v.Volume, AcceptedTerm: v.AcceptedTerm,
-			Holder: v.Holder, LastTerm: v.LastTerm, LSN: v.Lsn, Inodes: v.Inodes, DataBytes: v.DataBytes, Commits: v.Commits,
-			Compactions: v.Compactions, ReceivedBytes: v.ReceivedBytes, Failed: v.Failed})
-	}
-	return rs
-}
-
 // volumeStatus reports one replicated volume.
-func (rv *ReplicatedVolume) volumeStatus() VolumeStatus {
+func (rv *ReplicatedVolume) volumeStatus() admin.VolumeStatus {
 	st := rv.primary.Status()
-	vs := VolumeStatus{Volume: st.Volume, Dir: rv.Dir(), Role: "primary", Term: st.Term, Head: st.Head,
-		Durable: st.Durable, W: st.W, LogBytes: st.LogBytes, LogFirst: st.LogFirst, NoQuorum: st.QuorumLost, Err: st.Err, Links: []VolumeReplicaStatus{}}
+	vs := admin.VolumeStatus{Volume: st.Volume, Dir: rv.Dir(), Role: "primary", Term: st.Term, Head: st.Head,
+		Durable: st.Durable, W: st.W, LogBytes: st.LogBytes, LogFirst: st.LogFirst, NoQuorum: st.QuorumLost, Err: st.Err, Links: []admin.VolumeReplicaStatus{}}
 	if st.Fenced {
 		vs.Role = "fenced"
 	}
 	for _, r := range st.Replicas {
-		vs.Links = append(vs.Links, VolumeReplicaStatus(r))
+		vs.Links = append(vs.Links, admin.VolumeReplicaStatus(r))
 	}
 	for _, h := range rv.waits.Histograms() {
 		if h.Count == 0 {
 			continue
 		}
 		mean := float64(h.Sum) / float64(h.Count) / float64(time.Millisecond)
-		vs.Waits = append(vs.Waits, WaitSummary{Result: h.Result, Count: h.Count, MeanMs: mean})
+		vs.Waits = append(vs.Waits, admin.WaitSummary{Result: h.Result, Count: h.Count, MeanMs: mean})
 	}
 	return vs
 }
 
 // Status reports everything this node serves.
-func (n *Node) Status(ctx context.Context) NodeStatus {
+func (n *Node) Status(ctx context.Context) admin.NodeStatus {
 	vols, reps := n.parts()
-	ns := NodeStatus{NodeID: n.id, Uptime: time.Since(n.started).Round(time.Second).String()}
+	ns := admin.NodeStatus{NodeID: n.id, Uptime: time.Since(n.started).Round(time.Second).String()}
 	for _, rv := range vols {
 		ns.Volumes = append(ns.Volumes, rv.volumeStatus())
 	}
 	for _, r := range reps {
 		resp, err := r.Status(ctx)
-		rs := ReplicaStatus{Addr: r.Addr()}
+		rs := admin.ReplicaStatus{Addr: r.Addr()}
 		if err == nil {
-			rs = ReplicaStatusFromPB(r.Addr(), resp)
+			rs = admin.ReplicaStatusFromPB(r.Addr(), resp)
 		} else {
 			rs.Err = err.Error()
 		}
@@ -156,108 +61,10 @@ func (n *Node) Status(ctx context.Context) NodeStatus {
 	return ns
 }
 
-// PrintStatus writes a node's status as tables: the volumes it is the
-// primary of, with one row per replica (term, lsns, lag), then the
-// volumes its replica servers store.
-func PrintStatus(w io.Writer, ns NodeStatus) error {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "node %s, up %s\n\n", ns.NodeID, ns.Uptime)
-	if len(ns.Volumes) > 0 {
-		fmt.Fprintln(tw, "VOLUME\tROLE\tTERM\tHEAD\tDURABLE\tW\tREPLICA\tCONNECTED\tQUORUM\tACK LATENCY\tACKED\tLAG\tRESYNCS\tLAST ERROR")
-		for _, v := range ns.Volumes {
-			printVolumeRows(tw, v)
-		}
-		fmt.Fprintln(tw)
-	}
-	if len(ns.Replicas) > 0 {
-		fmt.Fprintln(tw, "REPLICA\tVOLUME\tACCEPTED TERM\tLAST TERM\tLSN\tINODES\tBYTES\tCOMMITS\tHOLDER")
-		for _, r := range ns.Replicas {
-			PrintReplicaRows(tw, r)
-		}
-	}
-	return tw.Flush()
-}
-
-func printVolumeRows(w io.Writer, v VolumeStatus) {
-	for i, l := range v.Links {
-		name, role, term, head, durable, wq := v.Volume, v.Role, fmt.Sprint(v.Term), fmt.Sprint(v.Head), fmt.Sprint(v.Durable), fmt.Sprint(v.W)
-		if v.NoQuorum && role == "primary" {
-			role = "primary (quorum lost)"
-		}
-		if i > 0 {
-			name, role, term, head, durable, wq = "", "", "", "", "", ""
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", name, role, term, head, durable, wq,
-			l.Addr, yesNo(l.Connected), yesNo(l.Quorum), l.AckLatency.Round(time.Microsecond), l.Acked, l.Lag, l.Resyncs, shorten(l.LastError, 60))
-	}
-}
-
-// PrintReplicaRows writes one replica's volumes as rows of the replica
-// table (REPLICA VOLUME ACCEPTED-TERM LAST-TERM LSN INODES BYTES COMMITS HOLDER).
-func PrintReplicaRows(w io.Writer, r ReplicaStatus) {
-	if r.Err != "" {
-		fmt.Fprintf(w, "%s\t(unreachable: %s)\n", r.Addr, shorten(r.Err, 80))
-		return
-	}
-	if len(r.Volumes) == 0 {
-		fmt.Fprintf(w, "%s\t(no volumes)\n", r.Addr)
-	}
-	vols := append([]ReplicaVolStatus(nil), r.Volumes...)
-	sort.Slice(vols, func(i, j int) bool { return vols[i].Volume < vols[j].Volume })
-	for i, v := range vols {
-		addr := r.Addr
-		if i > 0 {
-			addr = ""
-		}
-		if v.Failed != "" {
-			fmt.Fprintf(w, "%s\t%s\t%d\t(storage failed: %s)\n", addr, v.Volume, v.AcceptedTerm, shorten(v.Failed, 80))
-			continue
-		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", addr, v.Volume, v.AcceptedTerm, v.LastTerm, v.LSN,
-			v.Inodes, v.DataBytes, v.Commits, v.Holder)
-	}
-}
-
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
-func shorten(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > n {
-		return s[:n-3] + "..."
-	}
-	return s
-}
-
-// FetchStatus asks a node's admin endpoint (host:port) for its status.
-func FetchStatus(ctx context.Context, admin string) (NodeStatus, error) {
-	var ns NodeStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/status", nil)
-	if err != nil {
-		return ns, fmt.Errorf("status: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return ns, fmt.Errorf("status: no admin endpoint answers at %s (is the node running with --admin %s?): %w", admin, admin, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return ns, fmt.Errorf("status: %s answered %s", admin, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&ns); err != nil {
-		return ns, fmt.Errorf("status: %s: %w", admin, err)
-	}
-	return ns, nil
-}
-
 // QueryReplicas asks each replica for the volumes it stores (the Status
 // RPC), in parallel; an unreachable replica has Err set.
-func QueryReplicas(ctx context.Context, addrs []string, creds credentials.TransportCredentials) []ReplicaStatus {
-	out := make([]ReplicaStatus, len(addrs))
+func QueryReplicas(ctx context.Context, addrs []string, creds credentials.TransportCredentials) []admin.ReplicaStatus {
+	out := make([]admin.ReplicaStatus, len(addrs))
 	var wg sync.WaitGroup
 	for i, a := range addrs {
 		wg.Add(1)
@@ -270,18 +77,18 @@ func QueryReplicas(ctx context.Context, addrs []string, creds credentials.Transp
 	return out
 }
 
-func queryReplica(ctx context.Context, addr string, creds credentials.TransportCredentials) ReplicaStatus {
+func queryReplica(ctx context.Context, addr string, creds credentials.TransportCredentials) admin.ReplicaStatus {
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
 	conn, err := grpc.NewClient(addr, append(replication.DialOptions(), grpc.WithTransportCredentials(creds))...)
 	if err != nil {
-		return ReplicaStatus{Addr: addr, Err: err.Error()}
+		return admin.ReplicaStatus{Addr: addr, Err: err.Error()}
 	}
 	defer conn.Close()
 	resp, err := pb.NewReplicaClient(conn).Status(ctx, &pb.StatusRequest{}, grpc.WaitForReady(true))
 	if err != nil {
-		return ReplicaStatus{Addr: addr, Err: status.Convert(err).Message()}
+		return admin.ReplicaStatus{Addr: addr, Err: status.Convert(err).Message()}
 	}
-	return ReplicaStatusFromPB(addr, resp)
+	return admin.ReplicaStatusFromPB(addr, resp)
 }

@@ -8,19 +8,21 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/spoolfs/spoolfs/internal/admin"
 )
 
 // TestReplicaRowsAndMetricsOfAFailedVolume: a volume whose storage failed
 // shows why in `spoolfs status --replicas` and as
 // spoolfs_replica_storage_failed 1, without the figures it cannot know.
 func TestReplicaRowsAndMetricsOfAFailedVolume(t *testing.T) {
-	r := ReplicaStatus{Addr: "10.0.0.7:7400", Volumes: []ReplicaVolStatus{
+	r := admin.ReplicaStatus{Addr: "10.0.0.7:7400", Volumes: []admin.ReplicaVolStatus{
 		{Volume: "ok", AcceptedTerm: 3, LastTerm: 3, LSN: 42, Commits: 7, Holder: "mx1"},
 		{Volume: "sick", AcceptedTerm: 3, Failed: "write batch: write /data/sick.db: no space left on device"},
 	}}
 	var out bytes.Buffer
 	tw := tabwriter.NewWriter(&out, 2, 4, 2, ' ', 0)
-	PrintReplicaRows(tw, r)
+	admin.PrintReplicaRows(tw, r)
 	tw.Flush()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], "42") ||

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/node"
 )
@@ -19,7 +20,7 @@ import (
 func init() { extraCommands = append(extraCommands, newStatusCmd) }
 
 func newStatusCmd() *cobra.Command {
-	var admin, replicas string
+	var adminAddr, replicas string
 	var asJSON bool
 	var tf tlsFlags
 	var timeout time.Duration
@@ -53,14 +54,14 @@ with a newer term; it answers EROFS).`,
 				}
 				return printReplicas(ctx, config.SplitReplicas(replicas), m.ClientCreds(), asJSON)
 			}
-			ns, err := node.FetchStatus(ctx, admin)
+			ns, err := admin.FetchStatus(ctx, adminAddr)
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
 			if asJSON {
 				err = printJSON(ns)
 			} else {
-				err = node.PrintStatus(os.Stdout, ns)
+				err = admin.PrintStatus(os.Stdout, ns)
 			}
 			if err == nil {
 				err = fencedExit(ns)
@@ -69,7 +70,7 @@ with a newer term; it answers EROFS).`,
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&admin, "admin", defaultAdmin, "the node's admin endpoint host:port")
+	fl.StringVar(&adminAddr, "admin", defaultAdmin, "the node's admin endpoint host:port")
 	fl.StringVar(&replicas, "replicas", "", "ask these replicas (host:port,...) directly")
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	fl.DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for answers")
@@ -80,7 +81,7 @@ with a newer term; it answers EROFS).`,
 // fencedExit is exit status 3 when a volume of the node was fenced (a
 // newer term took it; it answers EROFS): a script or probe sees a deposed
 // primary without reading the table.
-func fencedExit(ns node.NodeStatus) error {
+func fencedExit(ns admin.NodeStatus) error {
 	for _, v := range ns.Volumes {
 		if v.Role == "fenced" {
 			return &exitError{code: 3, err: fmt.Errorf("volume %s is fenced: another node holds a newer term", v.Volume)}
@@ -98,7 +99,7 @@ func printReplicas(ctx context.Context, addrs []string, creds credentials.Transp
 	_, _ = tw.Write([]byte("REPLICA\tVOLUME\tACCEPTED TERM\tLAST TERM\tLSN\tINODES\tBYTES\tCOMMITS\tHOLDER\n"))
 	failed := 0
 	for _, r := range rs {
-		node.PrintReplicaRows(tw, r)
+		admin.PrintReplicaRows(tw, r)
 		if r.Err != "" {
 			failed++
 		}

@@ -66,6 +66,10 @@ var layout = map[string]boundary{
 	// buntdb.
 	"internal/config": {may: []string{"fsactor", "volume", "internal/tlsid", "internal/testsupport"},
 		never: []string{"github.com/tidwall/buntdb"}},
+	// The admin endpoint and status types: what it reports comes from
+	// node through an interface; the replica Status RPC's answer (proto).
+	"internal/admin": {may: []string{"proto", "internal/testsupport"},
+		never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
 	// A command inside the mount, namespaces, the probe: the mount table
 	// of mountdev, nothing else of ours; never FUSE, gRPC or buntdb.
 	"internal/launch": {may: []string{"internal/mountdev", "internal/testsupport"},

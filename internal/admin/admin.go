@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"context"
@@ -30,6 +30,9 @@ const HealthTimeout = 5 * time.Second
 //	/readyz        200 when every volume serves and is not fenced
 //	/status        the node's status as JSON (what `spoolfs status` prints)
 //	/debug/pprof/  the Go profiler
+//
+// What each answers comes from a Source (node.Node): the endpoint only
+// serves it.
 type Admin struct {
 	srv  *http.Server
 	lis  net.Listener
@@ -37,26 +40,43 @@ type Admin struct {
 	done chan struct{}
 }
 
-// StartAdmin serves n's admin endpoint on addr (port 0: a free one; Addr
-// says which).
-func StartAdmin(addr string, n *Node, log *zap.Logger) (*Admin, error) {
+// Source is what the endpoint reports, read when asked.
+type Source interface {
+	// Status is the node's status (/status).
+	Status(ctx context.Context) NodeStatus
+	// Unhealthy says what does not step within ctx (/healthz: ctx ends
+	// after HealthTimeout); nothing when all is well. It must make no
+	// request to a mount this process serves.
+	Unhealthy(ctx context.Context) []string
+	// Unready says why the node does not serve (/readyz); nothing when
+	// it does.
+	Unready() []string
+}
+
+// Start serves the admin endpoint of src on addr (port 0: a free one;
+// Addr says which); metrics is the node's own Prometheus collector,
+// registered with Go's and the process's.
+func Start(addr string, src Source, metrics prometheus.Collector, log *zap.Logger) (*Admin, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen: %w", err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&nodeCollector{n: n})
-	h := &health{n: n}
+		metrics)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", h.healthz)
-	mux.HandleFunc("/readyz", h.readyz)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), HealthTimeout)
+		defer cancel()
+		answer(w, src.Unhealthy(ctx))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { answer(w, src.Unready()) })
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(n.Status(r.Context()))
+		_ = enc.Encode(src.Status(r.Context()))
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -88,63 +108,7 @@ func (a *Admin) Stop() {
 	<-a.done
 }
 
-// health answers /healthz and /readyz.
-type health struct {
-	n *Node
-}
-
-// healthz asks each volume's actor to step an empty event (Server.Ping)
-// within HealthTimeout. It never touches the mount: a FUSE request from
-// the process that serves it is the hazard of docs/failures.md, finding 1
-// (a SIGKILL while its own actor holds the request leaves a zombie holding
-// /dev/fuse). A stuck actor is also reported by the watchdog, with stacks.
-func (h *health) healthz(w http.ResponseWriter, r *http.Request) {
-	vols, reps := h.n.parts()
-	ctx, cancel := context.WithTimeout(r.Context(), HealthTimeout)
-	defer cancel()
-	var bad []string
-	for _, rv := range vols {
-		if err := rv.Server().Ping(ctx); err != nil {
-			bad = append(bad, fmt.Sprintf("volume %s at %s: the actor did not step within %v: %v",
-				rv.opts.Volume, rv.Dir(), HealthTimeout, err))
-		}
-	}
-	answer(w, append(bad, replicasDown(reps)...))
-}
-
-func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
-	vols, reps := h.n.parts()
-	var bad []string
-	if len(vols) == 0 && len(reps) == 0 {
-		bad = append(bad, "nothing is served yet")
-	}
-	for _, rv := range vols {
-		select {
-		case <-rv.Done():
-			bad = append(bad, "volume "+rv.opts.Volume+": not serving")
-			continue
-		default:
-		}
-		if rv.primary.Fenced() {
-			bad = append(bad, "volume "+rv.opts.Volume+": fenced (another node holds a newer term; mutations answer EROFS)")
-		}
-	}
-	answer(w, append(bad, replicasDown(reps)...))
-}
-
-// replicasDown names the replica servers that stopped serving.
-func replicasDown(reps []*Replica) []string {
-	var down []string
-	for _, rep := range reps {
-		select {
-		case <-rep.Done():
-			down = append(down, "replica "+rep.Addr()+": not serving")
-		default:
-		}
-	}
-	return down
-}
-
+// answer writes 200 "ok", or 503 with one line per problem.
 func answer(w http.ResponseWriter, bad []string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if len(bad) > 0 {
