@@ -1,42 +1,40 @@
-// Package node wires one spoolfs process: it mounts volumes and serves
-// them until they are unmounted or the process is signalled.
+// Package node wires one spoolfs process: which pieces it runs — mounts,
+// replicated mounts, replica servers, the admin endpoint — and how they
+// connect. The pieces themselves live in their own packages: the actor
+// (fsactor), replication, the mount device and mount point
+// (internal/mountdev), a command inside the mount and namespaces
+// (internal/launch), TLS identity (internal/tlsid), the node config and
+// mount options (internal/config), the admin endpoint and status types
+// (internal/admin). docs/architecture.md, "Packages", says why the cut is
+// where it is.
 //
-// Ownership: node owns the mount lifecycle. Mount checks the mount point
-// (missing, not a directory, a live FUSE mount already there, or a stale
-// one left by a killed server, which it detaches and replaces), mounts
-// with mount(2) as root (or with CAP_SYS_ADMIN) or through fusermount3
-// otherwise, keeps the /dev/fuse descriptor for kernel notifications and
-// hands a duplicate to jacobsa/fuse, which runs fsactor's server on it.
-// ServeUntilSignal turns SIGINT/SIGTERM into a clean unmount (retry while
-// busy, then lazy) and a second signal into a forced exit. The process
-// logger (NewLogger), the open-file limit (RaiseFileLimit) and the parsing
-// of mount options (ApplyOptionString, ParseBytes) live here too, so the
-// CLI in cmd/spoolfs stays free of logic.
+// What node owns, by file:
+//   - volume.go: Mount and Volume — a volume's actor (fsactor.NewServer)
+//     served by jacobsa/fuse on a device internal/mountdev mounted, node
+//     keeping the /dev/fuse descriptor for kernel notifications.
+//   - serve.go: ServeUntilSignal (SIGINT/SIGTERM: a clean unmount, retried
+//     while busy, then lazy; a second signal forces) and ServeChild (a
+//     command inside the mount with internal/launch, then that unmount).
+//   - primary.go: MountReplicated — a new term and recovery from the
+//     replicas before the mount exists, then a mount whose sink ships its
+//     records; watchFenced turns a fenced volume read-only.
+//   - replsink.go: the seam between fsactor's sink and replication's
+//     primary; waits.go meters its durability waits.
+//   - replica.go: StartReplica, the replication service of a data
+//     directory; procs.go sizes GOMAXPROCS of a process that is only a
+//     replica.
+//   - run.go, cluster.go: Node, what `spoolfs run` serves from a
+//     config.Node, and the embedded cluster of `make run`.
+//   - health.go, metrics.go, status.go: what the admin endpoint reports,
+//     read from the node's parts (admin.Source, the Prometheus collector,
+//     Node.Status, QueryReplicas).
+//   - log.go, signals.go, rlimit.go, progress.go: process setup — the zap
+//     logger, SIGPIPE and stop signals, the open-file limit, the recovery
+//     progress bar.
 //
-// Goroutines started here: one per volume waiting for jacobsa's ServeOps
-// to return (it closes the device and Done); one per unmount in progress;
-// internal/mountdev may leave a stat of a mount point, bounded by a
-// deadline.
-//
-// Replicated volumes (issue 3): MountReplicated (primary.go) makes this
-// node a volume's primary — a new term and recovery from the replicas
-// before the mount exists — and mounts it with a sink shipping its records;
-// StartReplica (replica.go) serves the replication service; a Node
-// (run.go) holds the replica servers, volumes and admin endpoint of one
-// process, from a Config (config.go, the YAML of `spoolfs run -c`) or as
-// the embedded cluster of `make run` (cluster.go); admin.go, metrics.go
-// and status.go serve /metrics, /healthz, /readyz, /status and pprof, and
-// print `spoolfs status`. internal/tlsid makes and loads mTLS material
-// (`spoolfs certs`, tlsid.Files) and internal/config reads it from the config, where the
-// certificate's common name is the node id; procs.go sizes GOMAXPROCS of a
-// process that is only a replica. docs/threads.md lists every goroutine.
-//
-// Files: volume.go (Mount, Volume: fsactor served on a device that
-// internal/mountdev mounted), serve.go (signals),
-// options.go, rlimit.go, log.go. ServeChild (serve.go) runs a command inside
-// the mount with internal/launch, then unmounts; replsink.go (the
-// replication adapter) belong to their own authors; primary.go,
-// procs.go,
-// replica.go, run.go, cluster.go, config*.go, admin.go, metrics.go,
-// status.go, waits.go and progress.go to the replication wiring.
+// May import: fsactor, replication, volume, proto and internal
+// (internal/layout). Goroutines started here: one per volume waiting for
+// jacobsa's ServeOps to return (it closes the device and Done); one per
+// unmount in progress; the fencing watcher of each replicated volume; a
+// Node's watchers of its parts. docs/threads.md lists every goroutine.
 package node

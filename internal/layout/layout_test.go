@@ -29,7 +29,8 @@ type boundary struct {
 }
 
 // layout is the table of DESIGN.md, "Layout", and docs/architecture.md,
-// "Layout": keep the three in step. Each package of the module belongs to
+// "Layout" (the internal/ rows split out of node: "Packages" there):
+// keep them in step. Each package of the module belongs to
 // the longest directory listed here that holds it; a package under none
 // fails the test until it is given a row. Dependencies are transitive, so
 // a directory may list only what its allowed imports reach as well.
@@ -82,7 +83,8 @@ var layout = map[string]boundary{
 	// packages.
 	"e2e": {may: []string{"proto", "internal"},
 		never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
-	// Manifests and units; its tests check them, with node's TLS helpers.
+	// Manifests and units; its tests check them, with internal/tlsid and
+	// internal/config.
 	"deploy": {may: []string{"node", "fsactor", "replication", "volume", "proto", "internal"}},
 }
 
