@@ -18,8 +18,10 @@ func TestMain(m *testing.M) { os.Exit(testsupport.Run(m)) }
 
 // requireMount ends a test that cannot mount here (testsupport's CI rule:
 // fails under CI=true): the benchmarks mount tmpfs and FUSE as root.
+// -short (make test-short) skips it.
 func requireMount(t *testing.T) {
 	t.Helper()
+	testsupport.SkipShort(t, "no mounts")
 	testsupport.RequireRoot(t, "mounting the benchmarked file systems")
 	testsupport.RequireMount(t)
 }

@@ -31,9 +31,10 @@ type testMount struct {
 
 // needMount ends the test (testsupport's CI rule: fails with CI=true,
 // skips otherwise) unless this process can mount FUSE the way mountDevice
-// does: mount(2) itself, so as root.
+// does: mount(2) itself, so as root. -short (make test-short) skips it.
 func needMount(t testing.TB) {
 	t.Helper()
+	testsupport.SkipShort(t, "no mounts")
 	testsupport.RequireRoot(t, "mount(2) of /dev/fuse")
 	testsupport.RequireMount(t)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	pb "github.com/spoolfs/spoolfs/proto"
 )
 
@@ -43,9 +44,7 @@ func bigSnapshot(lsn uint64, files, size int, fill byte) *Snapshot {
 // sends. The bound is the volume's size; the old code added twice that
 // (the received snapshot and buntdb's copy of it).
 func TestInstallMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("moves 2×160 MiB through an install")
-	}
+	testsupport.SkipShort(t, "moves 2×160 MiB through an install")
 	const files, size = 160, 1 << 20
 	defer debug.SetGCPercent(debug.SetGCPercent(10))
 	c := makeCluster(t, 1)
