@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spoolfs/spoolfs/internal/launch"
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 const launchRoleEnv = "SPOOLFS_LAUNCH_TEST_ROLE"
@@ -53,22 +54,8 @@ func init() {
 // elsewhere.
 func launchEnv(t *testing.T) {
 	t.Helper()
-	var why string
-	switch {
-	case os.Geteuid() != 0:
-		why = "needs root to give user nobody access to /dev/fuse"
-	default:
-		if _, err := os.Stat("/dev/fuse"); err != nil {
-			why = "no /dev/fuse: " + err.Error()
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
+	testsupport.RequireRoot(t, "giving user nobody access to /dev/fuse")
+	testsupport.RequireMount(t)
 }
 
 // launchPublicDir is a temporary directory that user nobody can enter, with
@@ -136,10 +123,7 @@ func startLaunch(t *testing.T, via, script string) *launchRun {
 	case viaFlag:
 		args = slices.Insert(args, 2, "--unshare")
 	case viaUnshare:
-		unshare, err := exec.LookPath("unshare")
-		if err != nil {
-			t.Skipf("no unshare(1): %v", err)
-		}
+		unshare := testsupport.RequireCmd(t, "unshare")
 		args = append([]string{unshare, "-U", "-m", "-r", "--"}, args...)
 	}
 	r.cmd = exec.Command(os.Args[0], append([]string{pub}, args...)...)
@@ -538,10 +522,7 @@ func TestLaunchErrors(t *testing.T) {
 // exim does; -o allow_other lets them use the mount.
 func TestLaunchUnshareAsRootMapsAllIDs(t *testing.T) {
 	bin := requireMount(t)
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Skipf("no setpriv(1): %v", err)
-	}
+	setpriv := testsupport.RequireCmd(t, "setpriv")
 	mnt := filepath.Join(launchPublicDir(t), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,80 +17,33 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spoolfs/spoolfs/internal/mountdev"
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
-// The process-level tests run the real binary, built once (lazily, so unit
-// tests alone do not pay for it) into a temporary directory that TestMain
-// removes at the end. Other tests of package node may use spoolfsBin too.
-var (
-	binDir    string
-	binOnce   sync.Once
-	binPath   string
-	binErr    error
-	binOutput []byte
-)
+func TestMain(m *testing.M) { os.Exit(testsupport.Run(m)) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// spoolfsBin builds cmd/spoolfs once and returns the binary's path (in a
-// directory every user may enter, for tests that run it as nobody).
+// spoolfsBin is cmd/spoolfs, built once per test binary (lazily, so unit
+// tests alone do not pay for it) by testsupport.Binary, in a directory
+// every user may enter (tests run it as nobody).
 func spoolfsBin(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "spoolfs-node-bin-")
-		if binErr != nil {
-			return
-		}
-		if binErr = os.Chmod(binDir, 0o755); binErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "spoolfs")
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = "/usr/local/go/bin/go"
-		}
-		cmd := exec.Command(goTool, "build", "-o", binPath, "github.com/spoolfs/spoolfs/cmd/spoolfs")
-		binOutput, binErr = cmd.CombinedOutput()
-	})
-	if binErr != nil {
-		t.Fatalf("building spoolfs: %v\n%s", binErr, binOutput)
-	}
-	return binPath
+	return testsupport.Binary(t)
 }
 
 // requireBinary skips process tests in -short mode (unit tests only).
 func requireBinary(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: no process tests")
-	}
+	testsupport.SkipShort(t, "no process tests")
 	return spoolfsBin(t)
 }
 
-// requireFUSE skips (or fails with CI=true) when this process cannot mount.
+// requireFUSE ends the test unless this process can mount FUSE as root
+// (testsupport's CI rule: fails under CI=true); -short skips it.
 func requireFUSE(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: no mounts")
-	}
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "no /dev/fuse"
-	}
-	if why != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot mount FUSE (%s) and CI=true", why)
-		}
-		t.Skipf("cannot mount FUSE: %s", why)
-	}
+	testsupport.SkipShort(t, "no mounts")
+	testsupport.RequireRoot(t, "the mount tests")
+	testsupport.RequireMount(t)
 }
 
 // requireMount skips (or, with CI=true, fails) when this process cannot
@@ -228,31 +182,24 @@ func fuseMountsAt(t *testing.T, dir string) []mountdev.MountInfo {
 // waitMounted waits until a FUSE mount is at dir and returns the topmost.
 func waitMounted(t *testing.T, p *proc, dir string) mountdev.MountInfo {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var top mountdev.MountInfo
+	testsupport.WaitForErr(t, 15*time.Second, "a FUSE mount at "+dir, func() error {
 		if at := fuseMountsAt(t, dir); len(at) > 0 {
-			return at[len(at)-1]
+			top = at[len(at)-1]
+			return nil
 		}
 		if p.exited() {
 			t.Fatalf("spoolfs exited (status %d) before mounting %s; stderr:\n%s", p.cmd.ProcessState.ExitCode(), dir, p.stderr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not mounted after 15s; stderr:\n%s", dir, p.stderr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("not mounted; stderr:\n%s", p.stderr)
+	})
+	return top
 }
 
 // waitUnmounted waits until no FUSE mount is at dir.
 func waitUnmounted(t *testing.T, dir string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for len(fuseMountsAt(t, dir)) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still mounted after %v", dir, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsupport.WaitFor(t, timeout, "no FUSE mount at "+dir, func() bool { return len(fuseMountsAt(t, dir)) == 0 })
 }
 
 // runAsNobody runs `sh -c script` as uid/gid 65534 and returns its combined

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 const exitTimeout = 15 * time.Second
@@ -335,28 +338,24 @@ func TestMountSecondSignalForces(t *testing.T) {
 // waitLog waits until spoolfs logged msg.
 func waitLog(t *testing.T, p *proc, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(exitTimeout)
-	for !strings.Contains(p.stderr.String(), msg) {
-		if time.Now().After(deadline) || p.exited() {
-			t.Fatalf("spoolfs did not log %q; stderr:\n%s", msg, p.stderr)
+	testsupport.WaitForErr(t, exitTimeout, fmt.Sprintf("spoolfs to log %q", msg), func() error {
+		if strings.Contains(p.stderr.String(), msg) {
+			return nil
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		if p.exited() {
+			t.Fatalf("spoolfs exited without logging %q; stderr:\n%s", msg, p.stderr)
+		}
+		return fmt.Errorf("stderr:\n%s", p.stderr)
+	})
 }
 
 // TestMountNonRoot: as an unprivileged user spoolfs mounts through
 // fusermount3, /proc/mounts shows the volume, and SIGTERM unmounts.
 func TestMountNonRoot(t *testing.T) {
 	requireMount(t)
-	fm, err := exec.LookPath("fusermount3")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("no fusermount3 and CI=true")
-		}
-		t.Skip("no fusermount3")
-	}
+	fm := testsupport.RequireCmd(t, "fusermount3")
 	if st, err := os.Stat(fm); err != nil || st.Mode()&os.ModeSetuid == 0 {
-		t.Skipf("%s is not setuid root", fm)
+		testsupport.Unavailable(t, "%s is not setuid root", fm)
 	}
 	openDevFuse(t)
 	dir := newMountDir(t)
@@ -426,10 +425,7 @@ func TestMountAbortedConnection(t *testing.T) {
 	script := "{ grep -q ' /sys/fs/fuse/connections fusectl ' /proc/self/mounts || mount -t fusectl none /sys/fs/fuse/connections; } && echo 1 > /sys/fs/fuse/connections/" +
 		strconv.Itoa(int(unix.Minor(st.Dev))) + "/abort"
 	if out, err := exec.Command("unshare", "-m", "sh", "-c", script).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("cannot abort through fusectl: %v: %s", err, out)
-		}
-		t.Skipf("cannot abort through fusectl: %v: %s", err, out)
+		testsupport.Unavailable(t, "cannot abort through fusectl: %v: %s", err, out)
 	}
 	if code := p.waitExit(t, exitTimeout); code != 1 {
 		t.Errorf("exit status after an abort = %d, want 1; stderr:\n%s", code, p.stderr)

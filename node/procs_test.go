@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
@@ -16,9 +18,7 @@ import (
 // primary ships to it and one per volume being shipped to (up to the
 // CPUs) while primaries do.
 func TestAdaptProcs(t *testing.T) {
-	if runtime.NumCPU() < 2 {
-		t.Skip("needs 2 CPUs to see GOMAXPROCS grow")
-	}
+	testsupport.RequireCPUs(t, 2) // to see GOMAXPROCS grow
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	r, err := StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), AdaptProcs: true}, log)
@@ -41,11 +41,10 @@ func TestAdaptProcs(t *testing.T) {
 
 func waitProcs(t *testing.T, want int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.GOMAXPROCS(0) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("GOMAXPROCS %d, want %d", runtime.GOMAXPROCS(0), want)
+	testsupport.WaitForErr(t, 10*time.Second, fmt.Sprintf("GOMAXPROCS %d", want), func() error {
+		if n := runtime.GOMAXPROCS(0); n != want {
+			return fmt.Errorf("GOMAXPROCS %d", n)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

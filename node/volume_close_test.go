@@ -15,6 +15,7 @@ import (
 
 	"github.com/spoolfs/spoolfs/fsactor"
 	"github.com/spoolfs/spoolfs/internal/config"
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // snapshotWithFiles is a volume of n non-empty files in its root: each is
@@ -57,13 +58,12 @@ func TestMountFailsAfterNewServer(t *testing.T) {
 	if got := countFDs(t); got > fds {
 		t.Errorf("after the failed mount %d descriptors are open, %d before", got, fds)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for runtime.NumGoroutine() > gs {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines run after the failed mount, %d before", runtime.NumGoroutine(), gs)
+	testsupport.WaitForErr(t, 30*time.Second, fmt.Sprintf("at most the %d goroutines from before the failed mount", gs), func() error {
+		if n := runtime.NumGoroutine(); n > gs {
+			return fmt.Errorf("%d goroutines run", n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if at := fuseMountsAt(t, o.Dir); len(at) != 0 {
 		t.Fatalf("still mounted after the failed mount: %+v", at)
 	}

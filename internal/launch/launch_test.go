@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 const launchRoleEnv = "SPOOLFS_LAUNCH_TEST_ROLE"
@@ -311,7 +313,7 @@ func TestEnterUnsharedRefusesHostNamespace(t *testing.T) {
 func TestForegroundOfTerminal(t *testing.T) {
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pty: %v", err)
+		testsupport.Unavailable(t, "no pty: %v", err)
 	}
 	defer master.Close()
 	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
