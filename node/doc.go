@@ -5,7 +5,8 @@
 // (internal/mountdev), a command inside the mount and namespaces
 // (internal/launch), TLS identity (internal/tlsid), the node config and
 // mount options (internal/config), the admin endpoint and status types
-// (internal/admin). docs/architecture.md, "Packages", says why the cut is
+// (internal/admin), the process's logger, signals and limits
+// (internal/process). docs/architecture.md, "Packages", says why the cut is
 // where it is.
 //
 // What node owns, by file:
@@ -28,9 +29,7 @@
 //   - health.go, metrics.go, status.go: what the admin endpoint reports,
 //     read from the node's parts (admin.Source, the Prometheus collector,
 //     Node.Status, QueryReplicas).
-//   - log.go, signals.go, rlimit.go, progress.go: process setup — the zap
-//     logger, SIGPIPE and stop signals, the open-file limit, the recovery
-//     progress bar.
+//   - progress.go: the progress of a recovery, a bar on a terminal.
 //
 // May import: fsactor, replication, volume, proto and internal
 // (internal/layout). Goroutines started here: one per volume waiting for

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spoolfs/spoolfs/internal/admin"
+	"github.com/spoolfs/spoolfs/internal/process"
 )
 
 // The metrics of a node (/metrics). Read when scraped, from the actors'
@@ -72,7 +73,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(mInfo, prometheus.GaugeValue, 1, c.n.id)
-	ch <- prometheus.MustNewConstMetric(mLogFails, prometheus.CounterValue, float64(LogWriteFailures()))
+	ch <- prometheus.MustNewConstMetric(mLogFails, prometheus.CounterValue, float64(process.LogWriteFailures()))
 	vols, reps := c.n.parts()
 	c.n.mu.Lock()
 	tm := c.n.tls

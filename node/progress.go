@@ -8,6 +8,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"go.uber.org/zap"
 
+	"github.com/spoolfs/spoolfs/internal/process"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
@@ -19,7 +20,7 @@ const progressLogEvery = 2 * time.Second
 // at most one line every 2 seconds, then its end).
 func ProgressFor(w *os.File, log *zap.Logger) func(replication.Progress) {
 	r := &progressReporter{log: log}
-	if isTerminal(w) {
+	if process.IsTerminal(w) {
 		r.out = w
 	}
 	return r.report

@@ -4,7 +4,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
-	"github.com/spoolfs/spoolfs/node"
+	"github.com/spoolfs/spoolfs/internal/process"
 )
 
 // Logging flags, shared by every subcommand.
@@ -21,5 +21,5 @@ func addLogFlags(root *cobra.Command) {
 
 // newLogger builds the process logger from the logging flags.
 func newLogger() (*zap.Logger, error) {
-	return node.NewLogger(logFlags.level, logFlags.format)
+	return process.NewLogger(logFlags.level, logFlags.format)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spoolfs/spoolfs/fsactor"
 	"github.com/spoolfs/spoolfs/internal/config"
+	"github.com/spoolfs/spoolfs/internal/process"
 	"github.com/spoolfs/spoolfs/node"
 )
 
@@ -114,16 +115,16 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 	if f.unshare {
-		node.SurviveSIGPIPE() // this parent logs too
+		process.SurviveSIGPIPE() // this parent logs too
 		return reexecUnshared(log)
 	}
 	if err := enterUnshared(); err != nil {
 		return err
 	}
-	limit, limitErr := node.RaiseFileLimit()
+	limit, limitErr := process.RaiseFileLimit()
 
 	sigs := make(chan os.Signal, 2)
-	defer node.NotifyStop(sigs, log)()
+	defer process.NotifyStop(sigs, log)()
 
 	if f.repl.replicas != "" {
 		return runReplicated(f, child, sigs, log)

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spoolfs/spoolfs/internal/config"
+	"github.com/spoolfs/spoolfs/internal/process"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
 )
@@ -72,7 +73,7 @@ func runReplica(o node.ReplicaOptions, id, admin string, mat *tlsid.Material) er
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 	sigs := make(chan os.Signal, 1)
-	defer node.NotifyStop(sigs, log)()
+	defer process.NotifyStop(sigs, log)()
 	n := node.NewNode(id, log)
 	mat.SetLogger(log) // its reloads
 	n.SetTLS(mat)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/spoolfs/spoolfs/internal/config"
+	"github.com/spoolfs/spoolfs/internal/process"
 	"github.com/spoolfs/spoolfs/node"
 )
 
@@ -87,14 +88,14 @@ func runNode(c *cobra.Command, f *runFlags) error {
 		return usageErr(c, err)
 	}
 	defer log.Sync() //nolint:errcheck // stderr
-	limit, limitErr := node.RaiseFileLimit()
+	limit, limitErr := process.RaiseFileLimit()
 	if limitErr != nil {
 		log.Warn("could not raise the open file limit", zap.Error(limitErr))
 	}
 	log.Info("open file limit (one descriptor per non-empty file)", limit.Fields()...)
 
 	sigs := make(chan os.Signal, 2)
-	defer node.NotifyStop(sigs, log)()
+	defer process.NotifyStop(sigs, log)()
 	n := node.NewNode(cfg.NodeID, log)
 	ctx, release := node.SignalContext(sigs, log)
 	if f.embedded {

@@ -71,6 +71,9 @@ var layout = map[string]boundary{
 	// node through an interface; the replica Status RPC's answer (proto).
 	"internal/admin": {may: []string{"proto", "internal/testsupport"},
 		never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
+	// The process's logger, signals and file limit: nothing of ours.
+	"internal/process": {may: []string{"internal/testsupport"},
+		never: []string{"github.com/jacobsa/fuse", "google.golang.org/grpc", "github.com/tidwall/buntdb"}},
 	// A command inside the mount, namespaces, the probe: the mount table
 	// of mountdev, nothing else of ours; never FUSE, gRPC or buntdb.
 	"internal/launch": {may: []string{"internal/mountdev", "internal/testsupport"},

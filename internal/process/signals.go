@@ -1,4 +1,4 @@
-package node
+package process
 
 // Signals that do not mean "stop" never stop a serving process
 // (docs/failures.md, finding 4). Go's default for SIGPIPE kills the

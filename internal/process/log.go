@@ -1,4 +1,4 @@
-package node
+package process
 
 import (
 	"fmt"
@@ -21,7 +21,7 @@ func NewLogger(level, format string) (*zap.Logger, error) {
 	}
 	if format == "" {
 		format = "json"
-		if isTerminal(os.Stderr) {
+		if IsTerminal(os.Stderr) {
 			format = "console"
 		}
 	}
@@ -78,8 +78,8 @@ func (c countingWriter) Write(p []byte) (int, error) {
 // only fails.
 func (c countingWriter) Sync() error { return nil }
 
-// isTerminal says whether f is a terminal.
-func isTerminal(f *os.File) bool {
+// IsTerminal says whether f is a terminal.
+func IsTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
