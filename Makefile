@@ -16,9 +16,12 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 # What the tests need beyond Go: the FUSE helper (mounts as a normal user),
-# protoc (make proto-check), setpriv (tests that run as another user),
-# shellcheck and systemd-analyze (deploy's tests of scripts and units).
-DEPS_CMDS := fusermount3:fuse3 protoc:protobuf-compiler setpriv:util-linux shellcheck:shellcheck systemd-analyze:systemd
+# setpriv (tests that run as another user), shellcheck and systemd-analyze
+# (deploy's tests of scripts and units). No protoc: make proto runs buf, a Go
+# tool pinned in tools/go.mod, with the plugins pinned in go.mod.
+DEPS_CMDS := fusermount3:fuse3 setpriv:util-linux shellcheck:shellcheck systemd-analyze:systemd
+# buf in its own module file: its many dependencies stay out of go.mod.
+BUF     := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 
 deps: ## install what the tests need beyond Go (Debian packages; as root, else say what is missing)
 	@need=""; for c in $(DEPS_CMDS); do command -v $${c%%:*} >/dev/null || need="$$need $${c#*:}"; done; \
@@ -28,8 +31,8 @@ deps: ## install what the tests need beyond Go (Debian packages; as root, else s
 	echo "installing$$need"; export DEBIAN_FRONTEND=noninteractive; \
 	apt-get update -qq && apt-get install -y -qq $$need
 
-build: ## build bin/spoolfs
-	$(GO) build -o $(BIN) ./cmd/spoolfs
+build: ## build bin/spoolfs (with the commit it was built from: spoolfs version)
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/spoolfs
 
 run: build ## the whole system here: 3 replicas (data in ./data, DATA=...) and the primary of VOLUME=spool at ./mnt (MNT=...), until Ctrl-C
 	@mkdir -p $(MNT)
@@ -59,11 +62,8 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-proto: ## regenerate the protobuf and gRPC code in proto/
-	cd proto && protoc --plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
-	  --plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc) \
-	  --go_out=. --go_opt=paths=source_relative \
-	  --go-grpc_out=. --go-grpc_opt=paths=source_relative *.proto
+proto: ## regenerate the protobuf and gRPC code in proto/ (buf and the plugins are Go tools: no protoc)
+	cd proto && $(BUF) generate
 
 proto-check: ## fail if `make proto` would change the committed code
 	@if ls proto/*.proto >/dev/null 2>&1; then $(MAKE) -s proto && git diff --exit-code -- proto/; fi
