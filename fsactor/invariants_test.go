@@ -1,9 +1,11 @@
 package fsactor
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/jacobsa/fuse/fuseops"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,6 +51,46 @@ func TestInvariantsCatchCorruption(t *testing.T) {
 				}
 			}()
 			h.st.CheckInvariants()
+		})
+	}
+}
+
+// "effects" is checked too: records not applied yet must end at the head.
+func TestInvariantsCheckEffects(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.mkfile(rootIno, "f", "x")
+	h.st.eff.Records = append(h.st.eff.Records, &Record{LSN: h.st.lsn + 2})
+	defer h.st.eff.Reset()
+	if err := h.st.invariantsErr(); err == nil || !strings.Contains(err.Error(), "effects") {
+		t.Fatalf("a record past the head: %v", err)
+	}
+}
+
+// BenchmarkCheckInvariants is the cost of one whole check of a volume of
+// n files with content: what -tags invariants would add to every step if
+// it checked everything every time (fsactor/doc.go, "Invariants").
+//
+//	go test ./fsactor -run '^$' -bench CheckInvariants
+func BenchmarkCheckInvariants(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			st, err := NewState(Config{DiscardContent: true}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			for i := range n {
+				op := &fuseops.CreateFileOp{Parent: rootIno, Name: fmt.Sprintf("m%05d", i), Mode: 0o600}
+				st.Handle(op, Caller{}, t0)
+				st.Handle(&fuseops.WriteFileOp{Inode: op.Entry.Child, Handle: op.Handle, Data: []byte("x")}, Caller{}, t0)
+				st.Handle(&fuseops.ReleaseFileHandleOp{Handle: op.Handle}, Caller{}, t0).Reset()
+			}
+			b.ResetTimer()
+			for range b.N {
+				if err := st.invariantsErr(); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

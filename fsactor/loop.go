@@ -89,9 +89,10 @@ type loop struct {
 
 	// Actor-owned: touched only by the actor goroutine.
 	c       conn
-	eofSeen chan struct{} // closed when the device ended (tests wait on it)
-	tasks   int           // tasks started and not yet done
-	fenced  bool          // SetReadOnly done after ErrFenced or a call
+	eofSeen chan struct{}    // closed when the device ended (tests wait on it)
+	tasks   int              // tasks started and not yet done
+	fenced  bool             // SetReadOnly done after ErrFenced or a call
+	inv     invariantChecker // -tags invariants: the pacing of the checks after each step
 }
 
 // loopConfig carries what newLoop needs beyond the state and the sink.
@@ -140,6 +141,7 @@ func (l *loop) run(c conn) {
 	l.wk.close()
 	l.awaitTasks()
 	l.dog.stop()
+	l.inv.final(l.st)
 	l.st.Close()
 	l.notify.close()
 	close(l.stopped)
@@ -244,10 +246,12 @@ func (l *loop) handle(ev event) {
 		l.dog.begin(time.Now(), false)
 		l.setReadOnly(ev.err.Error())
 		l.apply(l.st.Effects(), nil, 0, nil)
+		l.inv.step(l.st)
 	case evFunc:
 		l.dog.begin(time.Now(), false)
 		ev.fn(l.st)
 		l.apply(l.st.Effects(), nil, 0, nil)
+		l.inv.step(l.st)
 	}
 }
 
@@ -263,6 +267,7 @@ func (l *loop) step(ev event) {
 		}
 	}
 	l.apply(l.st.Handle(ev.op, c, ev.now), &ev, k, oc)
+	l.inv.step(l.st)
 }
 
 // apply carries out the effects of one step in the order the fields of
