@@ -38,8 +38,13 @@ run: build ## the whole system here: 3 replicas (data in ./data, DATA=...) and t
 	@mkdir -p $(MNT)
 	@./$(BIN) run --embedded --mount $(MNT) --volume $(VOLUME) --data $(DATA) $(SPOOLFS_FLAGS)
 
-test: deps build proto-check lint ## every test, with -race (mount tests need root or /dev/fuse)
-	$(GO) test -race -count=1 -timeout 40m ./...
+# Every package but replication runs with -tags invariants: fsactor's actor
+# checks its state after every step, on the mount tests and in the spoolfs
+# binaries the tests build (fsactor/doc.go, "Invariants"). replication runs
+# without the tag here, then its protocol test with it.
+test: deps build proto-check lint ## every test, with -race (mount tests need root or /dev/fuse); -tags invariants but for replication
+	$(GO) test -race -count=1 -timeout 40m ./replication
+	$(GO) test -tags invariants -race -count=1 -timeout 40m $$($(GO) list ./... | grep -v '/replication$$')
 	$(GO) test -tags invariants -count=1 ./replication -run '^(TestProtocolRandom|TestInvariantChecksFire)$$' -protocol-budget 45s
 
 test-protocol: ## the randomized protocol test, long: SCHEDULES (default 1000000) schedules, with -tags invariants

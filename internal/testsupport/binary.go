@@ -55,7 +55,8 @@ func removeBinaries() {
 }
 
 // Binary builds ./cmd/spoolfs with the go tool once per test binary and
-// set of build flags (e.g. "-race"), and returns its path. The directory
+// set of build flags (e.g. "-race"), with the test's own build tags
+// (TagFlags), and returns its path. The directory
 // is open to every user (tests run it as nobody) and removed by Run; a
 // failed build fails each test that asks for it, with the compiler's
 // output.
@@ -107,7 +108,7 @@ func goBuild(out string, flags []string) error {
 	if err != nil {
 		goTool = "/usr/local/go/bin/go"
 	}
-	args := append([]string{"build", "-o", out}, flags...)
+	args := append(append([]string{"build", "-o", out}, TagFlags()...), flags...)
 	cmd := exec.Command(goTool, append(args, mainPackage)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("testsupport: go build -o %s %s: %w\n%s", out, mainPackage, err, b)
