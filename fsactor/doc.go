@@ -68,6 +68,14 @@
 // tasks', and counts and logs that same errno. A Sink reports failure with
 // the sentinels ErrFenced and ErrNotDurable (record.go), both EIO.
 //
+// Data records: a FLUSH, FSYNC or RELEASE of a dirty file emits a record
+// whose content is a view of the file's memfd (Record.Content,
+// content_view.go): the actor dup's the descriptor and reads nothing; the
+// sink reads the view on its own goroutine and releases it, closing the
+// view's descriptor there — the one descriptor that leaves the actor, and
+// one the actor never uses. A change to the file while its view is unread
+// copies the file first (copy on write, State.ContentCopies).
+//
 // Release: NewServer takes memfds (one per file of the snapshot), an
 // eventfd and the notify workers. ServeOps releases them all when it
 // returns (and stops the watchdog, which starts only there); a Server

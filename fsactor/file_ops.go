@@ -135,9 +135,10 @@ func (st *State) writeFile(o *fuseops.WriteFileOp, now time.Time) (uint64, sysca
 
 // ensureMemfd gives in a memfd of its size that may be changed: every
 // change to a file's content goes through it first. A memfd a streamed
-// snapshot still reads is copied first (thaw).
+// snapshot still reads is copied first (thaw), and so is one a data
+// record's view may still read (unshare).
 func (st *State) ensureMemfd(in *inode) syscall.Errno {
-	if in.fd >= 0 && !in.frozen {
+	if in.fd >= 0 && !in.frozen && in.view == nil {
 		return 0
 	}
 	return st.makeMemfd(in)
@@ -145,8 +146,12 @@ func (st *State) ensureMemfd(in *inode) syscall.Errno {
 
 // makeMemfd is ensureMemfd's slow path.
 func (st *State) makeMemfd(in *inode) syscall.Errno {
-	if in.frozen {
+	switch {
+	case in.frozen:
+		in.view = nil // the view keeps its own descriptor on the memfd thaw moves
 		return st.thaw(in)
+	case in.view != nil:
+		return st.unshare(in)
 	}
 	fd, err := st.newMemfd()
 	if err != nil {
@@ -284,21 +289,23 @@ func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 }
 
 // shipData emits a data record with in's content and marks it clean. The
-// record carries the file's data extents and their bytes (memfdContent):
-// holes, inside the file or at its end up to Attr.Size, are left out, so a
-// sparse file costs what was written. With Config.DiscardContent (--local:
-// the sink keeps nothing) the record carries no content: copying a file
-// nobody keeps would cost a read of every byte at every close.
+// actor reads none of the content: the record carries a view of the memfd
+// as it is now (Record.Content, content_view.go), which the sink reads
+// off the actor into the file's data extents and their bytes (holes left
+// out, so a sparse file costs what was written). A file without a memfd
+// has no content to carry (its size says it all), and with
+// Config.DiscardContent (--local: the sink keeps nothing) the record gets
+// no view: nobody would read it.
 func (st *State) shipData(in *inode) syscall.Errno {
-	var exts []Extent
-	var data []byte
+	r := &Record{Op: RecData, Ino: in.ino, Attr: in.attr}
 	if in.fd >= 0 && !st.discard {
-		var err error
-		if exts, data, err = memfdContent(in.fd, int64(in.attr.Size)); err != nil {
+		v, err := st.newView(in)
+		if err != nil {
 			return errnoOf(err)
 		}
+		r.Content = v
 	}
-	st.emit(in, &Record{Op: RecData, Ino: in.ino, Data: data, Extents: exts, Attr: in.attr})
+	st.emit(in, r)
 	in.dirty = false
 	return 0
 }

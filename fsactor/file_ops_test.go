@@ -308,14 +308,33 @@ func TestFlushShipsDirtyData(t *testing.T) {
 	if recs := h.take(); len(recs) != 1 || recs[0].Op != RecData || string(recs[0].Data) != "Message!" {
 		t.Fatalf("release records %+v", recs)
 	}
-	// A data record is a copy: later writes do not change it.
+	// A data record is the content at its LSN: a write after the flush,
+	// while the record's view is unread, copies the file first (counted)
+	// and does not change the record.
 	fh = h.open(ino, syscall.O_RDWR)
 	h.write(ino, fh, 0, "X")
 	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
-	rec := h.take()[0]
+	rec := h.takeRaw()[0]
+	if rec.Content == nil || rec.Data != nil {
+		t.Fatalf("data record without a content view: %+v", rec)
+	}
 	h.write(ino, fh, 0, "Y")
+	if n := h.st.ContentCopies(); n != 1 {
+		t.Fatalf("%d copies after a write under a live view, want 1", n)
+	}
+	readContent(t, rec)
 	if string(rec.Data) != "Xessage!" {
 		t.Fatalf("record changed under the sink: %q", rec.Data)
+	}
+	if got := h.read(ino, fh, 0, 8); got != "Yessage!" {
+		t.Fatalf("file reads %q after the copy", got)
+	}
+	// Once the view is released the file changes in place: no copy.
+	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
+	h.take()
+	h.write(ino, fh, 0, "Z")
+	if n := h.st.ContentCopies(); n != 1 {
+		t.Fatalf("%d copies after a write with the view released, want still 1", n)
 	}
 }
 

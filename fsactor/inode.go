@@ -70,6 +70,14 @@ type inode struct {
 	// INVARIANT: frozen implies fd >= 0 and State.snap lists the inode.
 	frozen bool
 
+	// view is the content view of the last data record emitted for fd's
+	// memfd (content_view.go), or nil. While it is not released it may
+	// still read the memfd: the first change to the content copies it
+	// first (State.unshare), and the memfd is never emptied for reuse.
+	//
+	// INVARIANT: view != nil implies fd >= 0 and view reads fd's memfd.
+	view *memfdView
+
 	// allocated is the memfd's allocation in bytes (st_blocks*512) as last
 	// measured.
 	//
@@ -223,16 +231,19 @@ func (st *State) maybeFree(in *inode) {
 }
 
 // dropContent empties in's memfd and keeps it for reuse (or closes it):
-// its content becomes attr.Size zeros.
+// its content becomes attr.Size zeros. A memfd that a streamed snapshot
+// or a data record's view still reads is left to them.
 func (st *State) dropContent(in *inode) {
-	if in.frozen {
+	shared := in.shared()
+	in.view = nil
+	switch {
+	case in.frozen:
 		st.moveToSnapshot(in)
 		return
-	}
-	if len(st.spare) < maxSpare && memfdTruncate(in.fd, 0) == nil {
-		st.spare = append(st.spare, in.fd)
-	} else {
-		memfdClose(in.fd)
+	case shared:
+		memfdClose(in.fd) // the view holds the memfd through its own descriptor
+	default:
+		st.recycle(in.fd)
 	}
 	in.fd = -1
 	st.used -= in.allocated

@@ -164,6 +164,9 @@ func (st *State) checkContent(in *inode) error {
 			return errors.New("frozen but not in the streamed snapshot")
 		}
 	}
+	if in.view != nil && in.fd < 0 {
+		return errors.New("a content view without a memfd")
+	}
 	if in.fd < 0 {
 		if in.allocated != 0 {
 			return fmt.Errorf("no memfd but %d bytes allocated", in.allocated)

@@ -221,6 +221,9 @@ func newBlockSink() *blockSink {
 }
 
 func (s *blockSink) Append(r *Record) {
+	if r.Content != nil {
+		r.Content.Release() // nothing reads the content here
+	}
 	s.mu.Lock()
 	s.head = r.LSN
 	if s.disarmed {

@@ -129,36 +129,6 @@ func (st *State) moveToSnapshot(in *inode) {
 	in.allocated = 0
 }
 
-// memfdCopy copies the extents of src below size into dst, and gives dst
-// size bytes: holes stay holes (a sparse file is not filled with zeros).
-func memfdCopy(dst, src int, size int64) error {
-	exts, _, err := memfdExtents(src, size)
-	if err != nil {
-		return err
-	}
-	var buf []byte
-	for _, e := range exts {
-		for off, end := int64(e.Off), int64(e.Off+e.Len); off < end; {
-			if buf == nil {
-				buf = make([]byte, 1<<20)
-			}
-			n := min(int64(len(buf)), end-off)
-			got, err := memfdRead(src, buf[:n], off)
-			if err != nil {
-				return err
-			}
-			if got == 0 {
-				break
-			}
-			if err := memfdWrite(dst, buf[:got], off); err != nil {
-				return err
-			}
-			off += int64(got)
-		}
-	}
-	return memfdTruncate(dst, size)
-}
-
 // StreamSnapshot takes a streamed snapshot (see snapSession): the inodes
 // now, each file's content later through snap.Content, one file at a time
 // (each read ends with ctx). snap.Release must be called when done with

@@ -3,6 +3,7 @@ package fsactor
 import (
 	"fmt"
 	"math"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -102,6 +103,9 @@ type State struct {
 	// snap is the streamed snapshot in progress, or nil
 	// (snapshot_stream.go).
 	snap *snapSession
+	// contentCopies counts the copies unshare made (ContentCopies); read
+	// from any goroutine.
+	contentCopies atomic.Uint64
 
 	// eff collects the effects of the steps since its last Reset: the
 	// loop applies and resets it after every step.

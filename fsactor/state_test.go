@@ -57,11 +57,38 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	return &harness{t: t, st: st, next: 1, now: t0, c: Caller{Uid: 1000, Gid: 1000, Pid: 42}}
 }
 
-// take returns the records emitted since the last call.
+// take returns the records emitted since the last call, data records
+// read as a sink reads them (readContent).
 func (h *harness) take() []*Record {
+	recs := h.takeRaw()
+	for _, r := range recs {
+		readContent(h.t, r)
+	}
+	return recs
+}
+
+// takeRaw returns the records emitted since the last call as the actor
+// emitted them: data records with their content view unread.
+func (h *harness) takeRaw() []*Record {
 	r := h.recs
 	h.recs = nil
 	return r
+}
+
+// readContent reads a data record's content view into Data and Extents
+// and releases it, as replication does off the actor.
+func readContent(t testing.TB, r *Record) {
+	t.Helper()
+	if r.Content == nil {
+		return
+	}
+	var err error
+	r.Extents, r.Data, err = r.Content.Read()
+	r.Content.Release()
+	r.Content = nil
+	if err != nil {
+		t.Fatalf("reading the content of lsn %d: %v", r.LSN, err)
+	}
 }
 
 // takeNotes returns the notes produced since the last call.

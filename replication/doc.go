@@ -83,7 +83,10 @@
 // (Record.Extents and Data, SnapInode.Extents and Data; no extents: the
 // data starts at offset 0, the common dense file). Holes are never sent:
 // one byte at 2 GiB is a record of one byte, on the wire, in the primary's
-// log, in a snapshot. A data record still states the file's whole content
+// log, in a snapshot. A data record from the actor arrives with a view of
+// the file's memfd instead of bytes (Record.Content); the primary reads it
+// off the actor before any link may send it (readcontent.go). A data
+// record still states the file's whole content
 // (holes and extents); Record.partial is reserved for records that carry
 // only what changed since the file's last one (#13), and a replica of this
 // version rejects it rather than take it for the whole content. Replicas

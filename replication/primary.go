@@ -173,6 +173,18 @@ type Primary struct {
 	lostLSN uint64
 	// quorum is the set of W links a Wait wakes first (wakeQuorum).
 	quorum []*link
+	// unread lists the data records whose content is still a view on
+	// the actor's memfd (Record.Content), in LSN order: readContents
+	// reads them one by one (content.go).
+	// INVARIANT: every record here has Content set, and only these do.
+	unread []*Record
+	// readable is the highest LSN up to which every record has its
+	// bytes: links send nothing above it (records).
+	// INVARIANT: readable == head if unread is empty, else
+	// unread[0].LSN-1.
+	readable uint64
+	// unreadCh (cap 1) wakes readContents after an Append to unread.
+	unreadCh chan struct{}
 }
 
 // Term is the term this primary holds.
@@ -190,17 +202,20 @@ func (p *Primary) SetSnapshotSource(src SnapshotSource) {
 
 // Append queues the next record (LSN = last + 1) for every replica and
 // stamps it with the term. It never blocks. The Primary owns r from now.
-// After the primary failed (fenced, closed) records are dropped: their
-// Wait fails.
+// A data record whose content is still a view (r.Content) is read by
+// readContents before it is sent (content.go). After the primary failed
+// (fenced, closed) records are dropped: their Wait fails.
 func (p *Primary) Append(r *Record) {
 	p.mu.Lock()
 	if p.failed != nil {
 		p.mu.Unlock()
+		releaseContent(r)
 		return
 	}
 	if r.LSN != p.head+1 {
 		p.failLocked(fmt.Errorf("replication: record lsn %d appended after %d", r.LSN, p.head))
 		p.mu.Unlock()
+		releaseContent(r)
 		return
 	}
 	r.Term = p.term
@@ -208,7 +223,22 @@ func (p *Primary) Append(r *Record) {
 	p.head = r.LSN
 	p.logBytes += recordSize(r)
 	p.growPinsLocked(recordSize(r))
+	if r.Content != nil {
+		p.unread = append(p.unread, r)
+		select {
+		case p.unreadCh <- struct{}{}:
+		default:
+		}
+	} else if len(p.unread) == 0 {
+		p.readable = r.LSN
+	}
 	p.trimLocked()
+	p.scheduleShipLocked()
+}
+
+// scheduleShipLocked sends what the log holds to every replica now
+// (ShipDelay < 0) or within ShipDelay. It unlocks p.mu.
+func (p *Primary) scheduleShipLocked() {
 	if p.cfg.ShipDelay < 0 {
 		p.mu.Unlock()
 		p.wakeAll()
@@ -468,7 +498,9 @@ func (p *Primary) trimLocked() {
 }
 
 // records returns up to max records from lsn on (nil when lsn is past the
-// head); ok is false when the log no longer reaches back to lsn.
+// head, or past what is readable: a data record not read yet and what
+// follows it wait for readContents); ok is false when the log no longer
+// reaches back to lsn.
 func (p *Primary) records(lsn uint64, maxRecs int, maxBytes int64) (recs []*Record, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -478,8 +510,12 @@ func (p *Primary) records(lsn uint64, maxRecs int, maxBytes int64) (recs []*Reco
 	if lsn < p.first {
 		return nil, false
 	}
+	if lsn > p.readable {
+		return nil, true
+	}
 	var size int64
-	for i := lsn - p.first; i < uint64(len(p.entries)) && len(recs) < maxRecs && size < maxBytes; i++ {
+	end := p.readable + 1 - p.first // readable >= lsn >= first: in the log
+	for i := lsn - p.first; i < end && len(recs) < maxRecs && size < maxBytes; i++ {
 		recs = append(recs, p.entries[i])
 		size += recordSize(p.entries[i])
 	}
@@ -622,7 +658,8 @@ func newPrimary(cfg PrimaryConfig, conns []*grpc.ClientConn, term, baseTerm, bas
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Primary{cfg: cfg, log: cfg.Log.With(zap.String("volume", cfg.Volume), zap.Uint64("term", term)),
 		term: term, baseTerm: baseTerm, baseLSN: baseLSN, ctx: ctx, cancel: cancel,
-		first: baseLSN + 1, head: baseLSN, durableCh: make(chan struct{})}
+		first: baseLSN + 1, head: baseLSN, readable: baseLSN, durableCh: make(chan struct{}),
+		unreadCh: make(chan struct{}, 1)}
 	p.durable.Store(baseLSN)
 	for i, c := range conns {
 		l := &link{p: p, addr: cfg.Replicas[i], conn: c, client: pb.NewReplicaClient(c), wake: make(chan struct{}, 1)}
@@ -635,6 +672,8 @@ func newPrimary(cfg PrimaryConfig, conns []*grpc.ClientConn, term, baseTerm, bas
 		p.wg.Add(1)
 		go l.run()
 	}
+	p.wg.Add(1)
+	go p.readContents()
 	return p
 }
 

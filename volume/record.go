@@ -94,6 +94,25 @@ type Record struct {
 	// file without holes below its last data). A data record states the
 	// file's whole content (replaces it).
 	Extents []Extent
+	// Content, when set, is the content of a data record not read yet:
+	// the actor hands a view of the file's memfd as it is at this LSN
+	// instead of copying it (Data and Extents are then empty). Whoever
+	// keeps the record reads it off the actor — Data, Extents =
+	// Content.Read() — then calls Content.Release and sets Content to
+	// nil; a record is never shipped or stored while Content is set.
+	Content Content
+}
+
+// Content is a file's content frozen at one LSN, read off the actor's
+// goroutine. Read and Release are safe from any goroutine; Release must be
+// called exactly once, after the last Read (or instead of it), and lets
+// the actor change the file in place again.
+type Content interface {
+	// Read returns the content's extents and their bytes, as
+	// Record.Extents and Data hold them.
+	Read() ([]Extent, []byte, error)
+	// Release ends the view.
+	Release()
 }
 
 // Extent is one run of a file's content that is not a hole: Len bytes at
