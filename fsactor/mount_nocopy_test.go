@@ -228,4 +228,7 @@ func TestMountFlushLargeFileDoesNotStall(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("the shipped content (%d bytes) differs from what was written", len(got))
 	}
+	if n := m.srv.ContentCopies(); n != 0 {
+		t.Fatalf("%d content copies, want none: the file did not change while its view was unread", n)
+	}
 }

@@ -117,6 +117,9 @@ type Server struct {
 	phase atomic.Int32
 	// snapSlot holds a token while a streamed snapshot is in progress.
 	snapSlot chan struct{}
+	// st is the state when it is a *State (NewServer), nil with a fake
+	// machine: read only through its goroutine-safe counters.
+	st *State
 }
 
 // ErrNotImplemented marked the stub before the actor landed; nothing
@@ -147,7 +150,18 @@ func NewServer(cfg Config, sink Sink, snap *Snapshot) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.st = st
 	return s, nil
+}
+
+// ContentCopies counts the copies of file contents the actor made because
+// a file changed while a data record's view could still read it
+// (content_view.go). Safe from any goroutine; for metrics and tests.
+func (s *Server) ContentCopies() uint64 {
+	if s.st == nil {
+		return 0
+	}
+	return s.st.ContentCopies()
 }
 
 // newServer wires a Server around a state machine (a fake one in tests).
