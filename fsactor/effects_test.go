@@ -205,3 +205,20 @@ func TestLoopAppliesEffectsInOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestCallAppliesBeforeReturning: an internal event's call returns once its
+// effects were applied: Server.RemoveName's record is in the sink when it
+// returns, as when the state appended records itself.
+func TestCallAppliesBeforeReturning(t *testing.T) {
+	sink := &recSink{next: 1}
+	s, fc := startState(t, Config{}, sink)
+	createFile(t, fc, fuseops.RootInodeID, "remote")
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if err := s.RemoveName(ctx, uint64(fuseops.RootInodeID), "remote"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sink.recs); n == 0 || sink.recs[n-1].Op != RecUnlink || sink.recs[n-1].Name != "remote" || sink.bad != "" {
+		t.Fatalf("records in the sink when RemoveName returned: %+v (%s)", sink.recs, sink.bad)
+	}
+}

@@ -62,6 +62,9 @@ type event struct {
 	now  time.Time       // evOp: when the actor read it
 	err  error           // evFenced: the sink's error
 	fn   func(m machine) // evFunc
+	// done (evFunc) is closed once fn ran and its effects were applied:
+	// the caller of loop.call returns after its records are in the sink.
+	done chan struct{}
 }
 
 // defaultMailbox is the mailbox's capacity: 1, 64 and 1024 measured the
@@ -252,6 +255,7 @@ func (l *loop) handle(ev event) {
 		ev.fn(l.st)
 		l.apply(l.st.Effects(), nil, 0, nil)
 		l.inv.step(l.st)
+		close(ev.done)
 	}
 }
 
@@ -354,11 +358,12 @@ func (l *loop) setReadOnly(why string) {
 // ErrStopped is returned by calls into a Server whose ServeOps has ended.
 var ErrStopped = errors.New("fsactor: server stopped")
 
-// call runs fn on the actor, linearised with FUSE ops, and waits for it.
-// If ctx ends first, fn may still run later.
+// call runs fn on the actor, linearised with FUSE ops, and waits until it
+// ran and its effects were applied (its records are in the sink, its notes
+// posted). If ctx ends first, fn may still run later.
 func (l *loop) call(ctx context.Context, fn func(m machine)) error {
 	done := make(chan struct{})
-	ev := event{kind: evFunc, fn: func(m machine) { fn(m); close(done) }}
+	ev := event{kind: evFunc, fn: fn, done: done}
 	select {
 	case l.mbox <- ev:
 	default:
