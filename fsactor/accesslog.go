@@ -22,11 +22,14 @@ const (
 //
 // With Config.AccessLog, every op gets one Info line after its reply:
 // request id, op, inode, name (where the op has one), errno, latency.
-// Without it nothing is written per op, except error replies, which are
-// always logged (sampled): at Warn, or at Error for EIO (lost durability or
-// a broken memfd). Errors that are normal answers are not errors here:
-// ENOENT on lookup, ENODATA/ERANGE on getxattr/listxattr, ENOSYS, EEXIST
-// and ENOTEMPTY.
+// Without it nothing is written per op above Debug, except error replies,
+// which are always logged (sampled): at Warn, or at Error for EIO (lost
+// durability or a broken memfd). Errors that are normal answers are not
+// errors here and never go above Debug (normalErrno): ENOENT on lookup,
+// ENODATA/ERANGE/EOPNOTSUPP on the xattr ops (ls -l asks for
+// system.posix_acl_access, cp -a copies xattrs), ENOSYS, EEXIST and
+// ENOTEMPTY. EAGAIN from a refused lock never reaches spoolfs: locks are
+// the kernel's own (DESIGN.md).
 type accessLog struct {
 	on   bool
 	all  *zap.Logger // access lines, unsampled: the flag is the control
@@ -46,21 +49,31 @@ func sampled(log *zap.Logger) *zap.Logger {
 
 // done logs op after its reply. start is when the actor read it.
 func (a *accessLog) done(k opKind, op any, oc *fuseops.OpContext, start time.Time, errno syscall.Errno) {
-	if !a.on && (errno == 0 || normalErrno(k, errno)) {
+	lvl, lg, msg := a.line(k, errno)
+	if lg == nil {
 		return
-	}
-	lvl, lg, msg := zapcore.InfoLevel, a.all, "fuse op"
-	switch {
-	case errno == syscall.EIO:
-		lvl, lg, msg = zapcore.ErrorLevel, a.errs, "fuse op failed"
-	case errno != 0 && !normalErrno(k, errno):
-		lvl, lg, msg = zapcore.WarnLevel, a.errs, "fuse op failed"
 	}
 	ce := lg.Check(lvl, msg)
 	if ce == nil {
 		return
 	}
 	ce.Write(a.fields(k, op, oc, start, errno)...)
+}
+
+// line says at which level, through which logger and with which message
+// an op of kind k answered with errno is logged; a nil logger: not at all.
+func (a *accessLog) line(k opKind, errno syscall.Errno) (zapcore.Level, *zap.Logger, string) {
+	switch {
+	case errno == syscall.EIO:
+		return zapcore.ErrorLevel, a.errs, "fuse op failed"
+	case errno != 0 && !normalErrno(k, errno):
+		return zapcore.WarnLevel, a.errs, "fuse op failed"
+	case a.on:
+		return zapcore.InfoLevel, a.all, "fuse op"
+	case errno != 0: // a normal answer: for --log-level debug only, sampled
+		return zapcore.DebugLevel, a.errs, "fuse op answered an error"
+	}
+	return 0, nil, ""
 }
 
 func (a *accessLog) fields(k opKind, op any, oc *fuseops.OpContext, start time.Time, errno syscall.Errno) []zap.Field {
@@ -93,8 +106,8 @@ func normalErrno(k opKind, e syscall.Errno) bool {
 		return true
 	case syscall.ENOENT:
 		return k == kindLookUp
-	case syscall.ENODATA, syscall.ERANGE:
-		return k == kindGetXattr || k == kindListXattr
+	case syscall.ENODATA, syscall.ERANGE, syscall.EOPNOTSUPP:
+		return k == kindGetXattr || k == kindListXattr || k == kindSetXattr || k == kindRemoveXattr
 	}
 	return false
 }

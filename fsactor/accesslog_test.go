@@ -15,18 +15,26 @@ func TestAccessLog(t *testing.T) {
 	lookup := &fuseops.LookUpInodeOp{Parent: 1, Name: "m1", OpContext: fuseops.OpContext{FuseID: 7}}
 	rename := &fuseops.RenameOp{OldParent: 1, OldName: "a", NewParent: 1, NewName: "b"}
 	flush := &fuseops.FlushFileOp{Inode: 9}
+	getx := &fuseops.GetXattrOp{Inode: 9, Name: "system.posix_acl_access"}
+	setx := &fuseops.SetXattrOp{Inode: 9, Name: "system.posix_acl_access"}
 	for _, tc := range []struct {
 		name  string
 		on    bool
 		kind  opKind
 		op    any
 		errno syscall.Errno
-		level zapcore.Level // -1: nothing logged
+		level zapcore.Level // zapcore.InvalidLevel: nothing logged
 	}{
-		{"off: success", false, kindLookUp, lookup, 0, -1},
-		{"off: lookup ENOENT is normal", false, kindLookUp, lookup, syscall.ENOENT, -1},
-		{"off: EEXIST is normal", false, kindCreate, lookup, syscall.EEXIST, -1},
-		{"off: ENOSYS is normal", false, kindUnknown, struct{}{}, syscall.ENOSYS, -1},
+		{"off: success", false, kindLookUp, lookup, 0, zapcore.InvalidLevel},
+		{"off: lookup ENOENT is normal", false, kindLookUp, lookup, syscall.ENOENT, zapcore.DebugLevel},
+		{"off: EEXIST is normal", false, kindCreate, lookup, syscall.EEXIST, zapcore.DebugLevel},
+		{"off: ENOSYS is normal", false, kindUnknown, struct{}{}, syscall.ENOSYS, zapcore.DebugLevel},
+		{"off: getxattr of an ACL, EOPNOTSUPP, is normal", false, kindGetXattr, getx, syscall.EOPNOTSUPP, zapcore.DebugLevel},
+		{"off: getxattr ENODATA is normal", false, kindGetXattr, getx, syscall.ENODATA, zapcore.DebugLevel},
+		{"off: listxattr EOPNOTSUPP is normal", false, kindListXattr, &fuseops.ListXattrOp{Inode: 9}, syscall.EOPNOTSUPP, zapcore.DebugLevel},
+		{"off: setxattr of an ACL, EOPNOTSUPP, is normal", false, kindSetXattr, setx, syscall.EOPNOTSUPP, zapcore.DebugLevel},
+		{"off: removexattr ENODATA is normal", false, kindRemoveXattr, &fuseops.RemoveXattrOp{Inode: 9, Name: "user.a"}, syscall.ENODATA, zapcore.DebugLevel},
+		{"off: setxattr E2BIG is an error", false, kindSetXattr, setx, syscall.E2BIG, zapcore.WarnLevel},
 		{"off: unlink ENOENT is an error", false, kindUnlink, lookup, syscall.ENOENT, zapcore.WarnLevel},
 		{"off: EIO at Error", false, kindFlush, flush, syscall.EIO, zapcore.ErrorLevel},
 		{"on: success", true, kindRename, rename, 0, zapcore.InfoLevel},
@@ -39,7 +47,7 @@ func TestAccessLog(t *testing.T) {
 			_, oc := classify(tc.op)
 			a.done(tc.kind, tc.op, oc, time.Now(), tc.errno)
 			entries := logs.All()
-			if tc.level < 0 {
+			if tc.level == zapcore.InvalidLevel {
 				if len(entries) != 0 {
 					t.Fatalf("logged %v, want nothing", entries)
 				}

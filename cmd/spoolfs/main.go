@@ -53,11 +53,13 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Version = versionLine() // --version (cobra adds the flag)
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr(c, err)
 	})
 	addLogFlags(root)
-	root.AddCommand(newMountCmd(), newVersionCmd())
+	root.AddCommand(newMountCmd(), newUmountCmd(), newVersionCmd())
 	for _, mk := range extraCommands {
 		root.AddCommand(mk())
 	}

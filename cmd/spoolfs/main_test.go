@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -43,7 +44,27 @@ func TestVersion(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(out.String(), "spoolfs "+version) {
-		t.Errorf("version printed %q", out.String())
+	if got := strings.TrimSpace(out.String()); got != versionLine() {
+		t.Errorf("version printed %q, want %q", got, versionLine())
+	}
+}
+
+func TestFormatVersion(t *testing.T) {
+	info := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v0.0.0-20261206225424-b33304fc3594+dirty"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "b33304fc3594e29d"},
+			{Key: "vcs.time", Value: "2026-12-06T22:54:24Z"}, {Key: "vcs.modified", Value: "true"}}}
+	for _, tc := range []struct {
+		info     *debug.BuildInfo
+		override string
+		want     string
+	}{
+		{info, "", "spoolfs v0.0.0-20261206225424-b33304fc3594+dirty (commit b33304fc3594e29d+dirty of 2026-12-06T22:54:24Z, go1.26.8 linux/amd64)"},
+		{info, "v1.2.3", "spoolfs v1.2.3 (commit b33304fc3594e29d+dirty of 2026-12-06T22:54:24Z, go1.26.8 linux/amd64)"},
+		{&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}}, "",
+			"spoolfs (devel) (commit unknown: built without VCS information (-buildvcs=false?), go1.26.8 linux/amd64)"},
+	} {
+		if got := formatVersion(tc.info, tc.override, "linux/amd64"); got != tc.want {
+			t.Errorf("formatVersion = %q\nwant            %q", got, tc.want)
+		}
 	}
 }

@@ -4,7 +4,8 @@
 // there, a stale one whose server died, which it detaches and replaces),
 // opening /dev/fuse and mounting it (Mount: mount(2) with privilege,
 // fusermount3 and SCM_RIGHTS without, as libfuse does), unmounting
-// (Unmount: retry while busy, then lazy; Detach), telling a dead mount
+// (Unmount: retry while busy, then lazy; Detach; UnmountSpoolfs for
+// `spoolfs umount`, which refuses anything but a spoolfs mount), telling a dead mount
 // (Dead), and reading /proc/self/mountinfo (ReadMountInfo, MountsAt,
 // ParseMountInfo).
 //

@@ -11,7 +11,7 @@ import (
 )
 
 // NewLogger builds the process logger: zap's production configuration
-// without sampling, writing to stderr at level ("debug", "info", "warn", "error"), encoded
+// without sampling and with RFC 3339 timestamps, writing to stderr at level ("debug", "info", "warn", "error"), encoded
 // as format: "console", "json", or "" for console on a terminal and JSON
 // otherwise.
 func NewLogger(level, format string) (*zap.Logger, error) {
@@ -34,6 +34,9 @@ func NewLogger(level, format string) (*zap.Logger, error) {
 	cfg.Sampling = nil
 	switch format {
 	case "json":
+		// RFC 3339 with nanoseconds (an ISO 8601 profile every log
+		// pipeline parses), not zap's default float epoch seconds.
+		cfg.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 	case "console":
 		cfg.Encoding = "console"
 		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
