@@ -6,7 +6,14 @@
 //     iteration each, on raw syscalls with absolute paths as a mail server
 //     uses them.
 //   - run.go: Run drives N clients against one directory, bounded by a count
-//     and a duration, and returns ops/s and latency percentiles (hist.go).
+//     and a duration, and returns ops/s and latency percentiles (hist.go);
+//     it removes every file and client directory it made.
+//   - timeline.go: the run's iteration count sampled every 100 ms (one
+//     goroutine): throughput over time, and what `spoolfs bench`'s progress
+//     bar shows (Options.Progress).
+//   - summary.go, plot.go: what `spoolfs bench DIR` reports of one run: a
+//     table or --json (Summary), and --plot's PNG (gonum/plot: latency
+//     percentiles of an iteration and of fsync, close, rename; throughput).
 //   - system.go: the systems under test and their mounts: tmpfs (mount -t
 //     tmpfs), jacobsa's memfs sample served in this process, and spoolfs
 //     --local as a subprocess. Every mount is registered in a Mounts set that

@@ -23,6 +23,11 @@ type Options struct {
 	// volume holds a descriptor per non-empty file. 0: no bound.
 	MaxFiles int
 
+	// Progress, when set, is called about every 100 ms during the timed
+	// part with the iterations completed so far (all clients) and the
+	// time since they started, from one goroutine.
+	Progress func(ops uint64, elapsed time.Duration)
+
 	// BeforeTimed and AfterTimed, when set, run right before the clients
 	// start and right after the last one stopped, outside the setup and the
 	// cleanup (the request-counting pass starts and stops tracing there).
@@ -53,6 +58,9 @@ type Result struct {
 	Lat      Hist          // latency of each iteration
 	Steps    Steps         // latency of each fsync, close and rename
 	CPU      CPUTimes      // set by Compare's timed runs
+	// Timeline is the iteration count sampled every 100 ms of the timed
+	// part, and at its end: throughput over time (Throughput).
+	Timeline []Sample
 	// Commits are the batches the replicas of a replicated system
 	// committed (one fsync each) during the timed part, all together.
 	Commits uint64
@@ -76,24 +84,29 @@ func (r *Result) String() string {
 var runSeq atomic.Uint64
 
 // Run runs o.Workload with o.Clients clients in dir and returns what it
-// measured. Each client works in its own subdirectory dir/cN (created if
-// missing, kept for the next run); every file a run creates is removed
-// before Run returns, also on failure. The first error of any client stops
-// the run and is returned.
+// measured. Each client works in its own subdirectory dir/cN; every file a
+// run creates is removed before Run returns, also on failure, and so is
+// every client directory it created (one that already existed stays). The
+// first error of any client stops the run and is returned.
 func Run(ctx context.Context, dir string, o Options) (Result, error) {
 	if err := o.validate(); err != nil {
 		return Result{}, err
 	}
 	prefix := fmt.Sprintf("r%d.%d", os.Getpid(), runSeq.Add(1))
 	clients := make([]*client, o.Clients)
+	var made []string // client directories this run created
+	defer func() { cleanupRun(dir, o.Clients, prefix, made) }()
 	for i := range clients {
 		cdir := filepath.Join(dir, "c"+strconv.Itoa(i))
-		if err := os.Mkdir(cdir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		err := os.Mkdir(cdir, 0o755)
+		switch {
+		case err == nil:
+			made = append(made, cdir)
+		case !errors.Is(err, os.ErrExist):
 			return Result{}, fmt.Errorf("client directory: %w", err)
 		}
 		clients[i] = newClient(cdir, prefix)
 	}
-	defer cleanupRun(dir, o.Clients, prefix)
 	o.Count = o.perClientCount()
 	if o.BeforeTimed != nil {
 		if err := o.BeforeTimed(); err != nil {
@@ -156,9 +169,14 @@ func runClients(ctx context.Context, clients []*client, o Options) (Result, erro
 		stop.Store(true)
 	}()
 	t0 := time.Now()
+	smp := startSampler(t0, o.Progress)
+	for _, c := range clients {
+		c.done = &smp.ops
+	}
 	close(start)
 	wg.Wait()
 	res := Result{Workload: o.Workload, Clients: len(clients), Elapsed: time.Since(t0)}
+	res.Timeline = smp.finish()
 	for i, c := range clients {
 		res.Ops += ops[i]
 		res.Lat.Merge(&hists[i])
@@ -183,18 +201,24 @@ func (c *client) loop(o Options, stop *atomic.Bool, h *Hist) (uint64, error) {
 		}
 		h.Record(time.Since(t))
 		n++
+		c.done.Add(1)
 	}
 	return n, nil
 }
 
 // cleanupRun removes the files the run's clients left behind (those of
-// write4k, and any of an iteration interrupted by an error).
-func cleanupRun(dir string, clients int, prefix string) {
+// write4k, and any of an iteration interrupted by an error), then the
+// client directories the run made (if something else put a file there,
+// it stays, and so does its directory).
+func cleanupRun(dir string, clients int, prefix string, made []string) {
 	for i := 0; i < clients; i++ {
 		cdir := filepath.Join(dir, "c"+strconv.Itoa(i))
 		names, _ := filepath.Glob(filepath.Join(cdir, prefix+"-*"))
 		for _, n := range names {
 			os.Remove(n)
 		}
+	}
+	for _, d := range made {
+		os.Remove(d)
 	}
 }

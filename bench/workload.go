@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -71,11 +72,12 @@ type client struct {
 	dir    string // absolute path of the client's directory, with a trailing /
 	prefix string // unique per run, so runs never collide on names
 	seq    uint64
-	data   []byte // 16 KiB written by the workloads
-	rbuf   []byte // read buffer
-	name   []byte // scratch for building paths
-	step   string // the syscall of the current iteration, for errors
-	steps  *Steps // where fsync, close and rename latencies go
+	data   []byte         // 16 KiB written by the workloads
+	rbuf   []byte         // read buffer
+	name   []byte         // scratch for building paths
+	step   string         // the syscall of the current iteration, for errors
+	steps  *Steps         // where fsync, close and rename latencies go
+	done   *atomic.Uint64 // iterations of all clients of the run (the sampler's)
 }
 
 func newClient(dir, prefix string) *client {

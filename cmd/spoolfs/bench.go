@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ type benchFlags struct {
 	duration time.Duration
 	count    int
 	maxFiles int
+	json     bool
+	plot     string
 }
 
 func newBenchCmd() *cobra.Command {
@@ -60,6 +63,8 @@ Workloads:
 	fl.DurationVar(&f.duration, "duration", 5*time.Second, "how long to run (0: until --count)")
 	fl.IntVar(&f.count, "count", 1_000_000, "iterations per client at most (0: until --duration)")
 	fl.IntVar(&f.maxFiles, "max-files", 0, "write4k: files the run may keep, spread over the clients (0: no bound)")
+	fl.BoolVar(&f.json, "json", false, "print the summary as JSON (latencies in seconds, throughput every 100 ms) instead of a table")
+	fl.StringVar(&f.plot, "plot", "", "also draw latency percentiles and throughput over time to this PNG file")
 	c.AddCommand(newBenchCompareCmd(), newServeMemfsCmd())
 	return c
 }
@@ -99,18 +104,40 @@ func runBench(c *cobra.Command, f *benchFlags, dir string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	res, err := bench.Run(ctx, dir, bench.Options{Workload: w, Clients: f.clients, Duration: f.duration, Count: f.count, MaxFiles: f.maxFiles})
+	o := bench.Options{Workload: w, Clients: f.clients, Duration: f.duration, Count: f.count, MaxFiles: f.maxFiles}
+	bar := newBenchBar(os.Stderr, o)
+	if bar != nil {
+		o.Progress = bar.update
+	}
+	res, err := bench.Run(ctx, dir, o)
+	bar.finish()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return &exitError{code: 1, err: fmt.Errorf("bench %s: %w", dir, err)}
 	}
-	out := c.OutOrStdout()
-	fmt.Fprintf(out, "%s on %s: %d client(s), %d ops in %s: %.1f ops/s\n",
-		w, dir, res.Clients, res.Ops, res.Elapsed.Round(time.Millisecond), res.OpsPerSec())
-	fmt.Fprintf(out, "latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
-		res.Lat.Percentile(0.5), res.Lat.Percentile(0.9), res.Lat.Percentile(0.99),
-		res.Lat.Percentile(0.999), res.Lat.Max())
+	if perr := writeBenchReport(c.OutOrStdout(), f, dir, &res); perr != nil {
+		return &exitError{code: 1, err: perr}
+	}
 	if err != nil {
 		return &exitError{code: 1, err: errors.New("interrupted")}
+	}
+	return nil
+}
+
+// writeBenchReport prints the summary (a table, or JSON) and draws the
+// plot if asked.
+func writeBenchReport(out io.Writer, f *benchFlags, dir string, res *bench.Result) error {
+	sum := bench.Summarize(dir, res)
+	if f.json {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(sum); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	} else if err := sum.WriteTable(out); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if f.plot != "" {
+		return bench.WritePlot(f.plot, res)
 	}
 	return nil
 }
