@@ -21,9 +21,10 @@ import (
 // Copy on write keeps it consistent: the first change to a frozen file's
 // content (write, truncate, fallocate, or its end) moves the memfd it had
 // into the snapshot and gives the file a copy, so the snapshot reads the
-// content as of its LSN. Every descriptor stays on the actor's goroutine:
-// the snapshot names files by inode number (never reused), not by
-// descriptor. One streamed snapshot at a time (Server.StreamSnapshot).
+// content as of its LSN. The snapshot's descriptors stay on the actor's
+// goroutine: it names files by inode number (never reused), not by
+// descriptor (a data record's view is the one that leaves, with a dup of
+// its own: content_view.go). One streamed snapshot at a time (Server.StreamSnapshot).
 
 // snapSession is the state of the streamed snapshot in progress.
 type snapSession struct {
