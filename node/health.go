@@ -45,26 +45,69 @@ func (v adminView) Unhealthy(ctx context.Context) []string {
 	return append(bad, replicasDown(reps)...)
 }
 
-// Unready says which volumes do not serve or are fenced, and which
-// replica servers stopped.
-func (v adminView) Unready() []string {
+// Readiness says, for each volume, whether it holds its term and W
+// replicas answered within its bound, and for each replica server whether
+// its store is open and writable (admin.Readiness; /readyz). A volume
+// still recovering is not in the node yet: with nothing else served, the
+// node is not ready.
+func (v adminView) Readiness() admin.Readiness {
 	vols, reps := v.n.parts()
-	var bad []string
+	var r admin.Readiness
 	if len(vols) == 0 && len(reps) == 0 {
-		bad = append(bad, "nothing is served yet")
+		r.Reasons = append(r.Reasons, "nothing is served yet (a volume still recovering, or none configured)")
 	}
 	for _, rv := range vols {
-		select {
-		case <-rv.Done():
-			bad = append(bad, "volume "+rv.opts.Volume+": not serving")
-			continue
-		default:
-		}
-		if rv.primary.Fenced() {
-			bad = append(bad, "volume "+rv.opts.Volume+": fenced (another node holds a newer term; mutations answer EROFS)")
-		}
+		r.Volumes = append(r.Volumes, rv.readiness())
 	}
-	return append(bad, replicasDown(reps)...)
+	for _, rep := range reps {
+		r.Replicas = append(r.Replicas, rep.readiness())
+	}
+	return r
+}
+
+// readiness is the volume's part of /readyz. A primary is ready when it
+// serves, is not fenced and W replicas answered within readyWithin. (A
+// follower, once built, would be ready when its lag is under a bound: its
+// role and lag would be reported here.)
+func (rv *ReplicatedVolume) readiness() admin.VolumeReadiness {
+	st := rv.primary.Status()
+	r := admin.VolumeReadiness{Volume: st.Volume, Role: "primary", Term: st.Term, W: st.W, Replicas: len(st.Replicas),
+		Answering: rv.primary.Answering(rv.readyWithin), ReadyWithin: rv.readyWithin.String()}
+	select {
+	case <-rv.Done():
+		r.Reason = "not serving: the mount ended"
+		return r
+	default:
+	}
+	switch {
+	case st.Fenced:
+		r.Role, r.Answering = "fenced", 0
+		r.Reason = "fenced: another node holds a newer term; mutations answer EROFS"
+	case r.Answering < st.W:
+		r.Reason = fmt.Sprintf("below quorum: %d of %d replicas answered within %v, %d needed; close, fsync and rename would wait and fail with EIO",
+			r.Answering, r.Replicas, rv.readyWithin, st.W)
+	default:
+		r.Ready = true
+	}
+	return r
+}
+
+// readiness is the replica server's part of /readyz: it serves, and its
+// store is open and writable.
+func (rep *Replica) readiness() admin.ReplicaReadiness {
+	r := admin.ReplicaReadiness{Addr: rep.Addr()}
+	select {
+	case <-rep.Done():
+		r.Reason = "not serving"
+		return r
+	default:
+	}
+	if err := rep.srv.Unready(); err != nil {
+		r.Reason = err.Error()
+		return r
+	}
+	r.Ready = true
+	return r
 }
 
 // replicasDown names the replica servers that stopped serving.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/mountdev"
 	"github.com/spoolfs/spoolfs/replication"
@@ -30,6 +31,10 @@ type ReplicationOptions struct {
 	Creds credentials.TransportCredentials
 	// Progress reports recovery; nil: ProgressFor(os.Stderr, log).
 	Progress func(replication.Progress)
+	// ReadyWithin is how recently W replicas must have answered for the
+	// volume to be ready (/readyz) and for `spoolfs status` to count a
+	// replica in its quorum (0: admin.DefaultReadyWithin, 3 s).
+	ReadyWithin time.Duration
 }
 
 // ReplicatedVolume is a mounted volume whose records go to replicas: the
@@ -39,6 +44,8 @@ type ReplicatedVolume struct {
 	primary *replication.Primary
 	waits   *WaitStats
 	watched chan struct{} // closed when watchFenced returned
+	// readyWithin: ReplicationOptions.ReadyWithin with its default.
+	readyWithin time.Duration
 }
 
 // MountReplicated makes this node the primary of o.Volume and mounts it:
@@ -77,7 +84,10 @@ func MountReplicated(ctx context.Context, o config.MountOptions, r ReplicationOp
 		return nil, err
 	}
 	p.SetSnapshotSource(ActorSnapshots(v.Server()))
-	rv := &ReplicatedVolume{Volume: v, primary: p, waits: waits, watched: make(chan struct{})}
+	rv := &ReplicatedVolume{Volume: v, primary: p, waits: waits, watched: make(chan struct{}), readyWithin: r.ReadyWithin}
+	if rv.readyWithin <= 0 {
+		rv.readyWithin = admin.DefaultReadyWithin
+	}
 	go rv.watchFenced()
 	log.Info("primary serving", zap.String("volume", o.Volume), zap.Uint64("term", p.Term()),
 		zap.Uint64("lsn", snap.LSN), zap.Int("inodes", len(snap.Inodes)), zap.Strings("replicas", r.Replicas))

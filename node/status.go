@@ -23,12 +23,21 @@ import (
 func (rv *ReplicatedVolume) volumeStatus() admin.VolumeStatus {
 	st := rv.primary.Status()
 	vs := admin.VolumeStatus{Volume: st.Volume, Dir: rv.Dir(), Role: "primary", Term: st.Term, Head: st.Head,
-		Durable: st.Durable, W: st.W, LogBytes: st.LogBytes, LogFirst: st.LogFirst, NoQuorum: st.QuorumLost, Err: st.Err, Links: []admin.VolumeReplicaStatus{}}
+		Durable: st.Durable, W: st.W, LogBytes: st.LogBytes, LogFirst: st.LogFirst, NoQuorum: st.QuorumLost, Err: st.Err,
+		ReadyWithin: rv.readyWithin.String(), Links: []admin.VolumeReplicaStatus{}}
 	if st.Fenced {
 		vs.Role = "fenced"
 	}
+	now := time.Now()
 	for _, r := range st.Replicas {
-		vs.Links = append(vs.Links, admin.VolumeReplicaStatus(r))
+		ago := now.Sub(r.LastAnswer)
+		quorum := r.Connected && ago <= rv.readyWithin && !st.Fenced
+		if quorum {
+			vs.Answering++
+		}
+		vs.Links = append(vs.Links, admin.VolumeReplicaStatus{Addr: r.Addr, Connected: r.Connected, Acked: r.Acked, Lag: r.Lag,
+			Resyncs: r.Resyncs, Installs: r.Installs, Overflows: r.Overflows, Repeats: r.Repeats, Installing: r.Installing,
+			LastError: r.LastError, Quorum: quorum, AnsweredAgo: ago, First: r.Quorum, AckLatency: r.AckLatency})
 	}
 	for _, h := range rv.waits.Histograms() {
 		if h.Count == 0 {

@@ -60,6 +60,13 @@ type PrimaryConfig struct {
 	// before it sends to the trailing ones too (default 2ms; it grows to
 	// 4× the recent durability latency under load).
 	HedgeDelay time.Duration
+	// ProbeInterval is how often a link that heard nothing from its
+	// replica for that long asks whether it answers (the gRPC health
+	// service, probe.go); default 1s. An idle volume's replicas send no
+	// acks, and a stopped or cut-off replica keeps its connection for the
+	// keepalive's 15 s: the probes are what lets Answering tell, within a
+	// few seconds, whether W replicas would make a write durable.
+	ProbeInterval time.Duration
 
 	// Root gives the owner and permission bits of the root directory of a
 	// volume no replica holds yet (default mode 0755, owner 0:0).
@@ -113,6 +120,7 @@ func (c PrimaryConfig) withDefaults() (PrimaryConfig, error) {
 		c.ShipDelay = 5 * time.Millisecond
 	}
 	setDefault(&c.HedgeDelay, 2*time.Millisecond)
+	setDefault(&c.ProbeInterval, time.Second)
 	if c.MaxLogBytes == 0 {
 		c.MaxLogBytes = 64 << 20
 	}
@@ -450,6 +458,7 @@ func (p *Primary) setAcked(l *link, lsn uint64) {
 	defer p.mu.Unlock()
 	prev, durableBefore := l.acked, p.durable.Load()
 	l.acked = lsn
+	l.answered = time.Now()
 	l.ackedLocked(lsn)
 	p.advancePinLocked(l, lsn)
 	acked := make([]uint64, len(p.links))
@@ -550,6 +559,9 @@ type ReplicaStatus struct {
 	Quorum bool
 	// AckLatency is the moving average from a send to its ack.
 	AckLatency time.Duration
+	// LastAnswer is when the replica last answered on this link: the
+	// stream's handshake, an ack, or a probe (ProbeInterval).
+	LastAnswer time.Time
 }
 
 // PrimaryStatus is what `spoolfs status` shows of a primary.
@@ -581,7 +593,7 @@ func (p *Primary) Status() PrimaryStatus {
 	for _, l := range p.links {
 		rs := ReplicaStatus{Addr: l.addr, Connected: l.connected, Acked: l.acked, Resyncs: l.resyncs,
 			Installs: l.installs, Overflows: l.overflows, Repeats: l.repeats, Installing: l.pin != nil,
-			Quorum: slices.Contains(p.quorum, l) || p.cfg.W >= len(p.links), AckLatency: l.ackEWMA}
+			Quorum: slices.Contains(p.quorum, l) || p.cfg.W >= len(p.links), AckLatency: l.ackEWMA, LastAnswer: l.answered}
 		if l.acked < p.head {
 			rs.Lag = p.head - l.acked
 		}
@@ -661,16 +673,19 @@ func newPrimary(cfg PrimaryConfig, conns []*grpc.ClientConn, term, baseTerm, bas
 		first: baseLSN + 1, head: baseLSN, readable: baseLSN, durableCh: make(chan struct{}),
 		unreadCh: make(chan struct{}, 1)}
 	p.durable.Store(baseLSN)
+	now := time.Now()
 	for i, c := range conns {
-		l := &link{p: p, addr: cfg.Replicas[i], conn: c, client: pb.NewReplicaClient(c), wake: make(chan struct{}, 1)}
+		l := &link{p: p, addr: cfg.Replicas[i], conn: c, client: pb.NewReplicaClient(c), wake: make(chan struct{}, 1),
+			answered: now} // recovery just heard every replica it opened on
 		if holders[i] {
 			l.acked, l.granted = baseLSN, true
 		}
 		p.links = append(p.links, l)
 	}
 	for _, l := range p.links {
-		p.wg.Add(1)
+		p.wg.Add(2)
 		go l.run()
+		go l.probe()
 	}
 	p.wg.Add(1)
 	go p.readContents()

@@ -18,6 +18,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -137,8 +139,13 @@ func NewReplicaServer(dataDir string, log *zap.Logger, opts ...ReplicaOption) (*
 	return s, nil
 }
 
-// Register adds the Replica service to g. Create g with ServerOptions().
-func (s *ReplicaServer) Register(g *grpc.Server) { pb.RegisterReplicaServer(g, s) }
+// Register adds the Replica service to g, and the standard gRPC health
+// service, which a primary's links probe to tell a replica that answers
+// from a silent connection (probe.go). Create g with ServerOptions().
+func (s *ReplicaServer) Register(g *grpc.Server) {
+	pb.RegisterReplicaServer(g, s)
+	grpc_health_v1.RegisterHealthServer(g, health.NewServer())
+}
 
 // ServerOptions are the gRPC server options a replica needs: message size
 // bounds and keepalive. Add credentials (mTLS) to them.

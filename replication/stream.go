@@ -46,9 +46,12 @@ type link struct {
 	blocked atomic.Bool // pump waits for acks: its window is full
 
 	// Guarded by p.mu.
-	sent       []sentMark    // sends not yet acknowledged, oldest first
-	ackEWMA    time.Duration // moving average of send→ack latency
-	acked      uint64
+	sent    []sentMark    // sends not yet acknowledged, oldest first
+	ackEWMA time.Duration // moving average of send→ack latency
+	acked   uint64
+	// answered is when the replica last answered: a handshake or an ack
+	// (setAcked), or a probe (probe.go). INVARIANT: never moves back.
+	answered   time.Time
 	connected  bool
 	granted    bool // the replica accepted our term
 	needResync bool

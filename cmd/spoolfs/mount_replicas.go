@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
@@ -24,6 +25,7 @@ type replicaFlags struct {
 	logBytes       config.ByteSize
 	nodeID         string
 	acquireTimeout time.Duration
+	readyWithin    time.Duration
 	admin          string
 	tls            tlsFlags
 	client         credentials.TransportCredentials // from tls, set by check
@@ -37,6 +39,7 @@ func addReplicaFlags(c *cobra.Command, r *replicaFlags) {
 	fl.Var(&r.logBytes, "log-bytes", "with --replicas: bound of the in-memory log for a lagging replica, e.g. 64MiB, the default (beyond it: a full snapshot)")
 	fl.StringVar(&r.nodeID, "node-id", "", "with --replicas: this node's id, recorded with its term (default: the host name)")
 	fl.DurationVar(&r.acquireTimeout, "acquire-timeout", 30*time.Second, "with --replicas: how long taking the volume and recovering it may take")
+	fl.DurationVar(&r.readyWithin, "ready-within", admin.DefaultReadyWithin, "with --replicas: /readyz answers 503 unless W replicas answered within this")
 	fl.StringVar(&r.admin, "admin", "", "with --replicas: serve /metrics, /healthz, /readyz, /status, /debug/pprof on host:port")
 	addTLSFlags(fl, &r.tls)
 }
@@ -44,12 +47,15 @@ func addReplicaFlags(c *cobra.Command, r *replicaFlags) {
 // check validates the replication flags (the same rules as a node config).
 func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 	if r.replicas == "" {
-		for _, name := range append([]string{"w", "log-bytes", "node-id", "acquire-timeout", "admin"}, tlsFlagNames...) {
+		for _, name := range append([]string{"w", "log-bytes", "node-id", "acquire-timeout", "ready-within", "admin"}, tlsFlagNames...) {
 			if c.Flags().Changed(name) {
 				return fmt.Errorf("--%s: only with --replicas", name)
 			}
 		}
 		return nil
+	}
+	if r.readyWithin <= 0 {
+		return fmt.Errorf("--ready-within %v: want a positive duration, e.g. 3s", r.readyWithin)
 	}
 	if readOnly {
 		return errors.New("-o ro with --replicas: a read-only mount of a replicated volume is a follower (--follow), not implemented yet")
@@ -70,7 +76,7 @@ func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 
 func (r *replicaFlags) options() node.ReplicationOptions {
 	return node.ReplicationOptions{NodeID: r.nodeID, Replicas: config.SplitReplicas(r.replicas), W: r.w,
-		MaxLogBytes: int64(r.logBytes), AcquireTimeout: r.acquireTimeout, Creds: r.client}
+		MaxLogBytes: int64(r.logBytes), AcquireTimeout: r.acquireTimeout, ReadyWithin: r.readyWithin, Creds: r.client}
 }
 
 // runReplicated makes this node the volume's primary, mounts it and serves

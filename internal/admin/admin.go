@@ -27,7 +27,10 @@ const HealthTimeout = 5 * time.Second
 //	/healthz       200 when every volume's actor steps (answers an empty
 //	               event within 5s): no request to the mount, which this
 //	               process serves itself
-//	/readyz        200 when every volume serves and is not fenced
+//	/readyz        200 when every volume's primary holds its term and W
+//	               replicas answered within its ready bound, and every
+//	               replica server's store is open and writable; 503
+//	               otherwise; the JSON body says why (Readiness)
 //	/status        the node's status as JSON (what `spoolfs status` prints)
 //	/debug/pprof/  the Go profiler
 //
@@ -48,9 +51,9 @@ type Source interface {
 	// after HealthTimeout); nothing when all is well. It must make no
 	// request to a mount this process serves.
 	Unhealthy(ctx context.Context) []string
-	// Unready says why the node does not serve (/readyz); nothing when
-	// it does.
-	Unready() []string
+	// Readiness says whether each part of the node is ready and why not
+	// (/readyz); Start sets Ready from the parts.
+	Readiness() Readiness
 }
 
 // Start serves the admin endpoint of src on addr (port 0: a free one;
@@ -71,7 +74,7 @@ func Start(addr string, src Source, metrics prometheus.Collector, log *zap.Logge
 		defer cancel()
 		answer(w, src.Unhealthy(ctx))
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { answer(w, src.Unready()) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { answerReady(w, src.Readiness()) })
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -14,8 +14,9 @@ import (
 
 // fakeSource reports fixed answers.
 type fakeSource struct {
-	unhealthy, unready []string
-	sawDeadline        bool
+	unhealthy   []string
+	ready       Readiness
+	sawDeadline bool
 }
 
 func (f *fakeSource) Status(context.Context) NodeStatus {
@@ -27,7 +28,7 @@ func (f *fakeSource) Unhealthy(ctx context.Context) []string {
 	return f.unhealthy
 }
 
-func (f *fakeSource) Unready() []string { return f.unready }
+func (f *fakeSource) Readiness() Readiness { return f.ready }
 
 // get fetches path from the endpoint at addr.
 func get(t *testing.T, addr, path string) (int, string) {
@@ -44,11 +45,16 @@ func get(t *testing.T, addr, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestEndpoint: each path answers what the Source says — 200 "ok" or 503
-// with one line per problem; /healthz gives the Source a deadline;
+// TestEndpoint: each path answers what the Source says — /healthz 200
+// "ok" or 503 with one line per problem, with a deadline; /readyz 503 and
+// JSON saying which part is not ready and why, 200 once every part is;
 // /status is its status as JSON; /metrics has the collector's metrics.
 func TestEndpoint(t *testing.T) {
-	src := &fakeSource{unready: []string{"volume spool: fenced", "replica 10.0.0.7:7400: not serving"}}
+	src := &fakeSource{ready: Readiness{
+		Volumes: []VolumeReadiness{
+			{Volume: "spool", Role: "primary", Term: 3, W: 2, Answering: 1, Replicas: 3, Reason: "below quorum"},
+			{Volume: "queue", Role: "primary", Term: 2, W: 2, Answering: 3, Replicas: 3, Ready: true}},
+		Replicas: []ReplicaReadiness{{Addr: "10.0.0.7:7400", Ready: true}}}}
 	col := prometheus.NewGauge(prometheus.GaugeOpts{Name: "spoolfs_test_gauge", Help: "A test gauge."})
 	col.Set(7)
 	a, err := Start("127.0.0.1:0", src, col, zap.NewNop())
@@ -64,8 +70,18 @@ func TestEndpoint(t *testing.T) {
 		t.Error("/healthz asked the source without a deadline")
 	}
 	code, body := get(t, a.Addr(), "/readyz")
-	if code != http.StatusServiceUnavailable || body != strings.Join(src.unready, "\n")+"\n" {
-		t.Errorf("/readyz: %d %q, want 503 and one line per problem", code, body)
+	var rd Readiness
+	if err := json.Unmarshal([]byte(body), &rd); code != http.StatusServiceUnavailable || err != nil || rd.Ready ||
+		len(rd.Volumes) != 2 || rd.Volumes[0].Reason != "below quorum" || rd.Volumes[0].Answering != 1 || rd.Volumes[0].Role != "primary" {
+		t.Errorf("/readyz with a volume below quorum: %d %v %s", code, err, body)
+	}
+	src.ready.Volumes[0].Ready = true
+	if code, body := get(t, a.Addr(), "/readyz"); code != http.StatusOK || !strings.Contains(body, `"ready": true`) {
+		t.Errorf("/readyz with every part ready: %d %s", code, body)
+	}
+	src.ready = Readiness{Reasons: []string{"nothing is served yet"}}
+	if code, body := get(t, a.Addr(), "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "nothing is served yet") {
+		t.Errorf("/readyz serving nothing: %d %s", code, body)
 	}
 	code, body = get(t, a.Addr(), "/status")
 	var ns NodeStatus

@@ -25,19 +25,24 @@ type NodeStatus struct {
 
 // VolumeStatus is one volume this node is the primary of.
 type VolumeStatus struct {
-	Volume   string                `json:"volume"`
-	Dir      string                `json:"dir"`
-	Role     string                `json:"role"` // "primary", or "fenced" once a newer term took it
-	Term     uint64                `json:"term"`
-	Head     uint64                `json:"head_lsn"`    // last record made
-	Durable  uint64                `json:"durable_lsn"` // last record on W replicas
-	W        int                   `json:"w"`
-	LogBytes int64                 `json:"log_bytes"`
-	LogFirst uint64                `json:"log_first_lsn"`         // first record the log holds
-	NoQuorum bool                  `json:"quorum_lost,omitempty"` // a wait timed out: waits answer EIO at once until its record is durable
-	Err      string                `json:"error,omitempty"`
-	Links    []VolumeReplicaStatus `json:"replicas"`
-	Waits    []WaitSummary         `json:"waits,omitempty"`
+	Volume   string `json:"volume"`
+	Dir      string `json:"dir"`
+	Role     string `json:"role"` // "primary", or "fenced" once a newer term took it
+	Term     uint64 `json:"term"`
+	Head     uint64 `json:"head_lsn"`    // last record made
+	Durable  uint64 `json:"durable_lsn"` // last record on W replicas
+	W        int    `json:"w"`
+	LogBytes int64  `json:"log_bytes"`
+	LogFirst uint64 `json:"log_first_lsn"`         // first record the log holds
+	NoQuorum bool   `json:"quorum_lost,omitempty"` // a wait timed out: waits answer EIO at once until its record is durable
+	// Answering counts the replicas whose stream is open and that
+	// answered within ReadyWithin: below W, the volume is below quorum
+	// (a write now would wait and fail with EIO).
+	Answering   int                   `json:"replicas_answering"`
+	ReadyWithin string                `json:"ready_within"`
+	Err         string                `json:"error,omitempty"`
+	Links       []VolumeReplicaStatus `json:"replicas"`
+	Waits       []WaitSummary         `json:"waits,omitempty"`
 }
 
 // VolumeReplicaStatus is one replica of a volume, as its primary sees it.
@@ -55,9 +60,16 @@ type VolumeReplicaStatus struct {
 	Repeats    int    `json:"install_repeats"`
 	Installing bool   `json:"installing"`
 	LastError  string `json:"last_error,omitempty"`
-	// Quorum: a wait sends to it at once; otherwise it trails by up to
-	// the ship delay (docs/architecture.md, "quorum first").
-	Quorum     bool          `json:"quorum"`
+	// Quorum: it counts toward the write quorum now — its stream is open
+	// and it answered (an ack or a probe) within the volume's
+	// ReadyWithin.
+	Quorum bool `json:"quorum"`
+	// AnsweredAgo is how long ago it last answered.
+	AnsweredAgo time.Duration `json:"answered_ago_ns"`
+	// First: a wait sends to it at once (one of the W fastest lately);
+	// otherwise it trails by up to the ship delay (docs/architecture.md,
+	// "quorum first").
+	First      bool          `json:"first"`
 	AckLatency time.Duration `json:"ack_latency_ns"` // moving average, send to ack
 }
 
@@ -114,7 +126,7 @@ func PrintStatus(w io.Writer, ns NodeStatus) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node %s, up %s\n\n", ns.NodeID, ns.Uptime)
 	if len(ns.Volumes) > 0 {
-		fmt.Fprintln(tw, "VOLUME\tROLE\tTERM\tHEAD\tDURABLE\tW\tREPLICA\tCONNECTED\tQUORUM\tACK LATENCY\tACKED\tLAG\tRESYNCS\tLAST ERROR")
+		fmt.Fprintln(tw, "VOLUME\tROLE\tTERM\tHEAD\tDURABLE\tW\tANSWERING\tREPLICA\tCONNECTED\tANSWERED\tQUORUM\tFIRST\tACK LATENCY\tACKED\tLAG\tRESYNCS\tLAST ERROR")
 		for _, v := range ns.Volumes {
 			printVolumeRows(tw, v)
 		}
@@ -132,14 +144,16 @@ func PrintStatus(w io.Writer, ns NodeStatus) error {
 func printVolumeRows(w io.Writer, v VolumeStatus) {
 	for i, l := range v.Links {
 		name, role, term, head, durable, wq := v.Volume, v.Role, fmt.Sprint(v.Term), fmt.Sprint(v.Head), fmt.Sprint(v.Durable), fmt.Sprint(v.W)
+		answering := fmt.Sprintf("%d/%d", v.Answering, len(v.Links))
 		if v.NoQuorum && role == "primary" {
 			role = "primary (quorum lost)"
 		}
 		if i > 0 {
-			name, role, term, head, durable, wq = "", "", "", "", "", ""
+			name, role, term, head, durable, wq, answering = "", "", "", "", "", "", ""
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", name, role, term, head, durable, wq,
-			l.Addr, yesNo(l.Connected), yesNo(l.Quorum), l.AckLatency.Round(time.Microsecond), l.Acked, l.Lag, l.Resyncs, shorten(l.LastError, 60))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", name, role, term, head, durable, wq, answering,
+			l.Addr, yesNo(l.Connected), l.AnsweredAgo.Round(100*time.Millisecond), yesNo(l.Quorum), yesNo(l.First),
+			l.AckLatency.Round(time.Microsecond), l.Acked, l.Lag, l.Resyncs, shorten(l.LastError, 60))
 	}
 }
 
