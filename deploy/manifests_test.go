@@ -333,7 +333,7 @@ func spoolfsMount(t *testing.T, where string, cmd []string) (args, child []strin
 func positional(args []string) []string {
 	withValue := map[string]bool{"--replicas": true, "--capacity": true, "--stop-grace": true,
 		"--log-format": true, "-o": true, "--root-owner": true, "--root-mode": true, "--flush-timeout": true,
-		"--node-id": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true}
+		"--node-id": true, "--tls-ca": true, "--tls-cert": true, "--tls-key": true, "--admin": true}
 	var pos []string
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; {
@@ -392,9 +392,19 @@ func TestMailContainers(t *testing.T) {
 
 // checkMailProbes: the liveness probe must fail when the mount stops
 // answering: `spoolfs probe` of the mount point with a timeout below the
-// probe's own.
+// probe's own. The readiness probe is spoolfs's /readyz (readiness is
+// durability, issue 12) on the admin endpoint the command opens, so SMTP
+// stops getting mail spoolfs cannot store.
 func checkMailProbes(t *testing.T, where string, c corev1.Container) {
 	t.Helper()
+	args, _ := spoolfsMount(t, where, c.Command)
+	admin := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "admin" && p.ContainerPort == 7480 })
+	if flagValue(args, "--admin") != ":7480" || admin < 0 {
+		t.Errorf("%s: want --admin :7480 and a container port named admin (7480)", where)
+	}
+	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.String() != "admin" {
+		t.Errorf("%s: want a readiness probe GET /readyz on the admin port", where)
+	}
 	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "startup": c.StartupProbe} {
 		if p == nil || p.Exec == nil {
 			t.Errorf("%s: %s probe is not an exec probe", where, name)
