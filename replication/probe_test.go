@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,4 +41,34 @@ func TestAnsweringSeesSilentReplicas(t *testing.T) {
 	healed := time.Now()
 	testsupport.WaitFor(t, 5*time.Second, "3 replicas answering again", func() bool { return p.Answering(within) == 3 })
 	t.Logf("answering back at 3 after %v", time.Since(healed))
+}
+
+// TestReplicaUnready: a replica is ready while its data directory takes
+// files; not once the directory is gone (a lost disk, an unmounted
+// volume), nor after Close.
+func TestReplicaUnready(t *testing.T) {
+	dir := t.TempDir() + "/data"
+	s, err := NewReplicaServer(dir, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unready(); err != nil {
+		t.Fatalf("fresh replica: %v", err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unready(); err == nil || !strings.Contains(err.Error(), "not writable") {
+		t.Errorf("data dir gone: %v, want not writable", err)
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unready(); err != nil {
+		t.Errorf("data dir back: %v", err)
+	}
+	s.Close()
+	if err := s.Unready(); err == nil {
+		t.Error("closed replica is ready")
+	}
 }
