@@ -196,7 +196,11 @@
 // at its next handshake, within MaxBackoff (1 s). A silent connection (a
 // partition, a stopped replica) is ended by the client keepalive (10 s +
 // 5 s) and the link reconnects; a partition that heals sooner lets TCP
-// deliver what it held.
+// deliver what it held. Readiness does not wait for the keepalive: each
+// link notes when its replica last answered (handshake, ack, or a probe of
+// the gRPC health service that ReplicaServer.Register serves), and
+// Primary.Answering counts the connected replicas that answered within a
+// bound (node's /readyz: 3 s).
 //
 // # Goroutines
 //
@@ -208,7 +212,10 @@
 //     term (termCh).
 //   - Primary, per replica: one link goroutine (run) that owns the stream
 //     and sends; per session one receiver goroutine reading acks, which the
-//     link waits for before starting the next session. Close cancels them
+//     link waits for before starting the next session; and one probe
+//     goroutine (probe.go) that asks the replica's gRPC health service
+//     each ProbeInterval (1 s) in which it heard nothing from it, so that
+//     Answering tells a silent replica within seconds. Close cancels them
 //     all and waits. Append, Durable and Status only take Primary.mu for a
 //     moment; Wait blocks on a channel that is closed whenever Durable
 //     advances or the primary fails.
