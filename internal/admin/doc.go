@@ -1,8 +1,10 @@
 // Package admin owns a node's admin endpoint and the status it reports:
 // the HTTP server (Start: /metrics, /healthz, /readyz, /status and
 // /debug/pprof), the JSON types of a node's status (NodeStatus and the
-// types under it, ReplicaStatusFromPB for a replica's Status RPC), and
-// `spoolfs status` (FetchStatus, PrintStatus, PrintReplicaRows).
+// types under it, ReplicaStatusFromPB for a replica's Status RPC) and of
+// its readiness (Readiness: /readyz's body, 503 unless every part is
+// ready), and `spoolfs status` (FetchStatus, PrintStatus,
+// PrintReplicaRows, and Verdict: its exit status, Exit*).
 //
 // What is reported is not its business: a Source (node.Node) answers the
 // status, health and readiness when asked, and node's collector the
