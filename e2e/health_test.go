@@ -149,6 +149,7 @@ func TestReadinessFollowsQuorum(t *testing.T) {
 	if code != 4 || !strings.Contains(out, "below quorum") || !strings.Contains(out, "QUORUM") {
 		t.Errorf("status below quorum: exit %d, want 4\n%s", code, out)
 	}
+	t.Logf("spoolfs status below quorum: exit %d\n%s", code, out)
 	if code, out := status(t, "--admin", admin, "--json"); code != 4 || !strings.Contains(out, `"replicas_answering": 1`) {
 		t.Errorf("status --json below quorum: exit %d, want 4\n%s", code, out)
 	}

@@ -69,7 +69,7 @@ Exit status (the worst condition found wins, in this order: 3, 4, 5):
      that many records were written without it)`,
 		Example: `  spoolfs status
   spoolfs status --admin 10.0.0.7:7480 -o json
-  spoolfs status --max-lag 0 || echo "unhealthy: $?"
+  spoolfs status --max-lag 1000 || echo "unhealthy: exit $?"
   spoolfs status --replicas a:7400,b:7400,c:7400`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
