@@ -18,7 +18,9 @@ import (
 // 64 MiB (docs/benchmarks.md). Instead the record carries a memfdView
 // (Record.Content): a descriptor of its own on the file's memfd (dup(2),
 // one system call) and the size at that LSN. Replication reads it on its
-// own goroutine and releases it.
+// own goroutine and releases it. Should the dup fail (the process out of
+// descriptors: each file's memfd holds one), the record takes its bytes on
+// the actor as before, rather than fail the close (InlineContents).
 //
 // Copy on write keeps the view true to its LSN: while a view may still
 // read the memfd (inode.view set and not released), the first change to
@@ -50,10 +52,14 @@ type memfdView struct {
 	once     sync.Once
 }
 
+// dupFD duplicates a descriptor (close-on-exec); tests replace it to
+// make it fail.
+var dupFD = func(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
+
 // newView gives in's memfd a view for a data record (on the actor: one
 // dup, no read of the content).
 func (st *State) newView(in *inode) (*memfdView, error) {
-	fd, err := unix.FcntlInt(uintptr(in.fd), unix.F_DUPFD_CLOEXEC, 0)
+	fd, err := dupFD(in.fd)
 	if err != nil {
 		return nil, fmt.Errorf("dup memfd: %w", err)
 	}
@@ -124,6 +130,12 @@ func (st *State) recycle(fd int) {
 // changed while a data record's view could still read it (unshare). Safe
 // from any goroutine.
 func (st *State) ContentCopies() uint64 { return st.contentCopies.Load() }
+
+// InlineContents counts the data records whose content the actor read
+// itself because it could not dup the memfd for a view (out of
+// descriptors): the close still succeeds, at the old cost. Safe from any
+// goroutine.
+func (st *State) InlineContents() uint64 { return st.inlineContents.Load() }
 
 // memfdCopy copies the extents of src below size into dst, and gives dst
 // size bytes: holes stay holes (a sparse file is not filled with zeros).

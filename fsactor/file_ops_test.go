@@ -450,3 +450,21 @@ func TestOutOfDescriptors(t *testing.T) {
 		t.Fatal("never ran out of descriptors")
 	}
 }
+
+// TestDataRecordWithoutDescriptors: when the memfd cannot be dup'd for a
+// view (out of descriptors), the data record takes its bytes on the actor
+// and the flush succeeds (counted by InlineContents).
+func TestDataRecordWithoutDescriptors(t *testing.T) {
+	h := newHarness(t, Config{})
+	ino, fh := h.create(rootIno, "f")
+	h.write(ino, fh, 0, "message")
+	h.take()
+	dup := dupFD
+	dupFD = func(int) (int, error) { return -1, syscall.EMFILE }
+	t.Cleanup(func() { dupFD = dup })
+	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
+	r := h.takeRaw()[0]
+	if r.Content != nil || string(r.Data) != "message" || h.st.InlineContents() != 1 {
+		t.Fatalf("record %+v, %d inline contents; want the bytes in the record, 1", r, h.st.InlineContents())
+	}
+}

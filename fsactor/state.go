@@ -106,6 +106,10 @@ type State struct {
 	// contentCopies counts the copies unshare made (ContentCopies); read
 	// from any goroutine.
 	contentCopies atomic.Uint64
+	// inlineContents counts the data records whose content the actor read
+	// itself, a view's dup having failed (InlineContents); read from any
+	// goroutine.
+	inlineContents atomic.Uint64
 
 	// eff collects the effects of the steps since its last Reset: the
 	// loop applies and resets it after every step.
