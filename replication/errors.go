@@ -20,6 +20,9 @@ var (
 	ErrNoQuorum = errors.New("replication: no quorum")
 	// ErrClosed: the primary was closed.
 	ErrClosed = errors.New("replication: primary closed")
+	// ErrAcquireTimeout: OpenPrimary did not take the term and recover the
+	// volume within PrimaryConfig.AcquireTimeout (wraps what failed last).
+	ErrAcquireTimeout = errors.New("replication: acquire timeout")
 )
 
 // The refusals of a replica that the primary acts on carry a reason in an

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -12,8 +13,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // OpenPrimary makes this node the primary of cfg.Volume: it acquires term
@@ -32,6 +35,7 @@ func OpenPrimary(ctx context.Context, cfg PrimaryConfig) (*Primary, *Snapshot, e
 	if err != nil {
 		return nil, nil, err
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, cfg.AcquireTimeout)
 	defer cancel()
 	r := &recovery{cfg: cfg, log: cfg.Log.With(zap.String("volume", cfg.Volume))}
@@ -42,6 +46,9 @@ func OpenPrimary(ctx context.Context, cfg PrimaryConfig) (*Primary, *Snapshot, e
 	if err != nil {
 		for _, c := range conns {
 			_ = c.Close()
+		}
+		if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) { // ours, not the caller's
+			err = fmt.Errorf("%w of %s: %w", ErrAcquireTimeout, cfg.AcquireTimeout, err)
 		}
 		return nil, nil, err
 	}
@@ -175,10 +182,17 @@ func (r *recovery) acquire(ctx context.Context) (uint64, []answer, error) {
 	}
 }
 
+// summary says what each replica answered; one that could not be reached
+// (codes.Unavailable: refused, no route, TLS handshake) gets the question
+// an operator should ask first.
 func (r *recovery) summary(answers []answer) string {
 	parts := make([]string, len(answers))
 	for i, a := range answers {
-		parts[i] = r.cfg.Replicas[i] + ": " + a.String()
+		addr := r.cfg.Replicas[i]
+		parts[i] = addr + ": " + a.String()
+		if a.err != nil && status.Code(a.err) == codes.Unavailable {
+			parts[i] = fmt.Sprintf("%s: unreachable (%s): is `spoolfs replica` running at %s?", addr, status.Convert(a.err).Message(), addr)
+		}
 	}
 	return strings.Join(parts, "; ")
 }

@@ -353,3 +353,22 @@ func TestVersionCommand(t *testing.T) {
 		t.Errorf("version %q: no module version stamped", v)
 	}
 }
+
+// TestReplicaErrorsNameTheFix: replicas that are not running are asked
+// about by name, a recovery that runs out of --acquire-timeout names the
+// flag, and a replica set that is not 3 addresses is refused before
+// anything is tried.
+func TestReplicaErrorsNameTheFix(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := spoolfs(t, nil, "mount", "--log-level", "error", "--replicas", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+		"--acquire-timeout", "1s", "v", dir)
+	for _, want := range []string{"acquire timeout of 1s", "raise --acquire-timeout", "is `spoolfs replica` running at 127.0.0.1:2?"} {
+		if code != 1 || !strings.Contains(stderr, want) {
+			t.Errorf("replicas not running: status %d, stderr %q; want 1 and %q", code, stderr, want)
+		}
+	}
+	code, _, stderr = spoolfs(t, nil, "mount", "--replicas", "127.0.0.1:1,127.0.0.1:2", "v", dir)
+	if code != 2 || !strings.Contains(stderr, "--replicas: 2 given (127.0.0.1:1,127.0.0.1:2), want 3") {
+		t.Errorf("two replicas: status %d, stderr %q; want 2 and the count", code, stderr)
+	}
+}

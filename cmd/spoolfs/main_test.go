@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spoolfs/spoolfs/internal/config"
 )
 
 // TestRunExitStatus: command-line mistakes are usage errors (2) and mount
@@ -26,6 +31,8 @@ func TestRunExitStatus(t *testing.T) {
 		{[]string{"mount", "--local", "--max-write", "2GiB", "v", dir}, 2},
 		{[]string{"mount", "--local", "v", dir, "--"}, 2},
 		{[]string{"mount", "v", dir}, 2},
+		{[]string{"mount", "--replicas", "127.0.0.1:1,127.0.0.1:2", "v", dir}, 2},
+		{[]string{"mount", "--replicas", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3,127.0.0.1:4", "v", dir}, 2},
 		{[]string{"mount", "--local", "v"}, 2},
 		{[]string{"nosuchcommand"}, 2},
 		{[]string{"mount", "--local", "v", dir + "/missing"}, 1},
@@ -65,6 +72,41 @@ func TestFormatVersion(t *testing.T) {
 	} {
 		if got := formatVersion(tc.info, tc.override, "linux/amd64"); got != tc.want {
 			t.Errorf("formatVersion = %q\nwant            %q", got, tc.want)
+		}
+	}
+}
+
+// TestMountExamplesParse: every example of `spoolfs mount --help` is a
+// valid command line (flags, arguments, options, replicas), checked as
+// far as it goes before anything is mounted.
+func TestMountExamplesParse(t *testing.T) {
+	validate := func(c *cobra.Command, f *mountFlags, args []string) error {
+		if err := f.finish(c); err != nil {
+			return err
+		}
+		if err := config.ValidateVolumeName(args[0]); err != nil {
+			return err
+		}
+		_, err := childArgv(c, args)
+		return err
+	}
+	lines := strings.Split(newMountCmd().Example, "\n")
+	if len(lines) < 3 {
+		t.Fatalf("examples: %q", lines)
+	}
+	for _, line := range lines {
+		shellLine, _, _ := strings.Cut(line, "#") // a comment
+		fields := strings.Fields(strings.TrimSuffix(strings.TrimSpace(shellLine), "&"))
+		if len(fields) < 3 || fields[0] != "spoolfs" || fields[1] != "mount" {
+			t.Errorf("example %q is not a spoolfs mount command", line)
+			continue
+		}
+		c := mountCmd(validate)
+		c.SetArgs(fields[2:])
+		c.SetOut(io.Discard)
+		c.SetErr(io.Discard)
+		if err := c.Execute(); err != nil {
+			t.Errorf("example %q: %v", line, err)
 		}
 	}
 }

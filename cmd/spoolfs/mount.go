@@ -30,13 +30,19 @@ type mountFlags struct {
 	launch    launchFlags
 }
 
-func newMountCmd() *cobra.Command {
+func newMountCmd() *cobra.Command { return mountCmd(runMount) }
+
+// mountCmd is `spoolfs mount` running run (tests check the examples of
+// --help with a run that only validates).
+func mountCmd(run func(*cobra.Command, *mountFlags, []string) error) *cobra.Command {
 	f := &mountFlags{opts: config.DefaultMountOptions(), rootMode: "0755"}
 	c := &cobra.Command{
 		Use:   "mount [flags] VOLUME MOUNTPOINT [-- CMD ARGS...]",
 		Short: "Mount a volume and serve it until unmounted or signalled",
 		Long: `Mount VOLUME at MOUNTPOINT and serve it until it is unmounted or spoolfs gets
-SIGINT/SIGTERM (then it unmounts cleanly; a second signal forces a lazy unmount).
+SIGINT/SIGTERM (then it unmounts cleanly; a second signal forces a lazy unmount)
+or spoolfs umount MOUNTPOINT. It stays in the foreground: run it with & (or under
+systemd, or with -- CMD) to keep the shell.
 As root it mounts with mount(2); otherwise through fusermount3 (package fuse3).
 The mount shows in /proc/mounts as "spoolfs:VOLUME MOUNTPOINT fuse.spoolfs".
 
@@ -46,11 +52,12 @@ from them before the mount exists; close(), fsync(), rename() and link()
 return once --w replicas hold the change (EIO after --flush-timeout). With
 --local the volume lives in this process's memory alone.`,
 		Example: `  spoolfs mount --replicas a:7400,b:7400,c:7400 mx1-spool /var/spool/exim4
-  spoolfs mount --replicas a:7400,b:7400,c:7400 -o allow_other -- exim -bd -q30m
-  spoolfs mount --local spool ./mnt
+  spoolfs mount --replicas a:7400,b:7400,c:7400 -o allow_other mx1-spool /var/spool/exim4 -- exim -bd -q30m
+  spoolfs mount --unshare --replicas a:7400,b:7400,c:7400 mx1-spool /var/spool/exim4 -- exim -bd -q30m
+  spoolfs mount --local spool ./mnt &    # serves in the background; stop it with: spoolfs umount ./mnt
   spoolfs mount --local -o allow_other,entry_timeout=10m mx1-spool /var/spool/exim4`,
 		Args: mountArgs,
-		RunE: func(c *cobra.Command, args []string) error { return runMount(c, f, args) },
+		RunE: func(c *cobra.Command, args []string) error { return run(c, f, args) },
 	}
 	fl := c.Flags()
 	fl.BoolVar(&f.local, "local", false, "serve the volume from memory alone, with no replicas (nothing survives the process)")

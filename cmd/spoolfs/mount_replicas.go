@@ -96,7 +96,7 @@ func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.
 	rv, err := n.MountVolume(ctx, f.opts, f.repl.options())
 	sig, signalled := release()
 	if err != nil {
-		return startFailed(err, sig, signalled)
+		return startFailed(err, sig, signalled, "--acquire-timeout")
 	}
 	defer func() {
 		rv.Close(f.opts.FlushTimeout)

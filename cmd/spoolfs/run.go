@@ -13,6 +13,7 @@ import (
 	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/process"
 	"github.com/spoolfs/spoolfs/node"
+	"github.com/spoolfs/spoolfs/replication"
 )
 
 func init() { extraCommands = append(extraCommands, newRunCmd) }
@@ -105,7 +106,11 @@ func runNode(c *cobra.Command, f *runFlags) error {
 	}
 	sig, signalled := release()
 	if err != nil {
-		return startFailed(err, sig, signalled)
+		setting := "--acquire-timeout"
+		if f.config != "" {
+			setting = "acquire_timeout in " + f.config
+		}
+		return startFailed(err, sig, signalled, setting)
 	}
 	switch {
 	case signalled:
@@ -117,10 +122,14 @@ func runNode(c *cobra.Command, f *runFlags) error {
 }
 
 // startFailed is the error of a start that failed, perhaps because a
-// signal cut it short.
-func startFailed(err error, sig os.Signal, signalled bool) error {
+// signal cut it short. acquireSetting names where the acquire timeout is
+// set (a flag, or a config file's field), for the error of a recovery
+// that ran out of it.
+func startFailed(err error, sig os.Signal, signalled bool, acquireSetting string) error {
 	if signalled {
 		err = fmt.Errorf("stopped by %v while starting: %w", sig, err)
+	} else if errors.Is(err, replication.ErrAcquireTimeout) {
+		err = fmt.Errorf("%w; if the replicas are running and answer, raise %s (recovering a large volume takes longer)", err, acquireSetting)
 	}
 	return &exitError{code: 1, err: err}
 }

@@ -172,7 +172,7 @@ func checkAddr(field, addr string) error {
 
 func checkReplicas(field string, addrs []string) error {
 	if len(addrs) == 0 {
-		return fmt.Errorf("%s: required: the host:port of each replica of the volume (3 in production)", field)
+		return fmt.Errorf("%s: required: the host:port of each of the volume's 3 replicas", field)
 	}
 	seen := map[string]bool{}
 	for i, a := range addrs {
@@ -191,8 +191,18 @@ func checkReplicas(field string, addrs []string) error {
 		}
 		seen[a] = true
 	}
+	if len(addrs) != ReplicaCount {
+		return fmt.Errorf("%s: %d given (%s), want %d: a volume's replica set is %d replicas, one per datacenter, so that W=2 survives the loss of one",
+			field, len(addrs), strings.Join(addrs, ","), ReplicaCount, ReplicaCount)
+	}
 	return nil
 }
+
+// ReplicaCount is the size of every volume's replica set (DESIGN.md:
+// "a replica set of 3 nodes"). Two would lose the quorum with either
+// replica; four or more buy nothing the W of 3 does not, and an operator
+// who lists them has most likely made a typo.
+const ReplicaCount = 3
 
 // CheckW checks a write quorum against the number of replicas: 0 (a
 // majority) or a majority up to all of them.
