@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // TestBenchOutputs: `spoolfs bench DIR --json --plot FILE` prints JSON
@@ -49,5 +52,24 @@ func TestBenchOutputs(t *testing.T) {
 	code, stdout, stderr = spoolfs(t, nil, "bench", dir, "--workload", "meta", "--count", "50", "--duration", "0")
 	if code != 0 || !strings.Contains(stdout, "p99.9") || !strings.Contains(stdout, "50 ops") || stderr != "" {
 		t.Errorf("bench table: status %d, stdout:\n%s\nstderr: %q", code, stdout, stderr)
+	}
+}
+
+// TestBenchProgressOnATerminal: on a terminal (script(1) gives the run
+// one) the progress bar is drawn on stderr; TestBenchOutputs checks that
+// a pipe gets none.
+func TestBenchProgressOnATerminal(t *testing.T) {
+	scriptCmd := testsupport.RequireCmd(t, "script")
+	dir := t.TempDir()
+	line := testsupport.Binary(t) + " bench " + dir + " --workload meta --duration 1s"
+	out, err := exec.Command(scriptCmd, "-qec", line, "/dev/null").CombinedOutput()
+	if err != nil {
+		t.Fatalf("script -qec %q: %v\n%s", line, err, out)
+	}
+	if !strings.Contains(string(out), "% |") || !strings.Contains(string(out), " ops, ") { // "1234 ops, 5678 ops/s  40% |███"
+		t.Errorf("no progress bar on a terminal:\n%q", out)
+	}
+	if !strings.Contains(string(out), "p99.9") {
+		t.Errorf("no summary table after the bar:\n%q", out)
 	}
 }
