@@ -152,5 +152,5 @@ func (rv *ReplicatedVolume) Close(drain time.Duration) {
 // MountReplicated.
 func replicationOf(v *config.Volume, nodeID string) ReplicationOptions {
 	return ReplicationOptions{NodeID: nodeID, Replicas: v.Replicas, W: v.W,
-		MaxLogBytes: int64(v.LogBytes), AcquireTimeout: v.AcquireTimeout}
+		MaxLogBytes: int64(v.LogBytes), AcquireTimeout: v.AcquireTimeout, ReadyWithin: v.ReadyWithin}
 }

@@ -18,12 +18,13 @@ volumes:
     w: 2
     log_bytes: 64MiB
     acquire_timeout: 7s
+    ready_within: 4s
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := replicationOf(&c.Volumes[0], c.NodeID)
-	if r.NodeID != "mx1" || r.W != 2 || r.MaxLogBytes != 64<<20 || len(r.Replicas) != 3 || r.AcquireTimeout.Seconds() != 7 {
+	if r.NodeID != "mx1" || r.W != 2 || r.MaxLogBytes != 64<<20 || len(r.Replicas) != 3 || r.AcquireTimeout.Seconds() != 7 || r.ReadyWithin.Seconds() != 4 {
 		t.Errorf("replication options: %+v", r)
 	}
 }

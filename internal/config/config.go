@@ -34,6 +34,7 @@ type Volume struct {
 	W              int           `yaml:"w"`
 	FlushTimeout   time.Duration `yaml:"flush_timeout"`   // 0: 30s
 	AcquireTimeout time.Duration `yaml:"acquire_timeout"` // 0: 30s
+	ReadyWithin    time.Duration `yaml:"ready_within"`    // 0: 3s; /readyz is 503 unless W replicas answered within it
 	LogBytes       ByteSize      `yaml:"log_bytes"`       // 0: 64 MiB
 	Options        []string      `yaml:"options"`         // mount options, as -o
 	Capacity       ByteSize      `yaml:"capacity"`        // 0: from the machine
@@ -145,6 +146,8 @@ func (v *Volume) validate(field string) error {
 		return fmt.Errorf("%s.flush_timeout: must not be negative", field)
 	case v.AcquireTimeout < 0:
 		return fmt.Errorf("%s.acquire_timeout: must not be negative", field)
+	case v.ReadyWithin < 0:
+		return fmt.Errorf("%s.ready_within: must not be negative", field)
 	case v.LogBytes != 0 && v.LogBytes < 1<<20:
 		return fmt.Errorf("%s.log_bytes: %d is below the minimum of 1MiB", field, v.LogBytes)
 	}
@@ -298,6 +301,7 @@ var flagOfField = []struct{ field, flag string }{
 	{"volumes[0].name", "--volume"}, {"volumes[0].mount_point", "--mount"},
 	{"volumes[0].replicas", "--replicas"}, {"volumes[0].w", "--w"},
 	{"volumes[0].flush_timeout", "--flush-timeout"}, {"volumes[0].acquire_timeout", "--acquire-timeout"},
+	{"volumes[0].ready_within", "--ready-within"},
 	{"volumes[0].log_bytes", "--log-bytes"}, {"volumes[0].options", "-o"},
 	{"volumes[0].root_mode", "--root-mode"}, {"volumes[0].root_owner", "--root-owner"},
 	{"node_id", "--node-id"}, {"listen", "--listen"}, {"data_dir", "--data"}, {"admin", "--admin"},
