@@ -24,8 +24,10 @@ func newCertsCmd() *cobra.Command {
 		Long: `Nodes talk gRPC over mutual TLS: each presents a certificate signed by the
 cluster's CA, whose CN is its node id. "certs ca" makes the CA once; "certs
 node" signs a certificate for each node with it. Keys are P-256, written
-0600; existing files are never overwritten. Certificates are read when a
-node starts: to rotate one, issue a new one and restart the node.`,
+0600; existing files are never overwritten. To rotate a node's pair, write
+the new files over the old (rename, or a Kubernetes Secret update): a running
+node takes them for its next connections without a restart and logs "tls
+material reloaded" (docs/operations.md, "mTLS between nodes").`,
 		Example: `  spoolfs certs ca --dir /etc/spoolfs/pki
   spoolfs certs node --ca /etc/spoolfs/pki --id replica-1 --host 10.0.0.7,replica-1.example`,
 		Args: cobra.ArbitraryArgs,
