@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // opKind numbers the FUSE op types jacobsa/fuse delivers, so counters are
@@ -99,31 +101,22 @@ func (s *stats) errnoCounts() map[string]uint64 {
 	return m
 }
 
-// errnoName is the symbolic name of e (ENOENT, EIO...), "other" for 0.
+// errnoName is the symbolic name of e (ENOENT, EIO...), "other" for 0, as
+// x/sys/unix names it (unix.ErrnoName: the kernel's own list, so every errno
+// a filesystem can answer has its name, with no table of ours to keep up);
+// "errnoN" for a number it does not know. One exception: x/sys names 95
+// ENOTSUP (its alias on Linux), where the counters, the access log, the
+// dashboards and the alert rules have always said EOPNOTSUPP, the name
+// getxattr(2) and the FUSE protocol use: that key stays.
 func errnoName(e syscall.Errno) string {
-	if e == 0 {
+	switch e {
+	case 0:
 		return "other"
+	case syscall.EOPNOTSUPP:
+		return "EOPNOTSUPP"
 	}
-	if n, ok := errnoNames[e]; ok {
+	if n := unix.ErrnoName(e); n != "" {
 		return n
 	}
 	return "errno" + strconv.Itoa(int(e))
-}
-
-// errnoNames covers the errnos a filesystem answers with.
-var errnoNames = map[syscall.Errno]string{
-	syscall.EPERM: "EPERM", syscall.ENOENT: "ENOENT", syscall.EINTR: "EINTR",
-	syscall.EIO: "EIO", syscall.ENXIO: "ENXIO", syscall.E2BIG: "E2BIG",
-	syscall.EBADF: "EBADF", syscall.EAGAIN: "EAGAIN", syscall.ENOMEM: "ENOMEM",
-	syscall.EACCES: "EACCES", syscall.EFAULT: "EFAULT", syscall.EBUSY: "EBUSY",
-	syscall.EEXIST: "EEXIST", syscall.EXDEV: "EXDEV", syscall.ENODEV: "ENODEV",
-	syscall.ENOTDIR: "ENOTDIR", syscall.EISDIR: "EISDIR", syscall.EINVAL: "EINVAL",
-	syscall.ENFILE: "ENFILE", syscall.EMFILE: "EMFILE", syscall.EFBIG: "EFBIG",
-	syscall.ENOSPC: "ENOSPC", syscall.ESPIPE: "ESPIPE", syscall.EROFS: "EROFS",
-	syscall.EMLINK: "EMLINK", syscall.ERANGE: "ERANGE",
-	syscall.ENAMETOOLONG: "ENAMETOOLONG", syscall.ENOSYS: "ENOSYS",
-	syscall.ENOTEMPTY: "ENOTEMPTY", syscall.ELOOP: "ELOOP",
-	syscall.ENODATA: "ENODATA", syscall.EOVERFLOW: "EOVERFLOW",
-	syscall.EOPNOTSUPP: "EOPNOTSUPP", syscall.ETIMEDOUT: "ETIMEDOUT",
-	syscall.ESTALE: "ESTALE", syscall.EDQUOT: "EDQUOT",
 }
