@@ -21,7 +21,8 @@ const (
 // accessLog writes what the loop says about each answered op.
 //
 // With Config.AccessLog, every op gets one Info line after its reply:
-// request id, op, inode, name (where the op has one), errno, latency.
+// request id, op, inode, the new inode (ops that create one), name (where
+// the op has one), errno, latency (fields).
 // Without it nothing is written per op above Debug, except error replies,
 // which are always logged (sampled): at Warn, or at Error for EIO (lost
 // durability or a broken memfd). Errors that are normal answers are not
@@ -47,8 +48,9 @@ func sampled(log *zap.Logger) *zap.Logger {
 	}))
 }
 
-// done logs op after its reply. start is when the actor read it.
-func (a *accessLog) done(k opKind, op any, oc *fuseops.OpContext, start time.Time, errno syscall.Errno) {
+// done logs op after its reply. start is when the actor read it; released
+// the inode whose handle it closed (Effects.Released), else 0.
+func (a *accessLog) done(k opKind, op any, oc *fuseops.OpContext, start time.Time, released uint64, errno syscall.Errno) {
 	lvl, lg, msg := a.line(k, errno)
 	if lg == nil {
 		return
@@ -57,7 +59,7 @@ func (a *accessLog) done(k opKind, op any, oc *fuseops.OpContext, start time.Tim
 	if ce == nil {
 		return
 	}
-	ce.Write(a.fields(k, op, oc, start, errno)...)
+	ce.Write(a.fields(k, op, oc, start, released, errno)...)
 }
 
 // line says at which level, through which logger and with which message
@@ -76,14 +78,25 @@ func (a *accessLog) line(k opKind, errno syscall.Errno) (zapcore.Level, *zap.Log
 	return 0, nil, ""
 }
 
-func (a *accessLog) fields(k opKind, op any, oc *fuseops.OpContext, start time.Time, errno syscall.Errno) []zap.Field {
+// fields are the line's fields: req (the kernel's request id, which the
+// op's records carry to the replicas), op, ino (the inode the op is about:
+// the parent for ops on a name, the handle's inode for release and
+// releasedir), new_ino (the inode a create, mkdir, mknod or symlink made),
+// name and to where the op has them, errno, latency.
+func (a *accessLog) fields(k opKind, op any, oc *fuseops.OpContext, start time.Time, released uint64, errno syscall.Errno) []zap.Field {
 	var id uint64
 	if oc != nil {
 		id = oc.FuseID
 	}
 	ino, name, to := opTarget(op)
-	f := make([]zap.Field, 0, 8)
+	if ino == 0 {
+		ino = released
+	}
+	f := make([]zap.Field, 0, 9)
 	f = append(f, zap.Uint64("req", id), zap.String("op", k.String()), zap.Uint64("ino", ino))
+	if n := createdIno(k, op); n != 0 && errno == 0 {
+		f = append(f, zap.Uint64("new_ino", n))
+	}
 	if name != "" {
 		f = append(f, zap.String("name", name))
 	}

@@ -45,7 +45,7 @@ func TestAccessLog(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
 			a := newAccessLog(zap.New(core), tc.on)
 			_, oc := classify(tc.op)
-			a.done(tc.kind, tc.op, oc, time.Now(), tc.errno)
+			a.done(tc.kind, tc.op, oc, time.Now(), 0, tc.errno)
 			entries := logs.All()
 			if tc.level == zapcore.InvalidLevel {
 				if len(entries) != 0 {
@@ -78,9 +78,48 @@ func TestAccessLogSampled(t *testing.T) {
 	a := newAccessLog(zap.New(core), false)
 	op := &fuseops.FlushFileOp{Inode: 9}
 	for range 1000 {
-		a.done(kindFlush, op, &op.OpContext, time.Now(), syscall.EIO)
+		a.done(kindFlush, op, &op.OpContext, time.Now(), 0, syscall.EIO)
 	}
 	if n := logs.Len(); n < errFirst || n > errFirst+1000/errThereafter {
 		t.Fatalf("%d lines for 1000 EIO replies, want about %d", n, errFirst+(1000-errFirst)/errThereafter)
+	}
+}
+
+// TestAccessLogNamesCreatedAndReleased: a line of an op that made an inode
+// names it (new_ino) as well as the parent (ino); a failed create names no
+// new inode; a release line names the inode of the handle it closed.
+func TestAccessLogNamesCreatedAndReleased(t *testing.T) {
+	entry := fuseops.ChildInodeEntry{Child: 42}
+	for _, tc := range []struct {
+		name     string
+		kind     opKind
+		op       any
+		released uint64
+		errno    syscall.Errno
+		ino      uint64
+		newIno   any // nil: no new_ino field
+	}{
+		{"create", kindCreate, &fuseops.CreateFileOp{Parent: 5, Name: "m", Entry: entry}, 0, 0, 5, uint64(42)},
+		{"mkdir", kindMkDir, &fuseops.MkDirOp{Parent: 5, Name: "d", Entry: entry}, 0, 0, 5, uint64(42)},
+		{"mknod", kindMkNode, &fuseops.MkNodeOp{Parent: 5, Name: "p", Entry: entry}, 0, 0, 5, uint64(42)},
+		{"symlink", kindSymlink, &fuseops.CreateSymlinkOp{Parent: 5, Name: "l", Entry: entry}, 0, 0, 5, uint64(42)},
+		{"failed create", kindCreate, &fuseops.CreateFileOp{Parent: 5, Name: "m", Entry: entry}, 0, syscall.ENOSPC, 5, nil},
+		{"link makes no inode", kindLink, &fuseops.CreateLinkOp{Parent: 5, Name: "h", Target: 42, Entry: entry}, 0, 0, 5, nil},
+		{"release", kindRelease, &fuseops.ReleaseFileHandleOp{Handle: 3}, 42, 0, 42, nil},
+		{"releasedir", kindReleaseDir, &fuseops.ReleaseDirHandleOp{Handle: 3}, 42, 0, 42, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.DebugLevel)
+			a := newAccessLog(zap.New(core), true)
+			_, oc := classify(tc.op)
+			a.done(tc.kind, tc.op, oc, time.Now(), tc.released, tc.errno)
+			if logs.Len() != 1 {
+				t.Fatalf("logged %v, want one line", logs.All())
+			}
+			f := logs.All()[0].ContextMap()
+			if f["ino"] != tc.ino || f["new_ino"] != tc.newIno {
+				t.Errorf("line %v: want ino %d, new_ino %v", f, tc.ino, tc.newIno)
+			}
+		})
 	}
 }

@@ -48,6 +48,12 @@ type Effects struct {
 	// before a notification about what it changed, and a notification
 	// written while the kernel waits on the op it concerns can deadlock.
 	Notes []Note
+
+	// Released is the inode whose handle the step closed (RELEASE,
+	// RELEASEDIR; 0 otherwise). Nothing to carry out: those ops name the
+	// handle alone, and the loop puts the inode in the op's access-log
+	// line.
+	Released uint64
 }
 
 // Reset empties the buffer for the next step, keeping its capacity. It
@@ -58,7 +64,7 @@ func (e *Effects) Reset() {
 	e.Records = e.Records[:0]
 	clear(e.Notes)
 	e.Notes = e.Notes[:0]
-	e.Err, e.WaitLSN = 0, 0
+	e.Err, e.WaitLSN, e.Released = 0, 0, 0
 }
 
 // Empty reports whether the buffer asks for nothing.

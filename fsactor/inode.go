@@ -268,6 +268,7 @@ func (st *State) releaseHandle(id uint64) syscall.Errno {
 		return syscall.EBADF
 	}
 	delete(st.handles, id)
+	st.eff.Released = h.ino
 	in := st.inodes[h.ino]
 	in.openHandles--
 	var e syscall.Errno

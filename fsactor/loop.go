@@ -61,7 +61,10 @@ type event struct {
 	op   any             // evOp: a *fuseops.XxxOp
 	now  time.Time       // evOp: when the actor read it
 	err  error           // evFenced: the sink's error
-	fn   func(m machine) // evFunc
+	// released (evOp) is the inode whose handle the op closed
+	// (Effects.Released), for its access-log line.
+	released uint64
+	fn       func(m machine) // evFunc
 	// done (evFunc) is closed once fn ran and its effects were applied:
 	// the caller of loop.call returns after its records are in the sink.
 	done chan struct{}
@@ -279,19 +282,26 @@ func (l *loop) step(ev event) {
 // place effects leave the actor, for FUSE ops and internal events alike
 // (ev is nil for an internal event: there is no reply):
 //  1. every record to the sink, in LSN order, before anything a later op
-//     could wait on;
+//     could wait on, stamped with the op's request id (Record.Req: what
+//     follows one message to the replicas' logs; 0 for internal events);
 //  2. the reply at once (an error, or WaitLSN already durable: Durable is
 //     asked after the records went in), or a task that waits for WaitLSN
 //     off the actor and replies itself;
 //  3. the notes to the notify pool, after the reply: the kernel must see
 //     the answer before a notification about what it changed.
 func (l *loop) apply(eff *Effects, ev *event, k opKind, oc *fuseops.OpContext) {
+	var req uint64 // the op's request id, which its records carry to the replicas
+	if oc != nil {
+		req = oc.FuseID
+	}
 	for _, r := range eff.Records {
+		r.Req = req
 		l.sink.Append(r)
 	}
 	if ev != nil {
+		ev.released = eff.Released
 		if eff.Err != 0 || eff.WaitLSN <= l.sink.Durable() {
-			l.reply(ev.ctx, ev.op, k, oc, ev.now, replyErr(eff.Err))
+			l.reply(ev, k, oc, replyErr(eff.Err))
 		} else {
 			l.tasks++
 			go l.waitDurable(*ev, k, oc, eff.WaitLSN)
@@ -305,14 +315,14 @@ func (l *loop) apply(eff *Effects, ev *event, k opKind, oc *fuseops.OpContext) {
 
 // reply answers an op, counts it and logs it. Called by the actor and by
 // tasks.
-func (l *loop) reply(ctx context.Context, op any, k opKind, oc *fuseops.OpContext, start time.Time, err error) {
+func (l *loop) reply(ev *event, k opKind, oc *fuseops.OpContext, err error) {
 	errno := errnoOf(err)   // the one mapping (errno.go): what is counted is what the kernel gets
 	l.stats.count(k, errno) // before the reply: a caller that saw it sees it counted
-	if rerr := l.c.Reply(ctx, replyErr(errno)); rerr != nil {
+	if rerr := l.c.Reply(ev.ctx, replyErr(errno)); rerr != nil {
 		l.stats.replyFailed.Add(1)
 		l.alog.errs.Warn("fuse reply failed", zap.String("op", k.String()), zap.Error(rerr))
 	}
-	l.alog.done(k, op, oc, start, errno)
+	l.alog.done(k, ev.op, oc, ev.now, ev.released, errno)
 }
 
 // waitDurable is a task: it waits, off the actor, until lsn is durable,
@@ -329,20 +339,38 @@ func (l *loop) reply(ctx context.Context, op any, k opKind, oc *fuseops.OpContex
 // names the op changed (failedWaitNotes): the change stays applied.
 func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ev.ctx), l.flushTTL)
+	waitStart := time.Now()
 	err := l.sink.Wait(ctx, lsn)
 	cancel()
+	l.logWait(k, oc, lsn, time.Since(waitStart), err)
 	if errors.Is(err, ErrFenced) {
 		// Before the reply: a mutation the kernel sends after seeing this
 		// EIO reaches the actor after the volume turned read-only.
 		l.send(event{kind: evFenced, err: err})
 	}
-	l.reply(ev.ctx, ev.op, k, oc, ev.now, err) // any failure answers EIO (errnoOf)
+	l.reply(&ev, k, oc, err) // any failure answers EIO (errnoOf)
 	if err != nil {
 		for _, n := range failedWaitNotes(k, ev.op) {
 			l.notify.post(n) // safe from any goroutine
 		}
 	}
 	l.send(event{kind: evTaskDone})
+}
+
+// logWait writes, at debug level, that the wait of the op with request id
+// oc.FuseID for lsn ended: the primary's end of following one message
+// (the replicas log the same id with the batch that made it durable).
+func (l *loop) logWait(k opKind, oc *fuseops.OpContext, lsn uint64, waited time.Duration, err error) {
+	ce := l.log.Check(zap.DebugLevel, "durability wait done")
+	if ce == nil {
+		return
+	}
+	var req uint64
+	if oc != nil {
+		req = oc.FuseID
+	}
+	ce.Write(zap.Uint64("req", req), zap.String("op", k.String()), zap.Uint64("lsn", lsn),
+		zap.Duration("waited", waited), zap.Error(err))
 }
 
 // setReadOnly turns the state read-only and logs why, the first time.

@@ -34,6 +34,9 @@ type opRow struct {
 	// applied but its wait for durability failed (failedWaitNotes); nil
 	// for ops whose failure leaves the kernel's caches right.
 	failedWait func(op any) []Note
+	// created returns the inode the op made (its reply's entry), for the
+	// access log; nil for ops that make none.
+	created func(op any) uint64
 }
 
 // opSpec is a row written against its own op type T; row turns it into an
@@ -48,6 +51,9 @@ type opSpec[T any] struct {
 	// (the ops that add or remove one name).
 	nameChanged bool
 	failedWait  func(o *T) []Note // other invalidations; nil: none
+	// entry returns the reply's entry of an op that creates an inode
+	// (creates): the access log names the new inode from it.
+	entry func(o *T) *fuseops.ChildInodeEntry
 }
 
 // row builds the opRow of s. Every func asserts the op's type with ok: an
@@ -76,6 +82,14 @@ func row[T any](s opSpec[T]) opRow {
 			}
 			return 0, "", ""
 		},
+	}
+	if s.entry != nil {
+		r.created = func(op any) uint64 {
+			if o, ok := op.(*T); ok {
+				return uint64(s.entry(o).Child)
+			}
+			return 0
+		}
 	}
 	switch {
 	case s.nameChanged:
@@ -167,24 +181,28 @@ var opTable = [numKinds]opRow{
 		ctx:    func(o *fuseops.MkDirOp) *fuseops.OpContext { return &o.OpContext },
 		handle: (*State).mkDir,
 		target: func(o *fuseops.MkDirOp) (uint64, string, string) { return onName(o.Parent, o.Name) },
+		entry:  func(o *fuseops.MkDirOp) *fuseops.ChildInodeEntry { return &o.Entry },
 	}),
 	kindMkNode: row(opSpec[fuseops.MkNodeOp]{
 		name: "mknod", creates: true, nameChanged: true,
 		ctx:    func(o *fuseops.MkNodeOp) *fuseops.OpContext { return &o.OpContext },
 		handle: (*State).mkNode,
 		target: func(o *fuseops.MkNodeOp) (uint64, string, string) { return onName(o.Parent, o.Name) },
+		entry:  func(o *fuseops.MkNodeOp) *fuseops.ChildInodeEntry { return &o.Entry },
 	}),
 	kindCreate: row(opSpec[fuseops.CreateFileOp]{
 		name: "create", creates: true, nameChanged: true,
 		ctx:    func(o *fuseops.CreateFileOp) *fuseops.OpContext { return &o.OpContext },
 		handle: (*State).createFile,
 		target: func(o *fuseops.CreateFileOp) (uint64, string, string) { return onName(o.Parent, o.Name) },
+		entry:  func(o *fuseops.CreateFileOp) *fuseops.ChildInodeEntry { return &o.Entry },
 	}),
 	kindSymlink: row(opSpec[fuseops.CreateSymlinkOp]{
 		name: "symlink", creates: true, nameChanged: true,
 		ctx:    func(o *fuseops.CreateSymlinkOp) *fuseops.OpContext { return &o.OpContext },
 		handle: (*State).createSymlink,
 		target: func(o *fuseops.CreateSymlinkOp) (uint64, string, string) { return onName(o.Parent, o.Name) },
+		entry:  func(o *fuseops.CreateSymlinkOp) *fuseops.ChildInodeEntry { return &o.Entry },
 	}),
 	kindLink: row(opSpec[fuseops.CreateLinkOp]{
 		name: "link",
@@ -458,6 +476,15 @@ func classify(op any) (opKind, *fuseops.OpContext) {
 // fields, from the row of op's own type.
 func opTarget(op any) (ino uint64, name, to string) {
 	return opTable[kindOf(op)].target(op)
+}
+
+// createdIno returns the inode an op of kind k made (create, mkdir, mknod,
+// symlink), 0 for other ops: the access log's new_ino.
+func createdIno(k opKind, op any) uint64 {
+	if f := opTable[k].created; f != nil {
+		return f(op)
+	}
+	return 0
 }
 
 // failedWaitNotes are the notes that make the kernel forget what it

@@ -49,6 +49,9 @@ func TestOpTableRows(t *testing.T) {
 		if opTable[k].creates != creates[k] {
 			t.Errorf("%s: creates = %v", k, opTable[k].creates)
 		}
+		if (opTable[k].created != nil) != creates[k] {
+			t.Errorf("%s: has created = %v, want it on the ops that create", k, opTable[k].created != nil)
+		}
 	}
 }
 

@@ -239,7 +239,16 @@ type Record struct {
 	// partial is reserved for data records that carry only the ranges
 	// changed since the file's last data record (later): a replica of this
 	// version rejects them rather than take them for the whole content.
-	Partial       bool `protobuf:"varint,16,opt,name=partial,proto3" json:"partial,omitempty"`
+	Partial bool `protobuf:"varint,16,opt,name=partial,proto3" json:"partial,omitempty"`
+	// req is the id of the FUSE request that produced the record on the
+	// primary (its access log's "req"; 0: unknown or an internal change).
+	// A replica logs it with each batch it makes durable, so one message
+	// can be followed from the mount to the replicas' disks. Per record,
+	// not in the stream's gRPC metadata: Ship is one stream for the life
+	// of the primary, its metadata is sent once when it opens, and a batch
+	// carries records of many requests. Old replicas skip the unknown
+	// field; records from old primaries read 0. Never stored.
+	Req           uint64 `protobuf:"varint,17,opt,name=req,proto3" json:"req,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -384,6 +393,13 @@ func (x *Record) GetPartial() bool {
 		return x.Partial
 	}
 	return false
+}
+
+func (x *Record) GetReq() uint64 {
+	if x != nil {
+		return x.Req
+	}
+	return 0
 }
 
 type ShipHeader struct {
@@ -1437,7 +1453,7 @@ const file_replication_proto_rawDesc = "" +
 	"\x04size\x18\x06 \x01(\x04R\x04size\x12\x14\n" +
 	"\x05atime\x18\a \x01(\x03R\x05atime\x12\x14\n" +
 	"\x05mtime\x18\b \x01(\x03R\x05mtime\x12\x14\n" +
-	"\x05ctime\x18\t \x01(\x03R\x05ctime\"\xba\x03\n" +
+	"\x05ctime\x18\t \x01(\x03R\x05ctime\"\xcc\x03\n" +
 	"\x06Record\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x10\n" +
 	"\x03lsn\x18\x02 \x01(\x04R\x03lsn\x12*\n" +
@@ -1457,7 +1473,8 @@ const file_replication_proto_rawDesc = "" +
 	"\x04data\x18\r \x01(\fR\x04data\x12\x19\n" +
 	"\bdata_len\x18\x0e \x01(\x04R\adataLen\x12\x18\n" +
 	"\aextents\x18\x0f \x03(\x04R\aextents\x12\x18\n" +
-	"\apartial\x18\x10 \x01(\bR\apartial\"Q\n" +
+	"\apartial\x18\x10 \x01(\bR\apartial\x12\x10\n" +
+	"\x03req\x18\x11 \x01(\x04R\x03req\"Q\n" +
 	"\n" +
 	"ShipHeader\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +

@@ -25,7 +25,7 @@ func recordToPB(r *Record, chunk int) *pb.Record {
 		d = d[:chunk]
 	}
 	return &pb.Record{
-		Term: r.Term, Lsn: r.LSN, Op: pb.Op(r.Op), Ino: r.Ino, Parent: r.Parent,
+		Term: r.Term, Lsn: r.LSN, Req: r.Req, Op: pb.Op(r.Op), Ino: r.Ino, Parent: r.Parent,
 		Name: []byte(r.Name), NewParent: r.NewParent, NewName: []byte(r.NewName),
 		Replaced: r.Replaced, Attr: attrToPB(r.Attr), Target: []byte(r.Target),
 		XattrName: []byte(r.XattrName), Data: d, DataLen: uint64(len(r.Data)),
@@ -41,7 +41,7 @@ func recordFromPB(p *pb.Record) *Record {
 		op = Op(p.Op)
 	}
 	return &Record{
-		Term: p.Term, LSN: p.Lsn, Op: op, Ino: p.Ino, Parent: p.Parent,
+		Term: p.Term, LSN: p.Lsn, Req: p.Req, Op: op, Ino: p.Ino, Parent: p.Parent,
 		Name: string(p.Name), NewParent: p.NewParent, NewName: string(p.NewName),
 		Replaced: p.Replaced, Attr: attrFromPB(p.Attr), Target: string(p.Target),
 		XattrName: string(p.XattrName), Data: p.Data,

@@ -13,7 +13,13 @@
 // of the database (apply.go), writes it in one batch and fsyncs once
 // (group commit), then acknowledges the highest durable lsn. A batch with
 // one bad record is rejected whole with InvalidArgument or
-// FailedPrecondition and changes nothing.
+// FailedPrecondition and changes nothing. Each batch made durable is
+// logged at debug level ("batch durable": volume, term, first_lsn and
+// last_lsn, the fsync's duration and reqs, the ids of the FUSE requests
+// that produced its records on the primary — Record.Req, proto field 17,
+// per record because one Ship stream carries the records of every request
+// and its gRPC metadata is sent once when it opens; docs/operations.md,
+// "Following one message").
 //
 // Crash safety of a batch: buntdb writes a transaction as a run of
 // commands in map order, and a process killed inside write(2) — or a power

@@ -308,6 +308,7 @@ func (v *volume) applyBatch(batch []*Record, lim Limits, log *zap.Logger) (*pb.A
 		}
 		v.wroteTerm = v.accepted
 		v.retryAfter = 0 // storage works: a later failure waits reopenMin again
+		v.logDurable(log, batch, before.LSN, m.LSN)
 	}
 	ack := v.ack(gap)
 	if invariants {
@@ -340,4 +341,29 @@ func (v *volume) applyTo(view *view, m meta, batch []*Record, lim Limits) (meta,
 		m.LSN, m.LastTerm = r.LSN, r.Term
 	}
 	return m, dropped > m.LSN, nil
+}
+
+// logDurable writes, at debug level, the batch that just made the records
+// after lsn from up to lsn to durable: their LSNs, the request ids that
+// produced them on the primary (Record.Req, in LSN order, each once) and
+// the fsync's duration. It is the replica's end of following one message
+// (docs/operations.md, "Following one message"). Records of the batch
+// outside (from, to] (resends, past a gap) were not written by it.
+func (v *volume) logDurable(log *zap.Logger, batch []*Record, from, to uint64) {
+	ce := log.Check(zap.DebugLevel, "batch durable")
+	if ce == nil {
+		return
+	}
+	reqs := make([]uint64, 0, len(batch))
+	for _, r := range batch {
+		if r.LSN <= from || r.LSN > to || r.Req == 0 {
+			continue
+		}
+		if n := len(reqs); n == 0 || reqs[n-1] != r.Req {
+			reqs = append(reqs, r.Req)
+		}
+	}
+	ce.Write(zap.String("volume", v.name), zap.Uint64("term", v.accepted),
+		zap.Uint64("first_lsn", from+1), zap.Uint64("last_lsn", to),
+		zap.Uint64s("reqs", reqs), zap.Duration("fsync", v.st.lastSync))
 }

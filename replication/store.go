@@ -30,16 +30,17 @@ const DefaultCompactMin = 64 << 20
 // use. A batch is one Set of one key in db, so it is on disk whole or not
 // at all (doc.go, "Replica side"). mem shares the strings of db's entries.
 type volStore struct {
-	path        string     // "" for an in-memory store (tests, fuzzing)
-	db          *buntdb.DB // the file; nil in memory
-	mem         *buntdb.DB // the volume, every committed batch applied
-	syncf       *os.File   // the database file, for our own fsync
-	meta        meta       // as committed
-	commits     uint64     // committed batches (one fsync each)
-	compactions uint64     // rewrites of the file since it was opened
-	shrinkAt    int64      // file size that triggers the next shrink
-	shrinkMin   int64      // never shrink below this size
-	durableSize int64      // the file's size at its last fsync; -1: unknown
+	path        string        // "" for an in-memory store (tests, fuzzing)
+	db          *buntdb.DB    // the file; nil in memory
+	mem         *buntdb.DB    // the volume, every committed batch applied
+	syncf       *os.File      // the database file, for our own fsync
+	meta        meta          // as committed
+	commits     uint64        // committed batches (one fsync each)
+	compactions uint64        // rewrites of the file since it was opened
+	shrinkAt    int64         // file size that triggers the next shrink
+	shrinkMin   int64         // never shrink below this size
+	durableSize int64         // the file's size at its last fsync; -1: unknown
+	lastSync    time.Duration // how long the last fsync took (0 in memory): the batch log line
 	log         *zap.Logger
 }
 
@@ -247,9 +248,11 @@ func (s *volStore) sync() error {
 	if s.syncf == nil {
 		return nil
 	}
+	start := time.Now()
 	if err := fsyncHeld(s.syncf); err != nil {
 		return fmt.Errorf("fsync %s: %w", s.path, err)
 	}
+	s.lastSync = time.Since(start)
 	if fi, err := s.syncf.Stat(); err == nil {
 		s.durableSize = fi.Size()
 	} else {

@@ -73,8 +73,17 @@ type Attr struct {
 // A Record handed over by the actor is the receiver's: the actor never
 // touches it again, so it may be kept and read from any goroutine.
 type Record struct {
-	Term      uint64
-	LSN       uint64
+	Term uint64
+	LSN  uint64
+	// Req is the id of the FUSE request whose step emitted the record
+	// (the kernel's unique id, the access log's "req"): a primary's
+	// access-log line and a replica's "batch durable" line name the same
+	// number, so one message can be followed across hosts
+	// (docs/operations.md, "Following one message"). 0 for records of
+	// internal events (a remote removal) and from primaries that predate
+	// it. It travels with the record to the replicas and is never stored:
+	// it names who asked, not what changed.
+	Req       uint64
 	Op        Op
 	Ino       uint64 // the inode the record is about
 	Parent    uint64 // directory of Name
