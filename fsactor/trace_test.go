@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/jacobsa/fuse/fuseops"
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -59,15 +60,19 @@ func TestRequestIDFollowsRecords(t *testing.T) {
 			sink.reqs, sink.ops, dataLSN)
 	}
 	sink.mu.Unlock()
+	// A line is written after its reply: wait for the last one.
 	lines := map[string]map[string]any{}
-	for _, e := range logs.All() {
-		f := e.ContextMap()
-		if e.Message == "fuse op" {
-			lines[f["op"].(string)] = f
-		} else if e.Message == "durability wait done" {
-			lines["wait"] = f
+	testsupport.WaitFor(t, deadline, "the create, release and wait lines", func() bool {
+		for _, e := range logs.All() {
+			f := e.ContextMap()
+			if e.Message == "fuse op" {
+				lines[f["op"].(string)] = f
+			} else if e.Message == "durability wait done" {
+				lines["wait"] = f
+			}
 		}
-	}
+		return lines["create"] != nil && lines["release"] != nil && lines["wait"] != nil
+	})
 	if f := lines["create"]; f["req"] != uint64(10) || f["ino"] != uint64(1) || f["new_ino"] != uint64(ino) {
 		t.Errorf("create line %v: want req 10, ino 1 (the parent), new_ino %d", f, ino)
 	}
