@@ -70,7 +70,7 @@ data persists: the next run recovers the volume from the replicas.`,
 	fl.DurationVar(&f.vol.FlushTimeout, "flush-timeout", 0, "how long close/fsync/rename wait for W replicas before EIO (default 30s)")
 	fl.DurationVar(&f.vol.AcquireTimeout, "acquire-timeout", 0, "how long taking the volume and recovering it may take (default 30s)")
 	fl.Var(&f.vol.LogBytes, "log-bytes", "bound of the in-memory log for lagging replicas, e.g. 64MiB, the default (beyond: a full snapshot)")
-	fl.StringArrayVarP(&f.vol.Options, "options", "o", nil, "mount options, as for spoolfs mount (allow_other, sync, ...)")
+	fl.StringArrayVarP((*[]string)(&f.vol.Options), "options", "o", nil, "mount options, as for spoolfs mount (allow_other, sync, ...)")
 	fl.StringVar(&f.vol.RootMode, "root-mode", "", "permissions of a new volume's root directory (octal, default 0755)")
 	fl.BoolVar(&f.vol.AccessLog, "access-log", false, "log one line per FUSE op")
 	fl.DurationVar(&f.vol.Watchdog, "watchdog", 0, "log the stacks of all goroutines when the actor is stuck in one step this long while the kernel waits (default 5s)")

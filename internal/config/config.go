@@ -27,16 +27,16 @@ type Node struct {
 
 // Volume is one volume the node mounts as its primary.
 type Volume struct {
-	Name       string   `yaml:"name"`
-	MountPoint string   `yaml:"mount_point"`
-	Replicas   []string `yaml:"replicas"` // host:port, 3 in production
+	Name       string `yaml:"name"`
+	MountPoint string `yaml:"mount_point"`
+	Replicas   List   `yaml:"replicas"` // host:port, 3 in production
 	// W is the write quorum (0: a majority: 2 of 3).
 	W              int           `yaml:"w"`
 	FlushTimeout   time.Duration `yaml:"flush_timeout"`   // 0: 30s
 	AcquireTimeout time.Duration `yaml:"acquire_timeout"` // 0: 30s
 	ReadyWithin    time.Duration `yaml:"ready_within"`    // 0: 3s; /readyz is 503 unless W replicas answered within it
 	LogBytes       ByteSize      `yaml:"log_bytes"`       // 0: 64 MiB
-	Options        []string      `yaml:"options"`         // mount options, as -o
+	Options        List          `yaml:"options"`         // mount options, as -o
 	Capacity       ByteSize      `yaml:"capacity"`        // 0: from the machine
 	MaxInodes      uint64        `yaml:"max_inodes"`      // 0: from the open-file limit
 	RootMode       string        `yaml:"root_mode"`       // octal, a new volume's root; default 0755
@@ -69,7 +69,7 @@ func Parse(b []byte) (*Node, error) {
 		return nil, errors.New("empty: want a mapping with node_id, listen, data_dir, admin, volumes")
 	}
 	c := &Node{}
-	if err := decodeStrict(doc.Content[0], c, ""); err != nil {
+	if err := decodeStrict(b, &doc, c); err != nil {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {

@@ -111,6 +111,10 @@ func TestParseConfigErrors(t *testing.T) {
 			"volumes[1].mount_point: /m used by another volume"},
 		{"volumes: {name: v}\n", "line 1: volumes: want a list"},
 		{"volumes:\n  - [a]\n", "line 2: volumes[0]: want a mapping of fields"},
+		// Several fields on one line (flow style): the one at fault is named.
+		{"volumes:\n  - {name: v, w: x}\n", `line 2: volumes[0].w: want an integer, got "x"`},
+		{"volumes:\n  - {name: v, flush_timout: 5s}\n", "line 2: volumes[0].flush_timout: unknown field"},
+		{vol("    log_bytes: [1]\n"), "line 5: volumes[0].log_bytes: want a single value"},
 	} {
 		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
