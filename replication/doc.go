@@ -208,6 +208,18 @@
 // Primary.Answering counts the connected replicas that answered within a
 // bound (node's /readyz: 3 s).
 //
+// # Versions
+//
+// The first message of each conversation carries the protocol version its
+// sender speaks, and the replica answers in it (version.go; 0, from a
+// release older than the field, is 1). A replica refuses a version outside
+// the range it serves with FailedPrecondition and reason PROTOCOL_VERSION;
+// the primary does the same with an answer it cannot read, and OpenPrimary
+// gives up at once (ErrProtocolVersion) when too few replicas speak its
+// version to make W: no retry changes a version. A release that changes
+// the wire keeps serving the version before, so replicas upgraded first
+// still serve the old primaries (docs/operations.md, "Rolling upgrade").
+//
 // # Goroutines
 //
 //   - Replica, per Ship stream: the gRPC handler goroutine is the applier

@@ -45,9 +45,13 @@ type rejectError struct {
 	reason string
 	meta   map[string]string
 	msg    string
+	is     error // a sentinel it also matches (errors.Is), or nil
 }
 
 func (e *rejectError) Error() string { return e.msg }
+
+// Unwrap lets errors.Is match the sentinel of a refusal, if it has one.
+func (e *rejectError) Unwrap() error { return e.is }
 
 // GRPCStatus lets status.FromError and the gRPC server see the code and
 // the reason.

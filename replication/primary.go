@@ -77,6 +77,9 @@ type PrimaryConfig struct {
 	Log      *zap.Logger
 
 	holder string // NodeID plus a random suffix: this OpenPrimary call
+	// versions: the protocol versions spoken (zero: this build's; tests
+	// set others to play another release).
+	versions versionRange
 }
 
 // Progress reports recovery: Phase is "acquire", "fetch", "install" or

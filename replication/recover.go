@@ -155,10 +155,12 @@ func (r *recovery) acquire(ctx context.Context) (uint64, []answer, error) {
 	for {
 		r.progress(Progress{Phase: "acquire", Term: term})
 		answers := r.acquireRound(ctx, term)
-		granted := 0
+		granted, skewed := 0, 0
 		for i, a := range answers {
 			r.log.Info("acquire answer", zap.Uint64("term", term), zap.String("replica", r.cfg.Replicas[i]), zap.Stringer("answer", a))
 			switch {
+			case isVersionRefusal(a.err):
+				skewed++
 			case a.err != nil:
 			case a.resp.Granted:
 				granted++
@@ -168,6 +170,10 @@ func (r *recovery) acquire(ctx context.Context) (uint64, []answer, error) {
 		}
 		if granted >= r.cfg.W {
 			return term, answers, nil
+		}
+		if len(answers)-skewed < r.cfg.W { // no retry changes a version
+			return 0, nil, fmt.Errorf("%w: volume %q: %d of %d replicas speak another version, need %d: %s",
+				ErrProtocolVersion, r.cfg.Volume, skewed, len(answers), r.cfg.W, r.summary(answers))
 		}
 		term = max(term, highest+1)
 		summary := r.summary(answers)
@@ -206,7 +212,11 @@ func (r *recovery) acquireRound(ctx context.Context, term uint64) []answer {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
 			defer cancel()
-			resp, err := c.Acquire(cctx, &pb.AcquireRequest{Volume: r.cfg.Volume, Term: term, NodeId: r.cfg.holder})
+			resp, err := c.Acquire(cctx, &pb.AcquireRequest{Volume: r.cfg.Volume, Term: term, NodeId: r.cfg.holder,
+				ProtocolVersion: r.cfg.versions.speaks()})
+			if err == nil {
+				err = r.cfg.versions.check(resp.ProtocolVersion, "replica "+r.cfg.Replicas[i])
+			}
 			answers[i] = answer{resp: resp, err: err}
 		}()
 	}
@@ -297,7 +307,7 @@ func (r *recovery) fetchBest(ctx context.Context, answers []answer, best *pb.Acq
 }
 
 func (r *recovery) fetch(ctx context.Context, i int, want *pb.AcquireResponse) (*Snapshot, error) {
-	stream, err := r.clients[i].Fetch(ctx, &pb.FetchRequest{Volume: r.cfg.Volume})
+	stream, err := r.clients[i].Fetch(ctx, &pb.FetchRequest{Volume: r.cfg.Volume, ProtocolVersion: r.cfg.versions.speaks()})
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +389,8 @@ func (r *recovery) installAll(ctx context.Context, term, baseTerm uint64, snap *
 		go func() {
 			defer wg.Done()
 			addr := r.cfg.Replicas[i]
-			hdr := &pb.SnapshotHeader{Volume: r.cfg.Volume, Term: term, LastTerm: baseTerm, NodeId: r.cfg.holder}
+			hdr := &pb.SnapshotHeader{Volume: r.cfg.Volume, Term: term, LastTerm: baseTerm, NodeId: r.cfg.holder,
+				ProtocolVersion: r.cfg.versions.speaks()}
 			total, bytes := uint64(len(snap.Inodes)), snapDataBytes(snap)
 			errs[k] = installSnapshot(ctx, r.clients[i], hdr, snap, func(n, b uint64) {
 				r.progress(Progress{Phase: "install", Replica: addr, Term: term, Inodes: n, InodesTotal: total, Bytes: b, BytesTotal: bytes})

@@ -41,6 +41,9 @@ type ReplicaServer struct {
 	streams  atomic.Int64  // Ship streams being served
 
 	compactMin int64 // WithCompactMin; 0: DefaultCompactMin
+	// versions: the protocol versions served (zero: this build's; tests
+	// set others to play another release).
+	versions versionRange
 	// hookBeforeApply, when set, runs in the Ship applier before each
 	// batch is collected (tests block it to build a big batch).
 	hookBeforeApply atomic.Pointer[func()]
@@ -309,6 +312,9 @@ func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*p
 	if req.NodeId == "" {
 		return nil, invalidf("acquire: no node id")
 	}
+	if err := s.versions.check(req.ProtocolVersion, "primary "+req.NodeId); err != nil {
+		return nil, err
+	}
 	if err := checkClaim(ctx, req.NodeId); err != nil {
 		return nil, err
 	}
@@ -342,11 +348,14 @@ func (s *ReplicaServer) Acquire(ctx context.Context, req *pb.AcquireRequest) (*p
 	}
 	m := v.st.meta
 	return &pb.AcquireResponse{Granted: granted, AcceptedTerm: v.accepted, Holder: v.holder,
-		LastTerm: m.LastTerm, Lsn: m.LSN, Initialized: m.Initialized}, nil
+		LastTerm: m.LastTerm, Lsn: m.LSN, Initialized: m.Initialized, ProtocolVersion: peerVersion(req.ProtocolVersion)}, nil
 }
 
 // Fetch implements pb.ReplicaServer: the volume's whole state.
 func (s *ReplicaServer) Fetch(req *pb.FetchRequest, stream pb.Replica_FetchServer) error {
+	if err := s.versions.check(req.ProtocolVersion, "a fetch"); err != nil {
+		return err
+	}
 	v, err := s.volume(req.Volume, false)
 	if err != nil {
 		return err
@@ -365,7 +374,7 @@ func (s *ReplicaServer) Fetch(req *pb.FetchRequest, stream pb.Replica_FetchServe
 	}
 	inodes, bytes := v.st.counts()
 	hdr := &pb.SnapshotHeader{Volume: req.Volume, Term: v.accepted, LastTerm: m.LastTerm,
-		Lsn: m.LSN, NextIno: m.NextIno, Inodes: inodes, Bytes: bytes}
+		Lsn: m.LSN, NextIno: m.NextIno, Inodes: inodes, Bytes: bytes, ProtocolVersion: peerVersion(req.ProtocolVersion)}
 	if err := sendInodes(hdr, v.st.eachInode, stream.Send, nil); err != nil {
 		if _, ok := status.FromError(err); ok {
 			return err
@@ -428,6 +437,9 @@ func (s *ReplicaServer) Install(stream pb.Replica_InstallServer) (err error) {
 func (s *ReplicaServer) startInstall(ctx context.Context, h *pb.SnapshotHeader) (*volume, *installWriter, error) {
 	if h == nil {
 		return nil, nil, invalidf("snapshot: first chunk has no header")
+	}
+	if err := s.versions.check(h.ProtocolVersion, "primary "+h.NodeId); err != nil {
+		return nil, nil, err
 	}
 	if err := checkClaim(ctx, h.NodeId); err != nil {
 		return nil, nil, err

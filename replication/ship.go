@@ -30,6 +30,9 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 	if h == nil || len(first.Records) > 0 || len(first.MoreData) > 0 {
 		return invalidf("ship: the first message must be a header alone")
 	}
+	if err := s.versions.check(h.ProtocolVersion, "primary "+h.NodeId); err != nil {
+		return err
+	}
 	if err := checkClaim(stream.Context(), h.NodeId); err != nil {
 		return err
 	}
@@ -41,6 +44,7 @@ func (s *ReplicaServer) Ship(stream pb.Replica_ShipServer) error {
 	if err != nil {
 		return err
 	}
+	ack.ProtocolVersion = peerVersion(h.ProtocolVersion) // the handshake's answer only
 	if err := stream.Send(ack); err != nil {
 		return err
 	}

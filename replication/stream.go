@@ -228,7 +228,11 @@ func (l *link) ensureTerm() error {
 	}
 	ctx, cancel := context.WithTimeout(l.p.ctx, l.p.cfg.CallTimeout)
 	defer cancel()
-	resp, err := l.client.Acquire(ctx, &pb.AcquireRequest{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.holder})
+	resp, err := l.client.Acquire(ctx, &pb.AcquireRequest{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.holder,
+		ProtocolVersion: l.p.cfg.versions.speaks()})
+	if err == nil {
+		err = l.p.cfg.versions.check(resp.ProtocolVersion, "replica "+l.addr)
+	}
 	if err != nil {
 		return fmt.Errorf("acquire term %d: %w", l.p.term, err)
 	}
@@ -252,7 +256,8 @@ func (l *link) open(ctx context.Context, cancel context.CancelFunc) (stream pb.R
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	hdr := &pb.ShipRequest{Header: &pb.ShipHeader{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.holder}}
+	hdr := &pb.ShipRequest{Header: &pb.ShipHeader{Volume: l.p.cfg.Volume, Term: l.p.term, NodeId: l.p.cfg.holder,
+		ProtocolVersion: l.p.cfg.versions.speaks()}}
 	if err := stream.Send(hdr); err != nil {
 		return nil, 0, 0, recvStatus(stream, err)
 	}
@@ -260,6 +265,9 @@ func (l *link) open(ctx context.Context, cancel context.CancelFunc) (stream pb.R
 	pos, err := stream.Recv()
 	if !timer.Stop() {
 		return nil, 0, 0, fmt.Errorf("ship handshake: no answer within %v", l.p.cfg.CallTimeout)
+	}
+	if err == nil {
+		err = l.p.cfg.versions.check(pos.ProtocolVersion, "replica "+l.addr)
 	}
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("ship handshake: %w", err)
@@ -516,7 +524,8 @@ func (l *link) install(ctx context.Context, src SnapshotSource) error {
 		l.pin.bound = max(l.p.cfg.MaxLogBytes, int64(snapDataBytes(snap)))
 	}
 	l.p.mu.Unlock()
-	hdr := &pb.SnapshotHeader{Volume: l.p.cfg.Volume, Term: l.p.term, LastTerm: l.p.termAt(snap.LSN), NodeId: l.p.cfg.holder}
+	hdr := &pb.SnapshotHeader{Volume: l.p.cfg.Volume, Term: l.p.term, LastTerm: l.p.termAt(snap.LSN), NodeId: l.p.cfg.holder,
+		ProtocolVersion: l.p.cfg.versions.speaks()}
 	start := time.Now()
 	if err := installSnapshot(ctx, l.client, hdr, snap, nil); err != nil {
 		return fmt.Errorf("install snapshot at lsn %d: %w", snap.LSN, err)
