@@ -357,7 +357,7 @@ func TestMountNonRoot(t *testing.T) {
 	if st, err := os.Stat(fm); err != nil || st.Mode()&os.ModeSetuid == 0 {
 		testsupport.Unavailable(t, "%s is not setuid root", fm)
 	}
-	openDevFuse(t)
+	testsupport.OpenDevFuse(t)
 	dir := newMountDir(t)
 	if err := os.Chown(dir, 65534, 65534); err != nil {
 		t.Fatal(err)
@@ -379,28 +379,11 @@ func TestMountNonRoot(t *testing.T) {
 	stopClean(t, p, dir)
 }
 
-// openDevFuse makes /dev/fuse usable by everyone for the test and restores
-// its mode afterwards.
-func openDevFuse(t *testing.T) {
-	t.Helper()
-	st, err := os.Stat("/dev/fuse")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode().Perm()&0o006 == 0o006 {
-		return
-	}
-	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Chmod("/dev/fuse", st.Mode().Perm()) })
-}
-
 // TestMountNeitherWorks: an unprivileged user on a mount point it may not
 // write gets one line saying what was tried and why each failed.
 func TestMountNeitherWorks(t *testing.T) {
 	requireMount(t)
-	openDevFuse(t)
+	testsupport.OpenDevFuse(t)
 	dir := newMountDir(t) // owned by root, 0755
 	code, stderr := runToExitAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "mount", "--local", "v", dir)
 	checkOneLineError(t, code, stderr, 1, "cannot mount "+dir+": tried mount(2): operation not permitted", dir)

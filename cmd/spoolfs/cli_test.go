@@ -206,13 +206,7 @@ func TestUmountNonRoot(t *testing.T) {
 	testsupport.RequireRoot(t, "running spoolfs as nobody")
 	testsupport.RequireCmd(t, "fusermount3")
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
-	if st, err := os.Stat("/dev/fuse"); err == nil && st.Mode().Perm()&0o006 != 0o006 {
-		// as node's TestMountNonRoot: /dev/fuse usable by everyone, for this test
-		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.Chmod("/dev/fuse", st.Mode().Perm()) })
-	}
+	testsupport.OpenDevFuse(t) // as node's TestMountNonRoot
 	dir := mountDir(t)
 	if err := os.Chown(dir, 65534, 65534); err != nil {
 		t.Fatal(err)
