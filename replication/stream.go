@@ -12,6 +12,8 @@ import (
 	pb "github.com/spoolfs/spoolfs/proto"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Pipelining bounds of one replica stream: records sent but not yet
@@ -180,7 +182,11 @@ func (l *link) down(err error) {
 	defer l.p.mu.Unlock()
 	l.connected, l.lastErr = false, err
 	l.cancel = nil // no session: an overflow of its pin stops nothing (pin.go)
-	if isNotAcquired(err) {
+	// A replica that does not hold our term, or no longer has the volume
+	// at all (NotFound: replaced by an empty one on the same address), is
+	// asked to acquire it again: Acquire creates the volume there, and the
+	// handshake then finds it empty and installs a snapshot.
+	if isNotAcquired(err) || status.Code(err) == codes.NotFound {
 		l.granted = false
 	}
 }
