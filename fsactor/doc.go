@@ -40,6 +40,13 @@
 // notes to the notify pool, after the reply. Whether data records carry
 // content is Config.DiscardContent, set by NewServer for a DiscardSink.
 //
+// Metrics: fsactor imports no metrics library. It counts ops and errnos
+// itself (stats.go: arrays of atomics, read by OpCounts and ErrnoCounts)
+// and tells a Config.Observer (observer.go) each op's latency as it is
+// answered, each durability wait's op, outcome and time, and each kernel
+// notification's delay; node hands it internal/metrics' histograms,
+// resolved per op up front, so the hot path still allocates nothing.
+//
 // Invariants: the INVARIANT comments on State, inode and dir are checked by
 // State.CheckInvariants (invariants.go), which the State tests run after
 // every op. Built with -tags invariants (make test runs every package but

@@ -180,8 +180,8 @@ func TestLoopAppliesEffectsInOrder(t *testing.T) {
 			s := mustServer(t, Config{Log: zaptest.NewLogger(t)}.withDefaults(), m, sink)
 			// A pool with a queue and no worker: the notes posted stay
 			// there, so the reply can count them.
-			shard := make(chan Note, 16)
-			s.loop.notify = &notifyPool{dev: newFakeDev(nil), shards: []chan Note{shard}, log: zap.NewNop()}
+			shard := make(chan queuedNote, 16)
+			s.loop.notify = &notifyPool{dev: newFakeDev(nil), shards: []chan queuedNote{shard}, log: zap.NewNop(), obs: nopObserver{}}
 			fc := &orderConn{fakeConn: newFakeConn(t), log: log, queued: func() int { return len(shard) }}
 			go s.loop.run(fc)
 			defer func() { fc.hangUp(); <-s.Done() }()

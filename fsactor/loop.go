@@ -84,6 +84,7 @@ type loop struct {
 	stopped  chan struct{} // closed once the actor has ended and the state is closed
 	notify   *notifyPool
 	stats    *stats
+	obs      Observer // never nil
 	alog     *accessLog
 	log      *zap.Logger
 	gids     *gidSource
@@ -109,6 +110,7 @@ type loopConfig struct {
 	notify       *notifyPool
 	mailbox      int
 	watchdog     time.Duration // <= 0: no watchdog
+	observer     Observer      // nil: nobody
 }
 
 func newLoop(st machine, sink Sink, lc loopConfig) (*loop, error) {
@@ -119,10 +121,14 @@ func newLoop(st machine, sink Sink, lc loopConfig) (*loop, error) {
 		eofSeen:  make(chan struct{}),
 		notify:   lc.notify,
 		stats:    new(stats),
+		obs:      lc.observer,
 		alog:     newAccessLog(lc.log, lc.accessLog),
 		log:      lc.log,
 		gids:     &gidSource{log: lc.log},
 		flushTTL: lc.flushTimeout,
+	}
+	if l.obs == nil {
+		l.obs = nopObserver{}
 	}
 	l.gidOf = l.gids.gid
 	wk, err := newWaker()
@@ -318,6 +324,7 @@ func (l *loop) apply(eff *Effects, ev *event, k opKind, oc *fuseops.OpContext) {
 func (l *loop) reply(ev *event, k opKind, oc *fuseops.OpContext, err error) {
 	errno := errnoOf(err)   // the one mapping (errno.go): what is counted is what the kernel gets
 	l.stats.count(k, errno) // before the reply: a caller that saw it sees it counted
+	l.obs.OpDone(int(k), time.Since(ev.now))
 	if rerr := l.c.Reply(ev.ctx, replyErr(errno)); rerr != nil {
 		l.stats.replyFailed.Add(1)
 		l.alog.errs.Warn("fuse reply failed", zap.String("op", k.String()), zap.Error(rerr))
@@ -342,7 +349,9 @@ func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64
 	waitStart := time.Now()
 	err := l.sink.Wait(ctx, lsn)
 	cancel()
-	l.logWait(k, oc, lsn, time.Since(waitStart), err)
+	took := time.Since(waitStart)
+	l.obs.WaitDone(int(k), waitOutcome(err), took)
+	l.logWait(k, oc, lsn, took, err)
 	if errors.Is(err, ErrFenced) {
 		// Before the reply: a mutation the kernel sends after seeing this
 		// EIO reaches the actor after the volume turned read-only.

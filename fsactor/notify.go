@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -44,6 +45,7 @@ type NotifyStats struct {
 	Benign  uint64 // the kernel answered ENOENT: it had no such cached entry
 	Failed  uint64 // the kernel or the device answered another error (logged)
 	Dropped uint64 // the queue was full, or there is no device
+	Queued  int    // notes waiting in the queues now
 }
 
 // notifyPool writes kernel notifications to the FUSE device from a few
@@ -60,9 +62,10 @@ type NotifyStats struct {
 // ends, which bounds the staleness. Nothing blocks the actor.
 type notifyPool struct {
 	dev    io.Writer // the FUSE device; nil: every note is dropped
-	shards []chan Note
+	shards []chan queuedNote
 	wg     sync.WaitGroup
 	log    *zap.Logger // sampled
+	obs    Observer    // told each note's delay from post to written; never nil
 
 	sent, benign, failed, dropped atomic.Uint64
 }
@@ -70,13 +73,13 @@ type notifyPool struct {
 // newNotifyPool starts workers writing to dev (nil: none, every note
 // counts as dropped).
 func newNotifyPool(dev io.Writer, workers, queue int, log *zap.Logger) *notifyPool {
-	p := &notifyPool{dev: dev, log: log}
+	p := &notifyPool{dev: dev, log: log, obs: nopObserver{}}
 	if dev == nil {
 		return p
 	}
 	per := max(queue/workers, 1)
 	for range workers {
-		ch := make(chan Note, per)
+		ch := make(chan queuedNote, per)
 		p.shards = append(p.shards, ch)
 		p.wg.Add(1)
 		go p.work(ch)
@@ -95,7 +98,7 @@ func (p *notifyPool) post(n Note) {
 		key = n.Child
 	}
 	select {
-	case p.shards[key%uint64(len(p.shards))] <- n:
+	case p.shards[key%uint64(len(p.shards))] <- queuedNote{n, time.Now()}:
 	default:
 		p.dropped.Add(1)
 		p.log.Warn("notify queue full: note dropped; the kernel's entry timeout bounds staleness",
@@ -113,10 +116,11 @@ func (p *notifyPool) close() {
 }
 
 // work writes the notes of one shard, one write(2) per note.
-func (p *notifyPool) work(ch <-chan Note) {
+func (p *notifyPool) work(ch <-chan queuedNote) {
 	defer p.wg.Done()
 	var buf []byte
-	for n := range ch {
+	for q := range ch {
+		n := q.Note
 		if !knownNote(n.Kind) {
 			p.failed.Add(1)
 			p.log.Error("unknown kernel notification kind", zap.Uint8("kind", uint8(n.Kind)))
@@ -124,7 +128,14 @@ func (p *notifyPool) work(ch <-chan Note) {
 		}
 		buf = encodeNote(buf[:0], n)
 		p.write(buf, n)
+		p.obs.NotifyDone(time.Since(q.at))
 	}
+}
+
+// queuedNote is a note in a shard's queue with when it was posted.
+type queuedNote struct {
+	Note
+	at time.Time
 }
 
 // write sends one encoded note and accounts for the kernel's answer.
@@ -146,8 +157,12 @@ func (p *notifyPool) write(b []byte, n Note) {
 }
 
 func (p *notifyPool) stats() NotifyStats {
+	queued := 0
+	for _, ch := range p.shards {
+		queued += len(ch)
+	}
 	return NotifyStats{Sent: p.sent.Load(), Benign: p.benign.Load(),
-		Failed: p.failed.Load(), Dropped: p.dropped.Load()}
+		Failed: p.failed.Load(), Dropped: p.dropped.Load(), Queued: queued}
 }
 
 // encodeNote appends the wire form of n (out header + body) to b; n.Kind

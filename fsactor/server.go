@@ -78,6 +78,10 @@ type Config struct {
 
 	Log       *zap.Logger // nil: zap.NewNop()
 	AccessLog bool        // one log line per FUSE op
+
+	// Observer is told op latencies, durability waits and notification
+	// delays as they happen (observer.go); nil: nobody.
+	Observer Observer
 }
 
 // DefaultFlushTimeout is Config.FlushTimeout when it is 0.
@@ -99,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Log == nil {
 		c.Log = zap.NewNop()
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	return c
 }
@@ -172,9 +179,11 @@ func newServer(cfg Config, st machine, sink Sink) (*Server, error) {
 		dev = cfg.NotifyDev
 	}
 	pool := newNotifyPool(dev, cfg.NotifyWorkers, cfg.NotifyQueue, sampled(log))
+	pool.obs = cfg.Observer
 	l, err := newLoop(st, sink, loopConfig{
 		flushTimeout: cfg.FlushTimeout, accessLog: cfg.AccessLog,
 		log: log, notify: pool, mailbox: defaultMailbox, watchdog: cfg.Watchdog,
+		observer: cfg.Observer,
 	})
 	if err != nil {
 		pool.close()

@@ -20,7 +20,7 @@
 //     replicas before the mount exists, then a mount whose sink ships its
 //     records; watchFenced turns a fenced volume read-only.
 //   - replsink.go: the seam between fsactor's sink and replication's
-//     primary; waits.go meters its durability waits.
+//     primary (fsactor.Observer, wired in volume.go, times its waits).
 //   - replica.go: StartReplica, the replication service of a data
 //     directory; procs.go sizes GOMAXPROCS of a process that is only a
 //     replica.

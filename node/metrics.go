@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/spoolfs/spoolfs/internal/admin"
+	"github.com/spoolfs/spoolfs/internal/metrics"
 	"github.com/spoolfs/spoolfs/internal/process"
 )
 
@@ -23,10 +25,15 @@ var (
 	mOps       = prometheus.NewDesc("spoolfs_fuse_ops_total", "FUSE requests answered, by op.", []string{"volume", "op"}, nil)
 	mErrnos    = prometheus.NewDesc("spoolfs_fuse_errors_total", "FUSE requests answered with an error, by op and errno.", []string{"volume", "op", "errno"}, nil)
 	mNotify    = prometheus.NewDesc("spoolfs_notify_total", "Kernel notifications, by outcome (sent, benign, failed, dropped).", []string{"volume", "outcome"}, nil)
+	mNotifyQ   = prometheus.NewDesc("spoolfs_notify_queue_depth", "Kernel notifications queued for the notify pool's workers now.", volLabels, nil)
 	mTerm      = prometheus.NewDesc("spoolfs_primary_term", "The term this node holds the volume with.", volLabels, nil)
 	mHead      = prometheus.NewDesc("spoolfs_primary_head_lsn", "The last record made.", volLabels, nil)
 	mDurable   = prometheus.NewDesc("spoolfs_primary_durable_lsn", "The last record stored on W replicas.", volLabels, nil)
 	mLogBytes  = prometheus.NewDesc("spoolfs_primary_log_bytes", "Bytes of records kept in memory for replicas that lack them.", volLabels, nil)
+	mW         = prometheus.NewDesc("spoolfs_primary_write_quorum", "W: the replicas a record must reach to be durable (alert when fewer are connected).", volLabels, nil)
+	mLost      = prometheus.NewDesc("spoolfs_primary_quorum_lost", "1 while a wait timed out with its record not durable: waits answer EIO at once until it is.", volLabels, nil)
+	mDiskFree  = prometheus.NewDesc("spoolfs_replica_disk_free_bytes", "Bytes free to the replica server on its data directory's filesystem.", []string{"replica"}, nil)
+	mDiskSize  = prometheus.NewDesc("spoolfs_replica_disk_size_bytes", "Size of the filesystem of the replica server's data directory.", []string{"replica"}, nil)
 	mFenced    = prometheus.NewDesc("spoolfs_primary_fenced", "1 once a newer term took the volume (it answers EROFS).", volLabels, nil)
 	mLag       = prometheus.NewDesc("spoolfs_replication_lag_records", "Records a replica lacks.", linkLabels, nil)
 	mAcked     = prometheus.NewDesc("spoolfs_replication_acked_lsn", "The last record a replica stored durably.", linkLabels, nil)
@@ -36,8 +43,9 @@ var (
 	mOverflows = prometheus.NewDesc("spoolfs_replication_install_overflows_total", "Installs stopped because the writes outran them.", linkLabels, nil)
 	mRepeats   = prometheus.NewDesc("spoolfs_replication_install_repeats_total", "Snapshots a replica needed again before it caught up after one.", linkLabels, nil)
 	mQuorum    = prometheus.NewDesc("spoolfs_replication_quorum", "1 while a wait sends to this replica at once; 0 while it trails by up to the ship delay.", linkLabels, nil)
-	mAckLat    = prometheus.NewDesc("spoolfs_replication_ack_latency_seconds", "Moving average from a send to a replica to its ack.", linkLabels, nil)
-	mWaits     = prometheus.NewDesc("spoolfs_durability_wait_seconds", "Waits for W replicas (close, fsync, rename, link; every mutation with -o sync), by result.", []string{"volume", "result"}, nil)
+	mLagBytes  = prometheus.NewDesc("spoolfs_replication_lag_bytes", "Bytes of the records a replica lacks that the primary's log holds.", linkLabels, nil)
+	mLagSecs   = prometheus.NewDesc("spoolfs_replication_lag_seconds", "How long ago the oldest record a replica lacks was made (0: it lacks none).", linkLabels, nil)
+	mMemory    = prometheus.NewDesc("spoolfs_memory_bytes", "What a volume holds in memory, by kind: contents (files' memfds), log (records kept for replicas that lack them), snapshots (file contents a streamed snapshot kept).", []string{"volume", "kind"}, nil)
 	mStoreLSN  = prometheus.NewDesc("spoolfs_replica_lsn", "The last record a replica server stores, per volume.", repLabels, nil)
 	mStoreTerm = prometheus.NewDesc("spoolfs_replica_accepted_term", "The highest term a replica server accepted, per volume.", repLabels, nil)
 	mStoreLast = prometheus.NewDesc("spoolfs_replica_last_term", "The term of the last record a replica server stores.", repLabels, nil)
@@ -62,16 +70,18 @@ type nodeCollector struct{ n *Node }
 
 // Describe implements prometheus.Collector.
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mInfo, mOps, mErrnos, mNotify, mTerm, mHead, mDurable, mLogBytes, mFenced,
-		mLag, mAcked, mConnected, mResyncs, mInstalls, mOverflows, mRepeats, mQuorum, mAckLat, mWaits, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes, mReceived, mFailed, mTLSExpiry, mTLSReload} {
+	for _, d := range []*prometheus.Desc{mInfo, mOps, mErrnos, mNotify, mNotifyQ, mTerm, mHead, mDurable, mLogBytes, mW, mLost, mDiskFree, mDiskSize, mFenced,
+		mLag, mAcked, mConnected, mResyncs, mInstalls, mOverflows, mRepeats, mQuorum, mLagBytes, mLagSecs, mMemory, mStoreLSN, mStoreTerm, mStoreLast, mCommits, mCompacts, mInodes, mBytes, mReceived, mFailed, mTLSExpiry, mTLSReload} {
 		ch <- d
 	}
 	ch <- mStalls
 	ch <- mLogFails
+	metrics.Default.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	metrics.Default.Collect(ch)
 	ch <- prometheus.MustNewConstMetric(mInfo, prometheus.GaugeValue, 1, c.n.id)
 	ch <- prometheus.MustNewConstMetric(mLogFails, prometheus.CounterValue, float64(process.LogWriteFailures()))
 	vols, reps := c.n.parts()
@@ -90,6 +100,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, r := range reps {
+		collectDisk(ch, r.Addr(), r.DataDir())
 		resp, err := r.Status(ctx)
 		if err != nil {
 			continue
@@ -122,13 +133,27 @@ func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
 	counter(mNotify, ns.Benign, name, "benign")
 	counter(mNotify, ns.Failed, name, "failed")
 	counter(mNotify, ns.Dropped, name, "dropped")
+	gauge(mNotifyQ, float64(ns.Queued), name)
 
 	st := rv.primary.Status()
 	gauge(mTerm, float64(st.Term), name)
 	gauge(mHead, float64(st.Head), name)
 	gauge(mDurable, float64(st.Durable), name)
 	gauge(mLogBytes, float64(st.LogBytes), name)
+	for _, l := range rv.primary.Lags() {
+		gauge(mLagBytes, float64(l.Bytes), name, l.Addr)
+		gauge(mLagSecs, l.Seconds, name, l.Addr)
+	}
+	gauge(mMemory, float64(st.LogBytes), name, "log")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if mem, err := srv.Memory(ctx); err == nil { // not while the actor is stuck
+		gauge(mMemory, float64(mem.Contents), name, "contents")
+		gauge(mMemory, float64(mem.Snapshots), name, "snapshots")
+	}
 	gauge(mFenced, b2f(st.Fenced), name)
+	gauge(mW, float64(st.W), name)
+	gauge(mLost, b2f(st.QuorumLost), name)
 	for _, l := range st.Replicas {
 		gauge(mLag, float64(l.Lag), name, l.Addr)
 		gauge(mAcked, float64(l.Acked), name, l.Addr)
@@ -138,10 +163,6 @@ func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
 		counter(mOverflows, uint64(l.Overflows), name, l.Addr)
 		counter(mRepeats, uint64(l.Repeats), name, l.Addr)
 		gauge(mQuorum, b2f(l.Quorum), name, l.Addr)
-		gauge(mAckLat, l.AckLatency.Seconds(), name, l.Addr)
-	}
-	for _, h := range rv.waits.Histograms() {
-		ch <- prometheus.MustNewConstHistogram(mWaits, h.Count, h.Sum.Seconds(), h.Buckets, name, h.Result)
 	}
 }
 
@@ -161,6 +182,16 @@ func collectStore(ch chan<- prometheus.Metric, addr string, v admin.ReplicaVolSt
 	gauge(mBytes, v.DataBytes)
 	ch <- prometheus.MustNewConstMetric(mCommits, prometheus.CounterValue, float64(v.Commits), addr, v.Volume)
 	ch <- prometheus.MustNewConstMetric(mCompacts, prometheus.CounterValue, float64(v.Compactions), addr, v.Volume)
+}
+
+// collectDisk reports the filesystem of a replica server's data directory.
+func collectDisk(ch chan<- prometheus.Metric, addr, dir string) {
+	var fs unix.Statfs_t
+	if dir == "" || unix.Statfs(dir, &fs) != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(mDiskFree, prometheus.GaugeValue, float64(fs.Bavail)*float64(fs.Bsize), addr)
+	ch <- prometheus.MustNewConstMetric(mDiskSize, prometheus.GaugeValue, float64(fs.Blocks)*float64(fs.Bsize), addr)
 }
 
 func b2f(b bool) float64 {

@@ -13,6 +13,7 @@ import (
 	"github.com/spoolfs/spoolfs/fsactor"
 	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/config"
+	"github.com/spoolfs/spoolfs/internal/metrics"
 	"github.com/spoolfs/spoolfs/internal/mountdev"
 	"github.com/spoolfs/spoolfs/replication"
 )
@@ -42,7 +43,6 @@ type ReplicationOptions struct {
 type ReplicatedVolume struct {
 	*Volume
 	primary *replication.Primary
-	waits   *WaitStats
 	watched chan struct{} // closed when watchFenced returned
 	// readyWithin: ReplicationOptions.ReadyWithin with its default.
 	readyWithin time.Duration
@@ -73,18 +73,18 @@ func MountReplicated(ctx context.Context, o config.MountOptions, r ReplicationOp
 		AcquireTimeout: r.AcquireTimeout, MaxLogBytes: r.MaxLogBytes,
 		Root:     replication.Attr{Mode: o.RootMode, Uid: o.RootUid, Gid: o.RootGid},
 		Progress: progress, Log: log.Named("replication"),
+		Observer: metrics.Default.Primary(o.Volume, r.Replicas),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: becoming its primary: %w", o.Volume, err)
 	}
-	waits := &WaitStats{}
-	v, err := Mount(o, &meteredSink{Sink: NewReplSink(p), stats: waits}, snap, log)
+	v, err := Mount(o, NewReplSink(p), snap, log)
 	if err != nil {
 		p.Close()
 		return nil, err
 	}
 	p.SetSnapshotSource(ActorSnapshots(v.Server()))
-	rv := &ReplicatedVolume{Volume: v, primary: p, waits: waits, watched: make(chan struct{}), readyWithin: r.ReadyWithin}
+	rv := &ReplicatedVolume{Volume: v, primary: p, watched: make(chan struct{}), readyWithin: r.ReadyWithin}
 	if rv.readyWithin <= 0 {
 		rv.readyWithin = admin.DefaultReadyWithin
 	}
@@ -104,6 +104,7 @@ func (rv *ReplicatedVolume) watchFenced() {
 	if !rv.primary.Fenced() {
 		return
 	}
+	metrics.Default.Fenced(rv.opts.Volume)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	why := "another node took the volume with a newer term: " + rv.primary.Status().Err
@@ -114,9 +115,6 @@ func (rv *ReplicatedVolume) watchFenced() {
 
 // Primary is the replication side of the volume.
 func (rv *ReplicatedVolume) Primary() *replication.Primary { return rv.primary }
-
-// WaitStats are the durability waits of the volume so far.
-func (rv *ReplicatedVolume) WaitStats() *WaitStats { return rv.waits }
 
 // Close ends replication after the volume stopped serving (Done): it waits
 // up to drain for the records not yet on W replicas (unlinks and attribute

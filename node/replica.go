@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/spoolfs/spoolfs/internal/metrics"
 	pb "github.com/spoolfs/spoolfs/proto"
 	"github.com/spoolfs/spoolfs/replication"
 )
@@ -63,7 +64,8 @@ func StartReplica(o ReplicaOptions, log *zap.Logger) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	ropts := []replication.ReplicaOption{replication.WithCompactMin(o.CompactMin)}
+	obs := metrics.Default.Replica(o.Listen)
+	ropts := []replication.ReplicaOption{replication.WithCompactMin(o.CompactMin), replication.WithObserver(obs)}
 	if o.MaxFileSize > 0 {
 		ropts = append(ropts, replication.WithLimits(replication.Limits{MaxFileSize: o.MaxFileSize}))
 	}
@@ -82,6 +84,7 @@ func StartReplica(o ReplicaOptions, log *zap.Logger) (*Replica, error) {
 		lock.Close()
 		return nil, fmt.Errorf("replica: listen: %w", err)
 	}
+	obs.SetAddr(lis.Addr().String())
 	gopts := replication.ServerOptions()
 	if o.Creds != nil {
 		gopts = append(gopts, grpc.Creds(o.Creds))

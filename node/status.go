@@ -16,6 +16,7 @@ import (
 	pb "github.com/spoolfs/spoolfs/proto"
 
 	"github.com/spoolfs/spoolfs/internal/admin"
+	"github.com/spoolfs/spoolfs/internal/metrics"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
@@ -39,12 +40,12 @@ func (rv *ReplicatedVolume) volumeStatus() admin.VolumeStatus {
 			Resyncs: r.Resyncs, Installs: r.Installs, Overflows: r.Overflows, Repeats: r.Repeats, Installing: r.Installing,
 			LastError: r.LastError, Quorum: quorum, AnsweredAgo: ago, First: r.Quorum, AckLatency: r.AckLatency})
 	}
-	for _, h := range rv.waits.Histograms() {
-		if h.Count == 0 {
+	for _, w := range metrics.Default.WaitTotals(st.Volume) {
+		if w.Count == 0 {
 			continue
 		}
-		mean := float64(h.Sum) / float64(h.Count) / float64(time.Millisecond)
-		vs.Waits = append(vs.Waits, admin.WaitSummary{Result: h.Result, Count: h.Count, MeanMs: mean})
+		mean := float64(w.Sum) / float64(w.Count) / float64(time.Millisecond)
+		vs.Waits = append(vs.Waits, admin.WaitSummary{Result: w.Outcome, Count: w.Count, MeanMs: mean})
 	}
 	return vs
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spoolfs/spoolfs/fsactor"
 	"github.com/spoolfs/spoolfs/internal/config"
+	"github.com/spoolfs/spoolfs/internal/metrics"
 	"github.com/spoolfs/spoolfs/internal/mountdev"
 )
 
@@ -115,6 +116,7 @@ func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Serv
 		Log:                   v.log.Named("fsactor"),
 		AccessLog:             o.AccessLog,
 		Watchdog:              o.Watchdog,
+		Observer:              metrics.Default.Actor(o.Volume, fsactor.OpNames(), fsactor.WaitOutcomes()),
 	}, sink, snap)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", o.Volume, err)

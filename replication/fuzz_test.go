@@ -79,7 +79,7 @@ func FuzzApply(f *testing.F) {
 		}
 		recs, _, _, err := decodeShip(&req, nil, 0, lim)
 		if err == nil && len(recs) > 0 {
-			_, err = v.applyBatch(recs, lim, zap.NewNop())
+			_, err = v.applyBatch(recs, lim, nopReplicaObserver{}, zap.NewNop())
 		}
 		after, m1, rerr := v.st.readSnapshot()
 		if rerr != nil {

@@ -75,6 +75,9 @@ type PrimaryConfig struct {
 	// is called from one goroutine at a time.
 	Progress func(Progress)
 	Log      *zap.Logger
+	// Observer is told each replica's ack latency (observer.go); nil:
+	// nobody.
+	Observer PrimaryObserver
 
 	holder string // NodeID plus a random suffix: this OpenPrimary call
 	// versions: the protocol versions spoken (zero: this build's; tests
@@ -169,7 +172,10 @@ type Primary struct {
 
 	mu sync.Mutex
 	// INVARIANT: entries[i].LSN == first+i; entries end at head.
-	entries   []*Record
+	entries []*Record
+	// appended[i] is when entries[i] was appended (lag in seconds).
+	// INVARIANT: len(appended) == len(entries).
+	appended  []time.Time
 	first     uint64
 	head      uint64
 	logBytes  int64
@@ -231,6 +237,7 @@ func (p *Primary) Append(r *Record) {
 	}
 	r.Term = p.term
 	p.entries = append(p.entries, r)
+	p.appended = append(p.appended, time.Now())
 	p.head = r.LSN
 	p.logBytes += recordSize(r)
 	p.growPinsLocked(recordSize(r))
@@ -504,6 +511,7 @@ func (p *Primary) trimLocked() {
 	}
 	if n > 0 {
 		p.entries = p.entries[n:]
+		p.appended = p.appended[n:]
 		p.first += uint64(n)
 	}
 	p.checkPinsLocked()
@@ -560,7 +568,9 @@ type ReplicaStatus struct {
 	// Quorum: a Wait sends to it at once (one of the W fastest lately);
 	// otherwise it trails by up to ShipDelay.
 	Quorum bool
-	// AckLatency is the moving average from a send to its ack.
+	// AckLatency is the moving average from a send to its ack (it orders
+	// the quorum; /metrics has the distribution,
+	// spoolfs_replication_ack_seconds).
 	AckLatency time.Duration
 	// LastAnswer is when the replica last answered on this link: the
 	// stream's handshake, an ack, or a probe (ProbeInterval).
@@ -606,6 +616,52 @@ func (p *Primary) Status() PrimaryStatus {
 		st.Replicas = append(st.Replicas, rs)
 	}
 	return st
+}
+
+// Lag is how far behind one replica is (Primary.Lags).
+type Lag struct {
+	Addr    string
+	Records uint64 // records it lacks
+	// Bytes is the size of the records it lacks that the log holds;
+	// Seconds how long ago the oldest record it lacks was appended (the
+	// oldest the log holds, when it lacks more). All 0 when it lacks
+	// nothing.
+	Bytes   int64
+	Seconds float64
+}
+
+// Lags reports how far behind each replica is, in records, bytes and
+// seconds (/metrics).
+func (p *Primary) Lags() []Lag {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Lag, 0, len(p.links))
+	for _, l := range p.links {
+		lag := Lag{Addr: l.addr}
+		if l.acked < p.head {
+			lag.Records = p.head - l.acked
+			lag.Bytes, lag.Seconds = p.lagLocked(l.acked)
+		}
+		out = append(out, lag)
+	}
+	return out
+}
+
+// lagLocked measures what a replica that holds up to acked lacks, in the
+// bytes of the records the log holds after acked and the age of the
+// oldest of them (caller holds p.mu).
+func (p *Primary) lagLocked(acked uint64) (bytes int64, seconds float64) {
+	i := 0
+	if acked+1 > p.first {
+		i = int(acked + 1 - p.first)
+	}
+	if i >= len(p.entries) {
+		return 0, 0
+	}
+	for _, r := range p.entries[i:] {
+		bytes += recordSize(r)
+	}
+	return bytes, time.Since(p.appended[i]).Seconds()
 }
 
 func (p *Primary) ackSummary() string {
@@ -678,7 +734,7 @@ func newPrimary(cfg PrimaryConfig, conns []*grpc.ClientConn, term, baseTerm, bas
 	p.durable.Store(baseLSN)
 	now := time.Now()
 	for i, c := range conns {
-		l := &link{p: p, addr: cfg.Replicas[i], conn: c, client: pb.NewReplicaClient(c), wake: make(chan struct{}, 1),
+		l := &link{p: p, idx: i, addr: cfg.Replicas[i], conn: c, client: pb.NewReplicaClient(c), wake: make(chan struct{}, 1),
 			answered: now} // recovery just heard every replica it opened on
 		if holders[i] {
 			l.acked, l.granted = baseLSN, true

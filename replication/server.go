@@ -32,6 +32,7 @@ type ReplicaServer struct {
 	dir string // "" keeps volumes in memory (tests, fuzzing)
 	log *zap.Logger
 	lim Limits
+	obs ReplicaObserver // told of every commit (WithObserver); never nil
 
 	mu     sync.Mutex
 	vols   map[string]*volume
@@ -117,7 +118,8 @@ func NewReplicaServer(dataDir string, log *zap.Logger, opts ...ReplicaOption) (*
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &ReplicaServer{dir: dataDir, log: log, lim: Limits{}.withDefaults(), vols: make(map[string]*volume)}
+	s := &ReplicaServer{dir: dataDir, log: log, lim: Limits{}.withDefaults(), vols: make(map[string]*volume),
+		obs: nopReplicaObserver{}}
 	for _, o := range opts {
 		o(s)
 	}

@@ -249,7 +249,7 @@ func (ss *shipSession) drain(batch []*Record) []*Record {
 }
 
 func (ss *shipSession) applyBatch(batch []*Record) error {
-	ack, err := ss.v.applyBatch(batch, ss.s.lim, ss.s.log)
+	ack, err := ss.v.applyBatch(batch, ss.s.lim, ss.s.obs, ss.s.log)
 	if err != nil {
 		return err
 	}
@@ -286,7 +286,7 @@ func (v *volume) maybeShrink(log *zap.Logger) error {
 // view, then commits them in one write and one fsync. Records the replica
 // has already are skipped; a record past the next lsn is a gap: it is
 // dropped, and if the batch does not fill the gap the ack says so.
-func (v *volume) applyBatch(batch []*Record, lim Limits, log *zap.Logger) (*pb.Ack, error) {
+func (v *volume) applyBatch(batch []*Record, lim Limits, obs ReplicaObserver, log *zap.Logger) (*pb.Ack, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := v.usable(); err != nil {
@@ -313,6 +313,7 @@ func (v *volume) applyBatch(batch []*Record, lim Limits, log *zap.Logger) (*pb.A
 		v.wroteTerm = v.accepted
 		v.retryAfter = 0 // storage works: a later failure waits reopenMin again
 		v.logDurable(log, batch, before.LSN, m.LSN)
+		obs.Committed(v.name, int(m.LSN-before.LSN), v.st.lastSync)
 	}
 	ack := v.ack(gap)
 	if invariants {

@@ -31,6 +31,7 @@ var errResync = errors.New("replication: replica needs a snapshot")
 // owning the Ship stream, plus a receiver goroutine per session.
 type link struct {
 	p      *Primary
+	idx    int // in PrimaryConfig.Replicas
 	addr   string
 	conn   *grpc.ClientConn
 	client pb.ReplicaClient
@@ -107,6 +108,9 @@ func (l *link) ackedLocked(lsn uint64) {
 	}
 	d := time.Since(l.sent[n-1].at)
 	l.ackEWMA += (d - l.ackEWMA) / 8
+	if o := l.p.cfg.Observer; o != nil {
+		o.Acked(l.idx, d)
+	}
 	l.sent = append(l.sent[:0], l.sent[n:]...)
 }
 

@@ -71,6 +71,11 @@ var layout = map[string]boundary{
 	// node through an interface; the replica Status RPC's answer (proto).
 	"internal/admin": {may: []string{"proto", "internal/testsupport"},
 		never: []string{"github.com/jacobsa/fuse", "github.com/tidwall/buntdb"}},
+	// The metrics observed as they happen (client_golang): nothing of
+	// ours; the actor and replication reach it through their observer
+	// interfaces, which node wires.
+	"internal/metrics": {may: []string{"internal/testsupport"},
+		never: []string{"github.com/jacobsa/fuse", "google.golang.org/grpc", "github.com/tidwall/buntdb"}},
 	// The process's logger, signals and file limit: nothing of ours.
 	"internal/process": {may: []string{"internal/testsupport"},
 		never: []string{"github.com/jacobsa/fuse", "google.golang.org/grpc", "github.com/tidwall/buntdb"}},
