@@ -17,9 +17,11 @@ help: ## list the targets
 
 # What the tests need beyond Go: the FUSE helper (mounts as a normal user),
 # setpriv (tests that run as another user), shellcheck and systemd-analyze
-# (deploy's tests of scripts and units). No protoc: make proto runs buf, a Go
+# (deploy's tests of scripts and units), promtool (the alert rules and their
+# unit tests, the dashboard's queries, /metrics of live processes: deploy and
+# e2e tests). No protoc: make proto runs buf, a Go
 # tool pinned in tools/go.mod, with the plugins pinned in go.mod.
-DEPS_CMDS := fusermount3:fuse3 setpriv:util-linux shellcheck:shellcheck systemd-analyze:systemd
+DEPS_CMDS := fusermount3:fuse3 setpriv:util-linux shellcheck:shellcheck systemd-analyze:systemd promtool:prometheus
 # buf in its own module file: its many dependencies stay out of go.mod.
 BUF     := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 

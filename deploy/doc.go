@@ -10,4 +10,11 @@
 // passes --tls-* files of the spoolfs-tls Secret (made by
 // kubernetes/make-tls-secret.sh, which the test runs offline), and the
 // systemd units and examples name their certificate files.
+//
+// grafana/ holds the dashboard and prometheus/ the alert rules (with
+// their promtool unit tests) and an example scrape configuration;
+// observability_test.go runs promtool on them and checks that every pod
+// serving --admin carries the scrape annotations. e2e's
+// TestDashboardAndAlertSeries checks that every series they name exists
+// in a live /metrics.
 package deploy
