@@ -151,7 +151,7 @@ func (r *recovery) acquire(ctx context.Context) (uint64, []answer, error) {
 		}
 	}
 	term := highest + 1
-	delay := r.cfg.MinBackoff
+	bo := r.cfg.retrySchedule(0)
 	for {
 		r.progress(Progress{Phase: "acquire", Term: term})
 		answers := r.acquireRound(ctx, term)
@@ -179,12 +179,11 @@ func (r *recovery) acquire(ctx context.Context) (uint64, []answer, error) {
 		summary := r.summary(answers)
 		r.log.Warn("term not acquired, retrying", zap.Uint64("term", term), zap.Int("granted", granted), zap.Int("w", r.cfg.W), zap.String("answers", summary))
 		select {
-		case <-time.After(delay):
+		case <-time.After(bo.NextBackOff()):
 		case <-ctx.Done():
 			return 0, nil, fmt.Errorf("%w: acquire term %d for volume %q: %d of %d granted, need %d: %s",
 				ErrNoQuorum, term, r.cfg.Volume, granted, len(answers), r.cfg.W, summary)
 		}
-		delay = min(2*delay, r.cfg.MaxBackoff)
 	}
 }
 
@@ -282,7 +281,7 @@ func (r *recovery) newVolume() *Snapshot {
 // fetchBest fetches the state from a granting replica at the best
 // position, trying each such replica, with backoff, until ctx ends.
 func (r *recovery) fetchBest(ctx context.Context, answers []answer, best *pb.AcquireResponse) (*Snapshot, error) {
-	delay := r.cfg.MinBackoff
+	bo := r.cfg.retrySchedule(0)
 	for {
 		var errs []string
 		for i, a := range answers {
@@ -297,12 +296,11 @@ func (r *recovery) fetchBest(ctx context.Context, answers []answer, best *pb.Acq
 			errs = append(errs, r.cfg.Replicas[i]+": "+err.Error())
 		}
 		select {
-		case <-time.After(delay):
+		case <-time.After(bo.NextBackOff()):
 		case <-ctx.Done():
 			return nil, fmt.Errorf("replication: fetch volume %q at lsn %d of term %d: %s: %w",
 				r.cfg.Volume, best.Lsn, best.LastTerm, strings.Join(errs, "; "), ctx.Err())
 		}
-		delay = min(2*delay, r.cfg.MaxBackoff)
 	}
 }
 
@@ -352,7 +350,7 @@ func (r *recovery) spread(ctx context.Context, term, baseTerm uint64, snap *Snap
 			targets = append(targets, i)
 		}
 	}
-	delay := r.cfg.MinBackoff
+	bo := r.cfg.retrySchedule(0)
 	for {
 		var err error
 		if targets, err = r.installAll(ctx, term, baseTerm, snap, targets, holders); err != nil {
@@ -371,11 +369,10 @@ func (r *recovery) spread(ctx context.Context, term, baseTerm uint64, snap *Snap
 			return nil, fmt.Errorf("%w: volume %q: %d replicas hold the recovered state, need %d", ErrNoQuorum, r.cfg.Volume, n, r.cfg.W)
 		}
 		select {
-		case <-time.After(delay):
+		case <-time.After(bo.NextBackOff()):
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: volume %q: %d replicas hold the recovered state, need %d: %w", ErrNoQuorum, r.cfg.Volume, n, r.cfg.W, ctx.Err())
 		}
-		delay = min(2*delay, r.cfg.MaxBackoff)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	pb "github.com/spoolfs/spoolfs/proto"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -78,11 +79,11 @@ type volume struct {
 	// After a storage failure the volume opens its store again when it is
 	// next used (usable), spaced by backOff: a disk that was full works
 	// again once space is freed, without a restart.
-	path       string        // the database file ("" in memory: no reopening)
-	compactMin int64         // for openVolStore
-	cut        int64         // the file's size at its last good fsync when it failed (-1: unknown)
-	retryAt    time.Time     // no reopening before
-	retryAfter time.Duration // the wait after the next failure: doubles from reopenMin to reopenMax
+	path       string                      // the database file ("" in memory: no reopening)
+	compactMin int64                       // for openVolStore
+	cut        int64                       // the file's size at its last good fsync when it failed (-1: unknown)
+	retryAt    time.Time                   // no reopening before
+	reopenWait *backoff.ExponentialBackOff // the waits after failures: doubling from reopenMin to reopenMax; nil: start over
 	log        *zap.Logger
 }
 
@@ -255,9 +256,9 @@ func (s *ReplicaServer) openVolume(name string) (*volume, error) {
 func (v *volume) usable() error {
 	if v.broken != nil && v.path != "" && !time.Now().Before(v.retryAt) {
 		if err := v.reopen(); err != nil {
-			v.log.Warn("replica storage still failing", zap.Error(err), zap.Duration("next_try_in", v.retryAfter))
 			v.broken = err
-			v.backOff()
+			next := v.backOff()
+			v.log.Warn("replica storage still failing", zap.Error(err), zap.Duration("next_try_in", next))
 		} else {
 			v.log.Info("replica storage works again: volume usable", zap.Uint64("lsn", v.st.meta.LSN))
 			v.broken = nil
@@ -269,13 +270,18 @@ func (v *volume) usable() error {
 	return nil
 }
 
-// backOff sets when the store may be opened again: retryAfter from now,
-// which doubles for the next time. A volume that commits again (its first
-// batch after the reopening) starts over from reopenMin.
-func (v *volume) backOff() {
-	v.retryAfter = min(max(v.retryAfter, reopenMin), reopenMax)
-	v.retryAt = time.Now().Add(v.retryAfter)
-	v.retryAfter = min(2*v.retryAfter, reopenMax)
+// backOff sets when the store may be opened again and returns how long
+// from now: reopenMin after the first failure, doubling for each next one
+// up to reopenMax (cenkalti/backoff, no jitter: one timer per volume). A
+// volume that commits again (its first batch after the reopening) starts
+// over from reopenMin.
+func (v *volume) backOff() time.Duration {
+	if v.reopenWait == nil {
+		v.reopenWait = &backoff.ExponentialBackOff{InitialInterval: reopenMin, Multiplier: 2, MaxInterval: reopenMax}
+	}
+	d := v.reopenWait.NextBackOff()
+	v.retryAt = time.Now().Add(d)
+	return d
 }
 
 // reopen opens the store of a volume whose storage failed. The open cuts

@@ -311,7 +311,7 @@ func (v *volume) applyBatch(batch []*Record, lim Limits, obs ReplicaObserver, lo
 			return nil, v.fail(log, err)
 		}
 		v.wroteTerm = v.accepted
-		v.retryAfter = 0 // storage works: a later failure waits reopenMin again
+		v.reopenWait = nil // storage works: a later failure waits reopenMin again
 		v.logDurable(log, batch, before.LSN, m.LSN)
 		obs.Committed(v.name, int(m.LSN-before.LSN), v.st.lastSync)
 	}

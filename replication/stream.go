@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -148,7 +147,7 @@ func (l *link) log() *zap.Logger { return l.p.log.With(zap.String("replica", l.a
 // run keeps a session going until the primary stops or is fenced.
 func (l *link) run() {
 	defer l.p.wg.Done()
-	delay := l.p.cfg.MinBackoff
+	bo := l.p.cfg.retrySchedule(linkJitter)
 	var lastMsg string
 	for {
 		l.sessions.Add(1)
@@ -169,15 +168,14 @@ func (l *link) run() {
 			lastMsg = msg
 		}
 		if progressed {
-			delay, lastMsg = l.p.cfg.MinBackoff, ""
+			bo.Reset()
+			lastMsg = ""
 		}
-		jitter := time.Duration(rand.Int64N(int64(delay)/4 + 1))
 		select {
-		case <-time.After(delay + jitter):
+		case <-time.After(bo.NextBackOff()):
 		case <-l.p.ctx.Done():
 			return
 		}
-		delay = min(delay*2, l.p.cfg.MaxBackoff)
 	}
 }
 

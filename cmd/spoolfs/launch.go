@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -115,7 +116,8 @@ Exit status 0 if it answers, 1 if not (one line on stderr says why).`,
 func runProbe(dir string, timeout time.Duration, wait bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
+	bo := &backoff.ExponentialBackOff{InitialInterval: 10 * time.Millisecond, Multiplier: 2, MaxInterval: 500 * time.Millisecond}
+	for {
 		left := time.Until(deadlineOf(ctx))
 		_, err := launch.ProbeMount(ctx, dir, left)
 		if err == nil {
@@ -127,7 +129,7 @@ func runProbe(dir string, timeout time.Duration, wait bool) error {
 		select {
 		case <-ctx.Done():
 			return &exitError{code: 1, err: fmt.Errorf("%w (waited %v)", err, timeout)}
-		case <-time.After(backoff):
+		case <-time.After(bo.NextBackOff()):
 		}
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -418,7 +419,7 @@ func WaitMounted(ctx context.Context, dir string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	dir = filepath.Clean(dir)
-	backoff := time.Millisecond
+	bo := &backoff.ExponentialBackOff{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 100 * time.Millisecond}
 	for {
 		at, err := mountdev.MountsAt(dir)
 		if err == nil && len(at) > 0 {
@@ -434,8 +435,7 @@ func WaitMounted(ctx context.Context, dir string, timeout time.Duration) error {
 				return fmt.Errorf("%w: %s not mounted within %v: %w", ErrMountNotReady, dir, timeout, last)
 			}
 			return fmt.Errorf("launch: wait for mount %s: %w", dir, ctx.Err())
-		case <-time.After(backoff):
+		case <-time.After(bo.NextBackOff()):
 		}
-		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 }

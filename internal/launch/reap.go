@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -67,7 +68,7 @@ func (r *reaper) reapOrphans(keep int) {
 func (r *reaper) stopOrphans(grace time.Duration, log *zap.Logger) {
 	deadline := time.Now().Add(grace)
 	termed := map[int]bool{}
-	poll := time.Millisecond
+	poll := &backoff.ExponentialBackOff{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: r.pollCeiling}
 	for {
 		left := r.liveChildren()
 		if len(left) == 0 {
@@ -89,9 +90,8 @@ func (r *reaper) stopOrphans(grace time.Duration, log *zap.Logger) {
 		}
 		select {
 		case <-r.chld:
-		case <-time.After(poll):
+		case <-time.After(poll.NextBackOff()):
 		}
-		poll = min(2*poll, r.pollCeiling)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,7 +82,7 @@ func fusermountUnmount(dir string, lazy bool) error {
 // Unmount unmounts dir, retrying while it is busy until ctx ends;
 // then it detaches it lazily. lazy says whether it had to.
 func Unmount(ctx context.Context, dir string, m Method) (lazy bool, err error) {
-	wait := 20 * time.Millisecond
+	bo := &backoff.ExponentialBackOff{InitialInterval: 20 * time.Millisecond, Multiplier: 2, MaxInterval: 500 * time.Millisecond}
 	for {
 		err := unmountOnce(dir, m)
 		if err == nil || errors.Is(err, ErrNotMounted) {
@@ -96,8 +97,7 @@ func Unmount(ctx context.Context, dir string, m Method) (lazy bool, err error) {
 				return false, err
 			}
 			return true, nil
-		case <-time.After(wait):
+		case <-time.After(bo.NextBackOff()):
 		}
-		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
