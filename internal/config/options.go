@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/spoolfs/spoolfs/fsactor"
 )
 
@@ -200,38 +202,20 @@ func parseOptDuration(s string) (time.Duration, error) {
 	return time.Duration(f * float64(time.Second)), nil
 }
 
-var byteUnits = map[string]uint64{
-	"": 1, "b": 1,
-	"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-	"ki": 1 << 10, "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20,
-	"gi": 1 << 30, "gib": 1 << 30, "ti": 1 << 40, "tib": 1 << 40,
-}
-
 // ParseBytes reads a size: a plain number of bytes, or a number with a
-// decimal (k, M, G, T, with or without B) or binary (KiB, MiB, GiB, TiB)
-// unit, case-insensitive: "1GiB", "512M", "1.5G".
+// decimal (k, M, G, T, P, E, with or without B) or binary (Ki, Mi...,
+// with or without B) unit, case-insensitive, with or without a space:
+// "1GiB", "512M", "1.5G", "64 MiB". go-humanize parses it; the errors say
+// what is wanted.
 func ParseBytes(s string) (uint64, error) {
-	t := strings.TrimSpace(s)
-	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-	num, unit := t, ""
-	if i >= 0 {
-		num, unit = t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
-	}
-	mult, ok := byteUnits[unit]
-	if !ok || num == "" {
+	n, err := humanize.ParseBytes(strings.TrimSpace(s))
+	switch {
+	case err != nil && strings.HasPrefix(err.Error(), "too large"):
+		return 0, fmt.Errorf("size %q: too large", s)
+	case err != nil:
 		return 0, fmt.Errorf("size %q: want bytes, e.g. 1073741824, 1GiB or 512M", s)
 	}
-	if n, err := strconv.ParseUint(num, 10, 64); err == nil {
-		if n != 0 && mult > ^uint64(0)/n {
-			return 0, fmt.Errorf("size %q: too large", s)
-		}
-		return n * mult, nil
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f*float64(mult) >= 1<<64 {
-		return 0, fmt.Errorf("size %q: want bytes, e.g. 1073741824, 1GiB or 512M", s)
-	}
-	return uint64(f * float64(mult)), nil
+	return n, nil
 }
 
 // ByteSize is a pflag.Value reading sizes with ParseBytes.
