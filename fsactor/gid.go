@@ -90,6 +90,13 @@ func procFsGid(pid uint32) (uint32, error) {
 
 // parseFsGid extracts the fsgid from the text of /proc/<pid>/status
 // ("Gid:\treal\teffective\tsaved\tfs").
+//
+// Kept by hand rather than prometheus/procfs (Proc.NewStatus), measured
+// (issue 12; docs/architecture.md, "Libraries"): procfs answers GIDs
+// all 0 — root's group — when the Gid line is missing or unreadable, with
+// no error, where this must fail closed to the overflow gid; and it parses
+// every line of the file (121 allocations a call against 22 here, the
+// same time within noise: BenchmarkGid in the issue 12 note).
 func parseFsGid(status []byte) (uint32, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/spoolfs/spoolfs/internal/mountdev"
@@ -93,34 +94,24 @@ func statfsAnswered(ctx context.Context, path string) error {
 // findMountRoot returns "" if dir is a FUSE mount in this process's
 // namespace, else "/proc/PID" + "/root" of a process that has one at dir.
 func findMountRoot(dir string) (string, error) {
-	if hasFUSEMountAt("/proc/self/mountinfo", dir) {
+	if hasFUSEMountAt(os.Getpid(), dir) {
 		return "", nil
 	}
-	ents, err := os.ReadDir("/proc")
+	procs, err := procfs.AllProcs()
 	if err != nil {
 		return "", fmt.Errorf("launch: probe: %w", err)
 	}
 	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		proc := "/proc/" + e.Name()
-		if hasFUSEMountAt(proc+"/mountinfo", dir) {
-			return proc + "/root", nil
+	for _, p := range procs {
+		if p.PID != self && hasFUSEMountAt(p.PID, dir) {
+			return "/proc/" + strconv.Itoa(p.PID) + "/root", nil
 		}
 	}
 	return "", fmt.Errorf("%w at %s (in this mount namespace or any process's this user can see)", ErrNoMount, dir)
 }
 
-func hasFUSEMountAt(mountinfo, dir string) bool {
-	f, err := os.Open(mountinfo)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	mounts, err := mountdev.ParseMountInfo(f)
+func hasFUSEMountAt(pid int, dir string) bool {
+	mounts, err := mountdev.ReadMountInfoOf(pid)
 	if err != nil {
 		return false
 	}

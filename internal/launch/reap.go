@@ -15,12 +15,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/procfs"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -114,40 +113,18 @@ func reapIfExited(pid int) bool {
 	return got == pid || errors.Is(err, unix.ECHILD)
 }
 
-// childrenOf lists the processes whose parent is ppid, from /proc.
+// childrenOf lists the processes whose parent is ppid, from /proc (read
+// by prometheus/procfs).
 func childrenOf(ppid int) []int {
-	ents, err := os.ReadDir("/proc")
+	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil
 	}
 	var kids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, ok := parentOf(pid); ok && p == ppid {
-			kids = append(kids, pid)
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil && st.PPID == ppid {
+			kids = append(kids, p.PID)
 		}
 	}
 	return kids
-}
-
-// parentOf reads the parent pid of pid from /proc/PID/stat.
-func parentOf(pid int) (int, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, false
-	}
-	p, err := strconv.Atoi(f[1])
-	return p, err == nil
 }

@@ -6,8 +6,10 @@
 // fusermount3 and SCM_RIGHTS without, as libfuse does), unmounting
 // (Unmount: retry while busy, then lazy; Detach; UnmountSpoolfs for
 // `spoolfs umount`, which refuses anything but a spoolfs mount), telling a dead mount
-// (Dead), and reading /proc/self/mountinfo (ReadMountInfo, MountsAt,
-// ParseMountInfo).
+// (Dead), and reading a mount table (ReadMountInfo, ReadMountInfoOf,
+// MountsAt: /proc/self/mountinfo or /proc/PID/mountinfo, parsed by
+// prometheus/procfs; mountdev undoes the kernel's octal escapes, which
+// procfs keeps).
 //
 // What is served on the device is not its business: node hands it to
 // jacobsa/fuse and fsactor, and keeps the descriptor for notifications

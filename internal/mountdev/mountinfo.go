@@ -1,12 +1,12 @@
 package mountdev
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"os"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // MountInfo is one line of /proc/self/mountinfo (proc(5)).
@@ -17,7 +17,7 @@ type MountInfo struct {
 	Point        string // mount point, unescaped
 	FSType       string // e.g. "fuse.spoolfs", "tmpfs"
 	Source       string // e.g. "spoolfs:mx1-spool"
-	Opts         string // per-mount options, e.g. "rw,nosuid,nodev"
+	Opts         string // per-mount options, sorted, e.g. "nodev,nosuid,rw"
 }
 
 // IsFUSE says whether the mount is a FUSE filesystem.
@@ -25,15 +25,13 @@ func (m MountInfo) IsFUSE() bool {
 	return m.FSType == "fuse" || m.FSType == "fuseblk" || strings.HasPrefix(m.FSType, "fuse.")
 }
 
-// ReadMountInfo parses the mount table of this process's mount namespace.
-func ReadMountInfo() ([]MountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("reading the mount table: %w", err)
-	}
-	defer f.Close()
-	return ParseMountInfo(f)
-}
+// ReadMountInfo reads the mount table of this process's mount namespace
+// (/proc/self/mountinfo), parsed by prometheus/procfs.
+func ReadMountInfo() ([]MountInfo, error) { return fromProcfs(procfs.GetMounts()) }
+
+// ReadMountInfoOf reads the mount table of the mount namespace of process
+// pid (/proc/PID/mountinfo).
+func ReadMountInfoOf(pid int) ([]MountInfo, error) { return fromProcfs(procfs.GetProcMounts(pid)) }
 
 // MountsAt returns the mounts whose mount point is dir (an absolute,
 // clean path), bottom first: the last one is the one visible at dir.
@@ -51,47 +49,46 @@ func MountsAt(dir string) ([]MountInfo, error) {
 	return at, nil
 }
 
-// ParseMountInfo reads lines of the form
-//
-//	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-//
-// (id, parent, major:minor, root, mount point, options, optional fields,
-// "-", fstype, source, super options).
-func ParseMountInfo(r io.Reader) ([]MountInfo, error) {
-	var out []MountInfo
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 6 || sep < 0 || sep+2 >= len(f) {
-			return nil, fmt.Errorf("reading the mount table: malformed line %q", sc.Text())
-		}
-		maj, mnr, ok := strings.Cut(f[2], ":")
+// fromProcfs turns procfs's entries into ours: the device as numbers, the
+// kernel's octal escapes undone (procfs keeps "\040" for a space), the
+// per-mount options joined again (procfs gives a map: their order is the
+// sorted one, not the kernel's).
+func fromProcfs(ms []*procfs.MountInfo, err error) ([]MountInfo, error) {
+	if err != nil {
+		return nil, fmt.Errorf("reading the mount table: %w", err)
+	}
+	out := make([]MountInfo, 0, len(ms))
+	for _, m := range ms {
+		maj, mnr, ok := strings.Cut(m.MajorMinorVer, ":")
 		ma, err1 := strconv.ParseUint(maj, 10, 32)
 		mi, err2 := strconv.ParseUint(mnr, 10, 32)
 		if !ok || err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("reading the mount table: malformed device in %q", sc.Text())
+			return nil, fmt.Errorf("reading the mount table: malformed device %q at %s", m.MajorMinorVer, m.MountPoint)
 		}
 		out = append(out, MountInfo{
 			Major:  uint32(ma),
 			Minor:  uint32(mi),
-			Point:  unescapeMountField(f[4]),
-			Opts:   f[5],
-			FSType: unescapeMountField(f[sep+1]),
-			Source: unescapeMountField(f[sep+2]),
+			Point:  unescapeMountField(m.MountPoint),
+			Opts:   joinOpts(m.Options),
+			FSType: unescapeMountField(m.FSType),
+			Source: unescapeMountField(m.Source),
 		})
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading the mount table: %w", err)
-	}
 	return out, nil
+}
+
+// joinOpts writes a mount's options as mount(8) does ("rw,nosuid,x=1"),
+// sorted.
+func joinOpts(opts map[string]string) string {
+	parts := make([]string, 0, len(opts))
+	for k, v := range opts {
+		if v != "" {
+			k += "=" + v
+		}
+		parts = append(parts, k)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }
 
 // unescapeMountField undoes the kernel's octal escapes (\040 for space,
