@@ -96,7 +96,7 @@ func procFsGid(pid uint32) (uint32, error) {
 // all 0 — root's group — when the Gid line is missing or unreadable, with
 // no error, where this must fail closed to the overflow gid; and it parses
 // every line of the file (121 allocations a call against 22 here, the
-// same time within noise: BenchmarkGid in the issue 12 note).
+// same time within noise; the command is in docs/architecture.md).
 func parseFsGid(status []byte) (uint32, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {

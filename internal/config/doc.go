@@ -9,7 +9,11 @@
 // config file (and, with mTLS, the certificate files whose common name is
 // the node id: internal/tlsid).
 //
-// May import: the standard library, yaml, internal/tlsid (and so grpc's
+// Strict decoding is yaml.v3's Decoder with KnownFields(true); decode.go
+// rewrites its first error to name the line, the field path and what the
+// field wants. Byte sizes are go-humanize's ParseBytes.
+//
+// May import: the standard library, yaml, go-humanize, internal/tlsid (and so grpc's
 // credentials) and fsactor (the defaults of a mount, e.g. its watchdog);
 // never replication or buntdb (internal/layout).
 package config

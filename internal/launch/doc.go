@@ -14,7 +14,8 @@
 // finding 1): readiness is read from the mount table (internal/mountdev),
 // and only ProbeMount, run by another process, statfs's a mount.
 //
-// May import: the standard library, x/sys/unix, zap and internal/mountdev
+// May import: the standard library, x/sys/unix, zap, prometheus/procfs
+// (processes and their parents), cenkalti/backoff and internal/mountdev
 // (the mount table); never FUSE, the actor or replication
 // (internal/layout). Goroutines: one waits for the child; RunChildIn's
 // watcher of the volume; ProbeMount's statfs, bounded by its timeout.

@@ -18,7 +18,8 @@
 // allow_other, non-root through fusermount3, aborted connections); its
 // parsing here.
 //
-// May import: the standard library, x/sys/unix and zap; nothing of this
+// May import: the standard library, x/sys/unix, zap, prometheus/procfs
+// (the mount table) and cenkalti/backoff (Unmount's retries); nothing of this
 // module, never jacobsa/fuse, fsactor or replication (internal/layout).
 // Goroutines: a stat of a mount point, bounded by a deadline, that may
 // outlive the call if the mount hangs.
