@@ -85,7 +85,7 @@ func TestCompareQuickTmpfs(t *testing.T) {
 	var buf bytes.Buffer
 	rep.WriteMarkdown(&buf)
 	for _, want := range []string{"### Throughput", "| spool | 8 |", "| tmpfs |"} {
-		if !strings.Contains(buf.String(), want) {
+		if !strings.Contains(unpadded(buf.String()), want) {
 			t.Errorf("report lacks %q:\n%s", want, buf.String())
 		}
 	}

@@ -66,7 +66,7 @@ func TestCompareQuickReplicated(t *testing.T) {
 		"### fsync, close and rename in the median run (p50 / p99)",
 		"Target of issue 3: spoolfs-r3 fsync p99 at 1 writer",
 	} {
-		if !strings.Contains(report, want) {
+		if !strings.Contains(unpadded(report), want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}
 	}

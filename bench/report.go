@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,15 +173,15 @@ func (r *Report) writeHeader(w io.Writer) {
 		"after a %s warm-up; at most %d iterations per client and run, and %d files per write4k run "+
 		"(a faster system ends those sooner); figures are medians over the rounds.\n\n",
 		c.Rounds, c.Duration, c.Warmup, c.MaxOps, c.MaxFiles)
-	fmt.Fprintln(w, "| system | how it is mounted |")
-	fmt.Fprintln(w, "|---|---|")
+	tb := newTable(w, "system", "how it is mounted")
 	for _, s := range r.Systems {
 		d := s.Describe
 		if s.MountErr != nil {
 			d = fmt.Sprintf("NOT MEASURED: %s", oneLine(s.MountErr))
 		}
-		fmt.Fprintf(w, "| %s | %s |\n", s.Name, d)
+		tb.row(s.Name, d)
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 }
 
@@ -196,16 +199,17 @@ func (r *Report) writeSystemTable(w io.Writer, title, intro string, cell func(Ce
 		fmt.Fprintln(w, intro)
 		fmt.Fprintln(w)
 	}
-	header(w, "workload", "clients", names(sys)...)
+	tb := header(w, "workload", "clients", names(sys)...)
 	for _, wl := range r.Config.Workloads {
 		for _, n := range r.Config.Clients {
 			row := []string{string(wl), fmt.Sprint(n)}
 			for _, s := range sys {
 				row = append(row, cell(CellKey{s.Name, wl, n}))
 			}
-			tableRow(w, row...)
+			tb.row(row...)
 		}
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 }
 
@@ -237,7 +241,7 @@ func (r *Report) writeRatios(w io.Writer) {
 			cols = append(cols, s+" / "+a)
 		}
 	}
-	header(w, "workload", "clients", cols...)
+	tb := header(w, "workload", "clients", cols...)
 	for _, wl := range r.Config.Workloads {
 		for _, n := range r.Config.Clients {
 			row := []string{string(wl), fmt.Sprint(n)}
@@ -247,9 +251,10 @@ func (r *Report) writeRatios(w io.Writer) {
 					row = append(row, fmtRatio(med, lo, hi))
 				}
 			}
-			tableRow(w, row...)
+			tb.row(row...)
 		}
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 }
 
@@ -275,7 +280,7 @@ func (r *Report) writeTargetTable(w io.Writer, title string, subjects, anchors [
 			cols = append(cols, s+" / "+a)
 		}
 	}
-	header(w, "workload", "clients", append([]string{"target"}, cols...)...)
+	tb := header(w, "workload", "clients", append([]string{"target"}, cols...)...)
 	for _, t := range targets {
 		if !r.hasCell(t.Workload, t.Clients) {
 			continue
@@ -291,8 +296,9 @@ func (r *Report) writeTargetTable(w io.Writer, title string, subjects, anchors [
 				row = append(row, cell)
 			}
 		}
-		tableRow(w, row...)
+		tb.row(row...)
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 }
 
@@ -336,19 +342,32 @@ func names(sys []SystemInfo) []string {
 	return out
 }
 
-func header(w io.Writer, a, b string, rest ...string) {
-	cols := append([]string{a, b}, rest...)
-	tableRow(w, cols...)
-	seps := make([]string, len(cols))
-	for i := range seps {
-		seps[i] = "---"
-	}
-	tableRow(w, seps...)
+// mdTable is a Markdown table, written by olekukonko/tablewriter's
+// Markdown renderer when flushed: a header row, left-aligned columns padded
+// to one width (the report reads as well in a terminal as rendered).
+type mdTable struct{ t *tablewriter.Table }
+
+// newTable starts a table with these column titles (as written: no
+// upper-casing).
+func newTable(w io.Writer, cols ...string) *mdTable {
+	t := tablewriter.NewTable(w, tablewriter.WithRenderer(renderer.NewMarkdown()),
+		tablewriter.WithHeaderAutoFormat(tw.Off), tablewriter.WithHeaderAlignment(tw.AlignLeft),
+		tablewriter.WithRowAlignment(tw.AlignLeft))
+	t.Header(cols)
+	return &mdTable{t: t}
 }
 
-func tableRow(w io.Writer, cols ...string) {
-	fmt.Fprintf(w, "| %s |\n", strings.Join(cols, " | "))
+// header starts a table whose first two columns are a and b.
+func header(w io.Writer, a, b string, rest ...string) *mdTable {
+	return newTable(w, append([]string{a, b}, rest...)...)
 }
+
+// row adds a row; cells hold no "|" (oneLine replaces it in errors).
+func (m *mdTable) row(cols ...string) { _ = m.t.Append(cols) }
+
+// flush writes the table. A report is written to a buffer or a file whose
+// own write errors its caller sees; the renderer's are those.
+func (m *mdTable) flush() { _ = m.t.Render() }
 
 func fmtRate(x float64) string {
 	if math.IsNaN(x) {

@@ -50,7 +50,7 @@ func (r *Report) writeServerCPUPerRequest(w io.Writer) {
 	}
 	fmt.Fprintln(w, "Server CPU per FUSE request (µs; server CPU per op in the median run / requests per op):")
 	fmt.Fprintln(w)
-	header(w, "workload", "clients", subjects...)
+	tb := header(w, "workload", "clients", subjects...)
 	for _, wl := range r.Config.Workloads {
 		for _, n := range r.Config.Clients {
 			if !contains(r.Config.CountClients, n) {
@@ -60,9 +60,10 @@ func (r *Report) writeServerCPUPerRequest(w io.Writer) {
 			for _, s := range subjects {
 				row = append(row, r.serverPerRequest(CellKey{s, wl, n}))
 			}
-			tableRow(w, row...)
+			tb.row(row...)
 		}
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 }
 

@@ -43,7 +43,7 @@ func rangeNote(lo, hi float64) string {
 func (r *Report) writeSteps(w io.Writer, systems []string) {
 	fmt.Fprintln(w, "### fsync, close and rename in the median run (p50 / p99)")
 	fmt.Fprintln(w)
-	header(w, "system", "clients", "messages/s", "fsync", "close", "rename", "message")
+	tb := header(w, "system", "clients", "messages/s", "fsync", "close", "rename", "message")
 	for _, wl := range r.Config.Workloads {
 		for _, n := range r.Config.Clients {
 			for _, s := range systems {
@@ -52,11 +52,12 @@ func (r *Report) writeSteps(w io.Writer, systems []string) {
 					continue
 				}
 				m := c.MedianRun()
-				tableRow(w, s, fmt.Sprint(n), fmtRate(c.MedianRate()), p50p99(&m.Steps.Fsync),
+				tb.row(s, fmt.Sprint(n), fmtRate(c.MedianRate()), p50p99(&m.Steps.Fsync),
 					p50p99(&m.Steps.Close), p50p99(&m.Steps.Rename), p50p99(&m.Lat))
 			}
 		}
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 }
 

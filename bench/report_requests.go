@@ -31,16 +31,17 @@ func (r *Report) writeRequests(w io.Writer) {
 		fmt.Fprintf(w, "Not counted: %s\n\n", oneLine(r.CountErr))
 		return
 	}
-	header(w, "workload", "clients", names(sys)...)
+	tb := header(w, "workload", "clients", names(sys)...)
 	for _, wl := range r.Config.Workloads {
 		for _, n := range r.Config.CountClients {
 			row := []string{string(wl), fmt.Sprint(n)}
 			for _, s := range sys {
 				row = append(row, r.requestsCell(CellKey{s.Name, wl, n}))
 			}
-			tableRow(w, row...)
+			tb.row(row...)
 		}
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 	r.writeTimePerRequest(w, sys)
 	r.writeServerCPUPerRequest(w)
@@ -65,7 +66,7 @@ func (r *Report) writeTimePerRequest(w io.Writer, sys []SystemInfo) {
 	}
 	fmt.Fprintln(w, "Wall time per FUSE request at 1 client (1 / (ops/s × requests/op), µs):")
 	fmt.Fprintln(w)
-	header(w, "workload", "clients", names(sys)...)
+	tb := header(w, "workload", "clients", names(sys)...)
 	for _, wl := range r.Config.Workloads {
 		row := []string{string(wl), "1"}
 		for _, s := range sys {
@@ -79,8 +80,9 @@ func (r *Report) writeTimePerRequest(w io.Writer, sys []SystemInfo) {
 			}
 			row = append(row, cell)
 		}
-		tableRow(w, row...)
+		tb.row(row...)
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 }
 
@@ -108,19 +110,15 @@ func (r *Report) writeOpcodeTable(w io.Writer, sys []SystemInfo, wl Workload, n 
 	}
 	fmt.Fprintf(w, "%s, %d client(s):\n\n", wl, n)
 	cols := append([]string{"opcode"}, names(sys)...)
-	tableRow(w, cols...)
-	seps := make([]string, len(cols))
-	for i := range seps {
-		seps[i] = "---"
-	}
-	tableRow(w, seps...)
+	tb := newTable(w, cols...)
 	for _, op := range ops {
 		row := []string{op}
 		for _, s := range sys {
 			row = append(row, r.opcodeCell(CellKey{s.Name, wl, n}, op))
 		}
-		tableRow(w, row...)
+		tb.row(row...)
 	}
+	tb.flush()
 	fmt.Fprintln(w)
 }
 
