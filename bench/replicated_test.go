@@ -75,7 +75,7 @@ func TestCompareQuickReplicated(t *testing.T) {
 	}
 	// Commits per message: at least the 2 fsync waits and the rename on
 	// each of the two quorum replicas, unless waits shared commits.
-	if m := regexp.MustCompile(`(?m)^\| spool \| 1 \| — \| ([0-9.]+) \|$`).FindStringSubmatch(report); m == nil {
+	if m := regexp.MustCompile(`(?m)^\| spool \| 1 \| — \| ([0-9.]+) \|$`).FindStringSubmatch(unpadded(report)); m == nil {
 		t.Errorf("report lacks replica commits per message at 1 writer:\n%s", report)
 	} else if v, _ := strconv.ParseFloat(m[1], 64); v < 2 {
 		t.Errorf("%.2f replica commits per message at 1 writer, want at least 2", v)
