@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 func TestHistPercentiles(t *testing.T) {
@@ -97,14 +99,29 @@ func TestParseTrace(t *testing.T) {
 	}
 }
 
-func TestParseStatCPU(t *testing.T) {
-	// comm with spaces and a parenthesis; utime 250 and stime 50 ticks.
-	stat := "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 0 0"
-	got, err := parseStatCPU(stat)
-	if err != nil || got != 3*time.Second {
+func TestProcCPU(t *testing.T) {
+	// comm with spaces and a parenthesis; utime 250 and stime 50 ticks;
+	// the 52 fields of a Linux 5+ stat line, read by procfs.
+	stat := "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 10 " +
+		"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+	proc := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(proc, "1234"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(proc, "1234", "stat"), []byte(stat), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs, err := procfs.NewFS(proc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := procCPU(fs, 1234); err != nil || got != 3*time.Second {
 		t.Errorf("got %v, %v; want 3s", got, err)
 	}
-	if _, err := parseStatCPU("garbage"); err == nil {
+	if err := os.WriteFile(filepath.Join(proc, "1234", "stat"), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := procCPU(fs, 1234); err == nil {
 		t.Error("garbage parsed")
 	}
 	if self, err := processCPU(os.Getpid()); err != nil || self < 0 {

@@ -2,11 +2,9 @@ package bench
 
 import (
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,31 +27,27 @@ const userHZ = 100
 
 // processCPU returns the user + system time of process pid, all threads.
 func processCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return 0, fmt.Errorf("cpu time of %d: %w", pid, err)
 	}
-	return parseStatCPU(string(b))
+	return procCPU(fs, pid)
 }
 
-// parseStatCPU reads utime and stime (fields 14 and 15) of a /proc/PID/stat
-// line; the command name (field 2) may hold spaces, so fields are counted
-// from its closing parenthesis.
-func parseStatCPU(stat string) (time.Duration, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed stat line")
+// procCPU reads utime and stime of pid's /proc/PID/stat in fs (by
+// prometheus/procfs, which counts fields from the command name's closing
+// parenthesis: the name may hold spaces) as a duration, exactly (procfs's
+// own CPUTime is a float of seconds).
+func procCPU(fs procfs.FS, pid int) (time.Duration, error) {
+	p, err := fs.Proc(pid)
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of %d: %w", pid, err)
 	}
-	f := strings.Fields(stat[i+1:]) // f[0] is field 3
-	if len(f) < 13 {
-		return 0, fmt.Errorf("malformed stat line: %d fields", len(f))
+	st, err := p.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("cpu time of %d: %w", pid, err)
 	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("malformed stat times %q %q", f[11], f[12])
-	}
-	return time.Duration(ut+st) * time.Second / userHZ, nil
+	return time.Duration(st.UTime+st.STime) * time.Second / userHZ, nil
 }
 
 // selfCPU returns this process's user + system time.

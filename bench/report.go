@@ -1,19 +1,20 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,15 +28,15 @@ type Machine struct {
 // LoadAvg returns the 1-minute load average of the machine ("" if unknown):
 // other work on the machine makes every figure noisier.
 func LoadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return ""
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
+	l, err := fs.LoadAvg()
+	if err != nil {
 		return ""
 	}
-	return f[0]
+	return strconv.FormatFloat(l.Load1, 'f', 2, 64) // as /proc/loadavg writes it
 }
 
 // DescribeMachine returns this machine's description.
@@ -46,14 +47,9 @@ func DescribeMachine() Machine {
 	if unix.Uname(&u) == nil {
 		m.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.CPU = strings.TrimSpace(v)
-				break
-			}
+	if fs, err := procfs.NewDefaultFS(); err == nil {
+		if cpus, err := fs.CPUInfo(); err == nil && len(cpus) > 0 {
+			m.CPU = cpus[0].ModelName
 		}
 	}
 	return m
