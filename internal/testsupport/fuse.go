@@ -1,12 +1,12 @@
 package testsupport
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -62,22 +62,17 @@ type mount struct {
 	dev, point, fstype string
 }
 
-// mounts lists this process's mounts, oldest first (nil if unreadable).
+// mounts lists this process's mounts, oldest first (nil if unreadable),
+// as prometheus/procfs parses /proc/self/mountinfo (it keeps the octal
+// escapes: unescape undoes them).
 func mounts() []mount {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := procfs.GetMounts()
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
-	var out []mount
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		fs, ps := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fs) < 5 || len(ps) < 1 {
-			continue
-		}
-		out = append(out, mount{dev: fs[2], point: unescape(fs[4]), fstype: ps[0]})
+	out := make([]mount, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, mount{dev: m.MajorMinorVer, point: unescape(m.MountPoint), fstype: m.FSType})
 	}
 	return out
 }
