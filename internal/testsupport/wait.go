@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // Polling intervals of WaitFor: short at first (most conditions hold
@@ -36,13 +38,14 @@ func WaitForErr(t testing.TB, timeout time.Duration, what string, check func() e
 	}
 }
 
-// Poll calls check with a short backoff until it returns nil, and returns
+// Poll calls check with a short backoff (cenkalti/backoff: firstPoll
+// doubling to maxPoll) until it returns nil, and returns
 // nil; or, after timeout, the last error check returned. For goroutines
 // other than the test's, and for callers that report the failure
 // themselves.
 func Poll(timeout time.Duration, check func() error) error {
 	deadline := time.Now().Add(timeout)
-	pause := firstPoll
+	pause := &backoff.ExponentialBackOff{InitialInterval: firstPoll, Multiplier: 2, MaxInterval: maxPoll}
 	for {
 		err := check()
 		if err == nil {
@@ -52,7 +55,6 @@ func Poll(timeout time.Duration, check func() error) error {
 		if left <= 0 {
 			return err
 		}
-		time.Sleep(min(pause, left))
-		pause = min(2*pause, maxPoll)
+		time.Sleep(min(pause.NextBackOff(), left))
 	}
 }
