@@ -220,6 +220,13 @@
 // the wire keeps serving the version before, so replicas upgraded first
 // still serve the old primaries (docs/operations.md, "Rolling upgrade").
 //
+// # Backups
+//
+// dump.go: WriteDump writes what a replica's Fetch sends to a file, and
+// Restore takes a new term from W replicas and installs a dump under it
+// with that term as its last term, so that the next primary recovers the
+// dump and nothing written before it (spoolfs dump, spoolfs restore).
+//
 // # Goroutines
 //
 //   - Replica, per Ship stream: the gRPC handler goroutine is the applier
