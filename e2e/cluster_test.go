@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 	pb "github.com/spoolfs/spoolfs/proto"
 )
 
@@ -42,13 +43,13 @@ func requireCluster(t *testing.T) {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *testsupport.Buffer
 	exited chan struct{}
 	err    error // valid after exited
 }
 
 // startProc runs the spoolfs binary with args; its output goes to out.
-func startProc(name string, out *lockedBuffer, args ...string) (*proc, error) {
+func startProc(name string, out *testsupport.Buffer, args ...string) (*proc, error) {
 	p := &proc{name: name, out: out, exited: make(chan struct{})}
 	p.cmd = exec.Command(binPath(), append([]string{"--log-format", "console"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -101,8 +102,8 @@ type cluster struct {
 type replicaProc struct {
 	*proc
 	addr, data string
-	extra      []string      // more flags (--tls-*)
-	log        *lockedBuffer // every run's output
+	extra      []string            // more flags (--tls-*)
+	log        *testsupport.Buffer // every run's output
 }
 
 // newCluster starts n replicas on free loopback ports; they are killed in
@@ -115,7 +116,7 @@ func newClusterWith(t *testing.T, n int, extra func(i int) []string) *cluster {
 	c := &cluster{t: t}
 	base := t.TempDir()
 	for i := 0; i < n; i++ {
-		r := &replicaProc{addr: freeAddr(t), data: filepath.Join(base, fmt.Sprintf("replica-%d", i+1)), log: &lockedBuffer{}}
+		r := &replicaProc{addr: freeAddr(t), data: filepath.Join(base, fmt.Sprintf("replica-%d", i+1)), log: &testsupport.Buffer{}}
 		if extra != nil {
 			r.extra = extra(i)
 		}
@@ -230,7 +231,7 @@ type primary struct {
 func (c *cluster) startPrimary(volume, nodeID string, extra ...string) *primary {
 	c.t.Helper()
 	dir := mountPoint(c.t)
-	p, err := startProc("primary "+nodeID, &lockedBuffer{}, primaryArgs(volume, dir, c.addrs(), nodeID, extra)...)
+	p, err := startProc("primary "+nodeID, &testsupport.Buffer{}, primaryArgs(volume, dir, c.addrs(), nodeID, extra)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

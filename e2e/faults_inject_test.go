@@ -35,7 +35,7 @@ type fprimary struct {
 type fclientProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stderr *lockedBuffer
+	stderr *testsupport.Buffer
 	read   chan struct{} // closed when all its output was read
 	exited chan struct{}
 }
@@ -47,7 +47,7 @@ func (e *faultEnv) startPrimary(id string) *fprimary {
 	dir := mountPoint(e.t)
 	args := primaryArgs(e.vol, dir, e.proxyAddrs(), id,
 		[]string{"--flush-timeout", e.flush.String(), "--acquire-timeout", "30s"})
-	p, err := startProc("primary "+id, &lockedBuffer{}, args...)
+	p, err := startProc("primary "+id, &testsupport.Buffer{}, args...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func (e *faultEnv) startClient(p *fprimary) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c := &fclientProc{stderr: &lockedBuffer{}, read: make(chan struct{}), exited: make(chan struct{})}
+	c := &fclientProc{stderr: &testsupport.Buffer{}, read: make(chan struct{}), exited: make(chan struct{})}
 	c.cmd = exec.Command(self)
 	c.cmd.Env = append(os.Environ(), faultClientEnv+"="+string(cfg))
 	c.cmd.Stderr = c.stderr

@@ -204,7 +204,7 @@ func mountPoint(t *testing.T) string {
 type spoolfsProc struct {
 	Dir    string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testsupport.Buffer
 	exited chan struct{} // closed when the process has exited
 	err    error         // its Wait result, valid after exited
 }
@@ -243,7 +243,7 @@ func startSpoolfs(dir, volume string, extraArgs ...string) (*spoolfsProc, error)
 	args = append(args, strings.Fields(*flagMountArgs)...)
 	args = append(args, extraArgs...)
 	args = append(args, volume, dir)
-	p := &spoolfsProc{Dir: dir, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &spoolfsProc{Dir: dir, stderr: &testsupport.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binPath(), args...)
 	p.cmd.Stdout = p.stderr
 	p.cmd.Stderr = p.stderr
@@ -398,25 +398,6 @@ func isMounted(dir, fsType string) bool {
 		}
 	}
 	return false
-}
-
-// lockedBuffer collects a process's output; it is written by exec's copier
-// goroutine and read by the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // errnoOf returns the errno inside err: 0 for nil.

@@ -90,7 +90,7 @@ type killRig struct {
 	data string // the embedded replicas' data, kept across trials
 	rng  *rand.Rand
 	srv  *proc // the current server
-	out  *lockedBuffer
+	out  *testsupport.Buffer
 
 	maxReap  time.Duration // the longest SIGKILL-to-Wait seen
 	lateWait int           // kills not reaped within reapBound, every thread exited or exiting by then
@@ -178,7 +178,7 @@ func (k *killRig) start(replicated bool) string {
 // meanwhile (freeAddr only says it was free a moment ago).
 func (k *killRig) start1(replicated bool) (admin string, retry bool) {
 	t := k.t
-	k.out = &lockedBuffer{}
+	k.out = &testsupport.Buffer{}
 	args := []string{"mount", "--local", "kill", k.dir}
 	admin = "-"
 	if replicated {

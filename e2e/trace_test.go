@@ -126,7 +126,7 @@ func startLogged(t *testing.T, name, logPath string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{name: name, out: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &proc{name: name, out: &testsupport.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binPath(), args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {

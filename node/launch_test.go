@@ -74,8 +74,8 @@ func launchPublicDir(t *testing.T) string {
 // launchRun is one `spoolfs mount --unshare --local` run as user nobody.
 type launchRun struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer // stdout: the child's
-	errOut *syncBuffer // stderr: spoolfs's log and the child's errors
+	out    *testsupport.Buffer // stdout: the child's
+	errOut *testsupport.Buffer // stderr: spoolfs's log and the child's errors
 	mnt    string
 	token  string // in the child's command line, to find what is left
 	toTest *os.File
@@ -117,7 +117,7 @@ func startLaunch(t *testing.T, via, script string) *launchRun {
 	}
 	token := fmt.Sprintf("launch-token-%d-%d", os.Getpid(), time.Now().UnixNano())
 	full := fmt.Sprintf("MNT=%s TO_TEST=%s TO_KID=%s; : %s; %s", mnt, fifoTest, fifoKid, token, script)
-	r := &launchRun{out: &syncBuffer{}, errOut: &syncBuffer{}, mnt: mnt, token: token}
+	r := &launchRun{out: &testsupport.Buffer{}, errOut: &testsupport.Buffer{}, mnt: mnt, token: token}
 	args := []string{bin, "mount", "--local", "--log-level", "warn", "--stop-grace", "2s", "vol", mnt, "--", "sh", "-c", full}
 	switch via {
 	case viaFlag:
@@ -559,7 +559,7 @@ func TestLaunchVolumeGoneStopsChild(t *testing.T) {
 	cmd := exec.Command(bin, "mount", "--local", "--log-level", "warn", "v", mnt, "--",
 		"sh", "-c", `trap 'exit 5' TERM; echo ready; `+idleLoop)
 	cmd.Stdout = pw
-	errOut := &syncBuffer{}
+	errOut := &testsupport.Buffer{}
 	cmd.Stderr = errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

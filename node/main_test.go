@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,28 +53,10 @@ func requireMount(t *testing.T) string {
 	return bin
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a spoolfs process under test.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testsupport.Buffer
 	done   chan struct{} // closed when it exited
 }
 
@@ -84,7 +64,7 @@ type proc struct {
 // t.Cleanup kills it if it is still running.
 func startSpoolfs(t *testing.T, cred *syscall.Credential, args ...string) *proc {
 	t.Helper()
-	p := &proc{stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{stderr: &testsupport.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(spoolfsBin(t), args...)
 	p.cmd.Stderr = p.stderr
 	if cred != nil {

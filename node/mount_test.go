@@ -89,7 +89,7 @@ func runToExitAs(t *testing.T, cred *syscall.Credential, args ...string) (int, s
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
-	var stderr syncBuffer
+	var stderr testsupport.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {

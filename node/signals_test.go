@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // startDetached starts `spoolfs mount --local --access-log VOL DIR` in a
@@ -15,7 +17,7 @@ import (
 // stderr; t.Cleanup kills it if it still runs.
 func startDetached(t *testing.T, bin, vol, dir string, stderr *os.File) *proc {
 	t.Helper()
-	p := &proc{stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{stderr: &testsupport.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, "mount", "--local", "--access-log", vol, dir)
 	p.cmd.Stderr = stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

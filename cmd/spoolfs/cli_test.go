@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,28 +22,10 @@ import (
 // The tests of this file run the built binary (testsupport.Binary).
 func TestMain(m *testing.M) { os.Exit(testsupport.Run(m)) }
 
-// lockedBuffer is a bytes.Buffer for a process's output read while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // served is a `spoolfs mount` process under test.
 type served struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testsupport.Buffer
 	done   chan struct{}
 }
 
@@ -90,7 +71,7 @@ func startMount(t *testing.T, cred *syscall.Credential, dir string, flags ...str
 	t.Helper()
 	testsupport.RequireMount(t)
 	args := append(append([]string{}, flags...), "mount", "--local", "cli", dir)
-	s := &served{cmd: exec.Command(testsupport.Binary(t), args...), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	s := &served{cmd: exec.Command(testsupport.Binary(t), args...), stderr: &testsupport.Buffer{}, done: make(chan struct{})}
 	s.cmd.Stderr = s.stderr
 	if cred != nil {
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}

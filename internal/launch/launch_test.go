@@ -20,7 +20,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -98,7 +97,7 @@ func readyChild(t *testing.T, ctx context.Context, script string, cfg ChildConfi
 	if err != nil {
 		t.Fatal(err)
 	}
-	errOut := &syncBuffer{}
+	errOut := &testsupport.Buffer{}
 	cfg.Stdout, cfg.Stderr = pw, errOut
 	if cfg.StopGrace == 0 {
 		cfg.StopGrace = 2 * time.Second
@@ -345,22 +344,4 @@ func TestForegroundOfTerminal(t *testing.T) {
 			t.Errorf("with a controlling terminal %v: inForegroundOfTerminal = %s", withTTY, got)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
