@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -8,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // The oracle of TestProtocolRandom. Each primary (a term) writes a
@@ -167,6 +169,39 @@ type writer struct {
 	cur     spool
 	inos    map[string]uint64
 	data    map[uint64]string
+
+	// views counts the data records appended with their content as a
+	// view (as the actor hands them: read off Append by readContents),
+	// and released those views: once the primary is closed, every view
+	// must have been released exactly once.
+	views, released atomic.Int64
+}
+
+// protoView is a data record's content as the actor hands it
+// (volume.Content): its bytes, read later on the primary's reader.
+type protoView struct {
+	w    *writer
+	data []byte
+	done atomic.Bool
+}
+
+func (v *protoView) Read() ([]Extent, []byte, error) { return nil, bytes.Clone(v.data), nil }
+
+func (v *protoView) Release() {
+	if v.done.Swap(true) {
+		v.w.released.Add(1 << 32) // a second release: seen as a mismatch by checkViews
+		return
+	}
+	v.w.released.Add(1)
+}
+
+// checkViews reports views not released, or released twice, once the
+// writer's primary is closed.
+func (w *writer) checkViews() error {
+	if made, rel := w.views.Load(), w.released.Load(); made != rel {
+		return fmt.Errorf("%s: %d content views made, releases counted %d (2^32 per double release)", w.node, made, rel)
+	}
+	return nil
 }
 
 func newWriter(o *oracle, h *history, p *Primary, snap *Snapshot, node string) *writer {
@@ -217,7 +252,12 @@ func (w *writer) write(name, content string) uint64 {
 	w.data[ino] = content
 	next := maps.Clone(w.cur)
 	next[name] = fmt.Sprintf("%d:%s", ino, content)
-	return w.appendLocked(&Record{Op: OpData, Ino: ino, Attr: fileAttr(len(content)), Data: []byte(content)}, next)
+	r := &Record{Op: OpData, Ino: ino, Attr: fileAttr(len(content)), Data: []byte(content)}
+	if w.lsn%3 != 0 { // two data records in three carry a view, as from the actor
+		w.views.Add(1)
+		r.Data, r.Content = nil, &protoView{w: w, data: []byte(content)}
+	}
+	return w.appendLocked(r, next)
 }
 
 // unlink removes name; ok is false when there is no such name.

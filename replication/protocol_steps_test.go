@@ -237,6 +237,9 @@ func (s *schedule) finish() error {
 	if err := s.violation(); err != nil {
 		return err
 	}
+	if err := s.checkViews(); err != nil {
+		return err
+	}
 	// A primary that took its term from two replicas while the third
 	// holds a higher one (granted to an OpenPrimary that then failed, its
 	// answer lost) is fenced by that replica at its first write: a node
@@ -311,6 +314,19 @@ func (s *schedule) newestServes() error {
 		s.note("%s: fenced", w.node)
 	default:
 		return fmt.Errorf("%s (term %d), not fenced, cannot make lsn %d durable with every fault healed: %w (status %+v)", w.node, w.p.Term(), lsn, err, w.p.Status())
+	}
+	return nil
+}
+
+// checkViews: every closed primary released each content view once.
+func (s *schedule) checkViews() error {
+	s.mu.Lock()
+	ws := s.writers
+	s.mu.Unlock()
+	for _, w := range ws {
+		if err := w.checkViews(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
