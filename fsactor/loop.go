@@ -35,7 +35,7 @@ type conn interface {
 // Effects hands it out after any other call); the loop applies and resets
 // it after each step (apply).
 type machine interface {
-	Handle(op any, c Caller, now time.Time) *Effects
+	handleKind(k opKind, op any, c Caller, now time.Time) *Effects // State.Handle, kind found
 	Effects() *Effects
 	RemoveName(parent uint64, name string, now time.Time) error
 	SetReadOnly()
@@ -279,7 +279,7 @@ func (l *loop) step(ev event) {
 			c.Gid = l.gidOf(ev.ctx, oc)
 		}
 	}
-	l.apply(l.st.Handle(ev.op, c, ev.now), &ev, k, oc)
+	l.apply(l.st.handleKind(k, ev.op, c, ev.now), &ev, k, oc)
 	l.inv.step(l.st)
 }
 

@@ -114,7 +114,7 @@ func BenchmarkLoopGetattrDirect(b *testing.B) {
 			if err != nil {
 				return
 			}
-			eff := st.Handle(op, Caller{}, time.Now())
+			eff := st.handleKind(kindOf(op), op, Caller{}, time.Now())
 			c.Reply(ctx, replyErr(eff.Err))
 			eff.Reset()
 		}
@@ -281,7 +281,7 @@ func (d directServer) ServeOps(c *fuse.Connection) {
 				_, caller.Gid, _, _ = headerIDs(ctx)
 			}
 		}
-		eff := d.st.Handle(op, caller, time.Now())
+		eff := d.st.handleKind(k, op, caller, time.Now())
 		c.Reply(ctx, replyErr(eff.Err)) // a local volume: nothing to wait for
 		eff.Reset()
 	}

@@ -39,11 +39,10 @@ type fakeMachine struct {
 
 func newFakeMachine() *fakeMachine { return &fakeMachine{callers: map[opKind]Caller{}} }
 
-func (m *fakeMachine) Handle(op any, c Caller, now time.Time) *Effects {
+func (m *fakeMachine) handleKind(k opKind, op any, c Caller, now time.Time) *Effects {
 	if o, ok := op.(*fuseops.MkDirOp); ok && o.Name == "hold" && m.hold != nil {
 		<-m.hold
 	}
-	k, _ := classify(op)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.callers[k] = c

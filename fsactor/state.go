@@ -211,7 +211,17 @@ func (st *State) SetWritebackCache(on bool) { st.writeback = on }
 // the buffer before the next step (the loop does both in loop.apply). Ops
 // the state does not know answer ENOSYS.
 func (st *State) Handle(op any, c Caller, now time.Time) *Effects {
-	w, e := st.dispatch(op, c, now)
+	return st.handleKind(kindOf(op), op, c, now)
+}
+
+// handleKind is Handle for an op whose kind the caller has found already
+// (the loop classifies every op before it steps it): the op's type is
+// switched on once per op. The call through the row's func value makes op
+// escape: an op built on a caller's stack moves to the heap
+// (BenchmarkSpoolMessage counts its ops), while the ops jacobsa decodes are
+// on the heap already.
+func (st *State) handleKind(k opKind, op any, c Caller, now time.Time) *Effects {
+	w, e := opTable[k].handle(st, op, c, now)
 	if e != 0 {
 		w = 0
 	}
@@ -223,14 +233,6 @@ func (st *State) Handle(op any, c Caller, now time.Time) *Effects {
 // last Reset produced. The loop applies it after an internal event (a
 // call run on the actor), as after a FUSE op.
 func (st *State) Effects() *Effects { return &st.eff }
-
-// dispatch runs op's handler, from its row of opTable. The call through
-// the row's func value makes op escape: an op built on a caller's stack
-// moves to the heap (BenchmarkSpoolMessage counts its ops now), while the
-// ops jacobsa decodes are on the heap already.
-func (st *State) dispatch(op any, c Caller, now time.Time) (uint64, syscall.Errno) {
-	return opTable[kindOf(op)].handle(st, op, c, now)
-}
 
 // RemoveName deletes parent/name as the filesystem itself (a remote change),
 // putting its record and a NoteDelete for the kernel in the Effects. It works on a

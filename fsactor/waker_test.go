@@ -169,7 +169,7 @@ func TestWatchdogStuckOp(t *testing.T) {
 		t.Fatalf("%d watchdog lines, want 1", len(entries))
 	}
 	stacks, _ := entries[0].ContextMap()["goroutines"].(string)
-	if !strings.Contains(stacks, "fakeMachine).Handle") {
+	if !strings.Contains(stacks, "fakeMachine).handleKind") {
 		t.Fatalf("the stacks do not show the stuck step:\n%s", stacks)
 	}
 }

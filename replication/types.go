@@ -4,7 +4,7 @@ package replication
 // replica's volume, server.go).
 import vmodel "github.com/spoolfs/spoolfs/volume"
 
-// The data vmodel of a volume is package volume's, shared with fsactor
+// The data model of a volume is package volume's, shared with fsactor
 // (one definition on both sides of the seam: the actor's records enter the
 // log as they are). These aliases keep the names this package uses.
 type (
