@@ -78,14 +78,9 @@ func (st *State) readFile(o *fuseops.ReadFileOp) syscall.Errno {
 		dst = make([]byte, max(0, min(o.Size, size-o.Offset)))
 	}
 	n := int(min(int64(len(dst)), size-o.Offset))
-	got := 0
-	if in.fd >= 0 {
-		var err error
-		if got, err = memfdRead(in.fd, dst[:n], o.Offset); err != nil {
-			return errnoOf(err)
-		}
+	if err := st.readAt(in, dst[:n], o.Offset); err != nil {
+		return errnoOf(err)
 	}
-	clear(dst[got:n])
 	if o.Dst == nil {
 		o.Data = [][]byte{dst[:n]}
 	}
@@ -115,117 +110,12 @@ func (st *State) writeFile(o *fuseops.WriteFileOp, now time.Time) (uint64, sysca
 	case off > maxDataEnd-n:
 		return 0, syscall.EFBIG
 	}
-	if e := st.ensureMemfd(in); e != 0 {
+	if e := st.writeAt(in, o.Data, off); e != 0 {
 		return 0, e
-	}
-	if e := st.reserve(in, off, n); e != 0 {
-		return 0, e
-	}
-	err := memfdWrite(in.fd, o.Data, off)
-	if e := st.remeasure(in); e != 0 {
-		return 0, e
-	}
-	if err != nil {
-		return 0, errnoOf(err)
 	}
 	in.touchM(now.UnixNano())
 	in.dirty = true
 	return 0, 0
-}
-
-// ensureMemfd gives in a memfd of its size that may be changed: every
-// change to a file's content goes through it first. A memfd a streamed
-// snapshot still reads is copied first (thaw), and so is one a data
-// record's view may still read (unshare).
-func (st *State) ensureMemfd(in *inode) syscall.Errno {
-	if in.fd >= 0 && !in.frozen && in.view == nil {
-		return 0
-	}
-	return st.makeMemfd(in)
-}
-
-// makeMemfd is ensureMemfd's slow path.
-func (st *State) makeMemfd(in *inode) syscall.Errno {
-	switch {
-	case in.frozen:
-		in.view = nil // the view keeps its own descriptor on the memfd thaw moves
-		return st.thaw(in)
-	case in.view != nil:
-		return st.unshare(in)
-	}
-	fd, err := st.newMemfd()
-	if err != nil {
-		return errnoOf(err)
-	}
-	if in.attr.Size > 0 {
-		if err := memfdTruncate(fd, int64(in.attr.Size)); err != nil {
-			st.spare = append(st.spare, fd) // still empty
-			return errnoOf(err)
-		}
-	}
-	in.fd = fd
-	return 0
-}
-
-// newMemfd returns an empty memfd, a spare one if there is.
-func (st *State) newMemfd() (int, error) {
-	if n := len(st.spare); n > 0 {
-		fd := st.spare[n-1]
-		st.spare = st.spare[:n-1]
-		return fd, nil
-	}
-	return memfdNew()
-}
-
-// reserve checks that writing n bytes at off fits the capacity: at once
-// when every page the range spans fits, else by counting the holes the
-// write would fill.
-func (st *State) reserve(in *inode, off, n int64) syscall.Errno {
-	span := roundUp(off+n, pageSize) - off&^(pageSize-1)
-	if st.used+span <= st.capacity {
-		return 0
-	}
-	holes, err := memfdHoleBytes(in.fd, off, n)
-	if err != nil {
-		return errnoOf(err)
-	}
-	if st.used+holes > st.capacity {
-		return syscall.ENOSPC
-	}
-	return 0
-}
-
-// remeasure takes the memfd's size and allocation after a change.
-func (st *State) remeasure(in *inode) syscall.Errno {
-	size, alloc, err := memfdStat(in.fd)
-	if err != nil {
-		return errnoOf(err)
-	}
-	in.attr.Size = uint64(size)
-	st.used += alloc - in.allocated
-	in.allocated = alloc
-	return 0
-}
-
-// setSize truncates or extends in's content (both ways, sparse). Without a
-// memfd only the size changes, held to what a memfd would take.
-func (st *State) setSize(in *inode, size uint64) syscall.Errno {
-	switch {
-	case size == 0 && in.fd >= 0:
-		st.dropContent(in) // an empty file needs no descriptor
-	case in.fd >= 0:
-		if e := st.ensureMemfd(in); e != 0 {
-			return e
-		}
-		if err := memfdTruncate(in.fd, int64(size)); err != nil {
-			return errnoOf(err)
-		}
-		return st.remeasure(in)
-	case size > math.MaxInt64:
-		return syscall.EINVAL // as ftruncate: a negative off_t
-	}
-	in.attr.Size = size
-	return 0
 }
 
 // fallocate hands the mode to the memfd's own fallocate and returns its
@@ -240,25 +130,11 @@ func (st *State) fallocate(o *fuseops.FallocateOp, now time.Time) (uint64, sysca
 	}
 	off, n := int64(o.Offset), int64(o.Length)
 	allocates := o.Mode&unix.FALLOC_FL_PUNCH_HOLE == 0
-	if allocates && off >= 0 && n > 0 && off <= math.MaxInt64-n {
-		if off+n > maxDataEnd {
-			return 0, syscall.EFBIG
-		}
-		if e := st.ensureMemfd(in); e != 0 {
-			return 0, e
-		}
-		if e := st.reserve(in, off, n); e != 0 {
-			return 0, e
-		}
-	} else if e := st.ensureMemfd(in); e != 0 {
-		return 0, e
+	if allocates && off >= 0 && n > 0 && off <= math.MaxInt64-n && off+n > maxDataEnd {
+		return 0, syscall.EFBIG
 	}
-	err := memfdFallocate(in.fd, o.Mode, off, n)
-	if e := st.remeasure(in); e != 0 {
+	if e := st.allocate(in, o.Mode, off, n); e != 0 {
 		return 0, e
-	}
-	if err != nil {
-		return 0, errnoOf(err)
 	}
 	in.touchM(now.UnixNano())
 	in.dirty = true
@@ -298,18 +174,9 @@ func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 // no view: nobody would read it.
 func (st *State) shipData(in *inode) syscall.Errno {
 	r := &Record{Op: RecData, Ino: in.ino, Attr: in.attr}
-	if in.fd >= 0 && !st.discard {
-		v, err := st.newView(in)
-		if err != nil {
-			// Out of descriptors (the volume's files hold one each): the
-			// record takes its bytes now, on the actor, rather than fail
-			// the close.
-			if r.Extents, r.Data, err = memfdContent(in.fd, int64(in.attr.Size)); err != nil {
-				return errnoOf(err)
-			}
-			st.inlineContents.Add(1)
-		} else {
-			r.Content = v
+	if !st.discard {
+		if e := st.fillData(in, r); e != 0 {
+			return e
 		}
 	}
 	st.emit(in, r)

@@ -58,32 +58,9 @@ type inode struct {
 	// INVARIANT: dir != nil iff the inode is a directory.
 	dir *dir
 
-	// fd is the memfd holding a regular file's content, or -1 (no bytes
-	// stored yet: the file reads as attr.Size zeros).
-	//
-	// INVARIANT: fd == -1 for anything but a regular file.
-	fd int
-
-	// frozen says a streamed snapshot reads the memfd's content as it is:
-	// the first change gives the file a copy (State.thaw).
-	//
-	// INVARIANT: frozen implies fd >= 0 and State.snap lists the inode.
-	frozen bool
-
-	// view is the content view of the last data record emitted for fd's
-	// memfd (content_view.go), or nil. While it is not released it may
-	// still read the memfd: the first change to the content copies it
-	// first (State.unshare), and the memfd is never emptied for reuse.
-	//
-	// INVARIANT: view != nil implies fd >= 0 and view reads fd's memfd.
-	view *memfdView
-
-	// allocated is the memfd's allocation in bytes (st_blocks*512) as last
-	// measured.
-	//
-	// INVARIANT: allocated == 0 when fd == -1; the sum over all inodes is
-	// State.used.
-	allocated int64
+	// content is where a regular file's bytes live (content.go): every
+	// access to them goes through its State methods.
+	content
 
 	// dirty says the content changed since the last data record.
 	//
@@ -199,7 +176,7 @@ func (st *State) fillEntry(e *fuseops.ChildInodeEntry, in *inode, now time.Time)
 // inode_init_owner does: in a setgid directory the group is the
 // directory's, and a new subdirectory inherits S_ISGID.
 func (st *State) newInode(mode uint32, c Caller, parent *inode, ns int64) *inode {
-	in := &inode{ino: st.nextIno, fd: -1}
+	in := &inode{ino: st.nextIno, content: noContent}
 	st.nextIno++
 	gid := c.Gid
 	if parent.attr.Mode&syscall.S_ISGID != 0 {
@@ -224,30 +201,8 @@ func (st *State) maybeFree(in *inode) {
 	if in.ino == rootIno || in.attr.Nlink > 0 || in.nlookup > 0 || in.openHandles > 0 {
 		return
 	}
-	if in.fd >= 0 {
-		st.dropContent(in)
-	}
+	st.dropContent(in)
 	delete(st.inodes, in.ino)
-}
-
-// dropContent empties in's memfd and keeps it for reuse (or closes it):
-// its content becomes attr.Size zeros. A memfd that a streamed snapshot
-// or a data record's view still reads is left to them.
-func (st *State) dropContent(in *inode) {
-	shared := in.shared()
-	in.view = nil
-	switch {
-	case in.frozen:
-		st.moveToSnapshot(in)
-		return
-	case shared:
-		memfdClose(in.fd) // the view holds the memfd through its own descriptor
-	default:
-		st.recycle(in.fd)
-	}
-	in.fd = -1
-	st.used -= in.allocated
-	in.allocated = 0
 }
 
 // newHandle opens a handle on in.

@@ -88,8 +88,8 @@ type Memory struct {
 func (st *State) Memory() Memory {
 	m := Memory{Contents: st.used}
 	if st.snap != nil {
-		for _, fd := range st.snap.moved {
-			if _, alloc, err := memfdStat(fd); err == nil {
+		for _, c := range st.snap.moved {
+			if _, alloc, err := memfdStat(c.fd); err == nil {
 				m.Snapshots += alloc
 			}
 		}

@@ -56,9 +56,9 @@ func (st *State) snapInode(in *inode, withData bool) (SnapInode, error) {
 			}
 		}
 	}
-	if in.fd >= 0 && withData {
+	if withData {
 		var err error
-		if si.Extents, si.Data, err = memfdContent(in.fd, int64(in.attr.Size)); err != nil {
+		if si.Extents, si.Data, err = st.readContent(in); err != nil {
 			return si, err
 		}
 	}
@@ -105,7 +105,7 @@ func (st *State) restoreInodes(snap *Snapshot) error {
 		if _, dup := st.inodes[si.Ino]; dup {
 			return fmt.Errorf("%w: inode %d listed twice", errBadSnapshot, si.Ino)
 		}
-		in := &inode{ino: si.Ino, attr: si.Attr, fd: -1, target: si.Target}
+		in := &inode{ino: si.Ino, attr: si.Attr, content: noContent, target: si.Target}
 		switch in.fileType() {
 		case syscall.S_IFDIR:
 			in.dir = newDir(0)
@@ -218,20 +218,14 @@ func checkExtents(exts []Extent, n int, size uint64) error {
 	return nil
 }
 
-// restoreContent puts a file's extents into a new memfd of its size:
-// holes stay holes.
+// restoreContent puts a file's extents into its content: holes stay
+// holes.
 func (st *State) restoreContent(si SnapInode) error {
 	in := st.inodes[si.Ino]
 	if !in.isReg() || len(si.Data) == 0 {
 		return nil
 	}
-	if e := st.ensureMemfd(in); e != 0 {
-		return fmt.Errorf("file %d: %w", si.Ino, e)
-	}
-	if err := memfdWriteContent(in.fd, si.Extents, si.Data); err != nil {
-		return fmt.Errorf("file %d: %w", si.Ino, err)
-	}
-	if e := st.remeasure(in); e != 0 {
+	if e := st.putContent(in, si.Extents, si.Data); e != 0 {
 		return fmt.Errorf("file %d: %w", si.Ino, e)
 	}
 	return nil

@@ -31,9 +31,9 @@ type snapSession struct {
 	// sizes holds, per frozen file, its size when the snapshot was taken:
 	// the snapshot reads its extents below it.
 	sizes map[uint64]int64
-	// moved holds the memfds of frozen files that changed (or went) since:
-	// the snapshot's content, closed when it ends.
-	moved map[uint64]int
+	// moved holds the contents of frozen files that changed (or went)
+	// since: the snapshot's content, released when it ends.
+	moved map[uint64]content
 }
 
 var errSnapshotBusy = errors.New("fsactor: a streamed snapshot is in progress")
@@ -45,13 +45,13 @@ func (st *State) streamSnapshot() (*Snapshot, error) {
 	if st.snap != nil {
 		return nil, errSnapshotBusy
 	}
-	ses := &snapSession{sizes: make(map[uint64]int64), moved: make(map[uint64]int)}
+	ses := &snapSession{sizes: make(map[uint64]int64), moved: make(map[uint64]content)}
 	s, err := st.snapshot(false, func(in *inode) (int64, error) {
-		if in.fd < 0 {
+		if !in.hasContent() {
 			return 0, nil
 		}
 		ses.sizes[in.ino] = int64(in.attr.Size)
-		_, n, err := memfdExtents(in.fd, int64(in.attr.Size))
+		_, n, err := st.extents(in)
 		return n, err
 	})
 	if err != nil {
@@ -75,15 +75,15 @@ func (st *State) snapshotData(ino uint64) ([]Extent, []byte, error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("fsactor: inode %d has no content in the snapshot", ino)
 	}
-	fd, ok := ses.moved[ino]
+	c, ok := ses.moved[ino]
 	if !ok {
 		in := st.inodes[ino]
 		if in == nil || !in.frozen {
 			return nil, nil, fmt.Errorf("fsactor: inode %d: the snapshot's content is gone", ino)
 		}
-		fd = in.fd
+		c = in.content
 	}
-	return memfdContent(fd, size)
+	return c.copyOut(size)
 }
 
 // endSnapshot ends the streamed snapshot: the moved memfds are closed and
@@ -93,8 +93,8 @@ func (st *State) endSnapshot() {
 	if ses == nil {
 		return
 	}
-	for _, fd := range ses.moved {
-		memfdClose(fd)
+	for _, c := range ses.moved {
+		c.closeContent()
 	}
 	for ino := range ses.sizes {
 		if in := st.inodes[ino]; in != nil {
@@ -123,11 +123,9 @@ func (st *State) thaw(in *inode) syscall.Errno {
 // moveToSnapshot hands a frozen file's memfd to the streamed snapshot;
 // the file has none afterwards.
 func (st *State) moveToSnapshot(in *inode) {
-	st.snap.moved[in.ino] = in.fd
-	in.fd = -1
-	in.frozen = false
+	st.snap.moved[in.ino] = content{fd: in.fd}
 	st.used -= in.allocated
-	in.allocated = 0
+	in.content = noContent
 }
 
 // StreamSnapshot takes a streamed snapshot (see snapSession): the inodes

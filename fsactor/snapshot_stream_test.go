@@ -59,8 +59,8 @@ func TestStreamSnapshotCopyOnWrite(t *testing.T) {
 	sp, _ := h.lookup(rootIno, "sparse")
 	h.must(&fuseops.FallocateOp{Inode: id(sp), Offset: 1 << 20, Length: 4096, Mode: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE})
 	moved := make([]int, 0, len(h.st.snap.moved))
-	for _, fd := range h.st.snap.moved {
-		moved = append(moved, fd)
+	for _, c := range h.st.snap.moved {
+		moved = append(moved, c.fd)
 	}
 	if len(moved) != 5 {
 		t.Fatalf("%d memfds kept for the snapshot, want 5 (m10, m20, m40, m41, sparse)", len(moved))

@@ -185,7 +185,7 @@ func (st *State) newRoot(now time.Time) {
 		mode = 0o755
 	}
 	ns := now.UnixNano()
-	root := &inode{ino: rootIno, fd: -1, nlookup: 1, dir: newDir(rootIno)}
+	root := &inode{ino: rootIno, content: noContent, nlookup: 1, dir: newDir(rootIno)}
 	root.attr = Attr{Mode: syscall.S_IFDIR | mode, Uid: st.cfg.RootUid, Gid: st.cfg.RootGid,
 		Nlink: 2, Atime: ns, Mtime: ns, Ctime: ns}
 	st.inodes[rootIno] = root
@@ -252,17 +252,14 @@ func (st *State) SetReadOnly() { st.readOnly = true }
 // Close releases every memfd. The state must not be used afterwards.
 func (st *State) Close() {
 	for _, in := range st.inodes {
-		if in.fd >= 0 {
-			memfdClose(in.fd)
-			in.fd = -1
-		}
+		in.closeContent()
 	}
 	for _, fd := range st.spare {
 		memfdClose(fd)
 	}
 	if st.snap != nil {
-		for _, fd := range st.snap.moved {
-			memfdClose(fd)
+		for _, c := range st.snap.moved {
+			c.closeContent()
 		}
 		st.snap = nil
 	}
