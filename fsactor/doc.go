@@ -83,6 +83,21 @@
 // one the actor never uses. A change to the file while its view is unread
 // copies the file first (copy on write, State.ContentCopies).
 //
+// Followers (follow.go): with Config.Follower the state mirrors a primary.
+// Its records enter through the mailbox (Server.ApplyRecords, an evFunc
+// like Do) and are applied by State.ApplyRecords with the volume's inode
+// numbers, each checked whole before it changes anything (ErrOutOfOrder,
+// ErrBadRecord); every FUSE mutation answers EROFS, no record is emitted
+// (an invariant) and no reply waits. The apply puts kernel notes in the
+// step's Effects — notify_delete for a name removed or replaced,
+// inval_entry for a new name (the kernel may cache its negative dentry for
+// the entry timeout), inval_inode for a changed directory, content or
+// attributes — for inodes the kernel holds (nlookup > 0) only; follow.go
+// spells out the mapping and the kernel functions it rests on. An inode
+// created remotely enters with nlookup 0; one unlinked remotely stays while
+// the kernel (nlookup) or a handle holds it, as after a local unlink.
+// AppliedLSN publishes the state's LSN to other goroutines.
+//
 // Release: NewServer takes memfds (one per file of the snapshot), an
 // eventfd and the notify workers. ServeOps releases them all when it
 // returns (and stops the watchdog, which starts only there); a Server

@@ -33,6 +33,9 @@ func (st *State) invariantsErr() error {
 	if err := st.checkEffects(); err != nil {
 		return err
 	}
+	if err := st.checkFollower(); err != nil {
+		return err
+	}
 	return st.checkHandles()
 }
 
@@ -213,6 +216,18 @@ func (st *State) checkSpare() error {
 		if size, alloc, err := memfdStat(fd); err != nil || size != 0 || alloc != 0 {
 			return fmt.Errorf("spare memfd %d: size %d alloc %d err %v", fd, size, alloc, err)
 		}
+	}
+	return nil
+}
+
+// checkFollower checks a follower is read-only and emits nothing, and that
+// the published LSN is the head.
+func (st *State) checkFollower() error {
+	if st.follower && (!st.readOnly || len(st.eff.Records) > 0) {
+		return fmt.Errorf("follower: read-only %v, %d records emitted", st.readOnly, len(st.eff.Records))
+	}
+	if a := st.applied.Load(); a != st.lsn {
+		return fmt.Errorf("applied lsn %d, head %d", a, st.lsn)
 	}
 	return nil
 }

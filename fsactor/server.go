@@ -25,6 +25,11 @@ type Config struct {
 	AttrTimeout  time.Duration
 
 	ReadOnly bool // every mutation answers EROFS
+	// Follower: the volume follows a primary. Every FUSE mutation answers
+	// EROFS (as ReadOnly); the state changes only through ApplyRecords and
+	// Resync; no records are emitted and no reply waits (follow.go).
+	// Promote ends it.
+	Follower bool
 	// DisableWritebackCache mirrors fuse.MountConfig.DisableWritebackCaching:
 	// whether the kernel caches writes decides how O_APPEND writes are placed
 	// (State.SetWritebackCache).
@@ -254,9 +259,9 @@ func (f fuseConn) Fd() int                                    { return f.dev }
 // Done is closed once ServeOps has returned.
 func (s *Server) Done() <-chan struct{} { return s.loop.stopped }
 
-// RemoveName deletes parent/name as if by the filesystem itself (a remote
-// change: tests now, followers later) and tells the kernel through the
-// notify pool, so the name disappears from its caches. It runs on the
+// RemoveName deletes parent/name as if by the filesystem itself (tests;
+// a follower applies its primary's records instead: ApplyRecords, and
+// answers EROFS here) and tells the kernel through the notify pool, so the name disappears from its caches. It runs on the
 // actor, in order with FUSE ops. If ctx ends before the actor got to it,
 // the removal may still happen later.
 func (s *Server) RemoveName(ctx context.Context, parent uint64, name string) error {

@@ -87,7 +87,7 @@ func (st *State) restore(snap *Snapshot) error {
 			return err
 		}
 	}
-	st.lsn = snap.LSN
+	st.setLSN(snap.LSN)
 	st.inodes[rootIno].nlookup = 1
 	if err := st.invariantsErr(); err != nil {
 		return fmt.Errorf("%w: %v", errBadSnapshot, err)

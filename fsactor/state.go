@@ -83,10 +83,19 @@ type State struct {
 	handles    map[uint64]handle
 	nextHandle uint64
 
-	// lsn is the head: the LSN of the last record emitted.
+	// lsn is the head: the LSN of the last record emitted, or applied on
+	// a follower. Changed through setLSN, which publishes it.
+	// INVARIANT: applied == lsn.
 	lsn uint64
+	// applied is lsn for other goroutines (AppliedLSN: status, lag).
+	applied atomic.Uint64
 
-	readOnly  bool // fenced or mounted read-only: mutations answer EROFS
+	readOnly bool // fenced or mounted read-only: mutations answer EROFS
+	// follower says the state follows a primary (Config.Follower, until
+	// Promote): it changes only through ApplyRecords and Resync (follow.go).
+	// INVARIANT: follower implies readOnly, and no step emits a record
+	// (eff.Records stays empty).
+	follower  bool
 	discard   bool // Config.DiscardContent: data records carry no content
 	writeback bool // the kernel caches writes: it positions O_APPEND writes itself
 
@@ -139,7 +148,8 @@ func NewState(cfg Config, snap *Snapshot) (*State, error) {
 		handles:    make(map[uint64]handle),
 		nextIno:    rootIno + 1,
 		nextHandle: 1,
-		readOnly:   cfg.ReadOnly,
+		readOnly:   cfg.ReadOnly || cfg.Follower,
+		follower:   cfg.Follower,
 		writeback:  !cfg.DisableWritebackCache,
 	}
 	st.capacity, st.maxInodes = limits(cfg)
@@ -222,8 +232,8 @@ func (st *State) Handle(op any, c Caller, now time.Time) *Effects {
 // on the heap already.
 func (st *State) handleKind(k opKind, op any, c Caller, now time.Time) *Effects {
 	w, e := opTable[k].handle(st, op, c, now)
-	if e != 0 {
-		w = 0
+	if e != 0 || st.follower {
+		w = 0 // a follower has nothing of its own to make durable
 	}
 	st.eff.Err, st.eff.WaitLSN = e, w
 	return &st.eff
@@ -236,9 +246,13 @@ func (st *State) Effects() *Effects { return &st.eff }
 
 // RemoveName deletes parent/name as the filesystem itself (a remote change),
 // putting its record and a NoteDelete for the kernel in the Effects. It works on a
-// read-only volume too (a follower applies its primary's changes). A
-// non-empty directory answers ENOTEMPTY.
+// read-only volume too, but not on a follower, which emits no record and
+// changes only through ApplyRecords and Resync (EROFS). A non-empty
+// directory answers ENOTEMPTY.
 func (st *State) RemoveName(parent uint64, name string, now time.Time) error {
+	if st.follower {
+		return syscall.EROFS
+	}
 	if e := st.removeName(parent, name, now); e != 0 {
 		return e
 	}
@@ -278,7 +292,7 @@ func (st *State) CheckInvariants() {
 // last record and puts it in the Effects, for the loop to append to the
 // sink; the state never touches r again.
 func (st *State) emit(in *inode, r *Record) uint64 {
-	st.lsn++
+	st.setLSN(st.lsn + 1)
 	r.LSN = st.lsn
 	in.lastLSN = st.lsn
 	st.eff.Records = append(st.eff.Records, r)
