@@ -246,9 +246,13 @@ type Record struct {
 	// size reads as zeros. Empty: the data starts at offset 0. An OP_DATA
 	// record states the file's whole content.
 	Extents []uint64 `protobuf:"varint,15,rep,packed,name=extents,proto3" json:"extents,omitempty"`
-	// partial is reserved for data records that carry only the ranges
-	// changed since the file's last data record (later): a replica of this
-	// version rejects them rather than take them for the whole content.
+	// partial (OP_DATA, protocol version 2): the record carries only the
+	// byte ranges of the file changed since its previous data record,
+	// listed in ranges; its extents lie inside them. Applying it sets the
+	// bytes inside the ranges (data where extents place it, zeros
+	// elsewhere), leaves the bytes outside them as they were, and gives the
+	// file attr.size. Replicas of version 1 reject it (and a version-2
+	// primary only talks to replicas that serve version 2).
 	Partial bool `protobuf:"varint,16,opt,name=partial,proto3" json:"partial,omitempty"`
 	// req is the id of the FUSE request that produced the record on the
 	// primary (its access log's "req"; 0: unknown or an internal change).
@@ -258,7 +262,11 @@ type Record struct {
 	// of the primary, its metadata is sent once when it opens, and a batch
 	// carries records of many requests. Old replicas skip the unknown
 	// field; records from old primaries read 0. Never stored.
-	Req           uint64 `protobuf:"varint,17,opt,name=req,proto3" json:"req,omitempty"`
+	Req uint64 `protobuf:"varint,17,opt,name=req,proto3" json:"req,omitempty"`
+	// ranges: the byte ranges a partial record covers, as pairs (offset,
+	// length): sorted, not empty, neither overlapping nor touching, within
+	// attr.size. Empty in a partial record: only the attributes change.
+	Ranges        []uint64 `protobuf:"varint,18,rep,packed,name=ranges,proto3" json:"ranges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -410,6 +418,13 @@ func (x *Record) GetReq() uint64 {
 		return x.Req
 	}
 	return 0
+}
+
+func (x *Record) GetRanges() []uint64 {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
 }
 
 type ShipHeader struct {
@@ -1511,7 +1526,7 @@ const file_replication_proto_rawDesc = "" +
 	"\x04size\x18\x06 \x01(\x04R\x04size\x12\x14\n" +
 	"\x05atime\x18\a \x01(\x03R\x05atime\x12\x14\n" +
 	"\x05mtime\x18\b \x01(\x03R\x05mtime\x12\x14\n" +
-	"\x05ctime\x18\t \x01(\x03R\x05ctime\"\xcc\x03\n" +
+	"\x05ctime\x18\t \x01(\x03R\x05ctime\"\xe4\x03\n" +
 	"\x06Record\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x10\n" +
 	"\x03lsn\x18\x02 \x01(\x04R\x03lsn\x12*\n" +
@@ -1532,7 +1547,8 @@ const file_replication_proto_rawDesc = "" +
 	"\bdata_len\x18\x0e \x01(\x04R\adataLen\x12\x18\n" +
 	"\aextents\x18\x0f \x03(\x04R\aextents\x12\x18\n" +
 	"\apartial\x18\x10 \x01(\bR\apartial\x12\x10\n" +
-	"\x03req\x18\x11 \x01(\x04R\x03req\"|\n" +
+	"\x03req\x18\x11 \x01(\x04R\x03req\x12\x16\n" +
+	"\x06ranges\x18\x12 \x03(\x04R\x06ranges\"|\n" +
 	"\n" +
 	"ShipHeader\x12\x16\n" +
 	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +

@@ -305,7 +305,9 @@ func (a *applier) data(r *Record) error {
 	if err := sameType(r, old, r.Attr); err != nil {
 		return err
 	}
-	if err := a.writeContent(r.Ino, r.Extents, r.Data); err != nil {
+	if r.Partial {
+		a.writeRanges(r.Ino, r.Ranges, r.Extents, r.Data) // ranges.go
+	} else if err := a.writeContent(r.Ino, r.Extents, r.Data); err != nil {
 		return fmt.Errorf("lsn %d data: %w", r.LSN, err)
 	}
 	a.putAttr(r.Ino, r.Attr)

@@ -210,9 +210,9 @@ func TestChunksRoundTrip(t *testing.T) {
 	}
 }
 
-// TestShipExtentsFraming: extents arrive as (offset, length) pairs; an odd
-// count, too many, or a partial data record (not supported yet) are
-// rejected with InvalidArgument.
+// TestShipExtentsFraming: extents and ranges arrive as (offset, length)
+// pairs; an odd count or too many are rejected with InvalidArgument; a
+// partial record's ranges are decoded (non-nil even when empty).
 func TestShipExtentsFraming(t *testing.T) {
 	lim := Limits{}.withDefaults()
 	rec := func(mod func(*pb.Record)) *pb.ShipRequest {
@@ -224,10 +224,18 @@ func TestShipExtentsFraming(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(recs[0].Extents, []Extent{{Off: 1, Len: 1}, {Off: 50, Len: 1}}) {
 		t.Fatalf("good record: %v %v", recs, err)
 	}
+	recs, _, _, err = decodeShip(rec(func(p *pb.Record) { p.Partial, p.Ranges = true, []uint64{0, 60} }), nil, 0, lim)
+	if err != nil || !recs[0].Partial || !reflect.DeepEqual(recs[0].Ranges, []Extent{{Off: 0, Len: 60}}) {
+		t.Fatalf("partial record: %v %v", recs, err)
+	}
+	recs, _, _, err = decodeShip(rec(func(p *pb.Record) { p.Partial, p.Extents, p.Data, p.DataLen = true, nil, nil, 0 }), nil, 0, lim)
+	if err != nil || !recs[0].Partial || recs[0].Ranges == nil || len(recs[0].Ranges) != 0 {
+		t.Fatalf("partial record of no range: %v %v", recs, err)
+	}
 	for name, mod := range map[string]func(*pb.Record){
-		"odd":     func(p *pb.Record) { p.Extents = p.Extents[:3] },
-		"partial": func(p *pb.Record) { p.Partial = true },
-		"many":    func(p *pb.Record) { p.Extents = make([]uint64, 2*maxExtents+2) },
+		"odd":        func(p *pb.Record) { p.Extents = p.Extents[:3] },
+		"odd ranges": func(p *pb.Record) { p.Partial, p.Ranges = true, []uint64{0} },
+		"many":       func(p *pb.Record) { p.Extents = make([]uint64, 2*maxExtents+2) },
 	} {
 		_, _, _, err := decodeShip(rec(mod), nil, 0, lim)
 		if status.Code(err) != codes.InvalidArgument {

@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"fmt"
+
 	pb "github.com/spoolfs/spoolfs/proto"
 )
 
@@ -29,12 +31,14 @@ func recordToPB(r *Record, chunk int) *pb.Record {
 		Name: []byte(r.Name), NewParent: r.NewParent, NewName: []byte(r.NewName),
 		Replaced: r.Replaced, Attr: attrToPB(r.Attr), Target: []byte(r.Target),
 		XattrName: []byte(r.XattrName), Data: d, DataLen: uint64(len(r.Data)),
-		Extents: extentsToPB(r.Extents),
+		Extents: extentsToPB(r.Extents), Partial: r.Partial, Ranges: extentsToPB(r.Ranges),
 	}
 }
 
-// recordFromPB decodes a record; its Data holds the first chunk only when
-// DataLen says more follows (the receiver appends the rest).
+// recordFromPB decodes a record but its extents and ranges (the caller
+// reads them with extentsFromPB and rangesFromPB, which can fail); its
+// Data holds the first chunk only when DataLen says more follows (the
+// receiver appends the rest).
 func recordFromPB(p *pb.Record) *Record {
 	op := Op(0) // unknown: checkRecordShape rejects it
 	if p.Op >= pb.Op_OP_CREATE && p.Op <= pb.Op_OP_DATA {
@@ -44,8 +48,24 @@ func recordFromPB(p *pb.Record) *Record {
 		Term: p.Term, LSN: p.Lsn, Req: p.Req, Op: op, Ino: p.Ino, Parent: p.Parent,
 		Name: string(p.Name), NewParent: p.NewParent, NewName: string(p.NewName),
 		Replaced: p.Replaced, Attr: attrFromPB(p.Attr), Target: string(p.Target),
-		XattrName: string(p.XattrName), Data: p.Data,
+		XattrName: string(p.XattrName), Data: p.Data, Partial: p.Partial,
 	}
+}
+
+// rangesFromPB reads a partial record's ranges (offset, length pairs):
+// nil for a record that is not partial (checkPayload rejects ranges on
+// it), never nil for one that is, so that a partial record of no range
+// still says "ranges: none". Bounded by maxExtents; checkPartial checks
+// the rest.
+func rangesFromPB(p *pb.Record) ([]Extent, error) {
+	if !p.Partial && len(p.Ranges) == 0 {
+		return nil, nil
+	}
+	rs, err := extentsFromPB(make([]Extent, 0, len(p.Ranges)/2), p.Ranges)
+	if err != nil {
+		return nil, fmt.Errorf("ranges: %w", err)
+	}
+	return rs, nil
 }
 
 // extentsToPB flattens extents into (offset, length) pairs.

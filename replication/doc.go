@@ -92,22 +92,36 @@
 // log, in a snapshot. A data record from the actor arrives with a view of
 // the file's memfd instead of bytes (Record.Content); the primary reads it
 // off the actor before any link may send it (readcontent.go). A data
-// record still states the file's whole content
-// (holes and extents); Record.partial is reserved for records that carry
-// only what changed since the file's last one (#13), and a replica of this
-// version rejects it rather than take it for the whole content. Replicas
-// validate extents (sorted, not overlapping, not empty, within the size,
-// adding up to the data, at most maxExtents) and reject bad ones with
-// InvalidArgument.
+// record either states the file's whole content (holes and extents) or,
+// Partial (protocol version 2, ranges.go), only the byte ranges changed
+// since the file's previous data record (Record.Ranges, with the extents
+// inside them): applying it sets the bytes inside the ranges, leaves the
+// others, and gives the file the record's size. That is exact because
+// every size change travels as a setattr record and a replica applies
+// every record in LSN order (or gets a snapshot, whose content at its LSN
+// the later records' ranges patch). Replicas validate extents (sorted,
+// not overlapping, not empty, within the size, adding up to the data, at
+// most maxExtents) and ranges (sorted, merged, within the size, every
+// extent inside one) and reject bad ones with InvalidArgument. Replicas
+// of version 1 refuse a version-2 primary at the handshake (version.go),
+// so no replica ever takes a partial record for a whole one. The primary
+// counts the data bytes it ships per record (Status().DataBytes, the
+// observer's DataRecord: spoolfs_replication_shipped_bytes_total).
 //
 // A replica stores a file in fixed chunks of 64 KiB, one key each,
 // c:<ino>:<chunk index>, holding the chunk up to its last non-zero byte; a
 // chunk of zeros is not stored (content.go). Memory (mem) and disk follow
-// what was written. A data record sets only the chunks whose bytes
-// differ from what is stored and deletes the chunks it no longer has, so
-// the batch a rewrite logs holds the chunks it changed, not the file; a
-// truncate drops the chunks past the new size and cuts the one it falls
-// in. Snapshots (Fetch, install) are read from and written to chunks.
+// what was written. A whole data record sets only the chunks whose bytes
+// differ from what is stored and deletes the chunks it no longer has; a
+// partial one reads, patches and stores again only the chunks its ranges
+// touch (ranges.go). Either way the batch a rewrite logs holds the chunks
+// it changed, not the file; a truncate drops the chunks past the new size
+// and cuts the one it falls in. Snapshots (Fetch, install) are read from
+// and written to chunks, and sent as pieces of at most chunkSize (1 MiB)
+// per message (snapshot.go, inodePieces): a large file is many messages,
+// never one; a sender holds one file's content at a time (the replica's
+// Fetch reads it from its chunks, the actor's streamed snapshot from its
+// memfd).
 //
 // Format change: files written before chunks hold a file's content as one
 // value, c:<ino>. Opening such a file converts every one into chunks in

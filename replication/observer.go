@@ -11,6 +11,12 @@ type PrimaryObserver interface {
 	// Acked: replica (its index in PrimaryConfig.Replicas) acknowledged
 	// records d after the newest of them was sent.
 	Acked(replica int, d time.Duration)
+	// DataRecord: a data record whose content holds bytes data bytes
+	// (holes left out) is ready to ship — counted once per record, not
+	// per replica; partial says it carries only the ranges changed since
+	// the file's previous data record (Record.Partial). What a FLUSH
+	// costs on the wire, per replica, is these bytes.
+	DataRecord(bytes int, partial bool)
 }
 
 // ReplicaObserver is told what a replica server measures as it happens:

@@ -75,8 +75,8 @@ type PrimaryConfig struct {
 	// is called from one goroutine at a time.
 	Progress func(Progress)
 	Log      *zap.Logger
-	// Observer is told each replica's ack latency (observer.go); nil:
-	// nobody.
+	// Observer is told each replica's ack latency and each data record's
+	// bytes (observer.go); nil: nobody.
 	Observer PrimaryObserver
 
 	holder string // NodeID plus a random suffix: this OpenPrimary call
@@ -202,6 +202,9 @@ type Primary struct {
 	readable uint64
 	// unreadCh (cap 1) wakes readContents after an Append to unread.
 	unreadCh chan struct{}
+	// dataBytes, dataRecords and partialRecords count the data records
+	// appended and read (countDataLocked; Status).
+	dataBytes, dataRecords, partialRecords uint64
 }
 
 // Term is the term this primary holds.
@@ -247,11 +250,31 @@ func (p *Primary) Append(r *Record) {
 		case p.unreadCh <- struct{}{}:
 		default:
 		}
-	} else if len(p.unread) == 0 {
-		p.readable = r.LSN
+	} else {
+		p.countDataLocked(r)
+		if len(p.unread) == 0 {
+			p.readable = r.LSN
+		}
 	}
 	p.trimLocked()
 	p.scheduleShipLocked()
+}
+
+// countDataLocked counts a data record's bytes once they are known (at
+// Append, or once its view is read): Status and the observer (caller
+// holds p.mu).
+func (p *Primary) countDataLocked(r *Record) {
+	if r.Op != OpData {
+		return
+	}
+	p.dataBytes += uint64(len(r.Data))
+	p.dataRecords++
+	if r.Partial {
+		p.partialRecords++
+	}
+	if o := p.cfg.Observer; o != nil {
+		o.DataRecord(len(r.Data), r.Partial)
+	}
 }
 
 // scheduleShipLocked sends what the log holds to every replica now
@@ -590,8 +613,13 @@ type PrimaryStatus struct {
 	// QuorumLost: a Wait's deadline passed with its record not durable;
 	// Waits fail at once until it is (Wait).
 	QuorumLost bool
-	Err        string
-	Replicas   []ReplicaStatus
+	// DataBytes counts the content bytes of the data records appended
+	// (holes left out; once per record, each replica is sent them once);
+	// DataRecords counts those records and PartialRecords the ones that
+	// carried only the ranges changed (Record.Partial).
+	DataBytes, DataRecords, PartialRecords uint64
+	Err                                    string
+	Replicas                               []ReplicaStatus
 }
 
 // Status reports the primary and each of its replicas.
@@ -599,7 +627,8 @@ func (p *Primary) Status() PrimaryStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := PrimaryStatus{Volume: p.cfg.Volume, Term: p.term, Head: p.head, Durable: p.durable.Load(),
-		W: p.cfg.W, LogBytes: p.logBytes, LogFirst: p.first, Fenced: errors.Is(p.failed, ErrFenced), QuorumLost: p.lostLSN != 0}
+		W: p.cfg.W, LogBytes: p.logBytes, LogFirst: p.first, Fenced: errors.Is(p.failed, ErrFenced), QuorumLost: p.lostLSN != 0,
+		DataBytes: p.dataBytes, DataRecords: p.dataRecords, PartialRecords: p.partialRecords}
 	if p.failed != nil {
 		st.Err = p.failed.Error()
 	}

@@ -181,11 +181,14 @@ type writer struct {
 // (volume.Content): its bytes, read later on the primary's reader.
 type protoView struct {
 	w    *writer
+	exts []Extent
 	data []byte
 	done atomic.Bool
 }
 
-func (v *protoView) Read() ([]Extent, []byte, error) { return nil, bytes.Clone(v.data), nil }
+func (v *protoView) Read() ([]Extent, []byte, error) {
+	return slices.Clone(v.exts), bytes.Clone(v.data), nil
+}
 
 func (v *protoView) Release() {
 	if v.done.Swap(true) {
@@ -249,15 +252,38 @@ func (w *writer) write(name, content string) uint64 {
 		next[name] = fmt.Sprintf("%d:", ino)
 		w.appendLocked(&Record{Op: OpCreate, Ino: ino, Parent: RootIno, Name: name, Attr: fileAttr(0)}, next)
 	}
+	old := w.data[ino]
 	w.data[ino] = content
 	next := maps.Clone(w.cur)
 	next[name] = fmt.Sprintf("%d:%s", ino, content)
 	r := &Record{Op: OpData, Ino: ino, Attr: fileAttr(len(content)), Data: []byte(content)}
+	if ok && w.lsn%2 == 0 { // half the rewrites ship only what changed, as the actor does
+		r = partialData(ino, old, content)
+	}
 	if w.lsn%3 != 0 { // two data records in three carry a view, as from the actor
 		w.views.Add(1)
-		r.Data, r.Content = nil, &protoView{w: w, data: []byte(content)}
+		r.Content = &protoView{w: w, exts: r.Extents, data: r.Data}
+		r.Extents, r.Data = nil, nil
 	}
 	return w.appendLocked(r, next)
+}
+
+// partialData is a partial data record that turns file ino's content old
+// into content: one range from the first byte that differs to the end
+// (none when content is a prefix of old: the size cuts the rest). Applied
+// to anything but old it gives the wrong content, which the recovered
+// spools would show.
+func partialData(ino uint64, old, content string) *Record {
+	p := 0
+	for p < len(old) && p < len(content) && old[p] == content[p] {
+		p++
+	}
+	r := &Record{Op: OpData, Ino: ino, Attr: fileAttr(len(content)), Partial: true, Ranges: []Extent{}}
+	if p < len(content) {
+		g := Extent{Off: uint64(p), Len: uint64(len(content) - p)}
+		r.Ranges, r.Extents, r.Data = []Extent{g}, []Extent{g}, []byte(content[p:])
+	}
+	return r
 }
 
 // unlink removes name; ok is false when there is no such name.

@@ -63,6 +63,7 @@ func (p *Primary) readContents() {
 func (p *Primary) setContentLocked(r *Record, exts []Extent, data []byte) {
 	before := recordSize(r)
 	r.Extents, r.Data, r.Content = exts, data, nil
+	p.countDataLocked(r)
 	if r.LSN >= p.first { // still in the log: it weighs its bytes now
 		grow := recordSize(r) - before
 		p.logBytes += grow

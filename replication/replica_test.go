@@ -211,6 +211,8 @@ func TestBadRecordsRejected(t *testing.T) {
 		{"extent wraps", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(100), Data: []byte("ab"), Extents: []Extent{{Off: 1 << 63, Len: 1<<63 + 2}}}, codes.InvalidArgument, "beyond size"},
 		{"extent empty", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(100), Data: []byte("a"), Extents: []Extent{{Off: 0, Len: 0}, {Off: 5, Len: 1}}}, codes.InvalidArgument, "is empty"},
 		{"extents short of data", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(100), Data: []byte("abc"), Extents: []Extent{{Off: 0, Len: 2}}}, codes.InvalidArgument, "extents hold 2 bytes, data has 3"},
+		{"partial extent outside its ranges", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(100), Partial: true, Ranges: []Extent{{Off: 0, Len: 10}}, Data: []byte("ab"), Extents: []Extent{{Off: 20, Len: 2}}}, codes.InvalidArgument, "not inside"},
+		{"partial ranges unsorted", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(100), Partial: true, Ranges: []Extent{{Off: 50, Len: 1}, {Off: 10, Len: 1}}}, codes.InvalidArgument, "overlaps or touches"},
 		{"extents on setattr", &Record{Term: 5, LSN: 2, Op: OpSetattr, Ino: 3, Attr: fileAttr(100), Extents: []Extent{{Off: 0, Len: 1}}}, codes.InvalidArgument, "unexpected extents"},
 		{"rmdir not empty", &Record{Term: 5, LSN: 2, Op: OpRmdir, Ino: 2, Parent: 1, Name: "d"}, codes.FailedPrecondition, "not empty"},
 		{"oversized", &Record{Term: 5, LSN: 2, Op: OpData, Ino: 3, Attr: fileAttr(2 << 20), Data: make([]byte, 2<<20)}, codes.InvalidArgument, "exceeds the limit"},

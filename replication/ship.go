@@ -168,11 +168,11 @@ func decodeShip(req *pb.ShipRequest, pending *Record, dataLen uint64, lim Limits
 			return nil, nil, 0, invalidf("ship: lsn %d arrived inside the data of lsn %d", p.Lsn, pending.LSN)
 		}
 		r := recordFromPB(p)
-		if p.Partial {
-			return nil, nil, 0, invalidf("ship: lsn %d: partial data records are not supported by this replica", r.LSN)
-		}
 		var err error
 		if r.Extents, err = extentsFromPB(nil, p.Extents); err != nil {
+			return nil, nil, 0, invalidf("ship: lsn %d: %v", r.LSN, err)
+		}
+		if r.Ranges, err = rangesFromPB(p); err != nil {
 			return nil, nil, 0, invalidf("ship: lsn %d: %v", r.LSN, err)
 		}
 		if p.DataLen > lim.MaxFileSize || (p.DataLen > uint64(lim.MaxXattrValue) && r.Op == OpSetXattr) {

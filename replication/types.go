@@ -42,7 +42,7 @@ const (
 
 // recordSize is what a record weighs in the primary's log.
 func recordSize(r *Record) int64 {
-	return int64(96 + len(r.Name) + len(r.NewName) + len(r.Target) + len(r.XattrName) + len(r.Data) + 16*len(r.Extents))
+	return int64(96 + len(r.Name) + len(r.NewName) + len(r.Target) + len(r.XattrName) + len(r.Data) + 16*len(r.Extents) + 16*len(r.Ranges))
 }
 
 // snapDataBytes is the total file content of a snapshot.

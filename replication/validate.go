@@ -138,6 +138,9 @@ func checkPayload(r *Record, lim Limits) error {
 		if err := checkContent(r.Extents, len(r.Data), r.Attr.Size, lim); err != nil {
 			return err
 		}
+		if err := checkPartial(r); err != nil {
+			return err
+		}
 	case OpSetXattr:
 		if len(r.Data) > lim.MaxXattrValue {
 			return invalidf("xattr value of %d bytes exceeds %d", len(r.Data), lim.MaxXattrValue)
@@ -147,8 +150,8 @@ func checkPayload(r *Record, lim Limits) error {
 			return invalidf("unexpected data")
 		}
 	}
-	if r.Op != OpData && r.Extents != nil {
-		return invalidf("unexpected extents")
+	if r.Op != OpData && (r.Extents != nil || r.Partial || r.Ranges != nil) {
+		return invalidf("unexpected extents or ranges")
 	}
 	if r.Op == OpCreate && isLnk(r.Attr) {
 		return checkTarget(r.Target, lim)

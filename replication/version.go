@@ -18,10 +18,23 @@ import (
 // ProtocolVersion and keeps MinProtocolVersion at the version before for
 // one release at least: its replicas still serve the old primaries while
 // the primaries are upgraded after them, one host at a time.
+//
+// Versions:
+//   - 1: data records state a file's whole content (extents and data).
+//   - 2: data records may be partial (Record.Partial and Ranges, proto
+//     fields 16 and 18): only the ranges changed since the file's previous
+//     data record. A version-2 primary speaks version 2 only, so a
+//     version-1 replica refuses it (PROTOCOL_VERSION) and never receives a
+//     partial record it would reject; the primary does not fall back to
+//     whole records for it, since one stream of whole records among
+//     partial ones would cost every close the file's size again and keep
+//     two ways of shipping alive. Replicas of version 2 still serve
+//     version-1 primaries (MinProtocolVersion 1). Upgrade replicas first
+//     (docs/operations.md, "Rolling upgrade").
 const (
 	// ProtocolVersion is the version this build speaks, sent in the first
 	// message of each conversation and in a replica's first answer.
-	ProtocolVersion uint32 = 1
+	ProtocolVersion uint32 = 2
 	// MinProtocolVersion is the oldest version this build serves.
 	MinProtocolVersion uint32 = 1
 )

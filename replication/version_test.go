@@ -45,13 +45,13 @@ func TestProtocolVersionReplicaRefuses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	_, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: "v", Term: 1, NodeId: "n", ProtocolVersion: 2})
-	info := versionInfo(t, "acquire v2", err)
-	if info.Metadata["peer"] != "2" || info.Metadata["min"] != "1" || info.Metadata["max"] != "1" {
-		t.Fatalf("acquire v2: metadata %v, want peer 2, min 1, max 1", info.Metadata)
+	_, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: "v", Term: 1, NodeId: "n", ProtocolVersion: 3})
+	info := versionInfo(t, "acquire v3", err)
+	if info.Metadata["peer"] != "3" || info.Metadata["min"] != "1" || info.Metadata["max"] != "2" {
+		t.Fatalf("acquire v3: metadata %v, want peer 3, min 1, max 2", info.Metadata)
 	}
 	if !strings.Contains(status.Convert(err).Message(), "upgrade the older side") {
-		t.Fatalf("acquire v2: message %q does not say what to do", status.Convert(err).Message())
+		t.Fatalf("acquire v3: message %q does not say what to do", status.Convert(err).Message())
 	}
 	if c.status(0, "v").AcceptedTerm != 0 {
 		t.Fatal("a refused acquire changed the term")
@@ -72,30 +72,32 @@ func TestProtocolVersionReplicaRefuses(t *testing.T) {
 	_, err = ship.Recv()
 	versionInfo(t, "ship v3", err)
 
-	fetch, err := cl.Fetch(ctx, &pb.FetchRequest{Volume: "v", ProtocolVersion: 2})
+	fetch, err := cl.Fetch(ctx, &pb.FetchRequest{Volume: "v", ProtocolVersion: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = fetch.Recv()
-	versionInfo(t, "fetch v2", err)
+	versionInfo(t, "fetch v3", err)
 
 	inst, err := cl.Install(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr := &pb.SnapshotHeader{Volume: "v", Term: 1, NodeId: "n", NextIno: 2, ProtocolVersion: 2}
+	hdr := &pb.SnapshotHeader{Volume: "v", Term: 1, NodeId: "n", NextIno: 2, ProtocolVersion: 3}
 	if err := inst.Send(&pb.SnapshotChunk{Header: hdr}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = inst.CloseAndRecv()
-	versionInfo(t, "install v2", err)
+	versionInfo(t, "install v3", err)
 }
 
 // TestProtocolVersionSkew runs real primaries against real replicas of
 // other releases: a primary too new or too old for its replicas fails at
-// once with ErrProtocolVersion naming the replicas' answer, and replicas
-// of the next release (serving 1 and 2) serve a version-1 primary, as a
-// rolling upgrade that upgrades the replicas first needs.
+// once with ErrProtocolVersion naming the replicas' answer — this build
+// (version 2, partial data records) against replicas of version 1, which
+// would reject its partial records, is refused before it ships any — and
+// replicas of this build (serving 1 and 2) serve a version-1 primary, as
+// a rolling upgrade that upgrades the replicas first needs.
 func TestProtocolVersionSkew(t *testing.T) {
 	open := func(c *testCluster, r versionRange) error {
 		cfg := c.primaryConfig("v")
@@ -114,16 +116,18 @@ func TestProtocolVersionSkew(t *testing.T) {
 		t.Logf("%s: %v", what, err)
 	}
 
-	current := makeCluster(t, 3)
+	old := makeCluster(t, 3, withVersions(versionRange{min: 1, max: 1}))
 	start := time.Now()
-	mustRefuse("primary of version 2 against replicas of 1", open(current, versionRange{min: 2, max: 2}))
+	mustRefuse("primary of version 2 against replicas of 1", open(old, versionRange{}))
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("a refusal by version took %v: it must not wait for the acquire timeout", d)
 	}
-	mustRefuse("primary of version 1 against replicas of 2 only", open(makeCluster(t, 3, withVersions(versionRange{min: 2, max: 2})), versionRange{}))
+	mustRefuse("primary of version 1 against replicas of 2 only", open(makeCluster(t, 3, withVersions(versionRange{min: 2, max: 2})), versionRange{min: 1, max: 1}))
 
-	next := makeCluster(t, 3, withVersions(versionRange{min: 1, max: 2}))
-	p, m := next.openPrimary(next.primaryConfig("v")) // this build: version 1
+	next := makeCluster(t, 3) // this build: versions 1 and 2
+	cfg := next.primaryConfig("v")
+	cfg.versions = versionRange{min: 1, max: 1}
+	p, m := next.openPrimary(cfg)
 	_, lsn := m.writeFile(RootIno, "msg", []byte("mixed versions"))
 	mustWait(t, p, lsn, 20*time.Second)
 	next.waitForLSN("v", lsn)

@@ -34,7 +34,8 @@ const (
 	OpRemoveXattr Op = 8
 	// OpData replaces the whole content of regular file Ino with Data
 	// placed by Extents (holes are not carried); Attr holds the
-	// attributes after the change (size, mtime, ctime).
+	// attributes after the change (size, mtime, ctime). A partial data
+	// record (Record.Partial) replaces only the bytes of its Ranges.
 	OpData Op = 9
 )
 
@@ -100,9 +101,26 @@ type Record struct {
 	// Extents places Data in the file (OpData): the runs of its content
 	// that are not holes, sorted, not overlapping, within Attr.Size;
 	// everything else reads as zeros. Nil: Data starts at offset 0 (a
-	// file without holes below its last data). A data record states the
-	// file's whole content (replaces it).
+	// file without holes below its last data). A data record that is not
+	// Partial states the file's whole content (replaces it).
 	Extents []Extent
+	// Partial (OpData only) says the record carries only the byte ranges
+	// of the file that changed since its previous data record (Ranges):
+	// applying it sets every byte inside Ranges to the primary's — Data
+	// placed by Extents, which lie inside Ranges, and zeros (holes) for
+	// the rest of each range — leaves every byte outside them as it was,
+	// then gives the file Attr.Size (a shrink cuts, a growth reads as
+	// zeros). Sizes changed between data records travel as setattr
+	// records, so applying every record in order is exact. Only a
+	// receiver that has applied every record before it may apply one
+	// (a replica in LSN order; a snapshot's base is the content at its
+	// LSN, which the ranges of the records after it then patch).
+	Partial bool
+	// Ranges are the byte ranges a Partial data record covers: sorted, not
+	// empty, neither overlapping nor touching (merged), within Attr.Size.
+	// Empty in a Partial record: only the attributes change. Nil unless
+	// Partial.
+	Ranges []Extent
 	// Content, when set, is the content of a data record not read yet:
 	// the actor hands a view of the file's memfd as it is at this LSN
 	// instead of copying it (Data and Extents are then empty). Whoever
@@ -118,7 +136,8 @@ type Record struct {
 // the actor change the file in place again.
 type Content interface {
 	// Read returns the content's extents and their bytes, as
-	// Record.Extents and Data hold them.
+	// Record.Extents and Data hold them: for a Partial record, only
+	// those inside its Ranges.
 	Read() ([]Extent, []byte, error)
 	// Release ends the view.
 	Release()

@@ -37,6 +37,8 @@ type Set struct {
 	waits   *prometheus.HistogramVec // volume, op, outcome
 	notify  *prometheus.HistogramVec // volume
 	acks    *prometheus.HistogramVec // volume, replica
+	shipped *prometheus.CounterVec   // volume
+	dataRec *prometheus.CounterVec   // volume, kind
 	fenced  *prometheus.CounterVec   // volume
 	fsync   *prometheus.HistogramVec // replica, volume
 	batches *prometheus.HistogramVec // replica, volume
@@ -64,6 +66,12 @@ func New() *Set {
 		acks: h("spoolfs_replication_ack_seconds",
 			"From sending records to a replica to its ack that they are stored durably.",
 			WaitBuckets, "volume", "replica"),
+		shipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spoolfs_replication_shipped_bytes_total",
+			Help: "Content bytes of the data records a primary made (holes left out), once per record: each replica is sent them once."},
+			[]string{"volume"}),
+		dataRec: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spoolfs_replication_data_records_total",
+			Help: "Data records a primary made (one per FLUSH, FSYNC or RELEASE of a changed file), by kind: partial (the ranges changed) or whole (the file's content)."},
+			[]string{"volume", "kind"}),
 		fenced: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spoolfs_fencing_events_total",
 			Help: "Times this node learnt that a newer term took a volume it was primary of (it turns read-only)."},
 			[]string{"volume"}),
@@ -92,7 +100,7 @@ func (s *Set) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (s *Set) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.fuseOp, s.waits, s.notify, s.acks, s.fenced, s.fsync, s.batches, s.build}
+	return []prometheus.Collector{s.fuseOp, s.waits, s.notify, s.acks, s.shipped, s.dataRec, s.fenced, s.fsync, s.batches, s.build}
 }
 
 // Fenced counts one fencing event of volume.
@@ -200,13 +208,18 @@ func (s *Set) WaitTotals(volume string) []WaitTotal {
 }
 
 // Primary is the replication.PrimaryObserver of one volume's primary: one
-// ack histogram per replica, resolved when it is made.
-type Primary struct{ acks []prometheus.Observer }
+// ack histogram per replica and the data-record counters, resolved when
+// it is made.
+type Primary struct {
+	acks                    []prometheus.Observer
+	shipped, partial, whole prometheus.Counter
+}
 
 // Primary returns the observer of volume's primary; replicas are its
 // replica addresses, in the order the observer's indices follow.
 func (s *Set) Primary(volume string, replicas []string) *Primary {
-	p := &Primary{}
+	p := &Primary{shipped: s.shipped.WithLabelValues(volume),
+		partial: s.dataRec.WithLabelValues(volume, "partial"), whole: s.dataRec.WithLabelValues(volume, "whole")}
 	for _, r := range replicas {
 		p.acks = append(p.acks, s.acks.WithLabelValues(volume, r))
 	}
@@ -217,6 +230,16 @@ func (s *Set) Primary(volume string, replicas []string) *Primary {
 func (p *Primary) Acked(replica int, d time.Duration) {
 	if replica >= 0 && replica < len(p.acks) {
 		p.acks[replica].Observe(d.Seconds())
+	}
+}
+
+// DataRecord implements replication.PrimaryObserver.
+func (p *Primary) DataRecord(bytes int, partial bool) {
+	p.shipped.Add(float64(bytes))
+	if partial {
+		p.partial.Inc()
+	} else {
+		p.whole.Inc()
 	}
 }
 
