@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -89,6 +90,8 @@ func TestEmbeddedNode(t *testing.T) {
 		t.Errorf("status table:\n%s", table.String())
 	}
 
+	checkPromotePrimary(t, adminAddr)
+
 	if code := n.Stop(nil); code != 0 {
 		t.Fatalf("Stop: exit status %d", code)
 	}
@@ -145,6 +148,27 @@ func fenceFrom(t *testing.T, n *Node, adminAddr string, ns admin.NodeStatus, log
 	}
 	if got := fetchStatus(t, adminAddr); got.Volumes[0].Role != "fenced" {
 		t.Errorf("status of the fenced primary: role %q", got.Volumes[0].Role)
+	}
+}
+
+// checkPromotePrimary: `spoolfs promote` of a volume this node is the
+// primary of, or does not serve, fails (exit 1) and says why; the volume
+// stays writable.
+func checkPromotePrimary(t *testing.T, adminAddr string) {
+	t.Helper()
+	for _, tc := range []struct{ vol, want string }{
+		{"spool", "spoolfs: promote: volume spool: admin: not a follower: this node is its primary\n"},
+		{"nope", "spoolfs: promote: volume nope: admin: no such volume here (it serves spool)\n"},
+	} {
+		out, err := exec.Command(spoolfsBin(t), "promote", tc.vol, "--admin", adminAddr).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("spoolfs promote %s: %v\n%s\nwant exit 1 and %q", tc.vol, err, out, tc.want)
+		}
+	}
+	ns := fetchStatus(t, adminAddr)
+	if err := writeFileRaw(filepath.Join(ns.Volumes[0].Dir, "after-promote"), []byte("x")); err != nil {
+		t.Errorf("write after a refused promote: %v", err)
 	}
 }
 

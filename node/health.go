@@ -27,6 +27,11 @@ type adminView struct{ n *Node }
 // Status reports everything this node serves.
 func (v adminView) Status(ctx context.Context) admin.NodeStatus { return v.n.Status(ctx) }
 
+// Promote promotes the node's follower of volume (Node.Promote).
+func (v adminView) Promote(ctx context.Context, volume string) (admin.PromoteResult, error) {
+	return v.n.Promote(ctx, volume)
+}
+
 // Unhealthy asks each volume's actor to step an empty event
 // (Server.Ping) before ctx ends. It never touches the mount: a FUSE
 // request from the process that serves it is the hazard of
@@ -39,7 +44,7 @@ func (v adminView) Unhealthy(ctx context.Context) []string {
 	for _, rv := range vols {
 		if err := rv.Server().Ping(ctx); err != nil {
 			bad = append(bad, fmt.Sprintf("volume %s at %s: the actor did not step within %v: %v",
-				rv.opts.Volume, rv.Dir(), admin.HealthTimeout, err))
+				rv.name(), rv.Dir(), admin.HealthTimeout, err))
 		}
 	}
 	return append(bad, replicasDown(reps)...)
@@ -67,8 +72,7 @@ func (v adminView) Readiness() admin.Readiness {
 
 // readiness is the volume's part of /readyz. A primary is ready when it
 // serves, is not fenced and W replicas answered within readyWithin. (A
-// follower, once built, would be ready when its lag is under a bound: its
-// role and lag would be reported here.)
+// follower's is in follower.go.)
 func (rv *ReplicatedVolume) readiness() admin.VolumeReadiness {
 	st := rv.primary.Status()
 	r := admin.VolumeReadiness{Volume: st.Volume, Role: "primary", Term: st.Term, W: st.W, Replicas: len(st.Replicas),

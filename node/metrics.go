@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/spoolfs/spoolfs/fsactor"
 	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/metrics"
 	"github.com/spoolfs/spoolfs/internal/process"
@@ -94,8 +95,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(mTLSReload, prometheus.CounterValue, float64(ts.Reloads), "ok")
 		ch <- prometheus.MustNewConstMetric(mTLSReload, prometheus.CounterValue, float64(ts.Failures), "failed")
 	}
-	for _, rv := range vols {
-		collectVolume(ch, rv)
+	for _, v := range vols {
+		v.collect(ch)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -111,15 +112,50 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
-	name := rv.opts.Volume
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+// collect reports a primary: its actor and its replication.
+func (rv *ReplicatedVolume) collect(ch chan<- prometheus.Metric) {
+	name := rv.name()
+	counter, gauge := emitters(ch)
+	st := rv.primary.Status()
+	collectActor(ch, name, rv.Server(), st.LogBytes)
+	gauge(mTerm, float64(st.Term), name)
+	gauge(mHead, float64(st.Head), name)
+	gauge(mDurable, float64(st.Durable), name)
+	gauge(mLogBytes, float64(st.LogBytes), name)
+	for _, l := range rv.primary.Lags() {
+		gauge(mLagBytes, float64(l.Bytes), name, l.Addr)
+		gauge(mLagSecs, l.Seconds, name, l.Addr)
+	}
+	gauge(mFenced, b2f(st.Fenced), name)
+	gauge(mW, float64(st.W), name)
+	gauge(mLost, b2f(st.QuorumLost), name)
+	for _, l := range st.Replicas {
+		gauge(mLag, float64(l.Lag), name, l.Addr)
+		gauge(mAcked, float64(l.Acked), name, l.Addr)
+		gauge(mConnected, b2f(l.Connected), name, l.Addr)
+		counter(mResyncs, uint64(l.Resyncs), name, l.Addr)
+		counter(mInstalls, uint64(l.Installs), name, l.Addr)
+		counter(mOverflows, uint64(l.Overflows), name, l.Addr)
+		counter(mRepeats, uint64(l.Repeats), name, l.Addr)
+		gauge(mQuorum, b2f(l.Quorum), name, l.Addr)
+	}
+}
+
+// emitters returns helpers writing constant counters and gauges to ch.
+func emitters(ch chan<- prometheus.Metric) (counter func(*prometheus.Desc, uint64, ...string), gauge func(*prometheus.Desc, float64, ...string)) {
+	counter = func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+	gauge = func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	srv := rv.Server()
+	return counter, gauge
+}
+
+// collectActor reports what a volume's actor counts, whatever its role;
+// logBytes is its records' log in memory (a primary's; 0 on a follower).
+func collectActor(ch chan<- prometheus.Metric, name string, srv *fsactor.Server, logBytes int64) {
+	counter, gauge := emitters(ch)
 	for op, n := range srv.OpCounts() {
 		counter(mOps, n, name, op)
 	}
@@ -134,35 +170,12 @@ func collectVolume(ch chan<- prometheus.Metric, rv *ReplicatedVolume) {
 	counter(mNotify, ns.Failed, name, "failed")
 	counter(mNotify, ns.Dropped, name, "dropped")
 	gauge(mNotifyQ, float64(ns.Queued), name)
-
-	st := rv.primary.Status()
-	gauge(mTerm, float64(st.Term), name)
-	gauge(mHead, float64(st.Head), name)
-	gauge(mDurable, float64(st.Durable), name)
-	gauge(mLogBytes, float64(st.LogBytes), name)
-	for _, l := range rv.primary.Lags() {
-		gauge(mLagBytes, float64(l.Bytes), name, l.Addr)
-		gauge(mLagSecs, l.Seconds, name, l.Addr)
-	}
-	gauge(mMemory, float64(st.LogBytes), name, "log")
+	gauge(mMemory, float64(logBytes), name, "log")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if mem, err := srv.Memory(ctx); err == nil { // not while the actor is stuck
 		gauge(mMemory, float64(mem.Contents), name, "contents")
 		gauge(mMemory, float64(mem.Snapshots), name, "snapshots")
-	}
-	gauge(mFenced, b2f(st.Fenced), name)
-	gauge(mW, float64(st.W), name)
-	gauge(mLost, b2f(st.QuorumLost), name)
-	for _, l := range st.Replicas {
-		gauge(mLag, float64(l.Lag), name, l.Addr)
-		gauge(mAcked, float64(l.Acked), name, l.Addr)
-		gauge(mConnected, b2f(l.Connected), name, l.Addr)
-		counter(mResyncs, uint64(l.Resyncs), name, l.Addr)
-		counter(mInstalls, uint64(l.Installs), name, l.Addr)
-		counter(mOverflows, uint64(l.Overflows), name, l.Addr)
-		counter(mRepeats, uint64(l.Repeats), name, l.Addr)
-		gauge(mQuorum, b2f(l.Quorum), name, l.Addr)
 	}
 }
 

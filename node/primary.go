@@ -36,6 +36,9 @@ type ReplicationOptions struct {
 	// volume to be ready (/readyz) and for `spoolfs status` to count a
 	// replica in its quorum (0: admin.DefaultReadyWithin, 3 s).
 	ReadyWithin time.Duration
+	// MaxFollowLag: a follower is ready while connected and behind its
+	// source by less than this (0: admin.DefaultMaxFollowLag, 5 s).
+	MaxFollowLag time.Duration
 }
 
 // ReplicatedVolume is a mounted volume whose records go to replicas: the
@@ -55,8 +58,8 @@ type ReplicatedVolume struct {
 // acknowledged. Then it mounts (Mount) with the recovered state and a sink
 // shipping every record to the replicas. ctx bounds only the recovery.
 func MountReplicated(ctx context.Context, o config.MountOptions, r ReplicationOptions, log *zap.Logger) (*ReplicatedVolume, error) {
-	if o.ReadOnly {
-		return nil, errors.New("-o ro with replicas: a read-only mount of a replicated volume is a follower (--follow), which is not implemented yet")
+	if o.ReadOnly || o.Follower {
+		return nil, errors.New("-o ro with replicas: a read-only mount of a replicated volume is a follower (MountFollower)")
 	}
 	if err := config.ValidateVolumeName(o.Volume); err != nil {
 		return nil, err
@@ -64,6 +67,25 @@ func MountReplicated(ctx context.Context, o config.MountOptions, r ReplicationOp
 	if _, err := mountdev.PrepareMountPoint(o.Dir, log); err != nil {
 		return nil, err // before taking the term: a bad mount point fences nobody
 	}
+	p, snap, err := openPrimary(ctx, o, r, log)
+	if err != nil {
+		return nil, err
+	}
+	v, err := Mount(o, NewReplSink(p), snap, log)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	rv := newReplicatedVolume(v, p, r)
+	log.Info("primary serving", zap.String("volume", o.Volume), zap.Uint64("term", p.Term()),
+		zap.Uint64("lsn", snap.LSN), zap.Int("inodes", len(snap.Inodes)), zap.Strings("replicas", r.Replicas))
+	return rv, nil
+}
+
+// openPrimary takes a new term for o.Volume from a quorum of r.Replicas
+// and recovers its most advanced state (replication.OpenPrimary), with
+// the progress reported as r.Progress says.
+func openPrimary(ctx context.Context, o config.MountOptions, r ReplicationOptions, log *zap.Logger) (*replication.Primary, *replication.Snapshot, error) {
 	progress := r.Progress
 	if progress == nil {
 		progress = ProgressFor(os.Stderr, log)
@@ -76,22 +98,22 @@ func MountReplicated(ctx context.Context, o config.MountOptions, r ReplicationOp
 		Observer: metrics.Default.Primary(o.Volume, r.Replicas),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("volume %s: becoming its primary: %w", o.Volume, err)
+		return nil, nil, fmt.Errorf("volume %s: becoming its primary: %w", o.Volume, err)
 	}
-	v, err := Mount(o, NewReplSink(p), snap, log)
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
+	return p, snap, nil
+}
+
+// newReplicatedVolume serves v, whose actor ships its records through p:
+// p resyncs replicas from the actor's snapshots, and watchFenced turns
+// the volume read-only once a newer term takes it.
+func newReplicatedVolume(v *Volume, p *replication.Primary, r ReplicationOptions) *ReplicatedVolume {
 	p.SetSnapshotSource(ActorSnapshots(v.Server()))
 	rv := &ReplicatedVolume{Volume: v, primary: p, watched: make(chan struct{}), readyWithin: r.ReadyWithin}
 	if rv.readyWithin <= 0 {
 		rv.readyWithin = admin.DefaultReadyWithin
 	}
 	go rv.watchFenced()
-	log.Info("primary serving", zap.String("volume", o.Volume), zap.Uint64("term", p.Term()),
-		zap.Uint64("lsn", snap.LSN), zap.Int("inodes", len(snap.Inodes)), zap.Strings("replicas", r.Replicas))
-	return rv, nil
+	return rv
 }
 
 // watchFenced turns the volume read-only as soon as the primary learns that
@@ -150,5 +172,6 @@ func (rv *ReplicatedVolume) Close(drain time.Duration) {
 // MountReplicated.
 func replicationOf(v *config.Volume, nodeID string) ReplicationOptions {
 	return ReplicationOptions{NodeID: nodeID, Replicas: v.Replicas, W: v.W,
-		MaxLogBytes: int64(v.LogBytes), AcquireTimeout: v.AcquireTimeout, ReadyWithin: v.ReadyWithin}
+		MaxLogBytes: int64(v.LogBytes), AcquireTimeout: v.AcquireTimeout, ReadyWithin: v.ReadyWithin,
+		MaxFollowLag: v.MaxFollowLag}
 }

@@ -16,7 +16,8 @@ import (
 )
 
 // Node is one spoolfs process serving several things at once: replica
-// servers, volumes it is the primary of, and an admin endpoint. `spoolfs
+// servers, volumes it is the primary of, volumes it follows, and an admin
+// endpoint. `spoolfs
 // run` builds one from a Config (StartConfig), the embedded cluster from
 // EmbeddedOptions (StartEmbedded).
 type Node struct {
@@ -26,7 +27,7 @@ type Node struct {
 
 	mu       sync.Mutex
 	replicas []*Replica
-	volumes  []*ReplicatedVolume
+	volumes  []served // primaries and followers
 	admin    *admin.Admin
 	tls      *tlsid.Material // the node's mTLS material, for metrics (nil without)
 	ended    chan ended      // a volume or replica stopped serving
@@ -36,7 +37,7 @@ type Node struct {
 
 // ended says which part of the node stopped serving on its own.
 type ended struct {
-	vol *ReplicatedVolume
+	vol served
 	rep *Replica
 }
 
@@ -56,10 +57,10 @@ func (n *Node) SetTLS(m *tlsid.Material) {
 // ID is the node's id.
 func (n *Node) ID() string { return n.id }
 
-func (n *Node) parts() ([]*ReplicatedVolume, []*Replica) {
+func (n *Node) parts() ([]served, []*Replica) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return append([]*ReplicatedVolume(nil), n.volumes...), append([]*Replica(nil), n.replicas...)
+	return append([]served(nil), n.volumes...), append([]*Replica(nil), n.replicas...)
 }
 
 // StartReplica starts a replica server in this node.
@@ -85,11 +86,16 @@ func (n *Node) MountVolume(ctx context.Context, o config.MountOptions, r Replica
 	if err != nil {
 		return nil, err
 	}
-	n.mu.Lock()
-	n.volumes = append(n.volumes, rv)
-	n.mu.Unlock()
-	go n.watch(rv.Done(), ended{vol: rv})
+	n.add(rv)
 	return rv, nil
+}
+
+// add serves v in the node: Serve hears when it ends.
+func (n *Node) add(v served) {
+	n.mu.Lock()
+	n.volumes = append(n.volumes, v)
+	n.mu.Unlock()
+	go n.watch(v.Done(), ended{vol: v})
 }
 
 // watch tells Serve when done is closed, unless the node is stopping.
@@ -107,11 +113,13 @@ func (n *Node) watch(done <-chan struct{}, e ended) {
 
 // RemoveVolume forgets a volume its caller stopped and closed itself
 // (`spoolfs mount --replicas` serves its one volume with ServeUntilSignal).
-func (n *Node) RemoveVolume(rv *ReplicatedVolume) {
+func (n *Node) RemoveVolume(rv *ReplicatedVolume) { n.remove(rv) }
+
+func (n *Node) remove(sv served) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for i, v := range n.volumes {
-		if v == rv {
+		if v == sv {
 			n.volumes = append(n.volumes[:i:i], n.volumes[i+1:]...)
 			return
 		}
@@ -148,7 +156,11 @@ func (n *Node) StartConfig(ctx context.Context, c *config.Node) error {
 		if err == nil {
 			r := replicationOf(vc, c.NodeID)
 			r.Creds = client
-			_, err = n.MountVolume(ctx, o, r)
+			if o.Follower {
+				err = fmt.Errorf("volumes[%d]: follow: a follower is not implemented yet", i)
+			} else {
+				_, err = n.MountVolume(ctx, o, r)
+			}
 		}
 		if err != nil {
 			n.Stop(nil)
@@ -188,16 +200,16 @@ func (n *Node) Serve(sigs <-chan os.Signal) int {
 
 // volumeEnded handles a volume that stopped serving without being asked
 // (unmounted from outside, or its connection aborted).
-func (n *Node) volumeEnded(rv *ReplicatedVolume) int {
-	n.RemoveVolume(rv)
+func (n *Node) volumeEnded(rv served) int {
+	n.remove(rv)
 	code := 0
 	if rv.removeDeadMount() {
 		code = 1
 	} else {
-		n.log.Info("unmounted from outside; its primary stops", zap.String("dir", rv.Dir()))
+		n.log.Info("unmounted from outside; its replication stops", zap.String("dir", rv.Dir()))
 		code = rv.finish()
 	}
-	rv.Close(rv.opts.FlushTimeout)
+	rv.Close(rv.flushTimeout())
 	return code
 }
 
@@ -230,7 +242,7 @@ func (n *Node) Stop(sigs <-chan os.Signal) int {
 }
 
 // stopVolumes unmounts vols in parallel and closes their primaries.
-func stopVolumes(vols []*ReplicatedVolume, sigs <-chan os.Signal, log *zap.Logger) (code int, forced bool) {
+func stopVolumes(vols []served, sigs <-chan os.Signal, log *zap.Logger) (code int, forced bool) {
 	var wg sync.WaitGroup
 	for _, rv := range vols {
 		wg.Add(1)
@@ -258,7 +270,7 @@ func stopVolumes(vols []*ReplicatedVolume, sigs <-chan os.Signal, log *zap.Logge
 	for _, rv := range vols {
 		code = max(code, rv.finish())
 		wg.Add(1)
-		go func() { defer wg.Done(); rv.Close(rv.opts.FlushTimeout) }()
+		go func() { defer wg.Done(); rv.Close(rv.flushTimeout()) }()
 	}
 	wg.Wait()
 	return code, false

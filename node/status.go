@@ -54,8 +54,8 @@ func (rv *ReplicatedVolume) volumeStatus() admin.VolumeStatus {
 func (n *Node) Status(ctx context.Context) admin.NodeStatus {
 	vols, reps := n.parts()
 	ns := admin.NodeStatus{NodeID: n.id, Uptime: time.Since(n.started).Round(time.Second).String()}
-	for _, rv := range vols {
-		ns.Volumes = append(ns.Volumes, rv.volumeStatus())
+	for _, v := range vols {
+		ns.Volumes = append(ns.Volumes, v.volumeStatus())
 	}
 	for _, r := range reps {
 		resp, err := r.Status(ctx)

@@ -28,6 +28,9 @@ type Volume struct {
 
 	done    chan struct{} // closed once ServeOps returned and dev is closed
 	joinErr error         // valid after done
+	// beforeUnmount runs before Unmount asks the kernel (set once, before
+	// the volume is shared): a follower stops applying records first.
+	beforeUnmount func()
 }
 
 // Mount mounts volume o.Volume at o.Dir and serves it from a new actor
@@ -61,7 +64,7 @@ func Mount(o config.MountOptions, sink fsactor.Sink, snap *fsactor.Snapshot, log
 		return nil, err
 	}
 	log.Info("mounted", zap.String("volume", o.Volume), zap.String("dir", dir),
-		zap.String("via", string(method)), zap.Bool("ro", o.ReadOnly), zap.Bool("allow_other", o.AllowOther))
+		zap.String("via", string(method)), zap.Bool("ro", o.ReadOnly), zap.Bool("follower", o.Follower), zap.Bool("allow_other", o.AllowOther))
 	return v, nil
 }
 
@@ -178,6 +181,9 @@ func (v *Volume) OpCounts() map[string]uint64 { return v.server.OpCounts() }
 // ends when Done is closed (at once, or after a lazy unmount when the last
 // user lets go).
 func (v *Volume) Unmount(ctx context.Context) (lazy bool, err error) {
+	if v.beforeUnmount != nil {
+		v.beforeUnmount()
+	}
 	return mountdev.Unmount(ctx, v.dir, v.method)
 }
 

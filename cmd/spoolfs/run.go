@@ -189,6 +189,9 @@ func (f *runFlags) embeddedConfig(c *cobra.Command) (*config.Node, error) {
 	if f.mount == "" {
 		return nil, errors.New("--embedded: want --mount DIR")
 	}
+	if config.IsFollower(false, f.vol.Options) {
+		return nil, errors.New("-o ro: not with --embedded (its volume is the primary of its own replicas; a read-only mount of a replicated volume is a follower: spoolfs mount --follow)")
+	}
 	if f.vol.Name == "" {
 		f.vol.Name = "spool"
 	}

@@ -30,8 +30,9 @@ func newStatusCmd() *cobra.Command {
 		Short: "Print volumes, roles, terms, quorum and per-replica lag; exit non-zero when one is unhealthy",
 		Long: `Ask a node's admin endpoint (--admin, default ` + defaultAdmin + `, where
 spoolfs run --embedded serves it) for what it serves: each volume it is the
-primary of, one row per replica, and each replica server it runs (per
-volume: accepted term, holder, last term, lsn, inodes, bytes, commits).
+primary of, one row per replica, each volume it follows, and each replica
+server it runs (per volume: accepted term, holder, last term, lsn, inodes,
+bytes, commits).
 With --replicas, ask the replicas themselves (their Status RPC) instead.
 
 Columns of the volume table:
@@ -57,16 +58,33 @@ Columns of the volume table:
   RESYNCS        snapshots installed on it by this primary
   LAST ERROR     why its stream last ended
 
+Columns of the follower table:
+  VOLUME, ROLE   the volume; "follower" ("follower (promoting)" during a
+                 promotion, "follower (resuming)" after a failed one)
+  TERM, APPLIED  the term and lsn of the last record it applied: what its
+                 mount shows
+  SOURCE         the replica it streams the records from
+  CONNECTED      its stream is open
+  SOURCE LSN     the source's last lsn, as last heard
+  LAG            records it lacks (SOURCE LSN - APPLIED)
+  LAG SECONDS    the delay of its last batch (durable on the source to
+                 shown), or, while it lacks records, the time since it last
+                 applied one; /readyz is 503 past --max-follow-lag
+  RESYNCS        snapshots it loaded instead of records
+  RECONNECTS     streams that ended and were opened again
+
 Exit status (the worst condition found wins, in this order: 3, 4, 5):
   0  healthy: every volume holds its term with W replicas answering and no
-     replica lacks more than --max-lag records
+     replica lacks more than --max-lag records; every follower is connected
+     and within --max-lag records of its source
   1  the node cannot be asked (or, with --replicas, no replica answered)
   2  usage error
   3  a volume is fenced: another node took it with a newer term
   4  a volume is below quorum: fewer than W replicas answering; close,
      fsync and rename wait and fail with EIO
   5  a replica lacks more than --max-lag records (a dead replica does once
-     that many records were written without it)`,
+     that many records were written without it), or a follower is more
+     than --max-lag records behind its source or connected to no replica`,
 		Example: `  spoolfs status
   spoolfs status --admin 10.0.0.7:7480 -o json
   spoolfs status --max-lag 1000 || echo "unhealthy: exit $?"
@@ -118,7 +136,7 @@ Exit status (the worst condition found wins, in this order: 3, 4, 5):
 	fl.StringVar(&replicas, "replicas", "", "ask these replicas (host:port,...) directly")
 	fl.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	fl.BoolVar(&asJSON, "json", false, "print JSON instead of a table (-o json)")
-	fl.Uint64Var(&maxLag, "max-lag", 100000, "exit 5 when a replica lacks more records than this (0: no bound)")
+	fl.Uint64Var(&maxLag, "max-lag", 100000, "exit 5 when a replica, or a follower, lacks more records than this (0: no bound)")
 	fl.DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for answers")
 	addTLSFlags(fl, &tf)
 	return c

@@ -28,10 +28,13 @@ const HealthTimeout = 5 * time.Second
 //	               event within 5s): no request to the mount, which this
 //	               process serves itself
 //	/readyz        200 when every volume's primary holds its term and W
-//	               replicas answered within its ready bound, and every
-//	               replica server's store is open and writable; 503
+//	               replicas answered within its ready bound, every
+//	               follower is connected and lags less than its bound, and
+//	               every replica server's store is open and writable; 503
 //	               otherwise; the JSON body says why (Readiness)
 //	/status        the node's status as JSON (what `spoolfs status` prints)
+//	/promote       POST ?volume=V: promote the follower of V to primary
+//	               (`spoolfs promote`; promote.go)
 //	/debug/pprof/  the Go profiler
 //
 // What each answers comes from a Source (node.Node): the endpoint only
@@ -54,6 +57,10 @@ type Source interface {
 	// Readiness says whether each part of the node is ready and why not
 	// (/readyz); Start sets Ready from the parts.
 	Readiness() Readiness
+	// Promote makes this node the primary of volume, which it follows
+	// (/promote): it returns once the volume is read-write. Errors wrap
+	// ErrNoSuchVolume or ErrNotFollower when they are the reason.
+	Promote(ctx context.Context, volume string) (PromoteResult, error)
 }
 
 // Start serves the admin endpoint of src on addr (port 0: a free one;
@@ -81,6 +88,7 @@ func Start(addr string, src Source, metrics prometheus.Collector, log *zap.Logge
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(src.Status(r.Context()))
 	})
+	mux.HandleFunc("/promote", servePromote(src))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -3,6 +3,8 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -29,6 +31,20 @@ func (f *fakeSource) Unhealthy(ctx context.Context) []string {
 }
 
 func (f *fakeSource) Readiness() Readiness { return f.ready }
+
+// Promote promotes "follower", refuses "spool" (a primary), knows no
+// other volume... and fails "broken".
+func (f *fakeSource) Promote(_ context.Context, volume string) (PromoteResult, error) {
+	switch volume {
+	case "follower":
+		return PromoteResult{Volume: volume, Dir: "/mnt", Term: 4, LSN: 17}, nil
+	case "spool":
+		return PromoteResult{}, fmt.Errorf("volume spool: %w: this node is its primary", ErrNotFollower)
+	case "broken":
+		return PromoteResult{}, errors.New("volume broken: becoming its primary: no quorum")
+	}
+	return PromoteResult{}, fmt.Errorf("volume %s: %w", volume, ErrNoSuchVolume)
+}
 
 // get fetches path from the endpoint at addr.
 func get(t *testing.T, addr, path string) (int, string) {
@@ -90,5 +106,36 @@ func TestEndpoint(t *testing.T) {
 	}
 	if code, body := get(t, a.Addr(), "/metrics"); code != http.StatusOK || !strings.Contains(body, "spoolfs_test_gauge 7") {
 		t.Errorf("/metrics: %d, no spoolfs_test_gauge 7 in\n%s", code, body)
+	}
+}
+
+// TestPromoteEndpoint: POST /promote?volume=V answers what the Source's
+// Promote says, and admin.Promote turns each answer into a result or an
+// error that says why (404, 409 by their sentinels); GET is refused.
+func TestPromoteEndpoint(t *testing.T) {
+	a, err := Start("127.0.0.1:0", &fakeSource{}, prometheus.NewRegistry(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	ctx := context.Background()
+	res, err := Promote(ctx, a.Addr(), "follower")
+	if err != nil || res.Term != 4 || res.LSN != 17 || res.Dir != "/mnt" {
+		t.Errorf("promote follower: %+v, %v", res, err)
+	}
+	if _, err := Promote(ctx, a.Addr(), "spool"); !errors.Is(err, ErrNotFollower) || !strings.Contains(err.Error(), "this node is its primary") {
+		t.Errorf("promote a primary: %v, want ErrNotFollower and why", err)
+	}
+	if _, err := Promote(ctx, a.Addr(), "nope"); !errors.Is(err, ErrNoSuchVolume) {
+		t.Errorf("promote an unknown volume: %v, want ErrNoSuchVolume", err)
+	}
+	if _, err := Promote(ctx, a.Addr(), "broken"); err == nil || !strings.Contains(err.Error(), "no quorum") {
+		t.Errorf("promote failing: %v, want the reason", err)
+	}
+	if code, _ := get(t, a.Addr(), "/promote?volume=follower"); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /promote: %d, want 405", code)
+	}
+	if _, err := Promote(ctx, "127.0.0.1:1", "follower"); err == nil || !strings.Contains(err.Error(), "no admin endpoint answers") {
+		t.Errorf("promote with nothing listening: %v", err)
 	}
 }

@@ -14,6 +14,12 @@ import (
 // answer does not flap it.
 const DefaultReadyWithin = 3 * time.Second
 
+// DefaultMaxFollowLag is how far behind its source a follower may be and
+// still be ready (/readyz): a few seconds, the time a reconnect to another
+// replica takes with its catch-up, so that a replica restart does not flap
+// it while a follower that stopped following is noticed within seconds.
+const DefaultMaxFollowLag = 5 * time.Second
+
 // Readiness is the body of /readyz (JSON), 200 when Ready, else 503: what
 // the node serves, and for each part why it is not ready.
 type Readiness struct {
@@ -26,12 +32,12 @@ type Readiness struct {
 
 // VolumeReadiness is one volume this node serves. A primary is ready when
 // it holds its term (not fenced, serving) and W replicas answered within
-// ReadyWithin: a write made now would become durable. (A follower, once
-// there is one, is ready when its lag is under a bound: it would report
-// Role "follower" and its lag here.)
+// ReadyWithin: a write made now would become durable. A follower is ready
+// when it is connected to a replica and behind it by less than MaxLag
+// (LagSeconds): what it shows is at most that old.
 type VolumeReadiness struct {
 	Volume string `json:"volume"`
-	Role   string `json:"role"` // "primary", "fenced"
+	Role   string `json:"role"` // "primary", "fenced", "follower"
 	Term   uint64 `json:"term"`
 	W      int    `json:"w"`
 	// Answering counts the replicas whose stream is open and that
@@ -41,6 +47,11 @@ type VolumeReadiness struct {
 	ReadyWithin string `json:"ready_within"`
 	Ready       bool   `json:"ready"`
 	Reason      string `json:"reason,omitempty"`
+	// A follower's: the replica it follows, how far behind it is, the bound.
+	Source     string  `json:"source,omitempty"`
+	LagRecords uint64  `json:"lag_records,omitempty"`
+	LagSeconds float64 `json:"lag_seconds,omitempty"`
+	MaxLag     string  `json:"max_lag,omitempty"`
 }
 
 // ReplicaReadiness is one replica server of this node: ready when it

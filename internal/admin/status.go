@@ -19,16 +19,19 @@ import (
 type NodeStatus struct {
 	NodeID   string          `json:"node_id"`
 	Uptime   string          `json:"uptime"`
-	Volumes  []VolumeStatus  `json:"volumes,omitempty"`  // mounted here as primary
+	Volumes  []VolumeStatus  `json:"volumes,omitempty"`  // mounted here: as primary, or follower
 	Replicas []ReplicaStatus `json:"replicas,omitempty"` // replica servers in this process
 }
 
-// VolumeStatus is one volume this node is the primary of.
+// VolumeStatus is one volume this node mounts: as its primary (the
+// fields below), or as a follower (Role "follower": Term and Follow; no
+// replica links).
 type VolumeStatus struct {
-	Volume   string `json:"volume"`
-	Dir      string `json:"dir"`
-	Role     string `json:"role"` // "primary", or "fenced" once a newer term took it
-	Term     uint64 `json:"term"`
+	Volume string `json:"volume"`
+	Dir    string `json:"dir"`
+	// Role: "primary", "fenced" once a newer term took it, or "follower".
+	Role     string `json:"role"`
+	Term     uint64 `json:"term"`        // a follower's: the term of the last record it applied
 	Head     uint64 `json:"head_lsn"`    // last record made
 	Durable  uint64 `json:"durable_lsn"` // last record on W replicas
 	W        int    `json:"w"`
@@ -43,6 +46,26 @@ type VolumeStatus struct {
 	Err         string                `json:"error,omitempty"`
 	Links       []VolumeReplicaStatus `json:"replicas"`
 	Waits       []WaitSummary         `json:"waits,omitempty"`
+	Follow      *FollowStatus         `json:"follow,omitempty"` // a follower's
+}
+
+// FollowStatus is where a follower follows its volume from and how far
+// behind it is.
+type FollowStatus struct {
+	Source    string `json:"source"` // the replica it streams from now (or last did)
+	Connected bool   `json:"connected"`
+	Applied   uint64 `json:"applied_lsn"` // the last record it applied (shown to the kernel)
+	SourceLSN uint64 `json:"source_lsn"`  // the source's last known lsn
+	// LagRecords: SourceLSN - Applied. LagSeconds: how long the oldest
+	// record it lacks has been waiting, measured as the time since it
+	// last applied one while lacking some (0 when it lacks none).
+	LagRecords  uint64  `json:"lag_records"`
+	LagSeconds  float64 `json:"lag_seconds"`
+	Resyncs     int     `json:"resyncs"`    // snapshots it loaded in place of records
+	Reconnects  int     `json:"reconnects"` // watch streams opened again
+	MaxLag      string  `json:"max_lag"`    // its readiness bound on LagSeconds
+	LastApplied string  `json:"last_applied_ago,omitempty"`
+	Err         string  `json:"error,omitempty"` // why its last stream ended
 }
 
 // VolumeReplicaStatus is one replica of a volume, as its primary sees it.
@@ -120,15 +143,31 @@ func ReplicaStatusFromPB(addr string, resp *pb.StatusResponse) ReplicaStatus {
 }
 
 // PrintStatus writes a node's status as tables: the volumes it is the
-// primary of, with one row per replica (term, lsns, lag), then the
-// volumes its replica servers store.
+// primary of, with one row per replica (term, lsns, lag), the volumes it
+// follows (applied lsn, source, lag), then the volumes its replica servers
+// store.
 func PrintStatus(w io.Writer, ns NodeStatus) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node %s, up %s\n\n", ns.NodeID, ns.Uptime)
-	if len(ns.Volumes) > 0 {
+	var primaries, followers []VolumeStatus
+	for _, v := range ns.Volumes {
+		if v.Follow != nil {
+			followers = append(followers, v)
+		} else {
+			primaries = append(primaries, v)
+		}
+	}
+	if len(primaries) > 0 {
 		fmt.Fprintln(tw, "VOLUME\tROLE\tTERM\tHEAD\tDURABLE\tW\tANSWERING\tREPLICA\tCONNECTED\tANSWERED\tQUORUM\tFIRST\tACK LATENCY\tACKED\tLAG\tRESYNCS\tLAST ERROR")
-		for _, v := range ns.Volumes {
+		for _, v := range primaries {
 			printVolumeRows(tw, v)
+		}
+		fmt.Fprintln(tw)
+	}
+	if len(followers) > 0 {
+		fmt.Fprintln(tw, "VOLUME\tROLE\tTERM\tAPPLIED\tSOURCE\tCONNECTED\tSOURCE LSN\tLAG\tLAG SECONDS\tRESYNCS\tRECONNECTS\tLAST ERROR")
+		for _, v := range followers {
+			printFollowerRow(tw, v)
 		}
 		fmt.Fprintln(tw)
 	}
@@ -155,6 +194,12 @@ func printVolumeRows(w io.Writer, v VolumeStatus) {
 			l.Addr, yesNo(l.Connected), l.AnsweredAgo.Round(100*time.Millisecond), yesNo(l.Quorum), yesNo(l.First),
 			l.AckLatency.Round(time.Microsecond), l.Acked, l.Lag, l.Resyncs, shorten(l.LastError, 60))
 	}
+}
+
+func printFollowerRow(w io.Writer, v VolumeStatus) {
+	f := v.Follow
+	fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t%d\t%d\t%.3f\t%d\t%d\t%s\n", v.Volume, v.Role, v.Term, f.Applied,
+		f.Source, yesNo(f.Connected), f.SourceLSN, f.LagRecords, f.LagSeconds, f.Resyncs, f.Reconnects, shorten(f.Err, 60))
 }
 
 // PrintReplicaRows writes one replica's volumes as rows of the replica

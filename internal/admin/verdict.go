@@ -12,7 +12,10 @@ const (
 	ExitUsage       = 2 // a usage error (every spoolfs command)
 	ExitFenced      = 3 // a volume is fenced: a newer term took it; it answers EROFS
 	ExitBelowQuorum = 4 // a volume has fewer than W replicas answering: writes wait and fail with EIO
-	ExitLagging     = 5 // a replica of a volume lacks more than the lag bound of records
+	// ExitLagging: a replica of a volume lacks more than the lag bound of
+	// records, or a follower is behind its source by more than that, or
+	// follows nothing (connected to no replica: its lag is unbounded).
+	ExitLagging = 5
 )
 
 // Verdict is the exit status `spoolfs status` gives for ns, and why (""
@@ -25,6 +28,17 @@ func Verdict(ns NodeStatus, maxLag uint64) (int, string) {
 		}
 	}
 	for _, v := range ns.Volumes {
+		if f := v.Follow; f != nil {
+			switch {
+			case !f.Connected:
+				worse(ExitLagging, "volume %s: the follower is connected to no replica (%s); it shows the volume as of lsn %d",
+					v.Volume, orNone(f.Err), f.Applied)
+			case maxLag > 0 && f.LagRecords > maxLag:
+				worse(ExitLagging, "volume %s: the follower is %d records behind %s, more than --max-lag %d",
+					v.Volume, f.LagRecords, f.Source, maxLag)
+			}
+			continue
+		}
 		if v.Role == "fenced" {
 			worse(ExitFenced, "volume %s is fenced: another node holds a newer term (mutations answer EROFS)", v.Volume)
 			continue
@@ -53,4 +67,11 @@ func rank(code int) int {
 		return 1
 	}
 	return 0
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no error reported"
+	}
+	return s
 }

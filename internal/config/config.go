@@ -21,11 +21,12 @@ type Node struct {
 	Listen  string   `yaml:"listen"`   // replica service host:port; empty: not a replica
 	DataDir string   `yaml:"data_dir"` // the replica's volumes; required with listen
 	Admin   string   `yaml:"admin"`    // admin HTTP host:port (/metrics...); empty: off
-	Volumes []Volume `yaml:"volumes"`  // volumes this node mounts as primary
+	Volumes []Volume `yaml:"volumes"`  // volumes this node mounts: as primary, or as a follower
 	TLS     TLS      `yaml:"tls"`      // mTLS between nodes; empty: plaintext
 }
 
-// Volume is one volume the node mounts as its primary.
+// Volume is one volume the node mounts: as its primary, or as a follower
+// (Follow).
 type Volume struct {
 	Name       string `yaml:"name"`
 	MountPoint string `yaml:"mount_point"`
@@ -43,6 +44,19 @@ type Volume struct {
 	RootOwner      string        `yaml:"root_owner"`      // UID:GID; default: this process's
 	AccessLog      bool          `yaml:"access_log"`
 	Watchdog       time.Duration `yaml:"watchdog"` // 0: 5s; how long the actor may be stuck before its stacks are logged
+	// Follow mounts the volume read-only as a follower of its primary
+	// (`options: [ro]` means the same); `spoolfs promote` makes it the
+	// primary, with the fields above (w, log_bytes...) from then on.
+	Follow bool `yaml:"follow"`
+	// MaxFollowLag: a follower is ready (/readyz) while connected and
+	// behind its source by less than this (0: admin.DefaultMaxFollowLag,
+	// 5s).
+	MaxFollowLag time.Duration `yaml:"max_follow_lag"`
+	// EntryTimeout and AttrTimeout bound the kernel's caches (0: from
+	// options, else PrimaryCacheTimeout on a primary, the only writer, and
+	// FollowerCacheTimeout on a follower).
+	EntryTimeout time.Duration `yaml:"entry_timeout"`
+	AttrTimeout  time.Duration `yaml:"attr_timeout"`
 }
 
 // Load reads and checks a node configuration file. Unknown fields
@@ -150,8 +164,15 @@ func (v *Volume) validate(field string) error {
 		return fmt.Errorf("%s.ready_within: must not be negative", field)
 	case v.LogBytes != 0 && v.LogBytes < 1<<20:
 		return fmt.Errorf("%s.log_bytes: %d is below the minimum of 1MiB", field, v.LogBytes)
+	case v.EntryTimeout < 0 || v.AttrTimeout < 0:
+		return fmt.Errorf("%s.entry_timeout, attr_timeout: must not be negative", field)
+	case v.MaxFollowLag < 0:
+		return fmt.Errorf("%s.max_follow_lag: must not be negative", field)
 	}
-	_, err := v.MountOptions(field)
+	o, err := v.MountOptions(field)
+	if err == nil && v.MaxFollowLag != 0 && !o.Follower {
+		err = fmt.Errorf("%s.max_follow_lag: only with follow: true (the bound of a follower's readiness)", field)
+	}
 	return err
 }
 
@@ -227,18 +248,30 @@ func CheckW(field string, w, replicas int) error {
 }
 
 // MountOptions turns the volume's fields into what node.Mount takes; field
-// names the volume in errors.
+// names the volume in errors. `follow: true` or `options: [ro]` make a
+// follower (MountOptions.Follower, with the follower's cache timeouts
+// unless set).
 func (v *Volume) MountOptions(field string) (MountOptions, error) {
 	o := DefaultMountOptions()
 	o.Replicated()
 	o.Volume, o.Dir = v.Name, v.MountPoint
+	follower := IsFollower(v.Follow, v.Options)
+	if follower {
+		o.EntryTimeout, o.AttrTimeout = FollowerCacheTimeout, FollowerCacheTimeout
+	}
 	for _, s := range v.Options {
 		if err := ApplyOptionString(&o, s); err != nil {
 			return o, fmt.Errorf("%s.options: %w", field, err)
 		}
 	}
-	if o.ReadOnly {
-		return o, fmt.Errorf("%s.options: ro: a read-only mount of a replicated volume is a follower, which is not implemented yet", field)
+	if v.EntryTimeout > 0 {
+		o.EntryTimeout = v.EntryTimeout
+	}
+	if v.AttrTimeout > 0 {
+		o.AttrTimeout = v.AttrTimeout
+	}
+	if follower {
+		o.Follow()
 	}
 	if v.FlushTimeout > 0 {
 		o.FlushTimeout = v.FlushTimeout
@@ -304,6 +337,8 @@ var flagOfField = []struct{ field, flag string }{
 	{"volumes[0].ready_within", "--ready-within"},
 	{"volumes[0].log_bytes", "--log-bytes"}, {"volumes[0].options", "-o"},
 	{"volumes[0].root_mode", "--root-mode"}, {"volumes[0].root_owner", "--root-owner"},
+	{"volumes[0].max_follow_lag", "--max-follow-lag"}, {"volumes[0].follow", "--follow"},
+	{"volumes[0].entry_timeout", "--entry-timeout"}, {"volumes[0].attr_timeout", "--attr-timeout"},
 	{"node_id", "--node-id"}, {"listen", "--listen"}, {"data_dir", "--data"}, {"admin", "--admin"},
 	{"tls.cert", "--tls-cert"}, {"tls.key", "--tls-key"}, {"tls.ca", "--tls-ca"},
 }

@@ -94,7 +94,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{vol("    log_bytes: lots\n"), `volumes[0].log_bytes: size "lots"`},
 		{vol("    log_bytes: 1000\n"), "volumes[0].log_bytes: 1000 is below the minimum of 1MiB"},
 		{vol("    options: [bogus]\n"), `volumes[0].options: unknown mount option "bogus"`},
-		{vol("    options: [ro]\n"), "volumes[0].options: ro: a read-only mount"},
+		{vol("    max_follow_lag: 5s\n"), "volumes[0].max_follow_lag: only with follow: true"},
+		{vol("    follow: true\n    max_follow_lag: -1s\n"), "volumes[0].max_follow_lag: must not be negative"},
+		{vol("    entry_timeout: -1s\n"), "volumes[0].entry_timeout, attr_timeout: must not be negative"},
+		{vol("    follow: yes please\n"), "volumes[0].follow: want"},
 		{vol("    root_mode: 999\n"), "volumes[0].root_mode:"},
 		{vol("    root_owner: root\n"), "volumes[0].root_owner:"},
 		{vol("    max_inodes: -3\n"), "volumes[0].max_inodes: want a non-negative integer"},
@@ -173,5 +176,52 @@ func TestParseOwner(t *testing.T) {
 		if _, _, err := ParseOwner(bad); err == nil {
 			t.Errorf("ParseOwner(%q) = nil error", bad)
 		}
+	}
+}
+
+// TestFollowerConfig: follow: true and options [ro] both make a follower
+// (not MS_RDONLY: promotion must turn it read-write without an unmount),
+// with 60 s cache timeouts unless options or fields set them; a primary
+// keeps an hour.
+func TestFollowerConfig(t *testing.T) {
+	c, err := Parse([]byte(`
+volumes:
+  - name: f1
+    mount_point: /f1
+    replicas: [a:1, b:1, c:1]
+    follow: true
+    max_follow_lag: 2s
+  - name: f2
+    mount_point: /f2
+    replicas: [a:1, b:1, c:1]
+    options: [ro, "entry_timeout=5s"]
+  - name: f3
+    mount_point: /f3
+    replicas: [a:1, b:1, c:1]
+    follow: true
+    attr_timeout: 7s
+  - name: p
+    mount_point: /p
+    replicas: [a:1, b:1, c:1]
+    entry_timeout: 90s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct {
+		follower     bool
+		entry, attrs time.Duration
+	}{{true, time.Minute, time.Minute}, {true, 5 * time.Second, time.Minute}, {true, time.Minute, 7 * time.Second}, {false, 90 * time.Second, time.Hour}} {
+		o, err := c.Volumes[i].MountOptions("v")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Follower != want.follower || o.ReadOnly || o.EntryTimeout != want.entry || o.AttrTimeout != want.attrs {
+			t.Errorf("volume %d: follower %v ro %v entry %v attr %v, want follower %v, not ro, %v, %v",
+				i, o.Follower, o.ReadOnly, o.EntryTimeout, o.AttrTimeout, want.follower, want.entry, want.attrs)
+		}
+	}
+	if c.Volumes[0].MaxFollowLag != 2*time.Second {
+		t.Errorf("max_follow_lag: %v", c.Volumes[0].MaxFollowLag)
 	}
 }

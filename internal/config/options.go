@@ -17,13 +17,19 @@ type MountOptions struct {
 	Volume string // volume name: shown as spoolfs:VOLUME in /proc/mounts
 	Dir    string // mount point (an existing directory)
 
-	ReadOnly   bool // -o ro: MS_RDONLY, and every mutation answers EROFS
+	ReadOnly bool // -o ro: MS_RDONLY, and every mutation answers EROFS
+	// Follower: the volume follows its primary (fsactor Config.Follower):
+	// every mutation answers EROFS until it is promoted. Not MS_RDONLY:
+	// promotion turns it read-write without an unmount.
+	Follower   bool
 	AllowOther bool // -o allow_other: users other than the mounter may use it
 	Sync       bool // -o sync: every mutation waits until its record is durable
 	NoExec     bool // -o noexec: MS_NOEXEC
 
 	// EntryTimeout and AttrTimeout bound the kernel's name and attribute
-	// caches (fsactor.Config). Long is right: the primary is the only writer.
+	// caches (fsactor.Config). Long is right: the primary is the only
+	// writer, and a follower tells the kernel of every remote change
+	// (notify_delete, inval_inode).
 	EntryTimeout time.Duration
 	AttrTimeout  time.Duration
 
@@ -87,8 +93,8 @@ func (m *ReaddirplusMode) Type() string { return "off|on|auto" }
 // knobs keep jacobsa/fuse's defaults until the benchmark says otherwise.
 func DefaultMountOptions() MountOptions {
 	return MountOptions{
-		EntryTimeout:   time.Hour,
-		AttrTimeout:    time.Hour,
+		EntryTimeout:   PrimaryCacheTimeout,
+		AttrTimeout:    PrimaryCacheTimeout,
 		RootMode:       0o755,
 		FlushTimeout:   30 * time.Second,
 		UnmountTimeout: 10 * time.Second,
@@ -110,6 +116,35 @@ func DefaultMountOptions() MountOptions {
 // the cache pays for itself.
 func (o *MountOptions) Replicated() {
 	o.Kernel.WritebackCache = false
+}
+
+// PrimaryCacheTimeout is the kernel's entry and attribute cache lifetime
+// on a primary: it is the only writer, so nothing goes stale behind it.
+const PrimaryCacheTimeout = time.Hour
+
+// FollowerCacheTimeout is the same lifetime on a follower (issue 11: 60 s).
+// Remote changes reach the kernel as notify_delete and inval_inode, so the
+// caches stay true without it; the bound is there for a note the kernel
+// could not take (ENOENT answers are benign, a full notify queue
+// invalidates the parent instead): nothing stale outlives a minute.
+const FollowerCacheTimeout = time.Minute
+
+// Follow makes o a follower's options: Follower set, ReadOnly cleared (the
+// mount must not be MS_RDONLY for promotion to turn it read-write; the
+// actor answers EROFS meanwhile).
+func (o *MountOptions) Follow() {
+	o.Follower, o.ReadOnly = true, false
+}
+
+// IsFollower says whether options (as -o) with follow make a follower:
+// follow, or `ro` among the options (a read-only mount of a replicated
+// volume is a follower). Bad options are reported by ApplyOptionString.
+func IsFollower(follow bool, options []string) bool {
+	var o MountOptions
+	for _, s := range options {
+		_ = ApplyOptionString(&o, s)
+	}
+	return follow || o.ReadOnly
 }
 
 var volumeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)

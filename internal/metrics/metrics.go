@@ -42,6 +42,8 @@ type Set struct {
 	fenced  *prometheus.CounterVec   // volume
 	fsync   *prometheus.HistogramVec // replica, volume
 	batches *prometheus.HistogramVec // replica, volume
+	applied *prometheus.CounterVec   // volume: records a follower applied
+	delay   *prometheus.HistogramVec // volume: a follower's batches, durable on the source to applied
 	build   prometheus.Gauge
 }
 
@@ -81,6 +83,11 @@ func New() *Set {
 		batches: h("spoolfs_replica_batch_records",
 			"Records a replica server made durable in one commit.",
 			BatchBuckets, "replica", "volume"),
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spoolfs_follower_applied_records_total",
+			Help: "Records a follower applied to its mount (snapshots not counted)."}, []string{"volume"}),
+		delay: h("spoolfs_follower_apply_delay_seconds",
+			"A follower's batches of records: from the oldest being durable on the source replica to the batch applied and its kernel notes queued (the source's clock against ours).",
+			WaitBuckets, "volume"),
 		build: buildInfo(),
 	}
 }
@@ -100,7 +107,7 @@ func (s *Set) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (s *Set) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.fuseOp, s.waits, s.notify, s.acks, s.shipped, s.dataRec, s.fenced, s.fsync, s.batches, s.build}
+	return []prometheus.Collector{s.fuseOp, s.waits, s.notify, s.acks, s.shipped, s.dataRec, s.fenced, s.fsync, s.batches, s.applied, s.delay, s.build}
 }
 
 // Fenced counts one fencing event of volume.
@@ -270,3 +277,28 @@ func (r *Replica) Committed(volume string, records int, fsync time.Duration) {
 		r.s.fsync.WithLabelValues(addr, volume).Observe(fsync.Seconds())
 	}
 }
+
+// Follower is the replication.FollowerObserver of one volume's follower:
+// its children resolved when it is made. Its resyncs and reconnects are
+// read from the follower's status when scraped (node's collector).
+type Follower struct {
+	applied prometheus.Counter
+	delay   prometheus.Observer
+}
+
+// Follower returns the observer of volume's follower.
+func (s *Set) Follower(volume string) *Follower {
+	return &Follower{applied: s.applied.WithLabelValues(volume), delay: s.delay.WithLabelValues(volume)}
+}
+
+// FollowApplied implements replication.FollowerObserver.
+func (f *Follower) FollowApplied(_ string, records int, _ uint64, lag time.Duration) {
+	f.applied.Add(float64(records))
+	if lag > 0 {
+		f.delay.Observe(lag.Seconds())
+	}
+}
+
+// FollowResynced implements replication.FollowerObserver (counted from
+// the follower's status instead).
+func (f *Follower) FollowResynced(string, uint64) {}

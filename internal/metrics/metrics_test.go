@@ -105,3 +105,21 @@ func checkBucket(t *testing.T, o prometheus.Observer, ub float64, want uint64) {
 	}
 	t.Errorf("no bucket le=%v", ub)
 }
+
+// A follower's applied batches count their records and observe their
+// delay, without allocating (once per batch on the follower's goroutine).
+func TestFollowerObserves(t *testing.T) {
+	s := New()
+	f := s.Follower("v")
+	f.FollowApplied("v", 3, 0, 4*time.Millisecond)
+	f.FollowApplied("v", 2, 5, 0) // delay unknown: not observed
+	f.FollowResynced("v", 9)
+	if got := testutil.ToFloat64(s.applied.WithLabelValues("v")); got != 5 {
+		t.Errorf("applied records %v, want 5", got)
+	}
+	checkBucket(t, s.delay.WithLabelValues("v"), 0.005, 1)
+	checkBucket(t, s.delay.WithLabelValues("v"), 0.002, 0)
+	if allocs := testing.AllocsPerRun(1000, func() { f.FollowApplied("v", 1, 0, time.Millisecond) }); allocs != 0 {
+		t.Errorf("%.1f allocations per batch", allocs)
+	}
+}
