@@ -42,6 +42,7 @@ func (st *State) setAttr(o *fuseops.SetInodeAttributesOp, now time.Time) (uint64
 		if e := st.setSize(in, *o.Size); e != 0 {
 			return 0, e
 		}
+		in.clampDirty(in.attr.Size)
 		in.attr.Mtime = ns
 		in.dirty = true
 	}

@@ -174,22 +174,28 @@ func (st *State) putContent(in *inode, exts []Extent, data []byte) syscall.Errno
 	return errnoOf(err)
 }
 
-// fillData gives a data record the file's content: a view read off the
-// actor (content_view.go) or, when the view cannot be made (out of
-// descriptors), a copy taken now. A file without stored bytes leaves the
-// record empty (its size says it all).
+// fillData gives a data record the file's content — for a partial record
+// (r.Partial), only what lies inside r.Ranges: a view read off the actor
+// (content_view.go) or, when the view cannot be made (out of descriptors),
+// a copy taken now. A file without stored bytes leaves the record empty
+// (its size says it all), and so does a partial record of no range.
 func (st *State) fillData(in *inode, r *Record) syscall.Errno {
-	if in.fd < 0 {
+	if in.fd < 0 || (r.Partial && len(r.Ranges) == 0) {
 		return 0
 	}
-	v, err := st.newView(in)
+	v, err := st.newView(in, r)
 	if err == nil {
 		r.Content = v
 		return 0
 	}
 	// Out of descriptors: the record takes its bytes now, on the actor,
 	// rather than fail the close.
-	if r.Extents, r.Data, err = st.readContent(in); err != nil {
+	if r.Partial {
+		r.Extents, r.Data, err = memfdRangeContent(in.fd, r.Ranges)
+	} else {
+		r.Extents, r.Data, err = st.readContent(in)
+	}
+	if err != nil {
 		return errnoOf(err)
 	}
 	st.inlineContents.Add(1)

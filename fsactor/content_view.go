@@ -46,6 +46,10 @@ type memfdView struct {
 	// size is the file's size at the record's LSN: the view reads the
 	// extents below it.
 	size int64
+	// partial says the view reads only inside ranges (a partial data
+	// record's: Record.Ranges, which the record owns and nobody changes).
+	partial bool
+	ranges  []Extent
 	// released is set by Release once the view reads no more: the actor
 	// may change the memfd in place again.
 	released atomic.Bool
@@ -56,14 +60,15 @@ type memfdView struct {
 // make it fail.
 var dupFD = func(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
 
-// newView gives in's memfd a view for a data record (on the actor: one
-// dup, no read of the content).
-func (st *State) newView(in *inode) (*memfdView, error) {
+// newView gives in's memfd a view for data record r (on the actor: one
+// dup, no read of the content), reading inside r's ranges when it is
+// partial.
+func (st *State) newView(in *inode, r *Record) (*memfdView, error) {
 	fd, err := dupFD(in.fd)
 	if err != nil {
 		return nil, fmt.Errorf("dup memfd: %w", err)
 	}
-	v := &memfdView{fd: fd, size: int64(in.attr.Size)}
+	v := &memfdView{fd: fd, size: int64(in.attr.Size), partial: r.Partial, ranges: r.Ranges}
 	in.view = v
 	return v, nil
 }
@@ -73,6 +78,9 @@ func (st *State) newView(in *inode) (*memfdView, error) {
 func (v *memfdView) Read() ([]Extent, []byte, error) {
 	if v.released.Load() {
 		return nil, nil, fmt.Errorf("fsactor: content view read after its release: %w", syscall.EBADF)
+	}
+	if v.partial {
+		return memfdRangeContent(v.fd, v.ranges)
 	}
 	return memfdContent(v.fd, v.size)
 }

@@ -81,7 +81,12 @@
 // sink reads the view on its own goroutine and releases it, closing the
 // view's descriptor there — the one descriptor that leaves the actor, and
 // one the actor never uses. A change to the file while its view is unread
-// copies the file first (copy on write, State.ContentCopies).
+// copies the file first (copy on write, State.ContentCopies). The record
+// is partial (dirty.go): it carries only the byte ranges written, punched
+// or zeroed since the file's previous data record (inode.dirtyRanges),
+// and its view reads only inside them; size changes travel as setattr
+// records, so a receiver that applied every record before holds the rest.
+// A follower applies partial records with patchContent.
 //
 // Followers (follow.go): with Config.Follower the state mirrors a primary.
 // Its records enter through the mailbox (Server.ApplyRecords, an evFunc

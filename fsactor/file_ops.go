@@ -46,6 +46,7 @@ func (st *State) openFile(o *fuseops.OpenFileOp, now time.Time) (uint64, syscall
 	var lsn uint64
 	if trunc {
 		st.setSize(in, 0) // to 0 cannot fail
+		in.clampDirty(0)
 		in.touchM(now.UnixNano())
 		in.dirty = true
 		if inVolume(in) {
@@ -115,6 +116,7 @@ func (st *State) writeFile(o *fuseops.WriteFileOp, now time.Time) (uint64, sysca
 	}
 	in.touchM(now.UnixNano())
 	in.dirty = true
+	in.addDirty(off, n)
 	return 0, 0
 }
 
@@ -138,6 +140,9 @@ func (st *State) fallocate(o *fuseops.FallocateOp, now time.Time) (uint64, sysca
 	}
 	in.touchM(now.UnixNano())
 	in.dirty = true
+	if o.Mode&^unix.FALLOC_FL_KEEP_SIZE != 0 { // punch, zero: the bytes change
+		in.addDirty(off, n)
+	} // allocating changes no byte, and a growth is the record's size
 	return 0, 0
 }
 
@@ -164,18 +169,24 @@ func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 	return in.lastLSN, 0
 }
 
-// shipData emits a data record with in's content and marks it clean. The
-// actor reads none of the content: the record carries a view of the memfd
-// as it is now (Record.Content, content_view.go), which the sink reads
-// off the actor into the file's data extents and their bytes (holes left
-// out, so a sparse file costs what was written). A file without a memfd
-// has no content to carry (its size says it all), and with
-// Config.DiscardContent (--local: the sink keeps nothing) the record gets
-// no view: nobody would read it.
+// shipData emits a data record with what changed in in since its last
+// one and marks it clean: a partial record (dirty.go) of the file's dirty
+// ranges and its size. The actor reads none of the content: the record
+// carries a view of the memfd as it is now (Record.Content,
+// content_view.go), which the sink reads off the actor into the data
+// extents inside the ranges and their bytes (holes left out, so a sparse
+// file costs what was written). A file without a memfd has no content to
+// carry (its size says it all), and with Config.DiscardContent (--local:
+// the sink keeps nothing) the record gets neither ranges nor a view:
+// nobody would read them.
 func (st *State) shipData(in *inode) syscall.Errno {
 	r := &Record{Op: RecData, Ino: in.ino, Attr: in.attr}
-	if !st.discard {
+	if st.discard {
+		in.dirtyRanges = in.dirtyRanges[:0]
+	} else {
+		r.Partial, r.Ranges = true, in.takeDirty()
 		if e := st.fillData(in, r); e != 0 {
+			in.dirtyRanges = r.Ranges // kept for the next try
 			return e
 		}
 	}

@@ -298,14 +298,15 @@ func TestFlushShipsDirtyData(t *testing.T) {
 	if w := h.must(&fuseops.SyncFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)}); w != h.st.lsn {
 		t.Fatal("fsync wait")
 	}
-	if recs := h.take(); len(recs) != 1 || string(recs[0].Data) != "message!" {
-		t.Fatalf("fsync records %+v", recs)
+	if recs := h.take(); len(recs) != 1 || string(recs[0].Data) != "!" || !recs[0].Partial ||
+		!reflect.DeepEqual(recs[0].Ranges, []Extent{{Off: 7, Len: 1}}) || recs[0].Attr.Size != 8 {
+		t.Fatalf("fsync records %+v: want the byte written alone", recs)
 	}
 	h.write(ino, fh, 0, "M")
 	if w := h.must(&fuseops.ReleaseFileHandleOp{Handle: fuseops.HandleID(fh)}); w != 0 {
 		t.Fatalf("release waits for %d", w)
 	}
-	if recs := h.take(); len(recs) != 1 || recs[0].Op != RecData || string(recs[0].Data) != "Message!" {
+	if recs := h.take(); len(recs) != 1 || recs[0].Op != RecData || string(recs[0].Data) != "M" {
 		t.Fatalf("release records %+v", recs)
 	}
 	// A data record is the content at its LSN: a write after the flush,
@@ -323,7 +324,7 @@ func TestFlushShipsDirtyData(t *testing.T) {
 		t.Fatalf("%d copies after a write under a live view, want 1", n)
 	}
 	readContent(t, rec)
-	if string(rec.Data) != "Xessage!" {
+	if string(rec.Data) != "X" {
 		t.Fatalf("record changed under the sink: %q", rec.Data)
 	}
 	if got := h.read(ino, fh, 0, 8); got != "Yessage!" {
@@ -359,9 +360,10 @@ func TestDataRecordOfSparseTail(t *testing.T) {
 	}
 }
 
-// TestDataRecordOfSparseFile: a data record carries a file's extents, not
-// its holes: "abc" at 0 and "x" at 256 MiB ship two extents of a page and
-// a byte (before extents: 256 MiB of zeros in the record).
+// TestDataRecordOfSparseFile: a data record carries what was written, not
+// the holes: "abc" at 0 and "x" at 256 MiB ship two ranges and their four
+// bytes (before extents: 256 MiB of zeros in the record; before ranges, a
+// page and a byte).
 func TestDataRecordOfSparseFile(t *testing.T) {
 	h := newHarness(t, Config{})
 	ino, fh := h.create(rootIno, "f")
@@ -370,12 +372,10 @@ func TestDataRecordOfSparseFile(t *testing.T) {
 	h.take()
 	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
 	r := h.take()[0]
-	want := []Extent{{Off: 0, Len: pageSize}, {Off: 256 << 20, Len: 1}}
-	if r.Attr.Size != 256<<20+1 || len(r.Data) != pageSize+1 || !reflect.DeepEqual(r.Extents, want) {
-		t.Fatalf("data record of %d bytes in %v, size %d", len(r.Data), r.Extents, r.Attr.Size)
-	}
-	if !bytes.HasPrefix(r.Data, []byte("abc")) || r.Data[pageSize] != 'x' {
-		t.Fatal("data record bytes")
+	want := []Extent{{Off: 0, Len: 3}, {Off: 256 << 20, Len: 1}}
+	if r.Attr.Size != 256<<20+1 || string(r.Data) != "abcx" || !reflect.DeepEqual(r.Extents, want) ||
+		!r.Partial || !reflect.DeepEqual(r.Ranges, want) {
+		t.Fatalf("data record of %q in %v (ranges %v), size %d", r.Data, r.Extents, r.Ranges, r.Attr.Size)
 	}
 }
 

@@ -399,8 +399,9 @@ func (st *State) applyXattr(r *Record) error {
 func cloneValue(b []byte) []byte { return append([]byte{}, b...) }
 
 // applyData replaces a regular file's whole content by the record's
-// extents and bytes, and its size by the record's. The one function that
-// applies a data record.
+// extents and bytes, and its size by the record's — or, for a partial
+// record, only the bytes inside its ranges (patchContent). The one
+// function that applies a data record.
 func (st *State) applyData(r *Record) error {
 	in, err := st.liveInode(r.Ino)
 	if err != nil {
@@ -418,7 +419,16 @@ func (st *State) applyData(r *Record) error {
 	if err := checkExtents(r.Extents, len(r.Data), r.Attr.Size); err != nil {
 		return badf("inode %d: %v", r.Ino, err)
 	}
-	if e := st.replaceContent(in, r.Attr.Size, r.Extents, r.Data); e != 0 {
+	if err := checkRanges(r); err != nil {
+		return badf("inode %d: %v", r.Ino, err)
+	}
+	var e syscall.Errno
+	if r.Partial {
+		e = st.patchContent(in, r.Attr.Size, r.Ranges, r.Extents, r.Data)
+	} else {
+		e = st.replaceContent(in, r.Attr.Size, r.Extents, r.Data)
+	}
+	if e != 0 {
 		return fmt.Errorf("content of inode %d: %w", r.Ino, e)
 	}
 	takeAttr(in, r.Attr)

@@ -67,6 +67,14 @@ type inode struct {
 	// INVARIANT: only regular files are dirty.
 	dirty bool
 
+	// dirtyRanges are the byte ranges written, punched or zeroed since the
+	// last data record: the ranges the next one carries (dirty.go).
+	//
+	// INVARIANT: sorted, not empty, neither overlapping nor touching, at
+	// most maxDirtyRanges, within attr.Size; non-empty only on a dirty
+	// regular file.
+	dirtyRanges []Extent
+
 	// lastLSN is the last record about this inode (its create, data,
 	// attributes, names): what a FLUSH or FSYNC of it waits for when it is
 	// clean (DESIGN change in docs/architecture.md, "What close waits for").

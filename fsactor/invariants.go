@@ -127,6 +127,9 @@ func (st *State) checkInode(ino uint64, in *inode, links uint32) error {
 	if !in.isReg() && (in.fd >= 0 || in.dirty) {
 		return fmt.Errorf("a %#o has content or is dirty", in.fileType())
 	}
+	if err := in.dirtyRangesErr(); err != nil {
+		return err
+	}
 	if in.lastLSN > st.lsn {
 		return fmt.Errorf("last record %d after the head %d", in.lastLSN, st.lsn)
 	}

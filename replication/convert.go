@@ -52,6 +52,23 @@ func recordFromPB(p *pb.Record) *Record {
 	}
 }
 
+// decodeRecord decodes a record whole: its fields, extents and ranges
+// (a partial record's). Every reader of records off the wire (a Ship
+// stream, a follower's Watch) decodes them here, so none forgets the
+// ranges and takes a partial record for a whole one. Its Data holds the
+// first chunk only when DataLen says more follows.
+func decodeRecord(p *pb.Record) (*Record, error) {
+	r := recordFromPB(p)
+	var err error
+	if r.Extents, err = extentsFromPB(nil, p.Extents); err != nil {
+		return nil, invalidf("lsn %d: %v", r.LSN, err)
+	}
+	if r.Ranges, err = rangesFromPB(p); err != nil {
+		return nil, invalidf("lsn %d: %v", r.LSN, err)
+	}
+	return r, nil
+}
+
 // rangesFromPB reads a partial record's ranges (offset, length pairs):
 // nil for a record that is not partial (checkPayload rejects ranges on
 // it), never nil for one that is, so that a partial record of no range

@@ -167,13 +167,9 @@ func decodeShip(req *pb.ShipRequest, pending *Record, dataLen uint64, lim Limits
 		if pending != nil {
 			return nil, nil, 0, invalidf("ship: lsn %d arrived inside the data of lsn %d", p.Lsn, pending.LSN)
 		}
-		r := recordFromPB(p)
-		var err error
-		if r.Extents, err = extentsFromPB(nil, p.Extents); err != nil {
-			return nil, nil, 0, invalidf("ship: lsn %d: %v", r.LSN, err)
-		}
-		if r.Ranges, err = rangesFromPB(p); err != nil {
-			return nil, nil, 0, invalidf("ship: lsn %d: %v", r.LSN, err)
+		r, err := decodeRecord(p)
+		if err != nil {
+			return nil, nil, 0, invalidf("ship: %v", err)
 		}
 		if p.DataLen > lim.MaxFileSize || (p.DataLen > uint64(lim.MaxXattrValue) && r.Op == OpSetXattr) {
 			return nil, nil, 0, invalidf("ship: lsn %d %s: payload of %d bytes exceeds the limit", r.LSN, r.Op, p.DataLen)
