@@ -1512,6 +1512,187 @@ func (x *VolumeStatus) GetReceivedBytes() uint64 {
 	return 0
 }
 
+// WatchRequest opens a Watch stream. from_lsn and from_term are the
+// follower's position: the lsn of the last record it applied and that
+// record's term (the snapshot's last term after a resync), so that the
+// replica can tell a follower on another history.
+type WatchRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Volume          string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	NodeId          string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ProtocolVersion uint32                 `protobuf:"varint,3,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"` // see "Versions" above
+	FromLsn         uint64                 `protobuf:"varint,4,opt,name=from_lsn,json=fromLsn,proto3" json:"from_lsn,omitempty"`
+	FromTerm        uint64                 `protobuf:"varint,5,opt,name=from_term,json=fromTerm,proto3" json:"from_term,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_replication_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_replication_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_replication_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WatchRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetFromLsn() uint64 {
+	if x != nil {
+		return x.FromLsn
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetFromTerm() uint64 {
+	if x != nil {
+		return x.FromTerm
+	}
+	return 0
+}
+
+// WatchEvent is one message of a Watch stream: records (in lsn order,
+// data inline), or the rest of the last record's data (more_data, as in
+// ShipRequest: a record's data longer than a message follows in the
+// more_data of the next events, before any other record), or neither (a
+// heartbeat). Every event carries the replica's own position.
+type WatchEvent struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Records  []*Record              `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	MoreData []byte                 `protobuf:"bytes,2,opt,name=more_data,json=moreData,proto3" json:"more_data,omitempty"`
+	// durable_lsn and last_term: the replica's position when the event was
+	// sent (the follower's lag is durable_lsn minus what it applied).
+	DurableLsn uint64 `protobuf:"varint,3,opt,name=durable_lsn,json=durableLsn,proto3" json:"durable_lsn,omitempty"`
+	LastTerm   uint64 `protobuf:"varint,4,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
+	// durable_unix_nano: when the first record of the event became durable
+	// on the replica (Unix nanoseconds, the replica's clock; 0: no records).
+	DurableUnixNano int64  `protobuf:"varint,5,opt,name=durable_unix_nano,json=durableUnixNano,proto3" json:"durable_unix_nano,omitempty"`
+	Heartbeat       bool   `protobuf:"varint,6,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	ProtocolVersion uint32 `protobuf:"varint,7,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"` // the first event only; see "Versions" above
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_replication_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_replication_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_replication_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WatchEvent) GetRecords() []*Record {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetMoreData() []byte {
+	if x != nil {
+		return x.MoreData
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetDurableLsn() uint64 {
+	if x != nil {
+		return x.DurableLsn
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetLastTerm() uint64 {
+	if x != nil {
+		return x.LastTerm
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetDurableUnixNano() int64 {
+	if x != nil {
+		return x.DurableUnixNano
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
+}
+
+func (x *WatchEvent) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
 var File_replication_proto protoreflect.FileDescriptor
 
 const file_replication_proto_rawDesc = "" +
@@ -1633,7 +1814,23 @@ const file_replication_proto_rawDesc = "" +
 	" \x01(\bR\vinitialized\x12 \n" +
 	"\vcompactions\x18\v \x01(\x04R\vcompactions\x12\x16\n" +
 	"\x06failed\x18\f \x01(\tR\x06failed\x12%\n" +
-	"\x0ereceived_bytes\x18\r \x01(\x04R\rreceivedBytes*\xa2\x01\n" +
+	"\x0ereceived_bytes\x18\r \x01(\x04R\rreceivedBytes\"\xa2\x01\n" +
+	"\fWatchRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12)\n" +
+	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\x12\x19\n" +
+	"\bfrom_lsn\x18\x04 \x01(\x04R\afromLsn\x12\x1b\n" +
+	"\tfrom_term\x18\x05 \x01(\x04R\bfromTerm\"\x96\x02\n" +
+	"\n" +
+	"WatchEvent\x128\n" +
+	"\arecords\x18\x01 \x03(\v2\x1e.spoolfs.replication.v1.RecordR\arecords\x12\x1b\n" +
+	"\tmore_data\x18\x02 \x01(\fR\bmoreData\x12\x1f\n" +
+	"\vdurable_lsn\x18\x03 \x01(\x04R\n" +
+	"durableLsn\x12\x1b\n" +
+	"\tlast_term\x18\x04 \x01(\x04R\blastTerm\x12*\n" +
+	"\x11durable_unix_nano\x18\x05 \x01(\x03R\x0fdurableUnixNano\x12\x1c\n" +
+	"\theartbeat\x18\x06 \x01(\bR\theartbeat\x12)\n" +
+	"\x10protocol_version\x18\a \x01(\rR\x0fprotocolVersion*\xa2\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tOP_CREATE\x10\x01\x12\v\n" +
@@ -1645,13 +1842,14 @@ const file_replication_proto_rawDesc = "" +
 	"OP_SETATTR\x10\x06\x12\x0f\n" +
 	"\vOP_SETXATTR\x10\a\x12\x12\n" +
 	"\x0eOP_REMOVEXATTR\x10\b\x12\v\n" +
-	"\aOP_DATA\x10\t2\xc1\x03\n" +
+	"\aOP_DATA\x10\t2\x96\x04\n" +
 	"\aReplica\x12Z\n" +
 	"\aAcquire\x12&.spoolfs.replication.v1.AcquireRequest\x1a'.spoolfs.replication.v1.AcquireResponse\x12L\n" +
 	"\x04Ship\x12#.spoolfs.replication.v1.ShipRequest\x1a\x1b.spoolfs.replication.v1.Ack(\x010\x01\x12V\n" +
 	"\x05Fetch\x12$.spoolfs.replication.v1.FetchRequest\x1a%.spoolfs.replication.v1.SnapshotChunk0\x01\x12[\n" +
 	"\aInstall\x12%.spoolfs.replication.v1.SnapshotChunk\x1a'.spoolfs.replication.v1.InstallResponse(\x01\x12W\n" +
-	"\x06Status\x12%.spoolfs.replication.v1.StatusRequest\x1a&.spoolfs.replication.v1.StatusResponseB%Z#github.com/spoolfs/spoolfs/proto;pbb\x06proto3"
+	"\x06Status\x12%.spoolfs.replication.v1.StatusRequest\x1a&.spoolfs.replication.v1.StatusResponse\x12S\n" +
+	"\x05Watch\x12$.spoolfs.replication.v1.WatchRequest\x1a\".spoolfs.replication.v1.WatchEvent0\x01B%Z#github.com/spoolfs/spoolfs/proto;pbb\x06proto3"
 
 var (
 	file_replication_proto_rawDescOnce sync.Once
@@ -1666,7 +1864,7 @@ func file_replication_proto_rawDescGZIP() []byte {
 }
 
 var file_replication_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_replication_proto_goTypes = []any{
 	(Op)(0),                 // 0: spoolfs.replication.v1.Op
 	(*Attr)(nil),            // 1: spoolfs.replication.v1.Attr
@@ -1686,6 +1884,8 @@ var file_replication_proto_goTypes = []any{
 	(*StatusRequest)(nil),   // 15: spoolfs.replication.v1.StatusRequest
 	(*StatusResponse)(nil),  // 16: spoolfs.replication.v1.StatusResponse
 	(*VolumeStatus)(nil),    // 17: spoolfs.replication.v1.VolumeStatus
+	(*WatchRequest)(nil),    // 18: spoolfs.replication.v1.WatchRequest
+	(*WatchEvent)(nil),      // 19: spoolfs.replication.v1.WatchEvent
 }
 var file_replication_proto_depIdxs = []int32{
 	0,  // 0: spoolfs.replication.v1.Record.op:type_name -> spoolfs.replication.v1.Op
@@ -1698,21 +1898,24 @@ var file_replication_proto_depIdxs = []int32{
 	12, // 7: spoolfs.replication.v1.SnapInode.xattrs:type_name -> spoolfs.replication.v1.Xattr
 	13, // 8: spoolfs.replication.v1.SnapInode.entries:type_name -> spoolfs.replication.v1.Dirent
 	17, // 9: spoolfs.replication.v1.StatusResponse.volumes:type_name -> spoolfs.replication.v1.VolumeStatus
-	6,  // 10: spoolfs.replication.v1.Replica.Acquire:input_type -> spoolfs.replication.v1.AcquireRequest
-	4,  // 11: spoolfs.replication.v1.Replica.Ship:input_type -> spoolfs.replication.v1.ShipRequest
-	8,  // 12: spoolfs.replication.v1.Replica.Fetch:input_type -> spoolfs.replication.v1.FetchRequest
-	9,  // 13: spoolfs.replication.v1.Replica.Install:input_type -> spoolfs.replication.v1.SnapshotChunk
-	15, // 14: spoolfs.replication.v1.Replica.Status:input_type -> spoolfs.replication.v1.StatusRequest
-	7,  // 15: spoolfs.replication.v1.Replica.Acquire:output_type -> spoolfs.replication.v1.AcquireResponse
-	5,  // 16: spoolfs.replication.v1.Replica.Ship:output_type -> spoolfs.replication.v1.Ack
-	9,  // 17: spoolfs.replication.v1.Replica.Fetch:output_type -> spoolfs.replication.v1.SnapshotChunk
-	14, // 18: spoolfs.replication.v1.Replica.Install:output_type -> spoolfs.replication.v1.InstallResponse
-	16, // 19: spoolfs.replication.v1.Replica.Status:output_type -> spoolfs.replication.v1.StatusResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 10: spoolfs.replication.v1.WatchEvent.records:type_name -> spoolfs.replication.v1.Record
+	6,  // 11: spoolfs.replication.v1.Replica.Acquire:input_type -> spoolfs.replication.v1.AcquireRequest
+	4,  // 12: spoolfs.replication.v1.Replica.Ship:input_type -> spoolfs.replication.v1.ShipRequest
+	8,  // 13: spoolfs.replication.v1.Replica.Fetch:input_type -> spoolfs.replication.v1.FetchRequest
+	9,  // 14: spoolfs.replication.v1.Replica.Install:input_type -> spoolfs.replication.v1.SnapshotChunk
+	15, // 15: spoolfs.replication.v1.Replica.Status:input_type -> spoolfs.replication.v1.StatusRequest
+	18, // 16: spoolfs.replication.v1.Replica.Watch:input_type -> spoolfs.replication.v1.WatchRequest
+	7,  // 17: spoolfs.replication.v1.Replica.Acquire:output_type -> spoolfs.replication.v1.AcquireResponse
+	5,  // 18: spoolfs.replication.v1.Replica.Ship:output_type -> spoolfs.replication.v1.Ack
+	9,  // 19: spoolfs.replication.v1.Replica.Fetch:output_type -> spoolfs.replication.v1.SnapshotChunk
+	14, // 20: spoolfs.replication.v1.Replica.Install:output_type -> spoolfs.replication.v1.InstallResponse
+	16, // 21: spoolfs.replication.v1.Replica.Status:output_type -> spoolfs.replication.v1.StatusResponse
+	19, // 22: spoolfs.replication.v1.Replica.Watch:output_type -> spoolfs.replication.v1.WatchEvent
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_replication_proto_init() }
@@ -1726,7 +1929,7 @@ func file_replication_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_replication_proto_rawDesc), len(file_replication_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,7 @@ const (
 	Replica_Fetch_FullMethodName   = "/spoolfs.replication.v1.Replica/Fetch"
 	Replica_Install_FullMethodName = "/spoolfs.replication.v1.Replica/Install"
 	Replica_Status_FullMethodName  = "/spoolfs.replication.v1.Replica/Status"
+	Replica_Watch_FullMethodName   = "/spoolfs.replication.v1.Replica/Watch"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -66,6 +67,13 @@ type ReplicaClient interface {
 	Install(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, InstallResponse], error)
 	// Status reports the replica's volumes.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Watch streams the records the replica makes durable for a volume,
+	// from the follower's position on (followers). Served from an
+	// in-memory ring of the replica's recent records, never from disk: a
+	// position the ring no longer covers, or on another history, ends the
+	// stream with FAILED_PRECONDITION and reason WATCH_RESYNC (the follower
+	// fetches a snapshot). Idle, the replica sends a heartbeat each second.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
 }
 
 type replicaClient struct {
@@ -141,6 +149,25 @@ func (c *replicaClient) Status(ctx context.Context, in *StatusRequest, opts ...g
 	return out, nil
 }
 
+func (c *replicaClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Replica_ServiceDesc.Streams[3], Replica_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Replica_WatchClient = grpc.ServerStreamingClient[WatchEvent]
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -163,6 +190,13 @@ type ReplicaServer interface {
 	Install(grpc.ClientStreamingServer[SnapshotChunk, InstallResponse]) error
 	// Status reports the replica's volumes.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Watch streams the records the replica makes durable for a volume,
+	// from the follower's position on (followers). Served from an
+	// in-memory ring of the replica's recent records, never from disk: a
+	// position the ring no longer covers, or on another history, ends the
+	// stream with FAILED_PRECONDITION and reason WATCH_RESYNC (the follower
+	// fetches a snapshot). Idle, the replica sends a heartbeat each second.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -187,6 +221,9 @@ func (UnimplementedReplicaServer) Install(grpc.ClientStreamingServer[SnapshotChu
 }
 func (UnimplementedReplicaServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedReplicaServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -270,6 +307,17 @@ func _Replica_Status_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ReplicaServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Replica_WatchServer = grpc.ServerStreamingServer[WatchEvent]
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -302,6 +350,11 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Install",
 			Handler:       _Replica_Install_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Watch",
+			Handler:       _Replica_Watch_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "replication.proto",

@@ -36,6 +36,14 @@ const (
 	// reasonNotAcquired: the term is above the one the replica accepted;
 	// the primary must Acquire it there first. Metadata: term, accepted.
 	reasonNotAcquired = "NOT_ACQUIRED"
+	// reasonWatchResync: a Watch cannot stream from the follower's
+	// position (the replica's watch ring no longer covers it, or holds
+	// another history there); the follower must load a snapshot.
+	// Metadata: from_lsn, from_term, replica_lsn, replica_term.
+	reasonWatchResync = "WATCH_RESYNC"
+	// reasonWatchDisabled: the replica serves no Watch (its watch buffer
+	// is 0); the follower watches another replica.
+	reasonWatchDisabled = "WATCH_DISABLED"
 )
 
 // rejectError is a refusal by the replica: a gRPC code, a reason for the
@@ -117,6 +125,11 @@ func isFenced(err error) bool { return reasonOf(err) == reasonFenced }
 // isNotAcquired reports whether err is a replica's "term not acquired"
 // answer.
 func isNotAcquired(err error) bool { return reasonOf(err) == reasonNotAcquired }
+
+// IsWatchResync reports whether err is a replica's answer to a Watch
+// that it cannot stream from the position asked: the follower loads a
+// snapshot and watches from there.
+func IsWatchResync(err error) bool { return reasonOf(err) == reasonWatchResync }
 
 // isRejection reports whether err is a replica refusing what it was sent
 // (as opposed to the network or the replica failing).

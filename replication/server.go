@@ -43,6 +43,14 @@ type ReplicaServer struct {
 	streams  atomic.Int64  // Ship streams being served
 
 	compactMin int64 // WithCompactMin; 0: DefaultCompactMin
+	// Followers (watch.go): the bound of each volume's watch ring (0: no
+	// Watch), who may follow which volume (nil: everyone), the Watch
+	// streams being served, and whether CloseWatches was called (s.mu).
+	watchBuffer int64
+	heartbeat   time.Duration // WatchHeartbeat but in tests
+	followAllow map[string]map[string]bool
+	watchers    atomic.Int64
+	watchClosed bool
 	// versions: the protocol versions served (zero: this build's; tests
 	// set others to play another release).
 	versions versionRange
@@ -67,6 +75,10 @@ type volume struct {
 	// INVARIANT: never nil, never closed while held in the struct.
 	termCh   chan struct{}
 	received atomic.Uint64 // bytes of Ship and Install messages received
+	// ring holds the records made durable lately, for Watch streams
+	// (watchring.go); reset when the store opens or a snapshot is
+	// installed. nil: Watch is off (WithWatchBuffer(0)).
+	ring *watchRing
 
 	// wroteTerm is the term the last commit or install was made under
 	// (in memory: 0 after a restart; lateInstall).
@@ -120,7 +132,7 @@ func NewReplicaServer(dataDir string, log *zap.Logger, opts ...ReplicaOption) (*
 		log = zap.NewNop()
 	}
 	s := &ReplicaServer{dir: dataDir, log: log, lim: Limits{}.withDefaults(), vols: make(map[string]*volume),
-		obs: nopReplicaObserver{}}
+		obs: nopReplicaObserver{}, watchBuffer: DefaultWatchBuffer, heartbeat: WatchHeartbeat}
 	for _, o := range opts {
 		o(s)
 	}
@@ -189,6 +201,9 @@ func (s *ReplicaServer) Close() error {
 		v.broken = errors.New("replica closed")
 		v.path = "" // never reopened
 		v.mu.Unlock()
+		if v.ring != nil {
+			v.ring.shut()
+		}
 	}
 	return nil
 }
@@ -246,6 +261,9 @@ func (s *ReplicaServer) openVolume(name string) (*volume, error) {
 		return nil, err
 	}
 	v.st, v.path = st, dbPath
+	if s.watchBuffer > 0 {
+		v.ring = newWatchRing(s.watchBuffer, st.meta.LSN, st.meta.LastTerm)
+	}
 	s.log.Info("volume opened", zap.String("volume", name), zap.Uint64("accepted_term", v.accepted),
 		zap.Uint64("last_term", st.meta.LastTerm), zap.Uint64("lsn", st.meta.LSN))
 	return v, nil
@@ -298,6 +316,9 @@ func (v *volume) reopen() error {
 		return err
 	}
 	v.st, v.cut = st, -1
+	if v.ring != nil {
+		v.ring.reset(st.meta.LSN, st.meta.LastTerm)
+	}
 	return nil
 }
 
@@ -366,6 +387,9 @@ func (s *ReplicaServer) Fetch(req *pb.FetchRequest, stream pb.Replica_FetchServe
 	}
 	v, err := s.volume(req.Volume, false)
 	if err != nil {
+		return err
+	}
+	if err := s.mayFollow(stream.Context(), v); err != nil {
 		return err
 	}
 	// The volume is held while it is sent, one inode at a time (eachInode),
@@ -505,6 +529,9 @@ func (s *ReplicaServer) installOn(v *volume, h *pb.SnapshotHeader, all, snap *Sn
 		}
 	}
 	v.wroteTerm = h.Term
+	if v.ring != nil {
+		v.ring.reset(m.LSN, m.LastTerm)
+	}
 	s.log.Info("snapshot installed", zap.String("volume", v.name), zap.Uint64("term", h.Term),
 		zap.Uint64("last_term", m.LastTerm), zap.Uint64("lsn", m.LSN), zap.Int("inodes", len(snap.Inodes)))
 	return nil

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"io"
+	"time"
 
 	pb "github.com/spoolfs/spoolfs/proto"
 	"go.uber.org/zap"
@@ -308,6 +309,9 @@ func (v *volume) applyBatch(batch []*Record, lim Limits, obs ReplicaObserver, lo
 		}
 		v.wroteTerm = v.accepted
 		v.reopenWait = nil // storage works: a later failure waits reopenMin again
+		if v.ring != nil {
+			v.ring.append(batch, before.LSN, m.LSN, time.Now().UnixNano())
+		}
 		v.logDurable(log, batch, before.LSN, m.LSN)
 		obs.Committed(v.name, int(m.LSN-before.LSN), v.st.lastSync)
 	}
