@@ -38,6 +38,13 @@ type ReplicaOptions struct {
 	// StopGrace is how long a node's Stop lets the replica's calls in
 	// flight finish (0: DefaultReplicaStopGrace).
 	StopGrace time.Duration
+	// WatchBuffer bounds each volume's ring of recent records that
+	// followers are served from (0: replication.DefaultWatchBuffer, 64 MiB;
+	// negative: no Watch).
+	WatchBuffer int64
+	// FollowAllow: the node ids that may follow each volume listed (over
+	// mTLS), besides its primary; a volume not listed: any node.
+	FollowAllow map[string][]string
 }
 
 // Replica is one running replica server: the replication service on a
@@ -68,6 +75,12 @@ func StartReplica(o ReplicaOptions, log *zap.Logger) (*Replica, error) {
 	ropts := []replication.ReplicaOption{replication.WithCompactMin(o.CompactMin), replication.WithObserver(obs)}
 	if o.MaxFileSize > 0 {
 		ropts = append(ropts, replication.WithLimits(replication.Limits{MaxFileSize: o.MaxFileSize}))
+	}
+	if o.WatchBuffer != 0 {
+		ropts = append(ropts, replication.WithWatchBuffer(max(o.WatchBuffer, 0)))
+	}
+	if len(o.FollowAllow) > 0 {
+		ropts = append(ropts, replication.WithFollowAllow(o.FollowAllow))
 	}
 	srv, err := replication.NewReplicaServer(o.DataDir, log.Named("replica"), ropts...)
 	if err != nil {
@@ -150,6 +163,7 @@ func (r *Replica) Status(ctx context.Context) (*pb.StatusResponse, error) {
 // then at once; then the volumes are closed and the data directory
 // unlocked. A primary's stream to this replica ends either way.
 func (r *Replica) Stop(ctx context.Context) {
+	r.srv.CloseWatches() // followers' streams never end on their own: they switch replica now
 	stopped := make(chan struct{})
 	go func() { r.g.GracefulStop(); close(stopped) }()
 	select {
@@ -166,6 +180,18 @@ func (r *Replica) Stop(ctx context.Context) {
 	r.lock.Close()
 	r.log.Info("replica stopped", zap.String("listen", r.Addr()))
 }
+
+// watchBuffer maps a configured watch buffer size to
+// ReplicaOptions.WatchBuffer: 0 turns Watch off.
+func watchBuffer(bytes uint64) int64 {
+	if bytes == 0 {
+		return -1
+	}
+	return int64(bytes)
+}
+
+// WatchBufferOption is watchBuffer for the command line's --watch-buffer.
+func WatchBufferOption(bytes uint64) int64 { return watchBuffer(bytes) }
 
 // DefaultReplicaStopGrace is how long Stop lets calls in flight finish
 // when it is given no deadline of its own.

@@ -140,7 +140,11 @@ func (n *Node) StartConfig(ctx context.Context, c *config.Node) error {
 		// A node that is only a replica sizes GOMAXPROCS to the volumes
 		// it serves (procs.go); one that also mounts volumes leaves it.
 		adapt := len(c.Volumes) == 0
-		if _, err := n.StartReplica(ReplicaOptions{Listen: c.Listen, DataDir: c.DataDir, AdaptProcs: adapt, Creds: server}); err != nil {
+		ro := ReplicaOptions{Listen: c.Listen, DataDir: c.DataDir, AdaptProcs: adapt, Creds: server, FollowAllow: c.FollowAllowlist()}
+		if c.WatchBuffer != nil {
+			ro.WatchBuffer = watchBuffer(uint64(*c.WatchBuffer))
+		}
+		if _, err := n.StartReplica(ro); err != nil {
 			return err
 		}
 	}

@@ -234,6 +234,28 @@
 // the wire keeps serving the version before, so replicas upgraded first
 // still serve the old primaries (docs/operations.md, "Rolling upgrade").
 //
+// # Followers (watch.go, watchring.go, follower.go, followsession.go)
+//
+// A replica volume keeps a watch ring: the records each batch made durable,
+// appended after its fsync, bounded in bytes (WithWatchBuffer, 64 MiB; the
+// newest record stays even alone above it). Watch streams are served from
+// it, each at its own cursor, never from the database; the applier never
+// waits for them. The ring restarts empty at the volume's position when the
+// store opens and when a snapshot is installed; a watcher whose position
+// it does not cover, or holds on another history, gets WATCH_RESYNC
+// (IsWatchResync). Idle streams carry a heartbeat each WatchHeartbeat.
+// WithFollowAllow restricts, over mTLS, which nodes may Watch and Fetch a
+// volume (docs/replication-protocol.md, "Watch: followers").
+//
+// A Follower (OpenFollower, Run, Close, Status) loads a snapshot from the
+// most advanced replica answering Status, then applies to a FollowTarget
+// (fsactor.Server) the records a Watch stream brings, tracking the
+// (term, lsn) applied. It switches replica when a stream fails, stays
+// silent for DeadAfter (3 heartbeats) or its source stays behind, with
+// backoff; on WATCH_RESYNC, or when the target refuses records, it loads a
+// snapshot not older than what it handed the target and calls Resync. It
+// never hands the target anything older than what it applied.
+//
 // # Backups
 //
 // dump.go: WriteDump writes what a replica's Fetch sends to a file, and
@@ -260,6 +282,13 @@
 //     advances or the primary fails.
 //   - OpenPrimary: one short-lived goroutine per replica per Acquire round
 //     and per recovery install.
+//   - Replica, per Watch stream: the gRPC handler goroutine reads the ring
+//     and sends (watcher.run); it ends with the stream, a WATCH_RESYNC, or
+//     CloseWatches / Close (Unavailable).
+//   - Follower: Run's goroutine (the caller's) owns the Watch stream, the
+//     applying and the resyncs; per Status round one short-lived goroutine
+//     per replica; a timer (DeadAfter) cancels a silent stream. Close
+//     cancels Run's context and waits for Run to return.
 //
 // # Histories
 //

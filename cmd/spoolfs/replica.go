@@ -13,6 +13,7 @@ import (
 	"github.com/spoolfs/spoolfs/internal/process"
 	"github.com/spoolfs/spoolfs/internal/tlsid"
 	"github.com/spoolfs/spoolfs/node"
+	"github.com/spoolfs/spoolfs/replication"
 )
 
 func init() { extraCommands = append(extraCommands, newReplicaCmd) }
@@ -20,6 +21,8 @@ func init() { extraCommands = append(extraCommands, newReplicaCmd) }
 func newReplicaCmd() *cobra.Command {
 	var o node.ReplicaOptions
 	var maxFile, compactMin config.ByteSize
+	watchBuf := config.ByteSize(replication.DefaultWatchBuffer)
+	var allowFollow []string
 	var grace time.Duration
 	var admin string
 	var tf tlsFlags
@@ -52,6 +55,10 @@ primary reconnects to the replica when it returns).`,
 			}
 			o.Creds = mat.ServerCreds()
 			o.StopGrace = grace
+			o.WatchBuffer = node.WatchBufferOption(uint64(watchBuf))
+			if o.FollowAllow, err = config.ParseAllowFollow(allowFollow); err != nil {
+				return usageErr(c, err)
+			}
 			return runReplica(o, cfg.NodeID, admin, mat)
 		},
 	}
@@ -62,6 +69,8 @@ primary reconnects to the replica when it returns).`,
 	fl.Var(&compactMin, "compact-min-size", "a volume's file is rewritten when it has doubled and passed this size (default 64MiB); each rewrite pauses that volume's commits")
 	fl.DurationVar(&grace, "stop-grace", 5*time.Second, "on SIGTERM, how long calls in flight have to finish")
 	fl.StringVar(&admin, "admin", "", "host:port of the admin HTTP endpoint: /metrics, /healthz, /readyz, /status, /debug/pprof (default: none)")
+	fl.Var(&watchBuf, "watch-buffer", "per volume, the bytes of recent records kept in memory to serve followers' watch streams (0: no followers from this replica)")
+	fl.StringArrayVar(&allowFollow, "allow-follow", nil, "VOLUME=ID1,ID2: only these nodes (by certificate) and the volume's primary may follow VOLUME from here (repeatable; default: any node the CA authenticates)")
 	addTLSFlags(fl, &tf)
 	return c
 }

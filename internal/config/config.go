@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/spoolfs/spoolfs/internal/tlsid"
 )
 
 // Node is a node's configuration file (`spoolfs run -c node.yaml`):
@@ -23,6 +25,15 @@ type Node struct {
 	Admin   string   `yaml:"admin"`    // admin HTTP host:port (/metrics...); empty: off
 	Volumes []Volume `yaml:"volumes"`  // volumes this node mounts: as primary, or as a follower
 	TLS     TLS      `yaml:"tls"`      // mTLS between nodes; empty: plaintext
+	// WatchBuffer bounds, per volume, the replica's ring of recent records
+	// that followers' Watch streams are served from (unset: 64 MiB; 0: no
+	// Watch). With listen only.
+	WatchBuffer *ByteSize `yaml:"watch_buffer"`
+	// AllowFollow lists, per volume, the node ids (certificate names) that
+	// may follow it from this replica (Watch, Fetch) besides its current
+	// primary; a volume not listed may be followed by any node the CA
+	// authenticates. With listen only.
+	AllowFollow map[string]List `yaml:"allow_follow"`
 }
 
 // Volume is one volume the node mounts: as its primary, or as a follower
@@ -119,7 +130,74 @@ func (c *Node) Validate() error {
 	case c.Listen == "" && len(c.Volumes) == 0:
 		return errors.New("nothing to do: set listen and data_dir (a replica), or volumes (mounts), or both")
 	}
+	if err := c.validateFollowing(); err != nil {
+		return err
+	}
 	return c.validateVolumes()
+}
+
+// validateFollowing checks the replica's follower settings.
+func (c *Node) validateFollowing() error {
+	if c.Listen == "" && (c.WatchBuffer != nil || len(c.AllowFollow) > 0) {
+		return errors.New("watch_buffer, allow_follow: replica settings, only with listen and data_dir")
+	}
+	for vol, ids := range c.AllowFollow {
+		if err := ValidateVolumeName(vol); err != nil {
+			return fmt.Errorf("allow_follow: %w", err)
+		}
+		if err := CheckFollowIDs(ids); err != nil {
+			return fmt.Errorf("allow_follow.%s: %w", vol, err)
+		}
+	}
+	return nil
+}
+
+// FollowAllowlist is AllowFollow as ReplicaOptions.FollowAllow takes it
+// (nil: no lists).
+func (c *Node) FollowAllowlist() map[string][]string {
+	if len(c.AllowFollow) == 0 {
+		return nil
+	}
+	out := make(map[string][]string, len(c.AllowFollow))
+	for vol, ids := range c.AllowFollow {
+		out[vol] = ids
+	}
+	return out
+}
+
+// ParseAllowFollow reads the command line's --allow-follow VOLUME=ID1,ID2
+// values (repeatable) into per-volume lists.
+func ParseAllowFollow(vals []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, v := range vals {
+		vol, ids, ok := strings.Cut(v, "=")
+		if !ok {
+			return nil, fmt.Errorf("--allow-follow %q: want VOLUME=ID1,ID2", v)
+		}
+		if err := ValidateVolumeName(vol); err != nil {
+			return nil, fmt.Errorf("--allow-follow %q: %w", v, err)
+		}
+		list := SplitReplicas(ids)
+		if err := CheckFollowIDs(list); err != nil {
+			return nil, fmt.Errorf("--allow-follow %q: %w", v, err)
+		}
+		out[vol] = append(out[vol], list...)
+	}
+	return out, nil
+}
+
+// CheckFollowIDs checks the node ids of a follow allowlist (at least one,
+// each a valid node id).
+func CheckFollowIDs(ids []string) error {
+	if len(ids) == 0 {
+		return errors.New("no node ids: list the nodes that may follow the volume")
+	}
+	for _, id := range ids {
+		if err := tlsid.CheckNodeID(id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Node) validateVolumes() error {

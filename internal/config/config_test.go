@@ -78,7 +78,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"node_id: x\nlisten: a:1\n", "data_dir: required when listen is set"},
 		{"node_id: x\ndata_dir: /d\n", "listen: required when data_dir is set"},
 		{"node_id: x\n", "nothing to do"},
-		{"nodeid: x\n", "line 1: nodeid: unknown field (known: node_id, listen, data_dir, admin, volumes, tls)"},
+		{"nodeid: x\n", "line 1: nodeid: unknown field (known: node_id, listen, data_dir, admin, volumes, tls, watch_buffer, allow_follow)"},
 		{"listen: a:1\ndata_dir: /d\ntls:\n  cert: /nonexistent.crt\n", "tls: want all of the CA, certificate and key files"},
 		{"listen: a:1\ndata_dir: /d\ntls:\n  certificate: x\n", "line 4: tls.certificate: unknown field (known: ca, cert, key)"},
 		{"node_id: x\nnode_id: y\n", "line 2: node_id: given twice"},
