@@ -2,13 +2,18 @@ package replication
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	pb "github.com/spoolfs/spoolfs/proto"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // partialRec is a partial data record of file ino in content: the ranges
@@ -163,4 +168,57 @@ func TestPartialRecordsRejected(t *testing.T) {
 	if err := checkRecordShape(data(true, nil, nil, ""), lim); err != nil {
 		t.Fatalf("partial record of no range: %v", err)
 	}
+}
+
+// TestFetchSendsLargeFileInPieces: a replica's Fetch (recovery, dump)
+// sends a large file as pieces of at most about chunkSize per message,
+// never one message, and the pieces add up to the file; the primary's
+// records of it (partial ones included) arrive whole.
+func TestFetchSendsLargeFileInPieces(t *testing.T) {
+	c := makeCluster(t, 1)
+	cfg := c.primaryConfig("v")
+	cfg.W = 1
+	p, m := c.openPrimary(cfg)
+	content := bytes.Repeat([]byte("0123456789abcdef"), (5<<20+5)/16)
+	ino, _ := m.writeFile(RootIno, "big", content)
+	tail := []byte("appended by a partial record")
+	grown := append(bytes.Clone(content), tail...)
+	lsn := m.append(partialRec(0, ino, grown, Extent{Off: uint64(len(content)), Len: uint64(len(tail))}))
+	mustWait(t, p, lsn, 20*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := c.rawClient(0).Fetch(ctx, &pb.FetchRequest{Volume: "v", ProtocolVersion: ProtocolVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asm := &snapAssembler{lim: Limits{}.withDefaults()}
+	msgs, largest := 0, 0
+	for {
+		ch, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs++
+		largest = max(largest, proto.Size(ch))
+		if err := asm.add(ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, snap, err := asm.finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if largest > chunkSize+64<<10 || msgs < len(grown)/chunkSize {
+		t.Fatalf("%d messages, the largest %d bytes: want pieces of about %d", msgs, largest, chunkSize)
+	}
+	for i := range snap.Inodes {
+		if in := &snap.Inodes[i]; in.Ino == ino && !bytes.Equal(dense(in, 1<<30), grown) {
+			t.Fatal("the fetched file differs from what was written")
+		}
+	}
+	t.Logf("a %d-byte file fetched in %d messages, the largest %d bytes", len(grown), msgs, largest)
 }
