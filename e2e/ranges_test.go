@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 var (
@@ -54,17 +55,19 @@ func TestPartialRecordsShipWhatChanged(t *testing.T) {
 		if err := change(f); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
+		start := time.Now()
 		if err := f.Close(); err != nil {
 			t.Fatalf("%s: close: %v", what, err)
 		}
+		took := time.Since(start)
 		if waitConverged(t, c, vol) == 0 {
 			t.FailNow()
 		}
 		shipped2, records2, partial2 := shippedMetrics(t, admin, vol)
 		after := c.usage(t, vol)
 		bound := 2*written + rangesSlack
-		t.Logf("%s: %d bytes written, %d shipped in %d data records (%d partial); replicas received %d, %d, %d bytes",
-			what, written, shipped2-shipped, records2-records, partial2-partial,
+		t.Logf("%s: close %v; %d bytes written, %d shipped in %d data records (%d partial); replicas received %d, %d, %d bytes",
+			what, took.Round(time.Millisecond), written, shipped2-shipped, records2-records, partial2-partial,
 			after[0].received-before[0].received, after[1].received-before[1].received, after[2].received-before[2].received)
 		if shipped2-shipped > bound || records2-records != 1 || partial2-partial != 1 {
 			t.Errorf("%s: shipped %d bytes in %d data records (%d partial), want one partial record of at most %d",
