@@ -10,7 +10,7 @@ BIN     := bin/spoolfs
 GOFLAGS ?=
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help deps build run test test-protocol test-invariants test-short test-churn lint proto proto-check fuzz bench-local bench-replicated clean
+.PHONY: help deps build run test test-protocol test-invariants test-short test-churn lint proto proto-check fuzz bench-local bench-replicated bench-scale clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ bench-local: build ## spoolfs --local vs tmpfs vs jacobsa memfs, 1 and 8 clients
 
 bench-replicated: build ## spoolfs with 3 replicas vs local disk with fsync, 1/8/32 writers
 	./$(BIN) bench compare --suite replicated
+
+bench-scale: ## 1,000,000 queued files of 1 KiB on one --local volume (FILES=...): create, list, read, delete; RSS, memfd bytes, descriptors
+	$(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x ./e2e -e2e.scalefiles=$${FILES:-1000000}
 
 clean:
 	rm -rf bin

@@ -238,7 +238,7 @@ func (s *side) apply(o *diffOp) outcome {
 	case "fsync":
 		return result(unix.Fsync(s.fds[o.slot]), "")
 	case "fallocate":
-		return result(unix.Fallocate(s.fds[o.slot], o.mode, o.off, int64(o.size)), "")
+		return result(fallocate(s.fds[o.slot], o.mode, o.off, int64(o.size)), "")
 	case "write":
 		return s.writePath(o)
 	case "readfile":

@@ -467,6 +467,22 @@ func scUnlinkWhileOpen(p *probe) {
 	p.check("unlink missing", unix.Unlink(p.P("missing")))
 }
 
+// fallocate is fallocate(2) with FALLOC_FL_ZERO_RANGE done as spoolfs
+// does it where the filesystem refuses it (tmpfs, the reference: it has
+// no ZERO_RANGE, spoolfs does): a punch, then an allocation of the range.
+// Both subjects run it, so the comparison checks spoolfs's ZERO_RANGE
+// against the same effect on tmpfs.
+func fallocate(fd int, mode uint32, off, n int64) error {
+	err := unix.Fallocate(fd, mode, off, n)
+	if err != unix.EOPNOTSUPP || mode&^unix.FALLOC_FL_KEEP_SIZE != unix.FALLOC_FL_ZERO_RANGE {
+		return err
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err != nil {
+		return err
+	}
+	return unix.Fallocate(fd, mode&unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
 func scFallocate(p *probe) {
 	modes := []struct {
 		name      string
@@ -490,7 +506,7 @@ func scFallocate(p *probe) {
 		f := fmt.Sprintf("f%d", i)
 		p.writeFile(f, bytes.Repeat([]byte("a"), 8192))
 		fd := p.open(f, unix.O_RDWR, 0)
-		p.check("fallocate "+m.name, unix.Fallocate(fd, m.mode, m.off, m.size))
+		p.check("fallocate "+m.name, fallocate(fd, m.mode, m.off, m.size))
 		p.fstat(f, fd)
 		p.close(f, fd)
 		p.readFile(f)

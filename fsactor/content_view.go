@@ -97,8 +97,8 @@ func (v *memfdView) Release() {
 // shared says whether a data record's view may still read in's memfd:
 // then its content must not change in place (unshare) nor the memfd be
 // reused (dropContent).
-func (in *inode) shared() bool {
-	return in.view != nil && !in.view.released.Load()
+func (c *content) shared() bool {
+	return c.view != nil && !c.view.released.Load()
 }
 
 // unshare gives in a memfd of its own before its content changes: a copy
@@ -111,7 +111,7 @@ func (st *State) unshare(in *inode) syscall.Errno {
 	}
 	fd, err := st.newMemfd()
 	if err != nil {
-		return errnoOf(err)
+		return st.storageErr(err)
 	}
 	if err := memfdCopy(fd, in.fd, int64(in.attr.Size)); err != nil {
 		st.recycle(fd)

@@ -58,7 +58,7 @@ func (st *State) checkCreate(parent uint64, name string, isDir bool) (*inode, sy
 	case p.dir.lookup(name) != 0:
 		return nil, syscall.EEXIST
 	case uint64(len(st.inodes)) >= st.maxInodes:
-		return nil, syscall.ENOSPC
+		return nil, st.limitHit(LimitInodes)
 	case isDir && p.attr.Nlink >= maxNlink:
 		return nil, syscall.EMLINK
 	}

@@ -2,8 +2,8 @@
 // goroutines that feed it.
 //
 // Ownership: one goroutine, the actor, owns the whole state of the volume
-// (inodes, dentries, open handles, lookup counts, file contents in memfd,
-// the record log head). Nothing else reads or writes it and no mutex guards
+// (inodes, dentries, open handles, lookup counts, file contents in memfd
+// arenas and memfds, the record log head). Nothing else reads or writes it and no mutex guards
 // it. The actor is also the only caller of Connection.ReadOp
 // (loop.serveInline): it sleeps in poll(2) on the connection's device
 // (/dev/fuse, O_NONBLOCK once serving) and on an eventfd, reads an op only
@@ -75,9 +75,23 @@
 // tasks', and counts and logs that same errno. A Sink reports failure with
 // the sentinels ErrFenced and ErrNotDurable (record.go), both EIO.
 //
-// Data records: a FLUSH, FSYNC or RELEASE of a dirty file emits a record
-// whose content is a view of the file's memfd (Record.Content,
-// content_view.go): the actor dup's the descriptor and reads nothing; the
+// Contents (content.go, arena.go): every access to a file's bytes goes
+// through the content methods of content.go. A file of at most 64 KiB
+// lives in a slot of a shared memfd arena (size classes from 256 B to
+// 64 KiB, 1.5× apart; one arena is a sparse 64 MiB memfd), a larger one in
+// a memfd of its own: descriptors grow with the arenas and the large
+// files, not with the files, and a 1 KiB file costs 1 KiB. arena.go says
+// why size classes and not an extent allocator.
+//
+// Limits (limits.go): out of --capacity, --max-inodes or descriptors, an
+// op answers ENOSPC, never EIO; Effects.Limit names the limit, the loop
+// tells the Observer (LimitHit) and logs it, rate-limited.
+//
+// Data records: a FLUSH, FSYNC or RELEASE of a dirty file emits a record.
+// A small file's record carries a copy of its slot's bytes (at most
+// 64 KiB, taken on the actor). A large file's content is a view of its
+// memfd (Record.Content, content_view.go): the actor dup's the descriptor
+// and reads nothing; the
 // sink reads the view on its own goroutine and releases it, closing the
 // view's descriptor there — the one descriptor that leaves the actor, and
 // one the actor never uses. A change to the file while its view is unread
@@ -103,8 +117,9 @@
 // the kernel (nlookup) or a handle holds it, as after a local unlink.
 // AppliedLSN publishes the state's LSN to other goroutines.
 //
-// Release: NewServer takes memfds (one per file of the snapshot), an
-// eventfd and the notify workers. ServeOps releases them all when it
+// Release: NewServer takes memfds (the arenas and the large files of the
+// snapshot), an eventfd and the notify workers. ServeOps releases them all
+// when it
 // returns (and stops the watchdog, which starts only there); a Server
 // whose ServeOps never ran (the mount failed after NewServer) is released
 // by Server.Close, which is idempotent (server.go).

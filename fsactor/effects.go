@@ -54,6 +54,11 @@ type Effects struct {
 	// handle alone, and the loop puts the inode in the op's access-log
 	// line.
 	Released uint64
+
+	// Limit names the limit the step ran out of (it answered ENOSPC), or
+	// LimitNone. Order: after the reply, the loop tells the Observer and
+	// logs it (rate-limited: limits.go).
+	Limit Limit
 }
 
 // Reset empties the buffer for the next step, keeping its capacity. It
@@ -64,7 +69,7 @@ func (e *Effects) Reset() {
 	e.Records = e.Records[:0]
 	clear(e.Notes)
 	e.Notes = e.Notes[:0]
-	e.Err, e.WaitLSN, e.Released = 0, 0, 0
+	e.Err, e.WaitLSN, e.Released, e.Limit = 0, 0, 0, LimitNone
 }
 
 // Empty reports whether the buffer asks for nothing.

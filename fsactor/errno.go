@@ -15,9 +15,9 @@ import (
 //     else they wrap: the op's change is applied, its durability unknown;
 //   - an errno (bare or wrapped) is the kernel's own answer (EFBIG,
 //     EINVAL, EOPNOTSUPP, ENOENT, ...), passed through, except that
-//     running out of descriptors (EMFILE, ENFILE) answers EMFILE, running
-//     out of memory (ENOMEM, and ENOSPC, EDQUOT from shmem) answers ENOSPC
-//     (the volume is full), and errno 0 answers EIO;
+//     running out of descriptors (EMFILE, ENFILE) or of memory (ENOMEM,
+//     and ENOSPC, EDQUOT from shmem) answers ENOSPC: the volume is full
+//     (limits.go says why not EMFILE), and errno 0 answers EIO;
 //   - anything else answers EIO.
 //
 // Handlers call it where a memfd system call fails; the loop calls it on
@@ -36,9 +36,7 @@ func errnoOf(err error) syscall.Errno {
 		return syscall.EIO
 	}
 	switch e {
-	case syscall.EMFILE, syscall.ENFILE:
-		return syscall.EMFILE
-	case syscall.ENOMEM, syscall.ENOSPC, syscall.EDQUOT:
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.ENOSPC, syscall.EDQUOT:
 		return syscall.ENOSPC
 	case 0:
 		return syscall.EIO

@@ -34,8 +34,8 @@ func TestErrnoOf(t *testing.T) {
 		{"EOPNOTSUPP", syscall.EOPNOTSUPP, syscall.EOPNOTSUPP},
 		{"EIO", syscall.EIO, syscall.EIO},
 		// memfd system calls: out of descriptors, out of memory.
-		{"EMFILE", syscall.EMFILE, syscall.EMFILE},
-		{"ENFILE", syscall.ENFILE, syscall.EMFILE},
+		{"EMFILE", syscall.EMFILE, syscall.ENOSPC},
+		{"ENFILE", syscall.ENFILE, syscall.ENOSPC},
 		{"ENOMEM", syscall.ENOMEM, syscall.ENOSPC},
 		{"ENOSPC", syscall.ENOSPC, syscall.ENOSPC},
 		{"EDQUOT", syscall.EDQUOT, syscall.ENOSPC},

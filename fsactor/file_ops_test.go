@@ -158,47 +158,21 @@ func memfdErrno(t *testing.T, mode uint32, off, n int64) syscall.Errno {
 	return errnoOf(memfdFallocate(fd, mode, off, n))
 }
 
+// TestFallocateModes runs every mode on a small file (an arena slot) and
+// a large one (a memfd of its own): each answers what the memfd's own
+// fallocate answers, but ZERO_RANGE, which spoolfs does itself (tmpfs has
+// none).
 func TestFallocateModes(t *testing.T) {
 	const (
 		keep  = unix.FALLOC_FL_KEEP_SIZE
 		punch = unix.FALLOC_FL_PUNCH_HOLE
+		zero  = unix.FALLOC_FL_ZERO_RANGE
 	)
-	modes := []uint32{0, keep, punch | keep, punch, unix.FALLOC_FL_ZERO_RANGE,
-		unix.FALLOC_FL_ZERO_RANGE | keep, unix.FALLOC_FL_COLLAPSE_RANGE, unix.FALLOC_FL_INSERT_RANGE, 0x80}
-	for _, mode := range modes {
-		h := newHarness(t, Config{})
-		ino, fh := h.create(rootIno, "f")
-		h.write(ino, fh, 0, strings.Repeat("a", 12288))
-		h.take()
-		got := h.errno(&fuseops.FallocateOp{Inode: id(ino), Handle: fuseops.HandleID(fh), Offset: 4096, Length: 16384, Mode: mode})
-		if want := memfdErrno(t, mode, 4096, 16384); got != want {
-			t.Errorf("mode %#x: %v, memfd says %v", mode, got, want)
-		}
-		if got != 0 {
-			continue
-		}
-		size := h.attr(ino).Size
-		switch {
-		case mode == 0:
-			if size != 4096+16384 {
-				t.Errorf("mode 0: size %d", size)
-			}
-		case mode&keep != 0:
-			if size != 12288 {
-				t.Errorf("mode %#x: size %d", mode, size)
-			}
-		}
-		if mode == punch|keep {
-			want := strings.Repeat("a", 4096) + strings.Repeat("\x00", 8192)
-			if r := h.read(ino, fh, 0, 20000); r != want {
-				t.Errorf("punched content wrong (%d bytes)", len(r))
-			}
-			if h.st.inodes[ino].allocated > 4096 {
-				t.Errorf("punch kept %d bytes allocated", h.st.inodes[ino].allocated)
-			}
-		}
-		if !h.st.inodes[ino].dirty {
-			t.Errorf("mode %#x: not dirty", mode)
+	modes := []uint32{0, keep, punch | keep, punch, zero, zero | keep,
+		unix.FALLOC_FL_COLLAPSE_RANGE, unix.FALLOC_FL_INSERT_RANGE, 0x80}
+	for _, big := range []bool{false, true} {
+		for _, mode := range modes {
+			fallocateMode(t, mode, big)
 		}
 	}
 	// An invalid range is the memfd's answer too.
@@ -206,6 +180,55 @@ func TestFallocateModes(t *testing.T) {
 	ino, _ := h.create(rootIno, "f")
 	h.wantErrno(syscall.EINVAL, &fuseops.FallocateOp{Inode: id(ino), Offset: 0, Length: 0})
 	h.wantErrno(syscall.EFBIG, &fuseops.FallocateOp{Inode: id(ino), Offset: maxDataEnd, Length: 1})
+}
+
+// fallocateMode runs mode on [4096, 20480) of a file of 12288 bytes "a":
+// in an arena slot, or (big) in a memfd of its own.
+func fallocateMode(t *testing.T, mode uint32, big bool) {
+	const keep, punch, zero = unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_PUNCH_HOLE, unix.FALLOC_FL_ZERO_RANGE
+	h := newHarness(t, Config{})
+	ino, fh := h.create(rootIno, "f")
+	h.write(ino, fh, 0, strings.Repeat("a", 12288))
+	if big { // grown past arenaMax and back: the memfd stays
+		h.must(&fuseops.SetInodeAttributesOp{Inode: id(ino), Size: ptr(uint64(arenaMax + 1))})
+		h.must(&fuseops.SetInodeAttributesOp{Inode: id(ino), Size: ptr(uint64(12288))})
+	}
+	if in := h.st.inodes[ino]; (in.fd >= 0) != big || (in.slot.a != nil) == big {
+		t.Fatalf("big %v: fd %d slot %v", big, in.fd, in.slot.a != nil)
+	}
+	h.take()
+	got := h.errno(&fuseops.FallocateOp{Inode: id(ino), Handle: fuseops.HandleID(fh), Offset: 4096, Length: 16384, Mode: mode})
+	want := memfdErrno(t, mode, 4096, 16384)
+	if mode&^keep == zero {
+		want = 0
+	}
+	if got != want {
+		t.Errorf("big %v mode %#x: %v, memfd says %v", big, mode, got, want)
+	}
+	if got != 0 {
+		return
+	}
+	size := h.attr(ino).Size
+	switch {
+	case mode&keep == 0:
+		if size != 4096+16384 {
+			t.Errorf("big %v mode %#x: size %d", big, mode, size)
+		}
+	case size != 12288:
+		t.Errorf("big %v mode %#x: size %d", big, mode, size)
+	}
+	if mode&(punch|zero) != 0 {
+		want := strings.Repeat("a", 4096) + strings.Repeat("\x00", int(size)-4096)
+		if r := h.read(ino, fh, 0, 40000); r != want {
+			t.Errorf("big %v mode %#x: content wrong (%d bytes)", big, mode, len(r))
+		}
+	}
+	if mode == punch|keep && big && h.st.inodes[ino].allocated > 4096 {
+		t.Errorf("punch kept %d bytes allocated", h.st.inodes[ino].allocated)
+	}
+	if !h.st.inodes[ino].dirty {
+		t.Errorf("big %v mode %#x: not dirty", big, mode)
+	}
 }
 
 func TestAppend(t *testing.T) {
@@ -309,13 +332,24 @@ func TestFlushShipsDirtyData(t *testing.T) {
 	if recs := h.take(); len(recs) != 1 || recs[0].Op != RecData || string(recs[0].Data) != "M" {
 		t.Fatalf("release records %+v", recs)
 	}
-	// A data record is the content at its LSN: a write after the flush,
-	// while the record's view is unread, copies the file first (counted)
-	// and does not change the record.
+	// A small file's data record carries its bytes, copied on the actor
+	// from its arena slot: no view.
 	fh = h.open(ino, syscall.O_RDWR)
 	h.write(ino, fh, 0, "X")
 	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
-	rec := h.takeRaw()[0]
+	if rec := h.takeRaw()[0]; rec.Content != nil || string(rec.Data) != "X" || !rec.Partial {
+		t.Fatalf("small file's data record %+v", rec)
+	}
+	// A large file's (a memfd of its own) carries a view. A data record is
+	// the content at its LSN: a write after the flush, while the record's
+	// view is unread, copies the file first (counted) and does not change
+	// the record.
+	ino, fh = h.create(rootIno, "big")
+	h.write(ino, fh, 0, "Xessage!")
+	h.must(&fuseops.SetInodeAttributesOp{Inode: id(ino), Size: ptr(uint64(arenaMax + 1))})
+	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
+	recs = h.takeRaw()
+	rec := recs[len(recs)-1]
 	if rec.Content == nil || rec.Data != nil {
 		t.Fatalf("data record without a content view: %+v", rec)
 	}
@@ -324,8 +358,8 @@ func TestFlushShipsDirtyData(t *testing.T) {
 		t.Fatalf("%d copies after a write under a live view, want 1", n)
 	}
 	readContent(t, rec)
-	if string(rec.Data) != "X" {
-		t.Fatalf("record changed under the sink: %q", rec.Data)
+	if !bytes.HasPrefix(rec.Data, []byte("Xessage!")) {
+		t.Fatalf("record changed under the sink: %q", rec.Data[:8])
 	}
 	if got := h.read(ino, fh, 0, 8); got != "Yessage!" {
 		t.Fatalf("file reads %q after the copy", got)
@@ -418,14 +452,17 @@ func TestMaxInodes(t *testing.T) {
 	h.must(&fuseops.CreateLinkOp{Parent: rootIno, Name: "b2", Target: id(b)})
 }
 
-// TestOutOfDescriptors lowers the open-file limit until memfd_create fails:
-// the writer gets EMFILE and nothing breaks.
+// TestOutOfDescriptors lowers the open-file limit until memfd_create fails
+// for large files: the writer gets ENOSPC (the descriptors limit, named in
+// the effects) and nothing breaks; small files, in arenas, still write.
 func TestOutOfDescriptors(t *testing.T) {
 	var old unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
 		t.Fatal(err)
 	}
 	h := newHarness(t, Config{})
+	warm, wfh := h.create(rootIno, "warm")
+	h.write(warm, wfh, 0, "x") // the 256-byte class has its arena
 	low := old
 	low.Cur = 64
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
@@ -435,13 +472,19 @@ func TestOutOfDescriptors(t *testing.T) {
 	var hit bool
 	for i := 0; i < 100 && !hit; i++ {
 		ino, fh := h.create(rootIno, strings.Repeat("f", 1+i))
-		switch e := h.errno(&fuseops.WriteFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh), Data: []byte("x")}); e {
+		big := &fuseops.WriteFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh), Offset: arenaMax, Data: []byte("x")}
+		switch e := h.errno(big); e {
 		case 0:
-		case syscall.EMFILE:
+		case syscall.ENOSPC:
 			hit = true
-			if a := h.attr(ino); a.Size != 0 || h.st.inodes[ino].fd != -1 {
+			if h.limit != LimitDescriptors {
+				t.Fatalf("limit %v, want descriptors", h.limit)
+			}
+			if a := h.attr(ino); a.Size != 0 || h.st.inodes[ino].hasContent() {
 				t.Fatalf("failed write left %+v", a)
 			}
+			small, sfh := h.create(rootIno, "small")
+			h.write(small, sfh, 0, "fits an arena")
 		default:
 			t.Fatalf("write: %v", e)
 		}
@@ -457,14 +500,14 @@ func TestOutOfDescriptors(t *testing.T) {
 func TestDataRecordWithoutDescriptors(t *testing.T) {
 	h := newHarness(t, Config{})
 	ino, fh := h.create(rootIno, "f")
-	h.write(ino, fh, 0, "message")
+	h.write(ino, fh, arenaMax, "message")
 	h.take()
 	dup := dupFD
 	dupFD = func(int) (int, error) { return -1, syscall.EMFILE }
 	t.Cleanup(func() { dupFD = dup })
 	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
 	r := h.takeRaw()[0]
-	if r.Content != nil || string(r.Data) != "message" || h.st.InlineContents() != 1 {
+	if r.Content != nil || !bytes.HasSuffix(r.Data, []byte("message")) || h.st.InlineContents() != 1 {
 		t.Fatalf("record %+v, %d inline contents; want the bytes in the record, 1", r, h.st.InlineContents())
 	}
 }

@@ -30,6 +30,9 @@ func (st *State) invariantsErr() error {
 	if err := st.checkSpare(); err != nil {
 		return err
 	}
+	if err := st.checkArenas(); err != nil {
+		return err
+	}
 	if err := st.checkEffects(); err != nil {
 		return err
 	}
@@ -124,7 +127,7 @@ func (st *State) checkInode(ino uint64, in *inode, links uint32) error {
 	if !in.isSymlink() && in.target != "" || in.isSymlink() && in.attr.Size != uint64(len(in.target)) {
 		return fmt.Errorf("symlink target %q, size %d", in.target, in.attr.Size)
 	}
-	if !in.isReg() && (in.fd >= 0 || in.dirty) {
+	if !in.isReg() && (in.hasContent() || in.dirty) {
 		return fmt.Errorf("a %#o has content or is dirty", in.fileType())
 	}
 	if err := in.dirtyRangesErr(); err != nil {
@@ -160,11 +163,12 @@ func checkNlink(ino uint64, in *inode, links uint32) error {
 	return nil
 }
 
-// checkContent checks a memfd against the size and allocation recorded.
+// checkContent checks a file's storage against the size and allocation
+// recorded.
 func (st *State) checkContent(in *inode) error {
 	if in.frozen {
-		if in.fd < 0 || st.snap == nil {
-			return fmt.Errorf("frozen without a memfd (%d) or a streamed snapshot (%v)", in.fd, st.snap != nil)
+		if !in.hasContent() || st.snap == nil {
+			return fmt.Errorf("frozen without content (%v) or a streamed snapshot (%v)", in.hasContent(), st.snap != nil)
 		}
 		if _, ok := st.snap.sizes[in.ino]; !ok {
 			return errors.New("frozen but not in the streamed snapshot")
@@ -173,9 +177,12 @@ func (st *State) checkContent(in *inode) error {
 	if in.view != nil && in.fd < 0 {
 		return errors.New("a content view without a memfd")
 	}
-	if in.fd < 0 {
+	switch {
+	case in.slot.a != nil:
+		return checkSlot(in)
+	case in.fd < 0:
 		if in.allocated != 0 {
-			return fmt.Errorf("no memfd but %d bytes allocated", in.allocated)
+			return fmt.Errorf("no content but %d bytes allocated", in.allocated)
 		}
 		return nil
 	}
@@ -185,6 +192,105 @@ func (st *State) checkContent(in *inode) error {
 	}
 	if uint64(size) != in.attr.Size || alloc != in.allocated {
 		return fmt.Errorf("memfd size %d alloc %d, attr size %d alloc %d", size, alloc, in.attr.Size, in.allocated)
+	}
+	return nil
+}
+
+// checkSlot checks a slot file: no memfd, the size within the slot, the
+// slot's size as its allocation, zeros past the size.
+func checkSlot(in *inode) error {
+	s := in.slot
+	switch {
+	case in.fd >= 0:
+		return fmt.Errorf("memfd %d and an arena slot", in.fd)
+	case in.attr.Size > uint64(s.size()) || s.size() > arenaMax:
+		return fmt.Errorf("size %d in a slot of %d", in.attr.Size, s.size())
+	case in.allocated != s.size():
+		return fmt.Errorf("slot of %d, %d allocated", s.size(), in.allocated)
+	case s.idx < 0 || s.idx >= s.a.next:
+		return fmt.Errorf("slot %d of an arena that handed out %d", s.idx, s.a.next)
+	}
+	return checkZero(s, int64(in.attr.Size), s.size())
+}
+
+// checkZero checks that [from, to) of a slot reads zeros.
+func checkZero(s slot, from, to int64) error {
+	if from >= to {
+		return nil
+	}
+	buf := make([]byte, to-from)
+	if err := slotRead(s, buf, from); err != nil {
+		return err
+	}
+	for i, b := range buf {
+		if b != 0 {
+			return fmt.Errorf("slot byte %d (past the size) is %#x", from+int64(i), b)
+		}
+	}
+	return nil
+}
+
+// checkArenas checks the arenas' accounting: every slot in use is named
+// once (by an inode or the streamed snapshot), each arena's count of
+// slots in use adds up, free slots are named by nobody and read zeros.
+func (st *State) checkArenas() error {
+	named := make(map[slot]uint64)
+	name := func(s slot, who uint64) error {
+		if other, dup := named[s]; dup {
+			return fmt.Errorf("arena slot %d of class %d named by %d and %d", s.idx, s.a.class, other, who)
+		}
+		named[s] = who
+		return nil
+	}
+	for ino, in := range st.inodes {
+		if in.slot.a != nil {
+			if err := name(in.slot, ino); err != nil {
+				return err
+			}
+		}
+	}
+	if st.snap != nil {
+		for ino, c := range st.snap.moved {
+			if c.slot.a != nil {
+				if err := name(c.slot, ino); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	inUse := make(map[*arena]int32)
+	for s := range named {
+		inUse[s.a]++
+	}
+	return st.checkArenaCounts(named, inUse)
+}
+
+// checkArenaCounts checks each arena's counts and free slots against the
+// slots named.
+func (st *State) checkArenaCounts(named map[slot]uint64, inUse map[*arena]int32) error {
+	count := 0
+	for c := range st.arenas.classes {
+		free := make(map[*arena]int32)
+		for _, s := range st.arenas.free[c] {
+			if _, ok := named[s]; ok || int(s.a.class) != c || s.idx >= s.a.next {
+				return fmt.Errorf("free slot %d of class %d is in use or out of range", s.idx, c)
+			}
+			free[s.a]++
+			if err := checkZero(s, 0, s.size()); err != nil {
+				return fmt.Errorf("free %w", err)
+			}
+		}
+		for _, a := range st.arenas.classes[c] {
+			count++
+			if int(a.class) != c || a.inUse != inUse[a] || a.inUse+a.leaked+free[a] > a.next ||
+				int64(a.next) > arenaBytes/slotSizes[c] {
+				return fmt.Errorf("arena of class %d: %d in use (named %d), %d free, %d handed out",
+					c, a.inUse, inUse[a], free[a], a.next)
+			}
+		}
+	}
+	if count != st.arenas.count {
+		return fmt.Errorf("%d arenas, counted %d", count, st.arenas.count)
 	}
 	return nil
 }

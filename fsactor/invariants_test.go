@@ -24,14 +24,15 @@ func TestInvariantsCatchCorruption(t *testing.T) {
 		"handles":      func(st *State, tr tree) { st.inodes[tr.f].openHandles++ },
 		"handle inode": func(st *State, tr tree) { st.handles[777] = handle{ino: 999}; st.nextHandle = 1000 },
 		"used":         func(st *State, tr tree) { st.used++ },
-		"size":         func(st *State, tr tree) { st.inodes[tr.f].attr.Size++ },
+		"size":         func(st *State, tr tree) { st.inodes[tr.f].attr.Size-- }, // a byte past the size
+		"slot shared":  func(st *State, tr tree) { st.inodes[tr.df].slot = st.inodes[tr.f].slot },
 		"symlink":      func(st *State, tr tree) { st.inodes[tr.l].target = "longer" },
 		"dirty fifo":   func(st *State, tr tree) { st.inodes[tr.p].dirty = true },
 		"next ino":     func(st *State, tr tree) { st.nextIno = 2 },
 		"xattr order":  func(st *State, tr tree) { st.inodes[tr.f].xattrs = []xattr{{name: "b"}, {name: "a"}} },
 		"root kind":    func(st *State, tr tree) { st.inodes[rootIno].dir = nil },
 		"spare": func(st *State, tr tree) {
-			fd, _ := unix.Dup(st.inodes[tr.f].fd)
+			fd, _ := unix.Dup(st.inodes[tr.f].slot.a.fd)
 			st.spare = append(st.spare, fd)
 		},
 		"tombstones":    func(st *State, tr tree) { st.inodes[rootIno].dir.tombs++ },

@@ -100,6 +100,7 @@ type loop struct {
 	tasks   int              // tasks started and not yet done
 	fenced  bool             // SetReadOnly done after ErrFenced or a call
 	inv     invariantChecker // -tags invariants: the pacing of the checks after each step
+	limits  limitLog         // the rate limit of the log lines about limits hit
 }
 
 // loopConfig carries what newLoop needs beyond the state and the sink.
@@ -315,6 +316,9 @@ func (l *loop) apply(eff *Effects, ev *event, k opKind, oc *fuseops.OpContext) {
 	}
 	for _, n := range eff.Notes {
 		l.notify.post(n)
+	}
+	if eff.Limit != LimitNone {
+		l.limitHit(eff.Limit, time.Now())
 	}
 	eff.Reset()
 }

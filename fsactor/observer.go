@@ -29,6 +29,9 @@ type Observer interface {
 	// NotifyDone: a kernel notification was written (or failed) d after
 	// the actor queued it.
 	NotifyDone(d time.Duration)
+	// LimitHit: an op answered ENOSPC because the volume ran out of limit
+	// (its name: LimitNames()[limit]). Called on the actor.
+	LimitHit(limit int)
 }
 
 // Outcomes of a durability wait (Observer.WaitDone), indices into
@@ -73,6 +76,7 @@ type nopObserver struct{}
 func (nopObserver) OpDone(int, time.Duration)        {}
 func (nopObserver) WaitDone(int, int, time.Duration) {}
 func (nopObserver) NotifyDone(time.Duration)         {}
+func (nopObserver) LimitHit(int)                     {}
 
 // Memory is what a volume's actor holds in memory, in bytes.
 type Memory struct {
@@ -89,7 +93,9 @@ func (st *State) Memory() Memory {
 	m := Memory{Contents: st.used}
 	if st.snap != nil {
 		for _, c := range st.snap.moved {
-			if _, alloc, err := memfdStat(c.fd); err == nil {
+			if c.slot.a != nil {
+				m.Snapshots += c.slot.size()
+			} else if _, alloc, err := memfdStat(c.fd); err == nil {
 				m.Snapshots += alloc
 			}
 		}

@@ -49,7 +49,7 @@ type Config struct {
 
 	// Capacity is the byte total statfs reports and writes are held to
 	// (ENOSPC beyond it); MaxInodes likewise for inodes. 0 means: derive
-	// from the machine (memory for bytes, open-file limit for inodes).
+	// from the machine (memory for bytes, one inode per 8 KiB of it).
 	Capacity  uint64
 	MaxInodes uint64
 

@@ -94,7 +94,7 @@ func (st *State) endSnapshot() {
 		return
 	}
 	for _, c := range ses.moved {
-		c.closeContent()
+		st.releaseMoved(c)
 	}
 	for ino := range ses.sizes {
 		if in := st.inodes[ino]; in != nil {
@@ -109,23 +109,15 @@ func (st *State) endSnapshot() {
 func (st *State) thaw(in *inode) syscall.Errno {
 	fd, err := st.newMemfd()
 	if err != nil {
-		return errnoOf(err)
+		return st.storageErr(err)
 	}
 	if err := memfdCopy(fd, in.fd, int64(in.attr.Size)); err != nil {
 		memfdClose(fd)
 		return errnoOf(err)
 	}
-	st.moveToSnapshot(in)
+	st.dropContent(in) // frozen: the memfd goes to the snapshot
 	in.fd = fd
 	return st.remeasure(in)
-}
-
-// moveToSnapshot hands a frozen file's memfd to the streamed snapshot;
-// the file has none afterwards.
-func (st *State) moveToSnapshot(in *inode) {
-	st.snap.moved[in.ino] = content{fd: in.fd}
-	st.used -= in.allocated
-	in.content = noContent
 }
 
 // StreamSnapshot takes a streamed snapshot (see snapSession): the inodes

@@ -109,6 +109,10 @@ type State struct {
 	// teardown of its tmpfs inode (about 40% of the state's work on a
 	// message). INVARIANT: every spare memfd has size 0, at most maxSpare.
 	spare []int
+	// arenas hold the small files' contents (arena.go).
+	arenas arenas
+	// buf is the actor's buffer for moving a slot's bytes (copyBuf).
+	buf []byte
 	// snap is the streamed snapshot in progress, or nil
 	// (snapshot_stream.go).
 	snap *snapSession
@@ -165,7 +169,9 @@ func NewState(cfg Config, snap *Snapshot) (*State, error) {
 }
 
 // limits derives Capacity and MaxInodes when the config leaves them 0:
-// the machine's memory, and the open-file limit (contents hold memfds).
+// the machine's memory, and one inode per 8 KiB of it (tmpfs's default,
+// half the pages). Inodes no longer follow the open-file limit: small
+// files share memfd arenas (arena.go).
 func limits(cfg Config) (capacity int64, maxInodes uint64) {
 	capacity = int64(min(cfg.Capacity, math.MaxInt64))
 	if capacity == 0 {
@@ -179,14 +185,13 @@ func limits(cfg Config) (capacity int64, maxInodes uint64) {
 	}
 	maxInodes = cfg.MaxInodes
 	if maxInodes == 0 {
-		var rl unix.Rlimit
-		if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
-			maxInodes = min(rl.Cur, 1<<32)
-		}
-		maxInodes = max(maxInodes, 1024)
+		maxInodes = max(uint64(capacity)/defaultBytesPerInode, 1024)
 	}
 	return capacity, maxInodes
 }
+
+// defaultBytesPerInode is the capacity per inode when --max-inodes is 0.
+const defaultBytesPerInode = 8 << 10
 
 // newRoot makes the root directory of a new volume.
 func (st *State) newRoot(now time.Time) {
@@ -277,6 +282,7 @@ func (st *State) Close() {
 		}
 		st.snap = nil
 	}
+	st.closeArenas()
 	st.inodes, st.handles, st.spare = nil, nil, nil
 }
 

@@ -40,6 +40,7 @@ type harness struct {
 	recs  []*Record // records taken from the Effects since the last take
 	notes []Note    // notes taken from the Effects since the last takeNotes
 	next  uint64    // the LSN the next record must carry
+	limit Limit     // the limit the last step hit (Effects.Limit)
 	now   time.Time
 	c     Caller
 }
@@ -111,6 +112,7 @@ func (h *harness) collect() {
 	}
 	h.recs = append(h.recs, eff.Records...)
 	h.notes = append(h.notes, eff.Notes...)
+	h.limit = eff.Limit
 	eff.Reset()
 }
 

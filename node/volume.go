@@ -119,7 +119,7 @@ func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Serv
 		Log:                   v.log.Named("fsactor"),
 		AccessLog:             o.AccessLog,
 		Watchdog:              o.Watchdog,
-		Observer:              metrics.Default.Actor(o.Volume, fsactor.OpNames(), fsactor.WaitOutcomes()),
+		Observer:              metrics.Default.Actor(o.Volume, fsactor.OpNames(), fsactor.WaitOutcomes(), fsactor.LimitNames()),
 	}, sink, snap)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", o.Volume, err)

@@ -65,7 +65,7 @@ return once --w replicas hold the change (EIO after --flush-timeout). With
 	fl.DurationVar(&f.opts.EntryTimeout, "entry-timeout", f.opts.EntryTimeout, "how long the kernel caches names (the primary is the only writer)")
 	fl.DurationVar(&f.opts.AttrTimeout, "attr-timeout", f.opts.AttrTimeout, "how long the kernel caches attributes")
 	fl.Var(&f.capacity, "capacity", "bytes the volume may hold, e.g. 1GiB (0: from the machine's memory)")
-	fl.Uint64Var(&f.opts.MaxInodes, "max-inodes", 0, "inodes the volume may hold (0: from the open-file limit)")
+	fl.Uint64Var(&f.opts.MaxInodes, "max-inodes", 0, "inodes the volume may hold (0: one per 8 KiB of capacity)")
 	fl.DurationVar(&f.opts.FlushTimeout, "flush-timeout", f.opts.FlushTimeout, "how long close/fsync/rename wait for replicas before EIO")
 	fl.DurationVar(&f.opts.UnmountTimeout, "unmount-timeout", f.opts.UnmountTimeout, "how long a stop retries a busy unmount before a lazy one")
 	fl.BoolVar(&f.opts.AccessLog, "access-log", false, "log one line per FUSE op")
@@ -143,7 +143,7 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 	if limitErr != nil {
 		log.Warn("could not raise the open file limit", zap.Error(limitErr))
 	}
-	log.Info("open file limit (one descriptor per non-empty file)", limit.Fields()...)
+	log.Info("open file limit (one descriptor per memfd arena and per file above 64 KiB)", limit.Fields()...)
 	if child != nil {
 		return serveChild(v, child, f.launch, sigs, log)
 	}

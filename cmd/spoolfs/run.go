@@ -93,7 +93,7 @@ func runNode(c *cobra.Command, f *runFlags) error {
 	if limitErr != nil {
 		log.Warn("could not raise the open file limit", zap.Error(limitErr))
 	}
-	log.Info("open file limit (one descriptor per non-empty file)", limit.Fields()...)
+	log.Info("open file limit (one descriptor per memfd arena and per file above 64 KiB)", limit.Fields()...)
 
 	sigs := make(chan os.Signal, 2)
 	defer process.NotifyStop(sigs, log)()

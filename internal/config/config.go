@@ -50,7 +50,7 @@ type Volume struct {
 	LogBytes       ByteSize      `yaml:"log_bytes"`       // 0: 64 MiB
 	Options        List          `yaml:"options"`         // mount options, as -o
 	Capacity       ByteSize      `yaml:"capacity"`        // 0: from the machine
-	MaxInodes      uint64        `yaml:"max_inodes"`      // 0: from the open-file limit
+	MaxInodes      uint64        `yaml:"max_inodes"`      // 0: one per 8 KiB of capacity
 	RootMode       string        `yaml:"root_mode"`       // octal, a new volume's root; default 0755
 	RootOwner      string        `yaml:"root_owner"`      // UID:GID; default: this process's
 	AccessLog      bool          `yaml:"access_log"`

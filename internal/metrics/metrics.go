@@ -36,6 +36,7 @@ type Set struct {
 	fuseOp  *prometheus.HistogramVec // volume, op
 	waits   *prometheus.HistogramVec // volume, op, outcome
 	notify  *prometheus.HistogramVec // volume
+	limits  *prometheus.CounterVec   // volume, limit
 	acks    *prometheus.HistogramVec // volume, replica
 	shipped *prometheus.CounterVec   // volume
 	dataRec *prometheus.CounterVec   // volume, kind
@@ -88,6 +89,9 @@ func New() *Set {
 		delay: h("spoolfs_follower_apply_delay_seconds",
 			"A follower's batches of records: from the oldest being durable on the source replica to the batch applied and its kernel notes queued (the source's clock against ours).",
 			WaitBuckets, "volume"),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "spoolfs_limit_hits_total",
+			Help: "Ops answered ENOSPC because the volume ran out of a limit: capacity (--capacity), inodes (--max-inodes), descriptors (the open-file limit)."},
+			[]string{"volume", "limit"}),
 		build: buildInfo(),
 	}
 }
@@ -107,7 +111,7 @@ func (s *Set) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (s *Set) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.fuseOp, s.waits, s.notify, s.acks, s.shipped, s.dataRec, s.fenced, s.fsync, s.batches, s.applied, s.delay, s.build}
+	return []prometheus.Collector{s.fuseOp, s.waits, s.notify, s.acks, s.shipped, s.dataRec, s.fenced, s.fsync, s.batches, s.applied, s.delay, s.limits, s.build}
 }
 
 // Fenced counts one fencing event of volume.
@@ -139,12 +143,20 @@ type Actor struct {
 	ops    []prometheus.Observer   // by op index
 	waits  [][]prometheus.Observer // by op index, then outcome index
 	notify prometheus.Observer
+	limits []prometheus.Counter // by limit index
 }
 
-// Actor returns the observer of volume's actor; ops and outcomes name the
-// indices it is given (fsactor.OpNames, fsactor.WaitOutcomes).
-func (s *Set) Actor(volume string, ops, outcomes []string) *Actor {
+// Actor returns the observer of volume's actor; ops, outcomes and limits
+// name the indices it is given (fsactor.OpNames, fsactor.WaitOutcomes,
+// fsactor.LimitNames; the limit at index 0, "none", is not exported).
+func (s *Set) Actor(volume string, ops, outcomes, limits []string) *Actor {
 	a := &Actor{notify: s.notify.WithLabelValues(volume)}
+	for i, l := range limits {
+		a.limits = append(a.limits, nil)
+		if i > 0 {
+			a.limits[i] = s.limits.WithLabelValues(volume, l) // 0 until hit: an alert can name it
+		}
+	}
 	s.fenced.WithLabelValues(volume) // 0 until one happens: an alert can name it
 	for _, op := range ops {
 		a.ops = append(a.ops, s.fuseOp.WithLabelValues(volume, op))
@@ -173,6 +185,13 @@ func (a *Actor) WaitDone(op, outcome int, d time.Duration) {
 
 // NotifyDone implements fsactor.Observer.
 func (a *Actor) NotifyDone(d time.Duration) { a.notify.Observe(d.Seconds()) }
+
+// LimitHit implements fsactor.Observer.
+func (a *Actor) LimitHit(limit int) {
+	if limit > 0 && limit < len(a.limits) {
+		a.limits[limit].Inc()
+	}
+}
 
 // WaitTotal is the count and total time of one outcome's durability waits.
 type WaitTotal struct {

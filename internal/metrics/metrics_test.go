@@ -15,13 +15,23 @@ import (
 // actor calls it on every reply.
 func TestActorObserves(t *testing.T) {
 	s := New()
-	a := s.Actor("v", []string{"unknown", "lookup", "flush"}, []string{"ok", "not_durable", "fenced"})
+	a := s.Actor("v", []string{"unknown", "lookup", "flush"}, []string{"ok", "not_durable", "fenced"},
+		[]string{"none", "capacity", "inodes"})
 	a.OpDone(1, 30*time.Microsecond)
 	a.OpDone(2, 3*time.Millisecond)
 	a.WaitDone(2, 1, 30*time.Second)
 	a.NotifyDone(time.Microsecond)
 	a.OpDone(99, time.Second) // out of range: ignored, no panic
 	a.WaitDone(2, 7, time.Second)
+	a.LimitHit(2)
+	a.LimitHit(0) // none, and out of range: ignored
+	a.LimitHit(9)
+	if n := testutil.CollectAndCount(s, "spoolfs_limit_hits_total"); n != 2 {
+		t.Errorf("%d limit series, want 2 (capacity, inodes: made up front)", n)
+	}
+	if v := testutil.ToFloat64(s.limits.WithLabelValues("v", "inodes")); v != 1 {
+		t.Errorf("inodes limit hits %v, want 1", v)
+	}
 	if n := testutil.CollectAndCount(s, "spoolfs_fuse_op_duration_seconds"); n != 3 {
 		t.Errorf("%d op series, want 3 (one per op, made up front)", n)
 	}
@@ -42,6 +52,7 @@ func TestActorObserves(t *testing.T) {
 		a.OpDone(1, time.Millisecond)
 		a.WaitDone(2, 0, time.Millisecond)
 		a.NotifyDone(time.Microsecond)
+		a.LimitHit(1)
 	})
 	if allocs != 0 {
 		t.Errorf("%.1f allocations per observation", allocs)

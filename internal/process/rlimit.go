@@ -24,8 +24,9 @@ func (l FileLimit) Fields() []zap.Field {
 
 // RaiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit, and as
 // root (or with CAP_SYS_RESOURCE) first raises the hard limit to
-// fs.nr_open: every non-empty file of a volume holds one memfd descriptor,
-// so this limit bounds the number of files with content. The caller logs
+// fs.nr_open: a volume holds a memfd descriptor per arena of small files
+// and per file above 64 KiB (fsactor/arena.go), and its data records'
+// views one each while replication reads them. The caller logs
 // the result (it does not log, so errors before the mount stay one line).
 func RaiseFileLimit() (FileLimit, error) {
 	var lim unix.Rlimit

@@ -1,0 +1,333 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
+)
+
+// Scale and limits of issue 13 (fsactor/arena.go, fsactor/limits.go): run
+// on the real binary, built without -race, because 200,000 files through
+// FUSE take minutes under the race detector (docs/testing.md).
+
+// mountSpoolfsNofile mounts like mountSpoolfs with the child's open-file
+// limit set to nofile, soft and hard (prlimit(1) execs the binary: the
+// process is spoolfs itself), and checks that spoolfs kept it (it raises
+// only up to the hard limit without CAP_SYS_RESOURCE).
+func mountSpoolfsNofile(t *testing.T, nofile int, extraArgs ...string) *spoolfsProc {
+	t.Helper()
+	requireMountable(t)
+	needBinary(t)
+	prlimit := testsupport.RequireCmd(t, "prlimit")
+	dir := mountPoint(t)
+	args := []string{fmt.Sprintf("--nofile=%d:%d", nofile, nofile), "--", binPath(), "mount", "--local"}
+	args = append(append(args, extraArgs...), "e2e-"+sanitize(t.Name()), dir)
+	p := &spoolfsProc{Dir: dir, stderr: &testsupport.Buffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(prlimit, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", prlimit, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() { p.stop(t) })
+	if err := p.waitServed(); err != nil {
+		t.Fatalf("spoolfs mount under prlimit: %v\n%s", err, p.stderr.String())
+	}
+	if got := procNofile(t, p.cmd.Process.Pid); got != nofile {
+		testsupport.Unavailable(t, "spoolfs raised its open-file limit to %d (CAP_SYS_RESOURCE): cannot test %d", got, nofile)
+	}
+	return p
+}
+
+// procNofile reads the soft "Max open files" of pid.
+func procNofile(t testing.TB, pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			var soft int
+			fmt.Sscan(rest, &soft)
+			return soft
+		}
+	}
+	t.Fatalf("no open-file limit in /proc/%d/limits", pid)
+	return 0
+}
+
+// procFds counts the descriptors pid holds.
+func procFds(t *testing.T, pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// msgBytes is the content of message k: 1 KiB, different per file.
+func msgBytes(k int) []byte {
+	return bytes.Repeat([]byte(fmt.Sprintf("%08d", k)), 128)
+}
+
+// forEach runs f(k) for k in [0, n) on 8 goroutines and returns the first
+// error.
+func forEach(n int, f func(k int) error) error {
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := w; k < n; k += 8 {
+				if err := f(k); err != nil {
+					once.Do(func() { first = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// TestManySmallFiles: 200,000 non-empty files on a --local mount whose
+// process may open 20,000 descriptors (before memfd arenas the 19,990th
+// failed with EIO): all are written and read back, and the process holds
+// a handful of descriptors.
+func TestManySmallFiles(t *testing.T) {
+	if *flagSubject != "spoolfs" {
+		t.Skip("a limit of spoolfs")
+	}
+	testsupport.SkipShort(t, "200,000 files")
+	const n, nofile = 200_000, 20_000
+	p := mountSpoolfsNofile(t, nofile)
+	for d := range 100 {
+		if err := os.Mkdir(filepath.Join(p.Dir, fmt.Sprintf("d%02d", d)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := func(k int) string { return filepath.Join(p.Dir, fmt.Sprintf("d%02d/m%06d", k%100, k)) }
+	start := time.Now()
+	if err := forEach(n, func(k int) error { return os.WriteFile(path(k), msgBytes(k), 0o640) }); err != nil {
+		t.Fatalf("writing %d files: %v", n, err)
+	}
+	wrote := time.Since(start)
+	fds := procFds(t, p.cmd.Process.Pid)
+	start = time.Now()
+	if err := forEach(n, func(k int) error {
+		b, err := os.ReadFile(path(k))
+		if err == nil && !bytes.Equal(b, msgBytes(k)) {
+			err = fmt.Errorf("%s: %d bytes, not what was written", path(k), len(b))
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("reading back: %v", err)
+	}
+	t.Logf("%d files of 1 KiB: written in %v, read back in %v; spoolfs holds %d descriptors (limit %d)",
+		n, wrote.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), fds, nofile)
+	if fds > 1000 {
+		t.Errorf("spoolfs holds %d descriptors for %d files", fds, n)
+	}
+	var sf unix.Statfs_t
+	if err := unix.Statfs(p.Dir, &sf); err != nil {
+		t.Fatal(err)
+	}
+	if used := (sf.Files - sf.Ffree); used != n+100+1 {
+		t.Errorf("df -i: %d inodes used, want %d", used, n+100+1)
+	}
+	if used := int64(sf.Blocks-sf.Bfree) * sf.Bsize; used != n*1024 {
+		t.Errorf("df: %d bytes used, want %d (1 KiB per file)", used, n*1024)
+	}
+}
+
+// TestLimitsAnswerENOSPC fills a volume past --max-inodes, then past
+// --capacity: creates, then writes answer ENOSPC (never EIO), every file
+// written before reads back intact, df and df -i say what was written,
+// and the metric names each limit.
+func TestLimitsAnswerENOSPC(t *testing.T) {
+	if *flagSubject != "spoolfs" {
+		t.Skip("a limit of spoolfs")
+	}
+	const files, capacity = 300, 256 << 10
+	p := mountSpoolfs(t, "--max-inodes", fmt.Sprint(files+1), "--capacity", fmt.Sprint(capacity))
+	path := func(k int) string { return filepath.Join(p.Dir, fmt.Sprintf("m%04d", k)) }
+	// Inodes: files empty files, then ENOSPC.
+	for k := range files {
+		if err := os.WriteFile(path(k), nil, 0o640); err != nil {
+			t.Fatalf("file %d of %d: %v", k, files, err)
+		}
+	}
+	if err := os.WriteFile(path(files), nil, 0o640); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("create past --max-inodes: %v, want ENOSPC", err)
+	}
+	var sf unix.Statfs_t
+	if err := unix.Statfs(p.Dir, &sf); err != nil || sf.Files != files+1 || sf.Ffree != 0 {
+		t.Fatalf("df -i: %d inodes, %d free (%v); want %d, 0", sf.Files, sf.Ffree, err, files+1)
+	}
+	// Capacity: 1 KiB into each file until the volume is full.
+	full := -1
+	for k := range files {
+		err := writeSync(path(k), msgBytes(k))
+		if errors.Is(err, syscall.ENOSPC) {
+			full = k
+			break
+		}
+		if err != nil {
+			t.Fatalf("write %d: %v, want success or ENOSPC", k, err)
+		}
+	}
+	if full != capacity/1024 {
+		t.Fatalf("ENOSPC at file %d, want %d (%d bytes of capacity, 1 KiB each)", full, capacity/1024, capacity)
+	}
+	if err := unix.Statfs(p.Dir, &sf); err != nil || sf.Blocks*uint64(sf.Bsize) != capacity || sf.Bfree != 0 {
+		t.Fatalf("df: %d blocks of %d, %d free (%v); want %d bytes, 0 free", sf.Blocks, sf.Bsize, sf.Bfree, err, capacity)
+	}
+	for k := range files {
+		want := msgBytes(k)
+		switch {
+		case k == full:
+			continue // the failed write: the kernel's page cache may still show it
+		case k > full:
+			want = nil
+		}
+		if b, err := os.ReadFile(path(k)); err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("file %d: %d bytes (%v), want %d", k, len(b), err, len(want))
+		}
+	}
+	// Deleting makes room again.
+	if err := os.Remove(path(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSync(path(full), msgBytes(full)); err != nil {
+		t.Fatalf("write after a delete: %v", err)
+	}
+	log := p.stderr.String()
+	for _, lim := range []string{`"limit":"inodes"`, `"limit":"capacity"`} {
+		if !strings.Contains(log, lim) {
+			t.Errorf("no log line with %s", lim)
+		}
+	}
+}
+
+var flagScaleFiles = flag.Int("e2e.scalefiles", 1_000_000, "files of BenchmarkScale (make bench-scale)")
+
+// BenchmarkScale is issue 13's benchmark (make bench-scale; not a timed
+// test): e2e.scalefiles files of 1 KiB queued on one --local volume in
+// 100 directories by 8 writers; it reports the time to create, list, read
+// and delete them, the process's RSS and memfd memory, and the
+// descriptors it holds, with every file in place. Figures:
+// docs/benchmarks.md.
+func BenchmarkScale(b *testing.B) {
+	n := *flagScaleFiles
+	p := benchMount(b, "--max-inodes", fmt.Sprint(2*n+1000))
+	for d := range 100 {
+		if err := os.Mkdir(filepath.Join(p.Dir, fmt.Sprintf("d%02d", d)), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	path := func(k int) string { return filepath.Join(p.Dir, fmt.Sprintf("d%02d/m%07d", k%100, k)) }
+	pid := p.cmd.Process.Pid
+	for range b.N {
+		phase := func(name string, f func() error) {
+			start := time.Now()
+			if err := f(); err != nil {
+				b.Fatalf("%s: %v", name, err)
+			}
+			b.ReportMetric(time.Since(start).Seconds(), name+"-s")
+		}
+		phase("create", func() error {
+			return forEach(n, func(k int) error { return os.WriteFile(path(k), msgBytes(k), 0o640) })
+		})
+		rss, memfd, fds := procMemory(b, pid)
+		b.ReportMetric(float64(rss)/(1<<20), "rss-MiB")
+		b.ReportMetric(float64(memfd)/(1<<20), "memfd-MiB")
+		b.ReportMetric(float64(fds), "fds")
+		phase("list", func() error {
+			total := 0
+			for d := range 100 {
+				ents, err := os.ReadDir(filepath.Join(p.Dir, fmt.Sprintf("d%02d", d)))
+				if err != nil {
+					return err
+				}
+				total += len(ents)
+			}
+			if total != n {
+				return fmt.Errorf("listed %d files of %d", total, n)
+			}
+			return nil
+		})
+		phase("read", func() error {
+			return forEach(n, func(k int) error {
+				got, err := os.ReadFile(path(k))
+				if err == nil && !bytes.Equal(got, msgBytes(k)) {
+					err = fmt.Errorf("%s: not what was written", path(k))
+				}
+				return err
+			})
+		})
+		phase("delete", func() error { return forEach(n, func(k int) error { return os.Remove(path(k)) }) })
+	}
+}
+
+// benchMount mounts spoolfs --local for a benchmark, stopped at its end.
+func benchMount(b *testing.B, extraArgs ...string) *spoolfsProc {
+	b.Helper()
+	requireMountable(b)
+	needBinary(b)
+	dir, err := os.MkdirTemp("", "bench-scale")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.Remove(dir) })
+	p, err := startSpoolfs(dir, "e2e-bench-scale", extraArgs...)
+	if p != nil {
+		b.Cleanup(func() { p.stop(b) })
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// procMemory reads pid's RSS, the bytes its memfds hold (st_blocks of
+// each memfd it has open) and its descriptor count.
+func procMemory(tb testing.TB, pid int) (rss, memfd int64, fds int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			fmt.Sscan(rest, &rss)
+			rss <<= 10
+		}
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, e := range ents {
+		link, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		var st unix.Stat_t
+		if strings.HasPrefix(link, "/memfd:") && unix.Stat(filepath.Join(dir, e.Name()), &st) == nil {
+			memfd += st.Blocks * 512
+		}
+	}
+	return rss, memfd, len(ents)
+}
