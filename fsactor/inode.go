@@ -204,13 +204,19 @@ func (st *State) newInode(mode uint32, c Caller, parent *inode, ns int64) *inode
 
 // maybeFree drops in once nothing refers to it: no dentry, no kernel
 // reference, no open handle. The root stays forever. This is the one place
-// inodes go, and their memfds with them.
+// inodes go, and their contents with them. A file with no name and no open
+// handle can never be read again (the kernel opens by name only): its
+// content goes at once, not at the kernel's FORGET, which comes whenever
+// the kernel evicts the inode — so a delete makes room for the next write
+// as on tmpfs (TestLimitsAnswerENOSPC).
 func (st *State) maybeFree(in *inode) {
-	if in.ino == rootIno || in.attr.Nlink > 0 || in.nlookup > 0 || in.openHandles > 0 {
+	if in.ino == rootIno || in.attr.Nlink > 0 || in.openHandles > 0 {
 		return
 	}
 	st.dropContent(in)
-	delete(st.inodes, in.ino)
+	if in.nlookup == 0 {
+		delete(st.inodes, in.ino)
+	}
 }
 
 // newHandle opens a handle on in.
