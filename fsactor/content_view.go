@@ -12,12 +12,15 @@ import (
 // Data records without a copy on the actor.
 //
 // A FLUSH, FSYNC or RELEASE of a dirty file emits a data record that must
-// carry the file's whole content. Reading it on the actor (a SEEK_DATA
+// carry the file's content — since issue 13 only inside the ranges changed
+// since its previous data record (dirty.go), which may still be the whole
+// of a large file. Reading it on the actor (a SEEK_DATA
 // walk and a read of every byte into a new slice) stopped every other
 // FUSE request for as long as the file took to copy: about 20 ms for
 // 64 MiB (docs/benchmarks.md). Instead the record carries a memfdView
 // (Record.Content): a descriptor of its own on the file's memfd (dup(2),
-// one system call) and the size at that LSN. Replication reads it on its
+// one system call), the size at that LSN and the record's ranges (the
+// view reads inside them only). Replication reads it on its
 // own goroutine and releases it. Should the dup fail (the process out of
 // descriptors: each file's memfd holds one), the record takes its bytes on
 // the actor as before, rather than fail the close (InlineContents).

@@ -146,10 +146,10 @@ func (st *State) fallocate(o *fuseops.FallocateOp, now time.Time) (uint64, sysca
 	return 0, 0
 }
 
-// flush answers FLUSH and FSYNC: a dirty file with a name ships its whole
-// content, and the reply waits until the file's last record is durable —
-// the content just shipped and, records being durable in order, every
-// change made before it. A clean file waits for its last record only, not
+// flush answers FLUSH and FSYNC: a dirty file with a name ships what
+// changed since its last data record (shipData), and the reply waits
+// until the file's last record is durable — the content just shipped and,
+// records being durable in order, every change made before it. A clean file waits for its last record only, not
 // for what other files changed since (docs/architecture.md, "What close
 // waits for"). An unlinked file ships nothing. On a fenced volume a dirty
 // file cannot be made durable: EIO.

@@ -46,9 +46,9 @@ type Note struct {
 // replica must accept every record the state produces).
 const (
 	// MaxFileData is the highest offset a file can hold bytes below: a
-	// data record carries a file's whole content (its data extents, holes
-	// left out: Record.Data at most this long), so writes and allocations
-	// past it answer EFBIG.
+	// data record may carry a file's whole content (its data extents,
+	// holes left out: Record.Data at most this long; a snapshot does), so
+	// writes and allocations past it answer EFBIG.
 	MaxFileData = 4 << 30
 	// MaxFileSize is the largest size (Attr.Size) a file can have, as a
 	// memfd (tmpfs) allows: a hole at the end of a file costs nothing.

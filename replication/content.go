@@ -14,10 +14,11 @@ import (
 // its last non-zero byte. A chunk that is all zeros (a hole, or zeros
 // written) is not stored. So what a replica keeps in memory and on disk
 // follows what was written, not a file's size: one byte at offset 2 GiB
-// is one key of one byte. A data record states a file's whole content
+// is one key of one byte. A whole data record states a file's content
 // (Record.Extents), but only the chunks whose stored bytes change are
 // written, so the batch that logs it — on disk — carries what changed at
-// chunk granularity. Truncating drops the chunks past the new end and
+// chunk granularity; a partial one (ranges.go) touches only the chunks of
+// its ranges. Truncating drops the chunks past the new end and
 // cuts the one it falls in.
 
 // contentChunk is the size of one stored chunk of file content.
