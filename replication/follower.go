@@ -19,6 +19,9 @@ import (
 
 // FollowerConfig describes the volume a Follower follows and where from.
 type FollowerConfig struct {
+	// NodeID names the follower in its Watch requests (default
+	// "follower"); over mTLS it must be its certificate's node id, which
+	// replicas check it against (and against their follow allowlists).
 	Volume, NodeID string
 	Replicas       []string                         // host:port
 	Creds          credentials.TransportCredentials // nil: plaintext
@@ -202,6 +205,7 @@ func (f *Follower) Run(target FollowTarget) {
 		} else {
 			progressed, exclude, needResync, err = f.follow(exclude, target)
 			if needResync {
+				f.setStatus(func(st *FollowerStatus) { st.Connected, st.Err = false, err })
 				continue
 			}
 		}

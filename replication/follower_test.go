@@ -27,6 +27,13 @@ type fakeTarget struct {
 	// failAt, when not 0, makes ApplyRecords refuse a batch holding that
 	// lsn once (a bad record).
 	failAt uint64
+	// acrossTerms: a Resync may go below the applied lsn (a snapshot of a
+	// later term; the follower checks the (term, lsn) order itself).
+	acrossTerms bool
+	// report takes what the target finds wrong (nil: t.Errorf); check,
+	// when set, checks the state after each batch (last: its last record).
+	report func(error)
+	check  func(last *Record, st *volStore)
 }
 
 func newFakeTarget(t testing.TB, snap *Snapshot) *fakeTarget {
@@ -35,13 +42,24 @@ func newFakeTarget(t testing.TB, snap *Snapshot) *fakeTarget {
 	return f
 }
 
+func (f *fakeTarget) fail(format string, args ...any) error {
+	err := fmt.Errorf("follow target: "+format, args...)
+	if f.report != nil {
+		f.report(err)
+	} else {
+		f.t.Error(err)
+	}
+	return err
+}
+
 func (f *fakeTarget) install(snap *Snapshot) {
 	st, err := openVolStore("", 0, zap.NewNop())
-	if err != nil {
-		f.t.Fatal(err)
+	if err == nil {
+		err = st.install(snap, meta{LSN: snap.LSN, NextIno: snap.NextIno, Initialized: true})
 	}
-	if err := st.install(snap, meta{LSN: snap.LSN, NextIno: snap.NextIno, Initialized: true}); err != nil {
-		f.t.Fatal(err)
+	if err != nil {
+		f.fail("install the snapshot at lsn %d: %v", snap.LSN, err)
+		return
 	}
 	f.st, f.lsn = st, snap.LSN
 }
@@ -51,8 +69,7 @@ func (f *fakeTarget) ApplyRecords(ctx context.Context, recs []Record) error {
 	defer f.mu.Unlock()
 	for i := range recs {
 		if want := f.lsn + 1 + uint64(i); recs[i].LSN != want {
-			f.t.Errorf("ApplyRecords: record %d of the batch is lsn %d, want %d (applied %d)", i, recs[i].LSN, want, f.lsn)
-			return fmt.Errorf("out of order")
+			return f.fail("ApplyRecords: record %d of the batch is lsn %d, want %d (applied %d)", i, recs[i].LSN, want, f.lsn)
 		}
 		if f.failAt != 0 && recs[i].LSN == f.failAt {
 			f.failAt = 0
@@ -64,25 +81,27 @@ func (f *fakeTarget) ApplyRecords(ctx context.Context, recs []Record) error {
 	for i := range recs {
 		if err := (&applier{v: v, lim: Limits{}.withDefaults(), meta: &m}).apply(&recs[i]); err != nil {
 			done()
-			f.t.Errorf("ApplyRecords: lsn %d: %v", recs[i].LSN, err)
-			return err
+			return f.fail("ApplyRecords: lsn %d: %v", recs[i].LSN, err)
 		}
 		m.LSN = recs[i].LSN
 	}
 	done()
 	if err := f.st.commit(v, m); err != nil {
-		f.t.Fatal(err)
+		return f.fail("commit: %v", err)
 	}
 	f.lsn = m.LSN
 	f.applied += len(recs)
+	if f.check != nil {
+		f.check(&recs[len(recs)-1], f.st)
+	}
 	return nil
 }
 
 func (f *fakeTarget) Resync(ctx context.Context, snap *Snapshot) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if snap.LSN < f.lsn {
-		f.t.Errorf("Resync to lsn %d, below the applied lsn %d", snap.LSN, f.lsn)
+	if snap.LSN < f.lsn && !f.acrossTerms {
+		f.fail("Resync to lsn %d, below the applied lsn %d", snap.LSN, f.lsn)
 	}
 	f.install(snap)
 	f.resyncs++
@@ -94,7 +113,7 @@ func (f *fakeTarget) state() (uint64, *Snapshot) {
 	defer f.mu.Unlock()
 	snap, _, err := f.st.readSnapshot()
 	if err != nil {
-		f.t.Fatal(err)
+		f.fail("read the state: %v", err)
 	}
 	return f.lsn, snap
 }

@@ -247,8 +247,11 @@ func (s *schedule) finish() error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if err = s.finalPrimary(); err == nil || !errors.Is(err, ErrFenced) {
-			return err
+			break
 		}
+	}
+	if err == nil {
+		err = s.followerCaughtUp()
 	}
 	return err
 }
@@ -348,6 +351,9 @@ func (s *schedule) closeAll() {
 
 // teardown stops everything the schedule started.
 func (s *schedule) teardown() {
+	if s.fol != nil {
+		s.fol.f.Close()
+	}
 	s.opening.Wait()
 	s.closeAll()
 	s.waits.Wait()

@@ -116,6 +116,7 @@ type schedule struct {
 	waits   sync.WaitGroup
 	opening sync.WaitGroup
 	names   int
+	fol     *protoFollower // nil: this schedule has none (protocol_follow_test.go)
 }
 
 type protoReplica struct {
@@ -147,6 +148,11 @@ func runSchedule(t *testing.T, dir string, seed uint64) (err error) {
 	cfg.AcquireTimeout = 20 * time.Second // nothing is broken yet: it must work
 	if _, err := s.open(cfg); err != nil {
 		return fmt.Errorf("first primary: %w", err)
+	}
+	if s.rng.IntN(2) == 0 {
+		if err := s.startFollower(t); err != nil {
+			return err
+		}
 	}
 	steps := 8 + s.rng.IntN(16)
 	for range steps {
@@ -186,7 +192,7 @@ func (s *schedule) violation() error {
 // start serves replica i from its directory.
 func (s *schedule) start(i int) error {
 	r := s.reps[i]
-	srv, err := NewReplicaServer(r.dir, zap.NewNop())
+	srv, err := NewReplicaServer(r.dir, zap.NewNop(), withWatchHeartbeat(protoHeartbeat))
 	if err != nil {
 		return fmt.Errorf("replica %d: %w", i, err)
 	}
