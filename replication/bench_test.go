@@ -68,3 +68,37 @@ func benchDurable(b *testing.B, writers int) {
 		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
 	}
 }
+
+// BenchmarkFollowerLag: one spool message (a create and a 4 KiB data
+// record) at a time, each waited for (W=2 of 3), and the time from the
+// Wait's return to a follower (its fake target) having applied it.
+// Reports the p50/p99 of that lag.
+func BenchmarkFollowerLag(b *testing.B) {
+	c := makeCluster(b, 3)
+	p, m := c.openPrimary(c.primaryConfig(vol))
+	_, target := c.startFollower(c.followerConfig(vol))
+	applied := make(chan uint64, 1<<16)
+	target.mu.Lock()
+	target.check = func(last *Record, _ *volStore) { applied <- last.LSN }
+	target.mu.Unlock()
+	body := make([]byte, 4<<10)
+	lags := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, lsn := m.writeFile(RootIno, fmt.Sprintf("m%d", i), body)
+		mustWait(b, p, lsn, 10*time.Second)
+		t0 := time.Now()
+		for got := uint64(0); got < lsn; {
+			select {
+			case got = <-applied:
+			case <-time.After(10 * time.Second):
+				b.Fatalf("follower never applied lsn %d", lsn)
+			}
+		}
+		lags = append(lags, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(lags)
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds()), "p50-lag-µs")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds()), "p99-lag-µs")
+}

@@ -34,6 +34,8 @@ type fakeTarget struct {
 	// when set, checks the state after each batch (last: its last record).
 	report func(error)
 	check  func(last *Record, st *volStore)
+	// slow, when set, runs before each batch is applied (a slow actor).
+	slow func()
 }
 
 func newFakeTarget(t testing.TB, snap *Snapshot) *fakeTarget {
@@ -67,6 +69,9 @@ func (f *fakeTarget) install(snap *Snapshot) {
 func (f *fakeTarget) ApplyRecords(ctx context.Context, recs []Record) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.slow != nil {
+		f.slow()
+	}
 	for i := range recs {
 		if want := f.lsn + 1 + uint64(i); recs[i].LSN != want {
 			return f.fail("ApplyRecords: record %d of the batch is lsn %d, want %d (applied %d)", i, recs[i].LSN, want, f.lsn)
@@ -149,7 +154,7 @@ func (c *testCluster) startFollower(cfg FollowerConfig) (*Follower, *fakeTarget)
 // i holds.
 func waitFollower(t *testing.T, c *testCluster, target *fakeTarget, lsn uint64, i int) {
 	t.Helper()
-	testsupport.WaitFor(t, 20*time.Second, fmt.Sprintf("follower at lsn %d", lsn), func() bool {
+	testsupport.WaitFor(t, 60*time.Second, fmt.Sprintf("follower at lsn %d", lsn), func() bool {
 		got, _ := target.state()
 		return got >= lsn
 	})
@@ -311,5 +316,34 @@ func TestFollowerResyncsOnBadRecord(t *testing.T) {
 	waitFollower(t, c, target, lsn, 0)
 	if _, resyncs := target.counts(); resyncs != 1 {
 		t.Fatalf("%d resyncs, want 1", resyncs)
+	}
+}
+
+// TestFollowerSlowTargetIsNotASilentSource: a target that takes longer to
+// apply a batch than the follower's silence bound (as the actor may with
+// a 64 MiB record) does not make the follower take its source for dead:
+// only time spent waiting for the replica counts. The record written after
+// the slow batch is applied by the same stream: had the stream been taken
+// for silent, a reconnect would come before it.
+func TestFollowerSlowTargetIsNotASilentSource(t *testing.T) {
+	c := makeCluster(t, 3, withWatchHeartbeat(20*time.Millisecond))
+	p, m := c.openPrimary(c.primaryConfig(vol))
+	cfg := c.followerConfig(vol)
+	cfg.DeadAfter = 100 * time.Millisecond
+	f, target := c.startFollower(cfg)
+	target.mu.Lock()
+	target.slow = func() { // the work of a slow actor, once: not a wait for a condition
+		time.Sleep(5 * cfg.DeadAfter)
+		target.slow = nil
+	}
+	target.mu.Unlock()
+	_, lsn := m.writeFile(RootIno, "slow", []byte("x"))
+	mustWait(t, p, lsn, 10*time.Second)
+	waitFollower(t, c, target, lsn, 0)
+	_, lsn = m.writeFile(RootIno, "after", []byte("y"))
+	mustWait(t, p, lsn, 10*time.Second)
+	waitFollower(t, c, target, lsn, 0)
+	if st := f.Status(); st.Reconnects != 0 {
+		t.Fatalf("status %+v: a slow target was taken for a silent source", st)
 	}
 }

@@ -129,7 +129,10 @@ func (f *Follower) session(src int, target FollowTarget) (bool, error) {
 			}
 			return ws.progressed, err
 		}
-		dead.Reset(f.cfg.DeadAfter)
+		// Silence counts while waiting for the replica, not while the
+		// target applies (a 64 MiB record may take seconds): the timer
+		// stops here and starts again at the next Recv.
+		dead.Stop()
 		if first {
 			if err := (versionRange{}).check(ev.ProtocolVersion, "replica "+addr); err != nil {
 				return false, err
@@ -141,6 +144,7 @@ func (f *Follower) session(src int, target FollowTarget) (bool, error) {
 		if err := ws.event(ev); err != nil {
 			return ws.progressed, err
 		}
+		dead.Reset(f.cfg.DeadAfter)
 	}
 }
 
