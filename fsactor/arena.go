@@ -203,9 +203,22 @@ func slotZero(s slot, off, n int64) error {
 	return memfdFallocate(s.a.fd, punchMode, s.base()+off, n)
 }
 
-// slotCopy copies the first n bytes of src into dst through buf.
+// slotCopy copies the first n bytes of src into dst: in the kernel
+// (copy_file_range), or through buf where that is refused.
 func slotCopy(dst, src slot, n int64, buf []byte) error {
-	for off := int64(0); off < n; {
+	off := int64(0)
+	for off < n {
+		in, out := src.base()+off, dst.base()+off
+		k, err := unix.CopyFileRange(src.a.fd, &in, dst.a.fd, &out, int(n-off), 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || k == 0 {
+			break
+		}
+		off += int64(k)
+	}
+	for off < n {
 		m := min(n-off, int64(len(buf)))
 		if err := slotRead(src, buf[:m], off); err != nil {
 			return err

@@ -192,3 +192,27 @@ func TestMemoryPerFile(t *testing.T) {
 }
 
 var inodeSize = unsafe.Sizeof(inode{})
+
+// TestArenaAppendsGrowRoomy: a file written in small appends takes a slot
+// with room (4× its slot) when it outgrows one, and the class of its size
+// when it is shipped.
+func TestArenaAppendsGrowRoomy(t *testing.T) {
+	h := newHarness(t, Config{})
+	ino, fh := h.create(rootIno, "f")
+	in := h.st.inodes[ino]
+	var sizes []int64
+	for off := int64(0); off < 5000; off += 1000 {
+		h.write(ino, fh, off, strings.Repeat("m", 1000))
+		sizes = append(sizes, in.slot.size())
+	}
+	if want := []int64{1024, 4096, 4096, 4096, 16384}; fmt.Sprint(sizes) != fmt.Sprint(want) {
+		t.Fatalf("slot sizes %v while appending, want %v", sizes, want)
+	}
+	h.must(&fuseops.FlushFileOp{Inode: id(ino), Handle: fuseops.HandleID(fh)})
+	if in.slot.size() != 6144 || h.st.used != 6144 {
+		t.Fatalf("after the flush: slot of %d, used %d; want 6144", in.slot.size(), h.st.used)
+	}
+	if got := h.read(ino, fh, 0, 6000); got != strings.Repeat("m", 5000) {
+		t.Fatalf("content after the moves: %d bytes", len(got))
+	}
+}

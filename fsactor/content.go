@@ -100,7 +100,7 @@ func (st *State) readAt(in *inode, p []byte, off int64) error {
 func (st *State) writeAt(in *inode, p []byte, off int64) syscall.Errno {
 	n := int64(len(p))
 	if end := max(int64(in.attr.Size), off+n); in.inArena(end) {
-		if e := st.slotFor(in, end); e != 0 {
+		if e := st.growSlot(in, end); e != 0 {
 			return e
 		}
 		if err := memfdWrite(in.slot.a.fd, p, in.slot.base()+off); err != nil {
@@ -404,6 +404,48 @@ func (st *State) slotFor(in *inode, need int64) syscall.Errno {
 	in.slot, in.allocated = s, slotSizes[c]
 	st.used += in.allocated
 	return 0
+}
+
+// growSlot is slotFor for a write that grows the file to end: a file
+// outgrowing its slot takes one with room to grow (4× its slot, at most
+// arenaMax), so a file written in many small appends moves a few times,
+// not at every class; fitSlot gives it the class of its size when it is
+// shipped (FLUSH, FSYNC, RELEASE). Near the capacity it takes what end
+// needs only.
+func (st *State) growSlot(in *inode, end int64) syscall.Errno {
+	if in.slot.a == nil || end <= in.slot.size() {
+		return st.slotFor(in, end)
+	}
+	if roomy := min(arenaMax, 4*in.slot.size()); roomy > end && st.slotFor(in, roomy) == 0 {
+		return 0
+	}
+	st.eff.Limit = LimitNone // the roomy try's capacity hit is not this op's answer
+	return st.slotFor(in, end)
+}
+
+// fitSlot moves a slot file into the smallest class that holds its size
+// when its slot is bigger (growSlot's room, a truncate): what is shipped
+// is what it costs. A frozen file keeps its slot (the snapshot reads it).
+func (st *State) fitSlot(in *inode) {
+	s := in.slot
+	if s.a == nil || in.frozen {
+		return
+	}
+	c := classFor(max(int64(in.attr.Size), 1))
+	if c >= s.a.class {
+		return
+	}
+	ns, err := st.takeSlot(c)
+	if err != nil {
+		return // it keeps the bigger slot
+	}
+	if slotCopy(ns, s, int64(in.attr.Size), st.copyBuf()) != nil {
+		st.freeSlot(ns)
+		return
+	}
+	st.freeSlot(s)
+	st.used += slotSizes[c] - in.allocated
+	in.slot, in.allocated = ns, slotSizes[c]
 }
 
 // toMemfd moves a slot file's bytes into a memfd of its own (the file

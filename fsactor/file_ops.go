@@ -180,6 +180,7 @@ func (st *State) flush(ino uint64) (uint64, syscall.Errno) {
 // the sink keeps nothing) the record gets neither ranges nor a view:
 // nobody would read them.
 func (st *State) shipData(in *inode) syscall.Errno {
+	st.fitSlot(in)
 	r := &Record{Op: RecData, Ino: in.ino, Attr: in.attr}
 	if st.discard {
 		in.dirtyRanges = in.dirtyRanges[:0]
