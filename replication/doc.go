@@ -244,6 +244,9 @@
 // store opens and when a snapshot is installed; a watcher whose position
 // it does not cover, or holds on another history, gets WATCH_RESYNC
 // (IsWatchResync). Idle streams carry a heartbeat each WatchHeartbeat.
+// A Fetch takes the volume's keys under its lock and sends them without
+// it (frozen.go): a follower loading a snapshot slowly does not hold the
+// replica's commits.
 // WithFollowAllow restricts, over mTLS, which nodes may Watch and Fetch a
 // volume (docs/replication-protocol.md, "Watch: followers").
 //

@@ -392,28 +392,40 @@ func (s *ReplicaServer) Fetch(req *pb.FetchRequest, stream pb.Replica_FetchServe
 	if err := s.mayFollow(stream.Context(), v); err != nil {
 		return err
 	}
-	// The volume is held while it is sent, one inode at a time (eachInode),
-	// so that the snapshot is consistent without a second copy of it.
-	// Fetch serves recovery, when no primary ships to this volume.
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if err := v.usable(); err != nil {
+	hdr, fz, err := v.freezeForFetch(req)
+	if err != nil {
 		return err
 	}
-	m := v.st.meta
-	if !m.Initialized {
-		return preconditionf("volume %q not initialized on this replica", req.Volume)
-	}
-	inodes, bytes := v.st.counts()
-	hdr := &pb.SnapshotHeader{Volume: req.Volume, Term: v.accepted, LastTerm: m.LastTerm,
-		Lsn: m.LSN, NextIno: m.NextIno, Inodes: inodes, Bytes: bytes, ProtocolVersion: peerVersion(req.ProtocolVersion)}
-	if err := sendInodes(hdr, v.st.eachInode, stream.Send, nil); err != nil {
+	if err := sendInodes(hdr, fz.eachInode, stream.Send, nil); err != nil {
 		if _, ok := status.FromError(err); ok {
 			return err
 		}
 		return status.Errorf(codes.Internal, "fetch %q: %v", req.Volume, err)
 	}
 	return nil
+}
+
+// freezeForFetch reads the volume's position and keys under its lock; the
+// snapshot is then sent from them without it (frozen.go), so that a slow
+// reader does not hold the volume's commits.
+func (v *volume) freezeForFetch(req *pb.FetchRequest) (*pb.SnapshotHeader, *frozenVolume, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.usable(); err != nil {
+		return nil, nil, err
+	}
+	m := v.st.meta
+	if !m.Initialized {
+		return nil, nil, preconditionf("volume %q not initialized on this replica", req.Volume)
+	}
+	inodes, bytes := v.st.counts()
+	fz, err := v.st.freeze()
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Internal, "fetch %q: %v", req.Volume, err)
+	}
+	hdr := &pb.SnapshotHeader{Volume: req.Volume, Term: v.accepted, LastTerm: m.LastTerm,
+		Lsn: m.LSN, NextIno: m.NextIno, Inodes: inodes, Bytes: bytes, ProtocolVersion: peerVersion(req.ProtocolVersion)}
+	return hdr, fz, nil
 }
 
 // Install implements pb.ReplicaServer: a full resync under a term. On
