@@ -10,7 +10,7 @@ BIN     := bin/spoolfs
 GOFLAGS ?=
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: help deps build run test test-protocol test-invariants test-short test-churn lint proto proto-check fuzz bench-local bench-replicated bench-scale clean
+.PHONY: help deps build run test test-protocol test-invariants test-short test-churn lint proto proto-check fuzz bench-local bench-replicated bench-scale bench-scale-recovery clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ bench-replicated: build ## spoolfs with 3 replicas vs local disk with fsync, 1/8
 
 bench-scale: ## 1,000,000 queued files of 1 KiB on one --local volume (FILES=...): create, list, read, delete; RSS, memfd bytes, descriptors
 	$(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x ./e2e -e2e.scalefiles=$${FILES:-1000000}
+
+bench-scale-recovery: ## recovery of a replicated volume of FILES (default 1000000) files of 1 KiB: the next primary's time to serve
+	$(GO) test -count=1 -timeout 90m -run '^TestScaleRecovery$$' -v ./e2e -e2e.recoveryfiles=$${FILES:-1000000}
 
 clean:
 	rm -rf bin

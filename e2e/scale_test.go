@@ -331,3 +331,49 @@ func procMemory(tb testing.TB, pid int) (rss, memfd int64, fds int) {
 	}
 	return rss, memfd, len(ents)
 }
+
+var flagRecoveryFiles = flag.Int("e2e.recoveryfiles", 0, "files of TestScaleRecovery (0: skipped; make bench-scale-recovery)")
+
+// TestScaleRecovery is the recovery part of issue 13's benchmark (not a
+// timed test: it prints figures; run by make bench-scale-recovery):
+// e2e.recoveryfiles files of 1 KiB on a replicated volume, the primary
+// SIGKILLed, and the time until the next primary serves the volume with
+// every file in place.
+func TestScaleRecovery(t *testing.T) {
+	n := *flagRecoveryFiles
+	if n == 0 {
+		t.Skip("a benchmark: -e2e.recoveryfiles=N (make bench-scale-recovery)")
+	}
+	requireCluster(t)
+	c := newCluster(t, 3)
+	const vol = "scale"
+	pr := c.startPrimary(vol, "p1", "--max-inodes", fmt.Sprint(2*n+1000))
+	for d := range 100 {
+		if err := os.Mkdir(pr.path(fmt.Sprintf("d%02d", d)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rel := func(k int) string { return fmt.Sprintf("d%02d/m%07d", k%100, k) }
+	start := time.Now()
+	if err := forEach(n, func(k int) error { return os.WriteFile(pr.path(rel(k)), msgBytes(k), 0o640) }); err != nil {
+		t.Fatalf("writing: %v", err)
+	}
+	t.Logf("%d files written on the replicated volume in %v", n, time.Since(start).Round(time.Millisecond))
+	pr.crash()
+	start = time.Now()
+	pr2 := c.startPrimary(vol, "p2", "--max-inodes", fmt.Sprint(2*n+1000))
+	served := time.Since(start)
+	rss, memfd, fds := procMemory(t, pr2.cmd.Process.Pid)
+	if err := forEach(n, func(k int) error {
+		b, err := os.ReadFile(pr2.path(rel(k)))
+		if err == nil && !bytes.Equal(b, msgBytes(k)) {
+			err = fmt.Errorf("%s: not what was written", rel(k))
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("after recovery: %v", err)
+	}
+	t.Logf("recovery of %d files: the next primary served after %v (RSS %d MiB, memfd %d MiB, %d descriptors); every file read back",
+		n, served.Round(time.Millisecond), rss>>20, memfd>>20, fds)
+	t.Logf("primary p2 log:\n%s", lastLines(pr2.out.String(), 15))
+}

@@ -196,7 +196,7 @@ rename.`,
 	fl.StringArrayVar(&f.variants, "variant", nil, `an extra spoolfs mount, NAME:[VAR=value...] [@BINARY] FLAGS, e.g. "spoolfs-nowb:--writeback-cache=false", "spoolfs-p1:GOMAXPROCS=1" or "spoolfs-new:@/tmp/spoolfs-new" (repeatable)`)
 	fl.StringArrayVar(&f.memfsVars, "memfs-variant", nil, `an extra memfs mount with knobs, NAME:KNOB,KNOB (writeback, no-default-permissions, process), e.g. "memfs-nodp:no-default-permissions" (repeatable)`)
 	fl.IntVar(&f.countIters, "count-iters", -1, "iterations per client of the request-counting pass (0: no pass; default 300)")
-	fl.IntVar(&f.maxFiles, "max-files", -1, "files a write4k run may keep (default 10000; a spoolfs volume holds a descriptor per non-empty file)")
+	fl.IntVar(&f.maxFiles, "max-files", -1, "files a write4k run may keep (default 10000, as in earlier figures)")
 	fl.StringVar(&f.spoolfsBin, "spoolfs-bin", "", "spoolfs binary to mount (default: this executable)")
 	fl.StringVar(&f.out, "out", "", "also write the report to this file")
 	return c
