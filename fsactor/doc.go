@@ -17,7 +17,8 @@
 // queued (conn.Fd; fakeConn in loop_test.go). Handlers that must wait
 // return a task that runs on its own goroutine and replies itself. Kernel
 // notifications go through a bounded worker pool that writes to the FUSE
-// device, never from the actor. A watchdog goroutine (watchdog.go) logs
+// device, never from the actor; a note that finds its queue full waits in
+// a coalescing overflow set instead of being dropped (notify.go). A watchdog goroutine (watchdog.go) logs
 // every goroutine's stack when the actor stays in one step past
 // Config.Watchdog while the kernel waits.
 //
@@ -115,7 +116,18 @@
 // spells out the mapping and the kernel functions it rests on. An inode
 // created remotely enters with nlookup 0; one unlinked remotely stays while
 // the kernel (nlookup) or a handle holds it, as after a local unlink.
-// AppliedLSN publishes the state's LSN to other goroutines.
+// AppliedLSN publishes the state's LSN to other goroutines. A follower is
+// mounted without the kernel's writeback cache (Config.Follower says why;
+// NewServer refuses it otherwise).
+//
+// Resync and Promote (resync.go): Resync brings a follower to a snapshot
+// in place — the snapshot checked whole in a scratch state first, then
+// names removed, inodes updated or inserted, names added, vanished inodes
+// left to maybeFree — with the same notes as ApplyRecords, so open files
+// and the kernel's inodes survive it. Promote is Resync, then
+// State.Promote (records numbered from the snapshot's LSN+1, contents
+// unless the sink is a DiscardSink, mutations allowed) and the loop's new
+// sink, in one step of the actor; tasks carry the sink they started with.
 //
 // Release: NewServer takes memfds (the arenas and the large files of the
 // snapshot), an eventfd and the notify workers. ServeOps releases them all

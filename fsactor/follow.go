@@ -60,7 +60,7 @@ var (
 	// an inode or name the state does not have). The records before it are
 	// applied; it and those after it are not.
 	ErrBadRecord = errors.New("fsactor: record cannot be applied")
-	// ErrNotFollower: Promote on a volume that is not following.
+	// ErrNotFollower: Resync or Promote of a volume that is not following.
 	ErrNotFollower = errors.New("fsactor: not a follower")
 )
 

@@ -34,11 +34,12 @@ func followerMount(t *testing.T) (*testMount, *harness) {
 	}
 	m := mountDevice(t)
 	srv, err := NewServer(Config{Follower: true, EntryTimeout: time.Minute, AttrTimeout: time.Minute,
-		NotifyDev: m.dev, Log: zaptest.NewLogger(t)}, nil, start)
+		DisableWritebackCache: true, NotifyDev: m.dev, Log: zaptest.NewLogger(t)}, nil, start)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.srv = srv
+	m.noWriteback = true // as node mounts a follower (Config.Follower says why)
 	m.serve(t, srv)
 	return m, p
 }

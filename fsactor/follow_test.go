@@ -15,7 +15,7 @@ import (
 // needed, the snapshot says it).
 func newFollowerHarness(t *testing.T, snap *Snapshot) *harness {
 	t.Helper()
-	st, err := NewState(Config{Follower: true, EntryTimeout: 60e9, AttrTimeout: 60e9}, snap)
+	st, err := NewState(Config{Follower: true, DisableWritebackCache: true, EntryTimeout: 60e9, AttrTimeout: 60e9}, snap)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -311,7 +311,7 @@ func (l *loop) apply(eff *Effects, ev *event, k opKind, oc *fuseops.OpContext) {
 			l.reply(ev, k, oc, replyErr(eff.Err))
 		} else {
 			l.tasks++
-			go l.waitDurable(*ev, k, oc, eff.WaitLSN)
+			go l.waitDurable(l.sink, *ev, k, oc, eff.WaitLSN)
 		}
 	}
 	for _, n := range eff.Notes {
@@ -348,10 +348,10 @@ func (l *loop) reply(ev *event, k opKind, oc *fuseops.OpContext, err error) {
 // flush timeout, as for any FUSE request the kernel does not abort. A
 // wait that fails also has the kernel forget what it cached about the
 // names the op changed (failedWaitNotes): the change stays applied.
-func (l *loop) waitDurable(ev event, k opKind, oc *fuseops.OpContext, lsn uint64) {
+func (l *loop) waitDurable(sink Sink, ev event, k opKind, oc *fuseops.OpContext, lsn uint64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ev.ctx), l.flushTTL)
 	waitStart := time.Now()
-	err := l.sink.Wait(ctx, lsn)
+	err := sink.Wait(ctx, lsn) // the sink it was started with: Promote may swap l.sink
 	cancel()
 	took := time.Since(waitStart)
 	l.obs.WaitDone(int(k), waitOutcome(err), took)

@@ -28,7 +28,13 @@ type Config struct {
 	// Follower: the volume follows a primary. Every FUSE mutation answers
 	// EROFS (as ReadOnly); the state changes only through ApplyRecords and
 	// Resync; no records are emitted and no reply waits (follow.go).
-	// Promote ends it.
+	// Promote ends it. A follower must be mounted without the kernel's
+	// writeback cache (DisableWritebackCache, and the mount's
+	// DisableWritebackCaching): with it the kernel keeps a regular file's
+	// size, mtime and ctime itself and ignores the server's
+	// (fs/fuse/inode.c, fuse_get_cache_mask), so a file grown or truncated
+	// remotely would keep its old size on the follower. NewServer refuses
+	// a follower with it.
 	Follower bool
 	// DisableWritebackCache mirrors fuse.MountConfig.DisableWritebackCaching:
 	// whether the kernel caches writes decides how O_APPEND writes are placed
@@ -76,7 +82,8 @@ type Config struct {
 	Watchdog time.Duration
 
 	// NotifyWorkers and NotifyQueue size the notify pool: worker
-	// goroutines, and notes queued in all before new ones are dropped.
+	// goroutines, and notes queued in all before new ones go to the
+	// coalescing overflow set (notify.go; never dropped).
 	// 0: DefaultNotifyWorkers, DefaultNotifyQueue.
 	NotifyWorkers int
 	NotifyQueue   int
@@ -146,6 +153,9 @@ func NewServer(cfg Config, sink Sink, snap *Snapshot) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if cfg.NotifyDev == nil {
 		return nil, fmt.Errorf("fsactor: volume %q: Config.NotifyDev is required (the actor polls it)", cfg.Volume)
+	}
+	if cfg.Follower && !cfg.DisableWritebackCache {
+		return nil, fmt.Errorf("fsactor: volume %q: a follower needs DisableWritebackCache (and a mount without writeback caching): the kernel would keep its own file sizes", cfg.Volume)
 	}
 	if sink == nil {
 		sink = &DiscardSink{}

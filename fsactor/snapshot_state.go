@@ -71,15 +71,7 @@ var errBadSnapshot = errors.New("inconsistent snapshot")
 // order, xattrs, times and contents; the next record is snap.LSN+1. Every
 // inconsistency is an error wrapping errBadSnapshot, never a panic.
 func (st *State) restore(snap *Snapshot) error {
-	if err := st.restoreInodes(snap); err != nil {
-		return err
-	}
-	for _, si := range snap.Inodes {
-		if err := st.restoreEntries(si); err != nil {
-			return err
-		}
-	}
-	if err := st.checkRestoredTree(); err != nil {
+	if err := st.restoreShape(snap); err != nil {
 		return err
 	}
 	for _, si := range snap.Inodes {
@@ -93,6 +85,21 @@ func (st *State) restore(snap *Snapshot) error {
 		return fmt.Errorf("%w: %v", errBadSnapshot, err)
 	}
 	return nil
+}
+
+// restoreShape builds snap's inodes and names without their contents,
+// checking everything restore checks but the final invariants: restore's
+// first half, and what Resync diffs the live state against.
+func (st *State) restoreShape(snap *Snapshot) error {
+	if err := st.restoreInodes(snap); err != nil {
+		return err
+	}
+	for _, si := range snap.Inodes {
+		if err := st.restoreEntries(si); err != nil {
+			return err
+		}
+	}
+	return st.checkRestoredTree()
 }
 
 // restoreInodes creates every inode with its attributes and xattrs.

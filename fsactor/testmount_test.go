@@ -27,6 +27,9 @@ type testMount struct {
 	srv *Server // nil when served by something else (benchmarks)
 	mfs *fuse.MountedFileSystem
 	dev *os.File // the original /dev/fuse descriptor (notifications)
+	// noWriteback mounts without the kernel's writeback cache (a
+	// follower's mount).
+	noWriteback bool
 }
 
 // needMount ends the test (testsupport's CI rule: fails with CI=true,
@@ -98,7 +101,7 @@ func (m *testMount) serve(t testing.TB, srv fuse.Server) {
 		t.Fatal(err)
 	}
 	mfs, err := fuse.Mount("/dev/fd/"+strconv.Itoa(dup), srv, &fuse.MountConfig{
-		FSName: "spoolfs:test", Subtype: "spoolfs",
+		FSName: "spoolfs:test", Subtype: "spoolfs", DisableWritebackCaching: m.noWriteback,
 	})
 	if err != nil {
 		unix.Close(dup)
