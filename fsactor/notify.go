@@ -44,8 +44,16 @@ type NotifyStats struct {
 	Sent    uint64 // written, the kernel accepted it
 	Benign  uint64 // the kernel answered ENOENT: it had no such cached entry
 	Failed  uint64 // the kernel or the device answered another error (logged)
-	Dropped uint64 // the queue was full, or there is no device
-	Queued  int    // notes waiting in the queues now
+	Dropped uint64 // there is no device (a note is never dropped for room)
+	// Overflowed counts the notes that found their shard's queue full and
+	// went to the overflow set; Coalesced those of them that merged into
+	// a note already waiting there (same name, or same inode).
+	Overflowed uint64
+	Coalesced  uint64
+	// Queued is the notes waiting now: in the queues and in the overflow
+	// set (Overflow of them).
+	Queued   int
+	Overflow int
 }
 
 // notifyPool writes kernel notifications to the FUSE device from a few
@@ -57,9 +65,23 @@ type NotifyStats struct {
 //
 // Notes are sharded by the directory (or inode) they concern, one queue per
 // worker, so notes about one directory reach the kernel in the order the
-// actor produced them. A full queue drops the note and counts it: the
-// kernel then keeps a stale entry until its entry or attribute timeout
-// ends, which bounds the staleness. Nothing blocks the actor.
+// actor produced them while the queues have room.
+//
+// Bounded without dropping truth: a note dropped would leave a deleted
+// message visible until the entry timeout (60 s on a follower). So a note
+// that finds its queue full goes to the overflow set instead, keyed by what
+// it invalidates — (kind, parent, name) for notify_delete and inval_entry,
+// the inode for inval_inode — where it coalesces with a note already
+// waiting for the same key (a delete keeps the newest child; an inode's
+// invalidations merge, pages included if either had them). The set is
+// bounded by the names and inodes of the volume touched while the queues
+// were full, not by the rate of changes. The workers write it after their
+// queues: each, once its queue is empty, takes notes from the set until it
+// is empty too; the actor only adds to it (a short lock, never a wait for a
+// worker) and kicks a worker. A note from the set may reach the kernel
+// after a later note queued for the same directory; that order does not
+// matter for truth, as every note only makes the kernel ask the actor again
+// (docs/threads.md, "The notify pool when full").
 type notifyPool struct {
 	dev    io.Writer // the FUSE device; nil: every note is dropped
 	shards []chan queuedNote
@@ -67,13 +89,29 @@ type notifyPool struct {
 	log    *zap.Logger // sampled
 	obs    Observer    // told each note's delay from post to written; never nil
 
-	sent, benign, failed, dropped atomic.Uint64
+	// mu guards over. INVARIANT: over holds one note per key; kick has a
+	// token whenever over is not empty and no worker is taking from it.
+	mu   sync.Mutex
+	over map[overKey]queuedNote
+	kick chan struct{} // capacity 1: the overflow set has notes
+
+	sent, benign, failed, dropped, overflowed, coalesced atomic.Uint64
+}
+
+// overKey is what a note in the overflow set invalidates: a name in a
+// directory (entry notes) or an inode (inval_inode).
+type overKey struct {
+	kind   NoteKind
+	parent uint64
+	ino    uint64
+	name   string
 }
 
 // newNotifyPool starts workers writing to dev (nil: none, every note
 // counts as dropped).
 func newNotifyPool(dev io.Writer, workers, queue int, log *zap.Logger) *notifyPool {
-	p := &notifyPool{dev: dev, log: log, obs: nopObserver{}}
+	p := &notifyPool{dev: dev, log: log, obs: nopObserver{},
+		over: make(map[overKey]queuedNote), kick: make(chan struct{}, 1)}
 	if dev == nil {
 		return p
 	}
@@ -100,10 +138,44 @@ func (p *notifyPool) post(n Note) {
 	select {
 	case p.shards[key%uint64(len(p.shards))] <- queuedNote{n, time.Now()}:
 	default:
-		p.dropped.Add(1)
-		p.log.Warn("notify queue full: note dropped; the kernel's entry timeout bounds staleness",
-			zap.String("kind", noteKindName(n.Kind)), zap.Uint64("parent", n.Parent))
+		p.overflow(queuedNote{n, time.Now()})
 	}
+}
+
+// overflow puts a note whose queue is full in the overflow set, merged
+// with one waiting for the same key, and kicks a worker. Called by the
+// actor only; never waits for a worker.
+func (p *notifyPool) overflow(q queuedNote) {
+	k := overKey{kind: q.Kind, parent: q.Parent, name: q.Name}
+	if q.Kind == NoteInvalInode {
+		k = overKey{kind: q.Kind, ino: q.Child}
+	}
+	p.overflowed.Add(1)
+	p.mu.Lock()
+	if old, ok := p.over[k]; ok {
+		p.coalesced.Add(1)
+		q.at = old.at // the delay counts from the first
+		if q.Kind == NoteInvalInode && (old.Off >= 0 || q.Off >= 0) {
+			q.Off, q.Len = 0, -1 // pages too, if either asked for them
+		}
+	}
+	p.over[k] = q
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// takeOverflow removes one note from the overflow set.
+func (p *notifyPool) takeOverflow() (queuedNote, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, q := range p.over {
+		delete(p.over, k)
+		return q, true
+	}
+	return queuedNote{}, false
 }
 
 // close stops the workers once they have written what is queued. Called by
@@ -115,21 +187,60 @@ func (p *notifyPool) close() {
 	p.wg.Wait()
 }
 
-// work writes the notes of one shard, one write(2) per note.
+// work writes the notes of one shard, one write(2) per note, and those of
+// the overflow set whenever its queue is empty. When the queue is closed
+// it writes what the set still holds, then returns.
 func (p *notifyPool) work(ch <-chan queuedNote) {
 	defer p.wg.Done()
 	var buf []byte
-	for q := range ch {
-		n := q.Note
-		if !knownNote(n.Kind) {
-			p.failed.Add(1)
-			p.log.Error("unknown kernel notification kind", zap.Uint8("kind", uint8(n.Kind)))
+	for {
+		select {
+		case q, ok := <-ch:
+			if !ok {
+				p.drainOverflow(buf)
+				return
+			}
+			buf = p.writeQueued(buf, q)
+			continue
+		default:
+		}
+		if q, ok := p.takeOverflow(); ok {
+			buf = p.writeQueued(buf, q)
 			continue
 		}
-		buf = encodeNote(buf[:0], n)
-		p.write(buf, n)
-		p.obs.NotifyDone(time.Since(q.at))
+		select {
+		case q, ok := <-ch:
+			if !ok {
+				p.drainOverflow(buf)
+				return
+			}
+			buf = p.writeQueued(buf, q)
+		case <-p.kick:
+		}
 	}
+}
+
+// drainOverflow writes the overflow set until it is empty (the pool is
+// closing).
+func (p *notifyPool) drainOverflow(buf []byte) {
+	for q, ok := p.takeOverflow(); ok; q, ok = p.takeOverflow() {
+		buf = p.writeQueued(buf, q)
+	}
+}
+
+// writeQueued encodes and writes one note, tells the observer its delay,
+// and returns the buffer for reuse.
+func (p *notifyPool) writeQueued(buf []byte, q queuedNote) []byte {
+	n := q.Note
+	if !knownNote(n.Kind) {
+		p.failed.Add(1)
+		p.log.Error("unknown kernel notification kind", zap.Uint8("kind", uint8(n.Kind)))
+		return buf
+	}
+	buf = encodeNote(buf[:0], n)
+	p.write(buf, n)
+	p.obs.NotifyDone(time.Since(q.at))
+	return buf
 }
 
 // queuedNote is a note in a shard's queue with when it was posted.
@@ -161,8 +272,13 @@ func (p *notifyPool) stats() NotifyStats {
 	for _, ch := range p.shards {
 		queued += len(ch)
 	}
+	p.mu.Lock()
+	over := len(p.over)
+	p.mu.Unlock()
 	return NotifyStats{Sent: p.sent.Load(), Benign: p.benign.Load(),
-		Failed: p.failed.Load(), Dropped: p.dropped.Load(), Queued: queued}
+		Failed: p.failed.Load(), Dropped: p.dropped.Load(),
+		Overflowed: p.overflowed.Load(), Coalesced: p.coalesced.Load(),
+		Queued: queued + over, Overflow: over}
 }
 
 // encodeNote appends the wire form of n (out header + body) to b; n.Kind

@@ -3,12 +3,15 @@ package fsactor
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // fakeDev stands for /dev/fuse: it records each write (one notification
@@ -148,29 +151,77 @@ type pathErr struct{ errno syscall.Errno }
 func (e *pathErr) Error() string { return "write /dev/fuse: " + e.errno.Error() }
 func (e *pathErr) Unwrap() error { return e.errno }
 
-// TestNotifyFullQueueDrops: when the workers are stuck, post never blocks:
-// notes beyond the queue are dropped and counted.
-func TestNotifyFullQueueDrops(t *testing.T) {
-	dev := newFakeDev(nil)
-	dev.block = make(chan struct{})
-	p := newNotifyPool(dev, 1, 4, zaptest.NewLogger(t))
+// countDev stands for /dev/fuse in the flood test: it counts the
+// notifications written, by kind and name, and holds every write until
+// open is closed.
+type countDev struct {
+	open    chan struct{}
+	mu      sync.Mutex
+	deletes map[string]int // notify_delete writes by name
+	inodes  map[uint64]int // inval_inode writes by inode
+	writes  int
+}
+
+func (d *countDev) Write(b []byte) (int, error) {
+	<-d.open
+	le := binary.NativeEndian
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.writes++
+	switch le.Uint32(b[4:]) {
+	case notifyDelete:
+		n := le.Uint32(b[outHeaderSize+16:])
+		d.deletes[string(b[outHeaderSize+deleteSize:outHeaderSize+deleteSize+int(n)])]++
+	case notifyInvalInode:
+		d.inodes[le.Uint64(b[outHeaderSize:])]++
+	}
+	return len(b), nil
+}
+
+// TestNotifyFloodKeepsEveryDelete: with the workers stuck on the device, a
+// flood of notes far larger than the queues never blocks the poster, and
+// once the device answers again every name's notify_delete is written:
+// nothing is dropped. Invalidations of one inode coalesce while they wait.
+func TestNotifyFloodKeepsEveryDelete(t *testing.T) {
+	dev := &countDev{open: make(chan struct{}), deletes: map[string]int{}, inodes: map[uint64]int{}}
+	p := newNotifyPool(dev, 2, 8, zaptest.NewLogger(t))
+	const names = 2000
 	done := make(chan struct{})
-	go func() {
-		for i := range 100 {
-			p.post(Note{Kind: NoteInvalInode, Child: uint64(i)})
+	go func() { // the actor
+		for i := range names {
+			p.post(Note{Kind: NoteDelete, Parent: uint64(1 + i%3), Child: uint64(100 + i), Name: fmt.Sprint("m", i)})
+			p.post(Note{Kind: NoteInvalInode, Child: 7, Off: -1})
 		}
+		p.post(Note{Kind: NoteInvalInode, Child: 7, Len: -1})
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-time.After(deadline):
-		t.Fatal("post blocked on a full queue")
+		t.Fatal("post blocked while the workers were stuck")
 	}
-	close(dev.block)
-	p.close()
 	st := p.stats()
-	if st.Dropped == 0 || st.Sent+st.Dropped != 100 {
-		t.Fatalf("stats %+v: want drops, and sent+dropped = 100", st)
+	if st.Overflowed == 0 || st.Coalesced == 0 || st.Dropped != 0 || st.Queued != st.Overflow+8 {
+		t.Fatalf("stats while stuck %+v: want overflowed and coalesced notes, none dropped, Queued = queues (8) + overflow", st)
+	}
+	t.Logf("while stuck: %+v", st)
+	close(dev.open)
+	testsupport.WaitForErr(t, deadline, "every deletion to be written", func() error {
+		dev.mu.Lock()
+		defer dev.mu.Unlock()
+		if len(dev.deletes) != names {
+			return fmt.Errorf("%d names deleted of %d", len(dev.deletes), names)
+		}
+		return nil
+	})
+	p.close()
+	dev.mu.Lock()
+	defer dev.mu.Unlock()
+	if n := dev.inodes[7]; n == 0 || n > 8 {
+		t.Fatalf("inode 7 invalidated %d times, want coalesced (1..8)", n)
+	}
+	if st := p.stats(); st.Queued != 0 || st.Sent != uint64(dev.writes) {
+		t.Fatalf("after: %+v, %d writes", st, dev.writes)
 	}
 }
 

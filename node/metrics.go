@@ -169,6 +169,8 @@ func collectActor(ch chan<- prometheus.Metric, name string, srv *fsactor.Server,
 	counter(mNotify, ns.Benign, name, "benign")
 	counter(mNotify, ns.Failed, name, "failed")
 	counter(mNotify, ns.Dropped, name, "dropped")
+	counter(mNotify, ns.Overflowed, name, "overflowed")
+	counter(mNotify, ns.Coalesced, name, "coalesced")
 	gauge(mNotifyQ, float64(ns.Queued), name)
 	gauge(mMemory, float64(logBytes), name, "log")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
