@@ -77,6 +77,9 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- mStalls
 	ch <- mLogFails
+	for _, d := range followerMetrics {
+		ch <- d
+	}
 	metrics.Default.Describe(ch)
 }
 

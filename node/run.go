@@ -90,6 +90,25 @@ func (n *Node) MountVolume(ctx context.Context, o config.MountOptions, r Replica
 	return rv, nil
 }
 
+// MountFollower mounts a volume this node follows (MountFollower); ctx
+// bounds the loading of its snapshot. `spoolfs promote` makes it the
+// primary (Node.Promote).
+func (n *Node) MountFollower(ctx context.Context, o config.MountOptions, r ReplicationOptions) (*FollowerVolume, error) {
+	if r.NodeID == "" {
+		r.NodeID = n.id
+	}
+	fv, err := MountFollower(ctx, o, r, n.log)
+	if err != nil {
+		return nil, err
+	}
+	n.add(fv)
+	return fv, nil
+}
+
+// RemoveFollower forgets a follower its caller stopped and closed itself
+// (`spoolfs mount --follow`).
+func (n *Node) RemoveFollower(fv *FollowerVolume) { n.remove(fv) }
+
 // add serves v in the node: Serve hears when it ends.
 func (n *Node) add(v served) {
 	n.mu.Lock()
@@ -161,7 +180,7 @@ func (n *Node) StartConfig(ctx context.Context, c *config.Node) error {
 			r := replicationOf(vc, c.NodeID)
 			r.Creds = client
 			if o.Follower {
-				err = fmt.Errorf("volumes[%d]: follow: a follower is not implemented yet", i)
+				_, err = n.MountFollower(ctx, o, r)
 			} else {
 				_, err = n.MountVolume(ctx, o, r)
 			}

@@ -107,6 +107,7 @@ func (v *Volume) newServer(sink fsactor.Sink, snap *fsactor.Snapshot) (fuse.Serv
 		EntryTimeout:          o.EntryTimeout,
 		AttrTimeout:           o.AttrTimeout,
 		ReadOnly:              o.ReadOnly,
+		Follower:              o.Follower,
 		DisableWritebackCache: !o.Kernel.WritebackCache,
 		Sync:                  o.Sync,
 		RootUid:               o.RootUid,

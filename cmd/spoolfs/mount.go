@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/spoolfs/spoolfs/fsactor"
+	"github.com/spoolfs/spoolfs/internal/admin"
 	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/internal/process"
 	"github.com/spoolfs/spoolfs/node"
@@ -26,6 +28,7 @@ type mountFlags struct {
 	local     bool
 	repl      replicaFlags // --replicas and what goes with it (mount_replicas.go)
 	follow    bool
+	maxLag    time.Duration // --max-follow-lag
 	unshare   bool
 	launch    launchFlags
 }
@@ -50,20 +53,29 @@ With --replicas, this node becomes the volume's primary: it takes a new term
 from a quorum of the replicas and loads the volume's most advanced state
 from them before the mount exists; close(), fsync(), rename() and link()
 return once --w replicas hold the change (EIO after --flush-timeout). With
---local the volume lives in this process's memory alone.`,
+--local the volume lives in this process's memory alone.
+
+With --follow (or -o ro) and --replicas, this node is a follower: it loads
+the volume from its most advanced replica and shows the primary's changes
+as they become durable (deleted names leave the kernel's caches at once;
+entries and attributes are cached --entry-timeout/--attr-timeout, 60s by
+default on a follower). Every change made on it answers EROFS until
+spoolfs promote VOLUME --admin ADDR makes this node the primary, without
+an unmount; --w, --log-bytes and --flush-timeout apply from then on.`,
 		Example: `  spoolfs mount --replicas a:7400,b:7400,c:7400 mx1-spool /var/spool/exim4
   spoolfs mount --replicas a:7400,b:7400,c:7400 -o allow_other mx1-spool /var/spool/exim4 -- exim -bd -q30m
   spoolfs mount --unshare --replicas a:7400,b:7400,c:7400 mx1-spool /var/spool/exim4 -- exim -bd -q30m
   spoolfs mount --local spool ./mnt &    # serves in the background; stop it with: spoolfs umount ./mnt
-  spoolfs mount --local -o allow_other,entry_timeout=10m mx1-spool /var/spool/exim4`,
+  spoolfs mount --local -o allow_other,entry_timeout=10m mx1-spool /var/spool/exim4
+  spoolfs mount --follow --replicas a:7400,b:7400,c:7400 --admin 127.0.0.1:7480 mx1-spool /var/spool/exim4`,
 		Args: mountArgs,
 		RunE: func(c *cobra.Command, args []string) error { return run(c, f, args) },
 	}
 	fl := c.Flags()
 	fl.BoolVar(&f.local, "local", false, "serve the volume from memory alone, with no replicas (nothing survives the process)")
 	fl.StringArrayVarP(&f.o, "options", "o", nil, "mount options, comma-separated: allow_other, ro, sync, noexec, entry_timeout=DUR, attr_timeout=DUR")
-	fl.DurationVar(&f.opts.EntryTimeout, "entry-timeout", f.opts.EntryTimeout, "how long the kernel caches names (the primary is the only writer)")
-	fl.DurationVar(&f.opts.AttrTimeout, "attr-timeout", f.opts.AttrTimeout, "how long the kernel caches attributes")
+	fl.DurationVar(&f.opts.EntryTimeout, "entry-timeout", f.opts.EntryTimeout, "how long the kernel caches names (the primary is the only writer; a follower's default is 60s)")
+	fl.DurationVar(&f.opts.AttrTimeout, "attr-timeout", f.opts.AttrTimeout, "how long the kernel caches attributes (a follower's default is 60s)")
 	fl.Var(&f.capacity, "capacity", "bytes the volume may hold, e.g. 1GiB (0: from the machine's memory)")
 	fl.Uint64Var(&f.opts.MaxInodes, "max-inodes", 0, "inodes the volume may hold (0: one per 8 KiB of capacity)")
 	fl.DurationVar(&f.opts.FlushTimeout, "flush-timeout", f.opts.FlushTimeout, "how long close/fsync/rename wait for replicas before EIO")
@@ -74,7 +86,8 @@ return once --w replicas hold the change (EIO after --flush-timeout). With
 	fl.StringVar(&f.rootOwner, "root-owner", "", "UID:GID owning a new volume's root directory (default: the mounting user)")
 	addKernelFlags(c, f)
 	addReplicaFlags(c, &f.repl)
-	fl.BoolVar(&f.follow, "follow", false, "mount read-only as a follower of the primary (not implemented yet)")
+	fl.BoolVar(&f.follow, "follow", false, "with --replicas: mount read-only as a follower of the volume's primary (spoolfs promote makes it the primary)")
+	fl.DurationVar(&f.maxLag, "max-follow-lag", admin.DefaultMaxFollowLag, "with --follow: /readyz answers 503 unless the follower is connected and this close behind its replica")
 	fl.BoolVar(&f.unshare, "unshare", false, "enter new user and mount namespaces first (mount as a user without privileges; the mount is seen by spoolfs and CMD only)")
 	addLaunchFlags(c, &f.launch)
 	return c
@@ -133,6 +146,9 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 	sigs := make(chan os.Signal, 2)
 	defer process.NotifyStop(sigs, log)()
 
+	if f.opts.Follower {
+		return runFollower(f, child, sigs, log)
+	}
 	if f.repl.replicas != "" {
 		return runReplicated(f, child, sigs, log)
 	}
@@ -157,9 +173,16 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 // finish checks the flags that need more than their type and turns them
 // into f.opts.
 func (f *mountFlags) finish(c *cobra.Command) error {
+	follower := f.repl.replicas != "" && config.IsFollower(f.follow, f.o)
 	switch {
-	case f.follow:
-		return errors.New("--follow is not implemented yet")
+	case f.follow && f.local:
+		return errors.New("--follow and --local exclude each other: a follower follows a replicated volume (--replicas)")
+	case f.follow && f.repl.replicas == "":
+		return errors.New("--follow: want --replicas host:port,host:port,host:port, the replicas to follow the volume from")
+	case !follower && c.Flags().Changed("max-follow-lag"):
+		return errors.New("--max-follow-lag: only with --follow")
+	case follower && f.maxLag <= 0:
+		return fmt.Errorf("--max-follow-lag %v: want a positive duration, e.g. 5s", f.maxLag)
 	case f.local && f.repl.replicas != "":
 		return errors.New("--local and --replicas exclude each other")
 	case !f.local && f.repl.replicas == "":
@@ -168,10 +191,16 @@ func (f *mountFlags) finish(c *cobra.Command) error {
 	if f.repl.replicas != "" && !c.Flags().Changed("writeback-cache") {
 		f.opts.Replicated()
 	}
+	if follower {
+		f.followerTimeouts(c)
+	}
 	for _, o := range f.o {
 		if err := config.ApplyOptionString(&f.opts, o); err != nil {
 			return fmt.Errorf("-o: %w", err)
 		}
+	}
+	if follower {
+		f.opts.Follow()
 	}
 	f.opts.Capacity = uint64(f.capacity)
 	if f.maxWrite > 1<<30 {
@@ -185,5 +214,15 @@ func (f *mountFlags) finish(c *cobra.Command) error {
 	if f.opts.RootUid, f.opts.RootGid, err = config.ParseOwner(f.rootOwner); err != nil {
 		return fmt.Errorf("--root-owner %w", err)
 	}
-	return f.repl.check(c, f.local, f.opts.ReadOnly)
+	return f.repl.check(c, f.local)
+}
+
+// followerTimeouts gives a follower its cache timeouts unless set.
+func (f *mountFlags) followerTimeouts(c *cobra.Command) {
+	if !c.Flags().Changed("entry-timeout") {
+		f.opts.EntryTimeout = config.FollowerCacheTimeout
+	}
+	if !c.Flags().Changed("attr-timeout") {
+		f.opts.AttrTimeout = config.FollowerCacheTimeout
+	}
 }

@@ -3,7 +3,6 @@ package main
 // `spoolfs mount --replicas`: the volume's primary (node.MountReplicated).
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -38,14 +37,14 @@ func addReplicaFlags(c *cobra.Command, r *replicaFlags) {
 	fl.IntVar(&r.w, "w", 0, "with --replicas: replicas that must hold a change before close/fsync/rename/link return (default: a majority, 2 of 3)")
 	fl.Var(&r.logBytes, "log-bytes", "with --replicas: bound of the in-memory log for a lagging replica, e.g. 64MiB, the default (beyond it: a full snapshot)")
 	fl.StringVar(&r.nodeID, "node-id", "", "with --replicas: this node's id, recorded with its term (default: the host name)")
-	fl.DurationVar(&r.acquireTimeout, "acquire-timeout", 30*time.Second, "with --replicas: how long taking the volume and recovering it may take")
+	fl.DurationVar(&r.acquireTimeout, "acquire-timeout", 30*time.Second, "with --replicas: how long taking the volume and recovering it may take (a follower: loading it; a promotion: taking it)")
 	fl.DurationVar(&r.readyWithin, "ready-within", admin.DefaultReadyWithin, "with --replicas: /readyz answers 503 unless W replicas answered within this")
-	fl.StringVar(&r.admin, "admin", "", "with --replicas: serve /metrics, /healthz, /readyz, /status, /debug/pprof on host:port")
+	fl.StringVar(&r.admin, "admin", "", "with --replicas: serve /metrics, /healthz, /readyz, /status, /promote (a follower), /debug/pprof on host:port")
 	addTLSFlags(fl, &r.tls)
 }
 
 // check validates the replication flags (the same rules as a node config).
-func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
+func (r *replicaFlags) check(c *cobra.Command, local bool) error {
 	if r.replicas == "" {
 		for _, name := range append([]string{"w", "log-bytes", "node-id", "acquire-timeout", "ready-within", "admin"}, tlsFlagNames...) {
 			if c.Flags().Changed(name) {
@@ -56,9 +55,6 @@ func (r *replicaFlags) check(c *cobra.Command, local, readOnly bool) error {
 	}
 	if r.readyWithin <= 0 {
 		return fmt.Errorf("--ready-within %v: want a positive duration, e.g. 3s", r.readyWithin)
-	}
-	if readOnly {
-		return errors.New("-o ro with --replicas: a read-only mount of a replicated volume is a follower (--follow), not implemented yet")
 	}
 	v := config.Volume{Name: "v", MountPoint: "/", Replicas: config.SplitReplicas(r.replicas), W: r.w, LogBytes: r.logBytes}
 	cfg := config.Node{NodeID: r.nodeID, Admin: r.admin, Volumes: []config.Volume{v}, TLS: r.tls.config()}
@@ -110,6 +106,45 @@ func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.
 	}
 	log.Info("serving; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
 	if code := node.ServeUntilSignal(rv.Volume, sigs); code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// runFollower mounts the volume as a follower and serves it (or runs CMD
+// in it) until unmounted or signalled: the stream stops first, then the
+// mount goes. Promoted meanwhile (spoolfs promote), it stops as a primary
+// does: the replicas get every record first.
+func runFollower(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logger) error {
+	n := node.NewNode(f.repl.nodeID, log)
+	f.repl.tlsMaterial.SetLogger(log)
+	n.SetTLS(f.repl.tlsMaterial)
+	defer n.Stop(nil) // the admin endpoint, once the volume is done
+	if f.repl.admin != "" {
+		if _, err := n.StartAdmin(f.repl.admin); err != nil {
+			return &exitError{code: 1, err: err}
+		}
+	}
+	ctx, release := node.SignalContext(sigs, log)
+	r := f.repl.options()
+	r.MaxFollowLag = f.maxLag
+	fv, err := n.MountFollower(ctx, f.opts, r)
+	sig, signalled := release()
+	if err != nil {
+		return startFailed(err, sig, signalled, "--acquire-timeout")
+	}
+	defer func() {
+		fv.Close(f.opts.FlushTimeout)
+		n.RemoveFollower(fv)
+	}()
+	if signalled {
+		sigs <- sig // ServeUntilSignal stops at once
+	}
+	if child != nil {
+		return serveChild(fv.Volume, child, f.launch, sigs, log)
+	}
+	log.Info("following; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
+	if code := node.ServeUntilSignal(fv.Volume, sigs); code != 0 {
 		return &exitError{code: code}
 	}
 	return nil
