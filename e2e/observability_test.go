@@ -24,8 +24,8 @@ import (
 
 // TestDashboardAndAlertSeries: every series the Grafana dashboard
 // (deploy/grafana) and the alert rules (deploy/prometheus) name exists in
-// the live /metrics of a running primary and its replicas (mTLS, so the
-// certificate series are there too) after a scripted workload — create,
+// the live /metrics of a running primary, a follower and the replicas
+// (mTLS, so the certificate series are there too) after a scripted workload — create,
 // write, close, rename, a getxattr that fails — and each /metrics passes
 // `promtool check metrics`. A renamed or dropped metric fails here, not in
 // an operator's empty panel or silent alert.
@@ -39,18 +39,20 @@ func TestDashboardAndAlertSeries(t *testing.T) {
 
 	certs := t.TempDir()
 	spoolfs(t, 0, "certs", "ca", "--dir", certs)
-	for _, id := range []string{"r1", "r2", "r3", "mx1"} {
+	for _, id := range []string{"r1", "r2", "r3", "mx1", "mx2"} {
 		spoolfs(t, 0, "certs", "node", "--ca", certs, "--id", id, "--host", "127.0.0.1")
 	}
 	tlsArgs := func(id string) []string {
 		return []string{"--tls-ca", filepath.Join(certs, "ca.crt"),
 			"--tls-cert", filepath.Join(certs, id+".crt"), "--tls-key", filepath.Join(certs, id+".key")}
 	}
-	admins := []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
+	admins := []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
 	c := newClusterWith(t, 3, func(i int) []string {
 		return append(tlsArgs(fmt.Sprintf("r%d", i+1)), "--admin", admins[i])
 	})
 	pr := c.startPrimary("obs", "mx1", append(tlsArgs("mx1"), "--admin", admins[3])...)
+	// The follower (mount --follow, on the primary's command line).
+	fl := c.startPrimary("obs", "mx2", append(tlsArgs("mx2"), "--follow", "--admin", admins[4])...)
 
 	if err := os.WriteFile(pr.path("msg.tmp"), []byte("From: a\n\nhello\n"), 0o640); err != nil {
 		t.Fatal(err)
@@ -61,6 +63,14 @@ func TestDashboardAndAlertSeries(t *testing.T) {
 	if _, err := unix.Getxattr(pr.path("msg"), "user.none", make([]byte, 16)); !errors.Is(err, syscall.ENODATA) {
 		t.Fatalf("getxattr: %v, want ENODATA", err)
 	}
+
+	// The follower applied the workload: its applied records and their
+	// delay are exported once it did.
+	testsupport.WaitFor(t, 15*time.Second, "the follower to apply the workload", func() bool {
+		body := scrapeMetrics(t, admins[4])
+		return strings.Contains(body, "spoolfs_follower_apply_delay_seconds_bucket") &&
+			strings.Contains(body, `spoolfs_follower_lag_records{volume="obs"} 0`)
+	})
 
 	have := map[string]bool{}
 	types := map[string]string{} // family → type, from # TYPE lines
@@ -93,6 +103,7 @@ func TestDashboardAndAlertSeries(t *testing.T) {
 		t.Errorf("no series %s in the live /metrics of the primary and replicas", m)
 	}
 	checkMetricsTable(t, types)
+	fl.stop(t)
 	pr.stop(t)
 }
 

@@ -19,6 +19,18 @@
 //   - primary.go: MountReplicated — a new term and recovery from the
 //     replicas before the mount exists, then a mount whose sink ships its
 //     records; watchFenced turns a fenced volume read-only.
+//   - follower.go, follower_status.go: MountFollower and FollowerVolume —
+//     a volume loaded from its most advanced replica and kept current by a
+//     replication.Follower applying the primary's records to the actor
+//     (fsactor Config.Follower: EROFS to every change); the stream stops
+//     before the unmount. Promote (`spoolfs promote`, POST /promote)
+//     takes a new term (OpenPrimary, fencing the old primary), hands the
+//     actor the recovered state and a replicating sink (Server.Promote)
+//     and serves it as a ReplicatedVolume, without an unmount; a failed
+//     promotion resumes following. Its status, /readyz (streaming, lag
+//     under --max-follow-lag) and metrics.
+//   - served.go: what a Node serves, a primary or a follower (served),
+//     and Node.Promote.
 //   - replsink.go: the seam between fsactor's sink and replication's
 //     primary (fsactor.Observer, wired in volume.go, times its waits).
 //   - replica.go: StartReplica, the replication service of a data
@@ -34,6 +46,7 @@
 // May import: fsactor, replication, volume, proto and internal
 // (internal/layout). Goroutines started here: one per volume waiting for
 // jacobsa's ServeOps to return (it closes the device and Done); one per
-// unmount in progress; the fencing watcher of each replicated volume; a
-// Node's watchers of its parts. docs/threads.md lists every goroutine.
+// unmount in progress; the fencing watcher of each replicated volume; the
+// follower stream of each followed volume (replication.Follower.Run) and,
+// after a failed promotion, its resume; a Node's watchers of its parts. docs/threads.md lists every goroutine.
 package node
