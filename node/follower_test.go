@@ -24,6 +24,7 @@ import (
 )
 
 // TestFollowerFollowsAndPromotes: a follower mounted from three replicas
+// (a node config's volume with follow: true)
 // shows what its primary writes (same content, same inode numbers) and
 // what it deletes; it answers EROFS to changes; its status, /readyz and
 // /metrics say it follows. `spoolfs promote` through its admin endpoint
@@ -57,20 +58,19 @@ func TestFollowerFollowsAndPromotes(t *testing.T) {
 	must(t, writeFileRaw(filepath.Join(pdir, "a"), []byte("first message\n")))
 	must(t, writeFileRaw(filepath.Join(pdir, "gone"), []byte("deleted soon\n")))
 
+	// The follower as `spoolfs run -c node.yaml` starts it.
 	fn := NewNode("f1", log)
 	t.Cleanup(func() { fn.Stop(nil) })
-	fa, err := fn.StartAdmin("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	cfg := &config.Node{NodeID: "f1", Admin: "127.0.0.1:0",
+		Volumes: []config.Volume{{Name: "spool", MountPoint: fdir, Replicas: addrs, Follow: true}}}
+	must(t, cfg.Validate())
+	must(t, fn.StartConfig(ctx, cfg))
+	vols, _ := fn.parts()
+	fv, ok := vols[0].(*FollowerVolume)
+	if !ok {
+		t.Fatalf("node.yaml's follow: true made a %T", vols[0])
 	}
-	fo := config.DefaultMountOptions()
-	fo.Replicated()
-	fo.Volume, fo.Dir = "spool", fdir
-	fo.EntryTimeout, fo.AttrTimeout = config.FollowerCacheTimeout, config.FollowerCacheTimeout
-	fv, err := fn.MountFollower(ctx, fo, ReplicationOptions{Replicas: addrs, Progress: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := fn.admin
 	// What was there when it mounted, and what comes after.
 	waitContent(t, filepath.Join(fdir, "a"), "first message\n")
 	if got, want := inodeOf(t, filepath.Join(fdir, "a")), inodeOf(t, filepath.Join(pdir, "a")); got != want {
