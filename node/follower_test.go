@@ -195,3 +195,75 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestFollowerPromoteFails: with two of the three replicas stopped, a
+// promotion cannot take a quorum: `spoolfs promote` exits 1 and says
+// why, the volume stays read-only and goes on following from the replica
+// left; once the replicas are back, the next promotion succeeds.
+func TestFollowerPromoteFails(t *testing.T) {
+	requireFUSE(t)
+	bin := spoolfsBin(t)
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	pdir, fdir := newMountDir(t), newMountDir(t)
+	pn := NewNode("p1", log)
+	t.Cleanup(func() { pn.Stop(nil) })
+	var reps []*Replica
+	var addrs, dirs []string
+	for i := 0; i < 3; i++ {
+		dir := t.TempDir()
+		r, err := pn.StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps, addrs, dirs = append(reps, r), append(addrs, r.Addr()), append(dirs, dir)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	o := config.DefaultMountOptions()
+	o.Replicated()
+	o.Volume, o.Dir, o.FlushTimeout = "spool", pdir, 2*time.Second
+	if _, err := pn.MountVolume(ctx, o, ReplicationOptions{Replicas: addrs, Progress: func(replication.Progress) {}}); err != nil {
+		t.Fatal(err)
+	}
+	must(t, writeFileRaw(filepath.Join(pdir, "a"), []byte("acknowledged\n")))
+	fn := NewNode("f1", log)
+	t.Cleanup(func() { fn.Stop(nil) })
+	cfg := &config.Node{NodeID: "f1", Admin: "127.0.0.1:0", Volumes: []config.Volume{{Name: "spool", MountPoint: fdir,
+		Replicas: addrs, Follow: true, AcquireTimeout: 2 * time.Second}}}
+	must(t, cfg.Validate())
+	must(t, fn.StartConfig(ctx, cfg))
+	faddr := fn.admin.Addr()
+	waitContent(t, filepath.Join(fdir, "a"), "acknowledged\n")
+
+	stopCtx, stopNow := context.WithTimeout(ctx, 200*time.Millisecond) // the primary's streams never end by themselves
+	reps[1].Stop(stopCtx)
+	reps[2].Stop(stopCtx)
+	stopNow()
+	out, err := exec.Command(bin, "promote", "spool", "--admin", faddr).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "promotion failed, the volume goes on following (read-only)") {
+		t.Errorf("promote without a quorum: %v\n%s\nwant exit 1 and why", err, out)
+	}
+	if err := writeFileRaw(filepath.Join(fdir, "b"), []byte("x")); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("create after a failed promotion: %v, want EROFS", err)
+	}
+	testsupport.WaitForErr(t, 20*time.Second, "the follower to follow again from the replica left", func() error {
+		v := fetchStatus(t, faddr).Volumes[0]
+		if v.Role != "follower" || v.Follow == nil || !v.Follow.Connected || v.Follow.Source != addrs[0] {
+			return fmt.Errorf("role %q, %+v", v.Role, v.Follow)
+		}
+		return nil
+	})
+
+	for _, i := range []int{1, 2} {
+		if _, err := pn.StartReplica(ReplicaOptions{Listen: addrs[i], DataDir: dirs[i]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err = exec.Command(bin, "promote", "spool", "--admin", faddr).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "is read-write") {
+		t.Fatalf("promote once the replicas are back: %v\n%s", err, out)
+	}
+	must(t, writeFileRaw(filepath.Join(fdir, "b"), []byte("after the promotion\n")))
+	waitContent(t, filepath.Join(fdir, "a"), "acknowledged\n")
+}
