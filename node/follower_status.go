@@ -27,10 +27,9 @@ var (
 
 // followView is a follower's state at one moment.
 type followView struct {
-	st      admin.FollowStatus
-	term    uint64
-	state   string // "" while a stream is applied, else promoting, resuming, stopped
-	lagSecs float64
+	st    admin.FollowStatus
+	term  uint64
+	state string // "" while a stream is applied, else promoting, resuming, stopped
 }
 
 // view reads the follower's state; nil once promoted.
