@@ -132,7 +132,12 @@ func (fv *FollowerVolume) stopFollowing() {
 // follower's stream, or, once promoted, the primary's (ReplicatedVolume.Close).
 func (fv *FollowerVolume) Close(drain time.Duration) {
 	fv.stopFollowing()
-	if rv := fv.promoted(); rv != nil {
+	// A promotion in progress ends first (bounded by the acquire
+	// timeout), so the primary it made is closed here too.
+	fv.promoting.Lock()
+	rv := fv.promoted()
+	fv.promoting.Unlock()
+	if rv != nil {
 		rv.Close(drain)
 	}
 }
