@@ -99,10 +99,12 @@ func TestFollowerFollowsAndPromotes(t *testing.T) {
 			unix.Close(fd) // before the cleanups stop the mount
 		}
 	}()
+	start := time.Now()
 	out, err := exec.Command(bin, "promote", "spool", "--admin", fa.Addr()).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "volume spool at "+fdir+" is read-write: primary with term 2") {
 		t.Fatalf("spoolfs promote: %v\n%s", err, out)
 	}
+	t.Logf("spoolfs promote: read-write %v after it started (the process, the new term, recovery, Server.Promote)", time.Since(start).Round(time.Millisecond))
 	buf := make([]byte, 64)
 	if n, err := unix.Pread(fd, buf, 0); err != nil || string(buf[:n]) != "second message\n" {
 		t.Errorf("a file opened before the promotion, read after: %q, %v", buf[:n], err)
