@@ -125,8 +125,9 @@ const PrimaryCacheTimeout = time.Hour
 // FollowerCacheTimeout is the same lifetime on a follower (issue 11: 60 s).
 // Remote changes reach the kernel as notify_delete and inval_inode, so the
 // caches stay true without it; the bound is there for a note the kernel
-// could not take (ENOENT answers are benign, a full notify queue
-// invalidates the parent instead): nothing stale outlives a minute.
+// could not take (ENOENT answers are benign; a full notify queue keeps the
+// note in its coalescing overflow set, never drops it: fsactor/notify.go):
+// nothing stale outlives a minute.
 const FollowerCacheTimeout = time.Minute
 
 // Follow makes o a follower's options: Follower set, ReadOnly cleared (the
