@@ -88,6 +88,10 @@ bench-local: build ## spoolfs --local vs tmpfs vs jacobsa memfs, 1 and 8 clients
 bench-replicated: build ## spoolfs with 3 replicas vs local disk with fsync, 1/8/32 writers
 	./$(BIN) bench compare --suite replicated
 
+.PHONY: bench-follow
+bench-follow: build ## follower lag: close() on a primary → visible on a follower, 1,000 files/s for 10 s, p50/p99/max
+	./$(BIN) bench follow-lag
+
 bench-scale: ## 1,000,000 queued files of 1 KiB on one --local volume (FILES=...): create, list, read, delete; RSS, memfd bytes, descriptors
 	$(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x ./e2e -e2e.scalefiles=$${FILES:-1000000}
 

@@ -65,7 +65,7 @@ Workloads:
 	fl.IntVar(&f.maxFiles, "max-files", 0, "write4k: files the run may keep, spread over the clients (0: no bound)")
 	fl.BoolVar(&f.json, "json", false, "print the summary as JSON (latencies in seconds, throughput every 100 ms) instead of a table")
 	fl.StringVar(&f.plot, "plot", "", "also draw latency percentiles and throughput over time to this PNG file")
-	c.AddCommand(newBenchCompareCmd(), newServeMemfsCmd())
+	c.AddCommand(newBenchCompareCmd(), newServeMemfsCmd(), newBenchFollowCmd())
 	return c
 }
 
