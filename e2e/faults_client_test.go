@@ -13,9 +13,9 @@ package e2e
 //
 //	C path t0          a create is attempted (before the call)
 //	A path ino t0      path's content is acknowledged: fsync (started at t0) and close returned 0
-//	r from to          a rename is attempted (before the call)
+//	r from to t0       a rename is attempted (before the call, at t0)
 //	R from to t0       the rename returned 0 (started at t0)
-//	u path             an unlink is attempted (before the call)
+//	u path t0          an unlink is attempted (before the call, at t0)
 //	U path t1          the unlink returned 0 (returned at t1)
 //	E op path errno t0 t1   a call failed
 //	L op path errno t0 t1   a call took longer than the slow bound
@@ -255,7 +255,7 @@ func (c *fclient) message(id string) bool {
 		return false
 	}
 	made = nil
-	c.emit("r", tmp, h)
+	c.emit("r", tmp, h, monoNow())
 	t0, err := c.call("rename", tmp, func() error { return unix.Rename(c.abs(tmp), c.abs(h)) })
 	if err != nil {
 		return false
@@ -277,7 +277,7 @@ func (c *fclient) remove(files []string) {
 
 // unlink removes rel, reporting the attempt and the result.
 func (c *fclient) unlink(rel string) bool {
-	c.emit("u", rel)
+	c.emit("u", rel, monoNow())
 	if _, err := c.call("unlink", rel, func() error { return unix.Unlink(c.abs(rel)) }); err != nil {
 		return false
 	}

@@ -61,6 +61,7 @@ type faultLedger struct {
 	bad    []string          // wrong answers and broken promises (first ones)
 	c      faultCounts
 	spool  int // files in the spool at the last verify
+	fol    followerNotes
 }
 
 // slowCall is a call that took longer than the clients' slow bound.
@@ -71,7 +72,7 @@ type slowCall struct {
 
 func newFaultLedger() *faultLedger {
 	return &faultLedger{files: map[string]*ffile{}, byName: map[string]*ffile{}, cover: map[string]int64{},
-		gone: map[uint64]bool{}, errnos: map[string]int{}}
+		gone: map[uint64]bool{}, errnos: map[string]int{}, fol: newFollowerNotes()}
 }
 
 // expectedErrnos are the answers a fault explains: EIO (no quorum within
@@ -100,15 +101,19 @@ func (l *faultLedger) apply(prim, line string) {
 	case f[0] == "C" && len(f) == 3:
 		l.track(f[1], &ffile{state: fMaybe, names: []string{f[1]}})
 	case f[0] == "A" && len(f) == 4:
+		l.fol.ack(f[1])
 		l.acked(prim, f[1], uint64(num(f[2])), num(f[3]))
-	case f[0] == "r" && len(f) == 3:
+	case f[0] == "r" && len(f) == 4:
+		l.fol.removing(f[1], num(f[3]))
 		if x := l.byName[f[1]]; x != nil {
 			x.state, x.names = fMaybe, []string{f[1], f[2]}
 			l.byName[f[2]] = x
 		}
 	case f[0] == "R" && len(f) == 4:
+		l.fol.ack(f[2])
 		l.renamed(prim, f[1], f[2], num(f[3]))
-	case f[0] == "u" && len(f) == 2:
+	case f[0] == "u" && len(f) == 3:
+		l.fol.removing(f[1], num(f[2]))
 		l.unlinking(f[1])
 	case f[0] == "U" && len(f) == 3:
 		if x := l.byName[f[1]]; x != nil {

@@ -9,7 +9,10 @@ package e2e
 // recovers the volume with a new primary on a fresh mount point, then
 // checks the ledger (faults_ledger_test.go) and the bounds: no call waited
 // longer than the flush timeout plus 2 s (plus the time its primary was
-// SIGSTOPped), no process outlived its SIGKILL by more than 1 s.
+// SIGSTOPped), no process outlived its SIGKILL by more than 1 s. A
+// follower is mounted through the whole run: its view never goes back,
+// and after the last recovery it equals the primary's
+// (faults_follower_test.go).
 //
 // `make test-faults` runs TRIALS (300) of them; `make test` a short form,
 // one trial per fault kind.
@@ -53,9 +56,10 @@ type faultEnv struct {
 	flush   time.Duration
 	writers int
 	led     *faultLedger
-	prims   []*fprimary // every primary started in this trial
-	dead    []string    // ids of the primaries killed so far
-	cur     *fprimary   // the one the trial works on
+	prims   []*fprimary    // every primary started in this trial
+	dead    []string       // ids of the primaries killed so far
+	cur     *fprimary      // the one the trial works on
+	fol     *faultFollower // mounted for the whole run (faults_follower_test.go)
 	trial   int
 	nprim   int
 	seen    int // problems of the ledger already reported
@@ -76,6 +80,7 @@ func TestFaults(t *testing.T) {
 	if err := os.Mkdir(e.cur.path("input"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	e.startFollower()
 	for e.trial = 1; e.trial <= trials; e.trial++ {
 		if *flagFaultFor > 0 && time.Since(start) > *flagFaultFor {
 			t.Logf("stopping after %d trials: -faults.for=%v has passed", e.trial-1, *flagFaultFor)
@@ -87,6 +92,7 @@ func TestFaults(t *testing.T) {
 		}
 		e.runTrial(kind, kinds)
 	}
+	e.finishFollower(e.cur)
 	e.cur.stop(t)
 	e.report(seed, time.Since(start))
 }
@@ -203,6 +209,7 @@ func (e *faultEnv) endTrial() {
 		e.killPrimary(p)
 	}
 	e.led.judgeSlow(e.flush+2*time.Second, e.stoppedDuring)
+	e.judgeFollower() // every client's lines are read
 	e.prims = nil
 	e.cur = e.startPrimary(e.nextID())
 	e.verify(e.cur)
