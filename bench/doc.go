@@ -29,7 +29,12 @@
 //     mounted --replicas on three `spoolfs replica` processes, the targets
 //     of issue 3, and p50/p99 of fsync, close and rename (Steps, recorded
 //     by the workloads).
+//   - follow.go: the follower-lag benchmark (make bench-follow, `spoolfs
+//     bench follow-lag`): three replicas, a primary and a follower, files
+//     created on the primary at a paced rate, each stat'ed on the follower
+//     from its close() returning until it answers; p50/p99/max and the
+//     target of issue 11.
 //
 // Nothing here is used by a mounted volume: the package is a tool of
-// `spoolfs bench`, `make bench-local` and `make bench-replicated`.
+// `spoolfs bench`, `make bench-local`, `make bench-replicated` and `make bench-follow`.
 package bench

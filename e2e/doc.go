@@ -10,6 +10,12 @@
 // Concurrency tests (readdir under mutation, rename races, many spool
 // clients) check invariants on the spoolfs mount alone.
 //
+// Replicated volumes run as real processes on loopback (cluster_test.go):
+// replicas, primaries, and followers (follower_harness_test.go), whose
+// trees are compared with their primary's by names, inode numbers and
+// contents (follower_test.go), promoted (follower_promote_test.go) and
+// watched through the fault-injection test (faults_follower_test.go).
+//
 // The tests need root and /dev/fuse. When they cannot mount they fail with
 // CI=true and skip, saying why, otherwise. `-e2e.subject=tmpfs` runs the
 // whole suite against a second tmpfs instead of spoolfs, which checks the
