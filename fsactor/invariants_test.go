@@ -28,9 +28,17 @@ func TestInvariantsCatchCorruption(t *testing.T) {
 		"slot shared":  func(st *State, tr tree) { st.inodes[tr.df].slot = st.inodes[tr.f].slot },
 		"symlink":      func(st *State, tr tree) { st.inodes[tr.l].target = "longer" },
 		"dirty fifo":   func(st *State, tr tree) { st.inodes[tr.p].dirty = true },
-		"next ino":     func(st *State, tr tree) { st.nextIno = 2 },
-		"xattr order":  func(st *State, tr tree) { st.inodes[tr.f].xattrs = []xattr{{name: "b"}, {name: "a"}} },
-		"root kind":    func(st *State, tr tree) { st.inodes[rootIno].dir = nil },
+		"dirty ranges unsorted": func(st *State, tr tree) {
+			st.inodes[tr.f].dirty, st.inodes[tr.f].dirtyRanges = true, []Extent{{Off: 2, Len: 1}, {Off: 0, Len: 1}}
+		},
+		"dirty range past the size": func(st *State, tr tree) {
+			in := st.inodes[tr.f]
+			in.dirty, in.dirtyRanges = true, []Extent{{Off: 0, Len: in.attr.Size + 1}}
+		},
+		"dirty ranges of a clean file": func(st *State, tr tree) { st.inodes[tr.f].dirtyRanges = []Extent{{Off: 0, Len: 1}} },
+		"next ino":                     func(st *State, tr tree) { st.nextIno = 2 },
+		"xattr order":                  func(st *State, tr tree) { st.inodes[tr.f].xattrs = []xattr{{name: "b"}, {name: "a"}} },
+		"root kind":                    func(st *State, tr tree) { st.inodes[rootIno].dir = nil },
 		"spare": func(st *State, tr tree) {
 			fd, _ := unix.Dup(st.inodes[tr.f].slot.a.fd)
 			st.spare = append(st.spare, fd)
