@@ -455,7 +455,7 @@ func lookupClient(dir string, k int, stop *atomic.Bool, passes *atomic.Int64) er
 		}
 		for i, e := range ents {
 			if (i+k)%2 == 0 {
-				continue // clients look up different halves, in different orders
+				continue // neighbouring clients look up different halves
 			}
 			var st unix.Stat_t
 			path := filepath.Join(dir, e.Name())
