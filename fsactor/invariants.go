@@ -1,6 +1,7 @@
 package fsactor
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 )
@@ -222,13 +223,24 @@ func checkZero(s slot, from, to int64) error {
 	if err := slotRead(s, buf, from); err != nil {
 		return err
 	}
-	for i, b := range buf {
-		if b != 0 {
-			return fmt.Errorf("slot byte %d (past the size) is %#x", from+int64(i), b)
+	// Compared a block at a time with bytes.Equal (assembly): a Go loop
+	// over every byte made this check most of fsactor's -race test time.
+	for off := 0; off < len(buf); off += len(zeroBlock) {
+		chunk := buf[off:min(off+len(zeroBlock), len(buf))]
+		if bytes.Equal(chunk, zeroBlock[:len(chunk)]) {
+			continue
+		}
+		for i, b := range chunk {
+			if b != 0 {
+				return fmt.Errorf("slot byte %d (past the size) is %#x", from+int64(off+i), b)
+			}
 		}
 	}
 	return nil
 }
+
+// zeroBlock is what checkZero compares slot tails with.
+var zeroBlock [4096]byte
 
 // checkArenas checks the arenas' accounting: every slot in use is named
 // once (by an inode or the streamed snapshot), each arena's count of
