@@ -160,7 +160,7 @@ func (f *Follower) openSnapshot(ctx context.Context) (*Snapshot, error) {
 	for {
 		snap, term, err := f.fetchBest(ctx, 0, 0)
 		if err == nil {
-			f.setApplied(term, snap.LSN)
+			f.setApplied(term, snap.LSN, false)
 			f.log.Info("follower loaded its snapshot", zap.String("replica", f.cfg.Replicas[f.src]),
 				zap.Uint64("lsn", f.lsn), zap.Uint64("term", f.term), zap.Int("inodes", len(snap.Inodes)))
 			return snap, nil
@@ -258,7 +258,10 @@ func (f *Follower) Close() {
 	})
 }
 
-// Status reports where the follower stands; safe from any goroutine.
+// Status reports where the follower stands; safe from any goroutine. A
+// position (and its resync) is reported once the target's ApplyRecords or
+// Resync returned, never when handed over: it may lag what the target
+// shows by the call in progress, never lead it.
 func (f *Follower) Status() FollowerStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -271,14 +274,21 @@ func (f *Follower) setStatus(fn func(*FollowerStatus)) {
 	f.mu.Unlock()
 }
 
-// setApplied records a new applied position (Run's goroutine).
-func (f *Follower) setApplied(term, lsn uint64) {
+// setApplied records a new applied position (Run's goroutine); resynced
+// counts a snapshot loaded by Run in the same status update, so a reader
+// never sees the snapshot's position without its resync.
+func (f *Follower) setApplied(term, lsn uint64, resynced bool) {
 	if invariants && (term < f.term || (term == f.term && lsn < f.lsn)) {
 		panic(fmt.Sprintf("follower: applied position goes back from lsn %d of term %d to lsn %d of term %d", f.lsn, f.term, lsn, term))
 	}
 	f.term, f.lsn = term, lsn
 	now := time.Now()
-	f.setStatus(func(st *FollowerStatus) { st.Term, st.LSN, st.LastApplied = term, lsn, now })
+	f.setStatus(func(st *FollowerStatus) {
+		st.Term, st.LSN, st.LastApplied = term, lsn, now
+		if resynced {
+			st.Resyncs++
+		}
+	})
 }
 
 // notBefore says whether position (term, lsn) is at or past (t0, l0).

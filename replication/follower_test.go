@@ -165,6 +165,20 @@ func waitFollower(t *testing.T, c *testCluster, target *fakeTarget, lsn uint64, 
 	}
 }
 
+// waitStatus waits for f's Status to report lsn applied and returns it.
+// The follower updates its status after the target's call returns (as a
+// position applied, never one handed over), so a test that saw the
+// target reach lsn must wait for the status to say so too.
+func waitStatus(t *testing.T, f *Follower, lsn uint64) FollowerStatus {
+	t.Helper()
+	var st FollowerStatus
+	testsupport.WaitFor(t, 30*time.Second, fmt.Sprintf("follower status at lsn %d", lsn), func() bool {
+		st = f.Status()
+		return st.LSN >= lsn
+	})
+	return st
+}
+
 // TestFollowerFollowsPrimary: a follower opened on a volume a primary
 // writes shows every record the primary ships, a 3 MiB data record
 // (several events of more_data) included, with the replicas' state.
@@ -182,7 +196,7 @@ func TestFollowerFollowsPrimary(t *testing.T) {
 	_, lsn = m.writeFile(RootIno, "big", big)
 	mustWait(t, p, lsn, 10*time.Second)
 	waitFollower(t, c, target, lsn, 0)
-	st := f.Status()
+	st := waitStatus(t, f, lsn)
 	if st.LSN != lsn || st.Term != p.Term() || !st.Connected || st.Resyncs != 0 {
 		t.Fatalf("status %+v, want lsn %d of term %d, connected, no resync", st, lsn, p.Term())
 	}
@@ -256,8 +270,11 @@ func TestFollowerResyncsFarBehind(t *testing.T) {
 	target := newFakeTarget(t, snap)
 	go f.Run(target)
 	waitFollower(t, c, target, lsn, 0)
-	if _, resyncs := target.counts(); resyncs != 1 || f.Status().Resyncs != 1 {
-		t.Fatalf("target resyncs %d, status %+v: want 1", resyncs, f.Status())
+	if _, resyncs := target.counts(); resyncs != 1 {
+		t.Fatalf("target resyncs %d: want 1", resyncs)
+	}
+	if st := waitStatus(t, f, lsn); st.Resyncs != 1 {
+		t.Fatalf("status %+v: want 1 resync", st)
 	}
 	// And it follows from there.
 	_, lsn = m.writeFile(RootIno, "after", []byte("after"))

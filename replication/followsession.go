@@ -206,7 +206,7 @@ func (ws *watchSession) apply(recs []*Record, ev *pb.WatchEvent) error {
 		f.floorTerm, f.floorLSN = last.Term, last.LSN
 		return fmt.Errorf("%w: lsn %d..%d: %w", errApplyFailed, batch[0].LSN, last.LSN, err)
 	}
-	f.setApplied(last.Term, last.LSN)
+	f.setApplied(last.Term, last.LSN, false)
 	ws.progressed = true
 	var lag time.Duration
 	if ev.DurableUnixNano != 0 {
@@ -235,8 +235,7 @@ func (f *Follower) resync(prefer int, target FollowTarget) error {
 		return fmt.Errorf("resync the target to lsn %d: %w", snap.LSN, err)
 	}
 	f.floorTerm, f.floorLSN = 0, 0
-	f.setApplied(term, snap.LSN)
-	f.setStatus(func(st *FollowerStatus) { st.Resyncs++ })
+	f.setApplied(term, snap.LSN, true)
 	f.cfg.Observer.FollowResynced(f.cfg.Volume, snap.LSN)
 	f.log.Info("follower resynchronised with a snapshot", zap.String("replica", f.cfg.Replicas[f.src]),
 		zap.Uint64("lsn", snap.LSN), zap.Uint64("term", f.term), zap.Int("inodes", len(snap.Inodes)))
