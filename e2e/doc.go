@@ -7,6 +7,9 @@
 // what the two observed (posix_test.go), and a seeded differential test
 // applies the same random operations to both and compares every result and,
 // regularly, the whole tree (diff_test.go, flags -diff.ops and -diff.seed).
+// fsx_test.go ports fsx's operation loop (xfstests ltp/fsx.c) and checks
+// one file against a model through reads, mmap, truncate, fallocate modes
+// and copy_file_range (flags -fsx.ops and -fsx.seed).
 // Concurrency tests (readdir under mutation, rename races, many spool
 // clients) check invariants on the spoolfs mount alone.
 //
