@@ -41,7 +41,8 @@
 //   - health.go, metrics.go, status.go: what the admin endpoint reports,
 //     read from the node's parts (admin.Source, the Prometheus collector,
 //     Node.Status, QueryReplicas).
-//   - progress.go: the progress of a recovery, a bar on a terminal.
+//   - progress.go: the progress of a recovery (or of a follower's first
+//     load), a bar on a terminal.
 //
 // May import: fsactor, replication, volume, proto and internal
 // (internal/layout). Goroutines started here: one per volume waiting for

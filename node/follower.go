@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,7 +78,11 @@ func MountFollower(ctx context.Context, o config.MountOptions, r ReplicationOpti
 		zap.Strings("replicas", r.Replicas))
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(r.AcquireTimeout, 30*time.Second))
 	defer cancel()
-	f, snap, err := replication.OpenFollower(ctx, followerConfig(o.Volume, r, obs, log))
+	fc := followerConfig(o.Volume, r, obs, log)
+	if fc.Progress = r.Progress; fc.Progress == nil {
+		fc.Progress = ProgressFor(os.Stderr, log)
+	}
+	f, snap, err := replication.OpenFollower(ctx, fc)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: loading it to follow: %w", o.Volume, err)
 	}

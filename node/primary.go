@@ -30,7 +30,8 @@ type ReplicationOptions struct {
 	AcquireTimeout time.Duration
 	// Creds secures the connections to the replicas (mTLS); nil: plaintext.
 	Creds credentials.TransportCredentials
-	// Progress reports recovery; nil: ProgressFor(os.Stderr, log).
+	// Progress reports recovery, and a follower's first load
+	// (MountFollower); nil: ProgressFor(os.Stderr, log).
 	Progress func(replication.Progress)
 	// ReadyWithin is how recently W replicas must have answered for the
 	// volume to be ready (/readyz) and for `spoolfs status` to count a

@@ -251,7 +251,8 @@
 // volume (docs/replication-protocol.md, "Watch: followers").
 //
 // A Follower (OpenFollower, Run, Close, Status) loads a snapshot from the
-// most advanced replica answering Status, then applies to a FollowTarget
+// most advanced replica answering Status (telling FollowerConfig.Progress
+// how it loads, as a recovery does), then applies to a FollowTarget
 // (fsactor.Server) the records a Watch stream brings, tracking the
 // (term, lsn) applied. It switches replica when a stream fails, stays
 // silent for DeadAfter (3 heartbeats) or its source stays behind, with

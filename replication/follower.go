@@ -27,6 +27,14 @@ type FollowerConfig struct {
 	Creds          credentials.TransportCredentials // nil: plaintext
 	Log            *zap.Logger
 	Observer       FollowerObserver // optional; lag and resyncs
+	// Progress, when set, is told how OpenFollower's snapshot loads, as
+	// PrimaryConfig.Progress is told of a recovery: Phase "fetch" (per
+	// replica tried; counts against the snapshot header's totals), then
+	// "done" with the snapshot's inodes and bytes. Called from
+	// OpenFollower's goroutine, one call at a time; not during Run's
+	// resyncs (those happen in the background, where a progress bar has
+	// no terminal to draw on: logs and FollowResynced tell of them).
+	Progress func(Progress)
 
 	// Tuning; zero takes the default.
 	CallTimeout time.Duration // a Status question to a replica (default 2 s)
@@ -122,6 +130,9 @@ type Follower struct {
 	term, lsn           uint64
 	floorTerm, floorLSN uint64
 	src                 int // the current source (index in cfg.Replicas), -1: none
+	// opening: OpenFollower is loading the first snapshot (fetch reports
+	// cfg.Progress). Written before Run starts only.
+	opening bool
 
 	mu sync.Mutex
 	st FollowerStatus
@@ -157,10 +168,15 @@ func OpenFollower(ctx context.Context, cfg FollowerConfig) (*Follower, *Snapshot
 // openSnapshot loads the first snapshot, with backoff until ctx ends.
 func (f *Follower) openSnapshot(ctx context.Context) (*Snapshot, error) {
 	bo := f.schedule()
+	f.opening = true
+	defer func() { f.opening = false }()
 	for {
 		snap, term, err := f.fetchBest(ctx, 0, 0)
 		if err == nil {
 			f.setApplied(term, snap.LSN, false)
+			if f.cfg.Progress != nil {
+				f.cfg.Progress(Progress{Phase: "done", Term: term, Inodes: uint64(len(snap.Inodes)), BytesTotal: snapDataBytes(snap)})
+			}
 			f.log.Info("follower loaded its snapshot", zap.String("replica", f.cfg.Replicas[f.src]),
 				zap.Uint64("lsn", f.lsn), zap.Uint64("term", f.term), zap.Int("inodes", len(snap.Inodes)))
 			return snap, nil

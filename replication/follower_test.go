@@ -364,3 +364,53 @@ func TestFollowerSlowTargetIsNotASilentSource(t *testing.T) {
 		t.Fatalf("status %+v: a slow target was taken for a silent source", st)
 	}
 }
+
+// TestFollowerOpenReportsProgress: OpenFollower tells Progress how its
+// snapshot loads — "fetch" counts that never go back and end at the
+// snapshot's totals, then "done" with them — and Run's goroutine is never
+// handed it.
+func TestFollowerOpenReportsProgress(t *testing.T) {
+	c := makeCluster(t, 3)
+	p, m := c.openPrimary(c.primaryConfig(vol))
+	for i := range 10 {
+		m.writeFile(RootIno, fmt.Sprintf("m%d", i), bytes.Repeat([]byte{'x'}, 1000))
+	}
+	_, lsn := m.writeFile(RootIno, "big", bytes.Repeat([]byte("spoolfs!"), 3<<17)) // 3 MiB: several chunks
+	mustWait(t, p, lsn, 10*time.Second)
+	c.waitForLSN(vol, lsn)
+	var got []Progress
+	cfg := c.followerConfig(vol)
+	cfg.Progress = func(p Progress) { got = append(got, p) }
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	f, snap, err := OpenFollower(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	inodes, data := uint64(len(snap.Inodes)), snapDataBytes(snap)
+	if len(got) < 3 {
+		t.Fatalf("progress %+v: want several fetch reports and done", got)
+	}
+	done, last := got[len(got)-1], got[len(got)-2]
+	if done.Phase != "done" || done.Inodes != inodes || done.BytesTotal != data || done.Term != p.Term() {
+		t.Fatalf("last report %+v: want done with %d inodes, %d bytes, term %d", done, inodes, data, p.Term())
+	}
+	if last.Phase != "fetch" || last.Inodes != inodes || last.InodesTotal != inodes || last.Bytes != data || last.BytesTotal != data {
+		t.Fatalf("last fetch report %+v: want %d of %d inodes, %d of %d bytes", last, inodes, inodes, data, data)
+	}
+	for i, r := range got[:len(got)-1] {
+		if r.Phase != "fetch" || r.Replica != last.Replica || (i > 0 && (r.Inodes < got[i-1].Inodes || r.Bytes < got[i-1].Bytes)) {
+			t.Fatalf("report %d %+v after %+v: want fetch counts from %s that never go back", i, r, got[max(i-1, 0)], last.Replica)
+		}
+	}
+	n := len(got)
+	target := newFakeTarget(t, snap)
+	go f.Run(target)
+	_, lsn = m.writeFile(RootIno, "after", []byte("after"))
+	mustWait(t, p, lsn, 10*time.Second)
+	waitFollower(t, c, target, lsn, 0)
+	if len(got) != n {
+		t.Fatalf("progress reported after OpenFollower: %+v", got[n:])
+	}
+}

@@ -291,6 +291,12 @@ func (f *Follower) fetch(ctx context.Context, i int) (*Snapshot, uint64, error) 
 		return nil, 0, err
 	}
 	asm := &snapAssembler{lim: followLimits}
+	if f.opening && f.cfg.Progress != nil {
+		addr := f.cfg.Replicas[i]
+		asm.onData = func(inodes, bytes uint64) {
+			f.cfg.Progress(Progress{Phase: "fetch", Replica: addr, Inodes: inodes, InodesTotal: asm.hdr.Inodes, Bytes: bytes, BytesTotal: asm.hdr.Bytes})
+		}
+	}
 	for {
 		c, err := stream.Recv()
 		if err == io.EOF {
