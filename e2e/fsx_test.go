@@ -146,7 +146,13 @@ type fsx struct {
 	good []byte // the model: the file's content; len(good) is its size
 	log  []string
 	n    int // operation number
+
+	crossings int // size changes across fsxSlotMax (slot ↔ memfd moves)
 }
+
+// fsxSlotMax is the largest file fsactor keeps in an arena slot
+// (fsactor/arena.go); the run counts the size changes across it.
+const fsxSlotMax = 64 << 10
 
 // runFSX creates path and runs prof's operations on it; it returns the
 // run (its model) for checks after it.
@@ -175,8 +181,8 @@ func runFSX(t *testing.T, path string, prof fsxProfile, seed uint64) *fsx {
 	if err := f.checkAll(f.fd); err != nil {
 		f.fail(seed, fmt.Errorf("final check: %w", err))
 	}
-	t.Logf("%s: %d operations (maxlen %d, maxoplen %d, mmap %v) in %v; final size %d",
-		prof.name, prof.ops, prof.maxLen, prof.maxOpLen, prof.mmap, time.Since(start).Round(time.Millisecond), len(f.good))
+	t.Logf("%s: %d operations (maxlen %d, maxoplen %d, mmap %v) in %v; final size %d; %d size changes across %d bytes",
+		prof.name, prof.ops, prof.maxLen, prof.maxOpLen, prof.mmap, time.Since(start).Round(time.Millisecond), len(f.good), f.crossings, fsxSlotMax)
 	return f
 }
 
@@ -225,6 +231,9 @@ func (f *fsx) size() int64 { return int64(len(f.good)) }
 
 // setSize grows (with zeros) or shrinks the model.
 func (f *fsx) setSize(n int64) {
+	if (n > fsxSlotMax) != (f.size() > fsxSlotMax) {
+		f.crossings++
+	}
 	if n <= f.size() {
 		f.good = f.good[:n]
 		return
@@ -270,8 +279,14 @@ func (f *fsx) write() error {
 	return f.checkAfter(off, n)
 }
 
+// truncate picks a size up to maxlen, and 0 one time in eight: a memfd
+// file truncated to 0 frees its memfd and grows again in a slot
+// (fsactor/arena.go), a move a uniform size would almost never make.
 func (f *fsx) truncate() error {
 	n := f.rng.Int64N(f.prof.maxLen + 1)
+	if f.rng.IntN(8) == 0 {
+		n = 0
+	}
 	f.logf("truncate 0x%x to 0x%x", f.size(), n)
 	if err := unix.Ftruncate(f.fd, n); err != nil {
 		return fmt.Errorf("ftruncate(%d): %w", n, err)
