@@ -137,8 +137,10 @@
 //
 // OpenPrimary (recover.go) acquires term T = highest seen + 1 from W
 // replicas, loads the most advanced granting replica's state (last term,
-// then lsn), installs it on the other granting replicas under T and
-// returns it as the snapshot the actor starts from. Then each replica has
+// then lsn), installs it under T on other granting replicas until W hold
+// it (none when W are at its position already: the others catch up over
+// their links once the primary serves) and returns it as the snapshot
+// the actor starts from. Then each replica has
 // one goroutine (stream.go) that owns a Ship stream: it sends records from
 // the in-memory log as they are appended without waiting for acks (a
 // bounded window), a receiver goroutine reads the acks, and on any error

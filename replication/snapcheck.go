@@ -30,6 +30,11 @@ func checkSnapshot(snap *Snapshot, lim Limits) (*Snapshot, error) {
 		return nil, err
 	}
 	out := &Snapshot{LSN: snap.LSN, NextIno: snap.NextIno}
+	if len(refs)+1 == len(snap.Inodes) { // all kept (refs: the named inodes, the root never): no copy
+		out.Inodes = snap.Inodes
+		return out, nil
+	}
+	out.Inodes = make([]SnapInode, 0, len(refs)+1)
 	for _, in := range snap.Inodes {
 		if in.Ino == RootIno || refs[in.Ino] > 0 {
 			out.Inodes = append(out.Inodes, in)

@@ -187,7 +187,11 @@ func (a *snapAssembler) addPiece(p *pb.SnapInode) error {
 	if uint64(len(in.Data))+uint64(len(p.Data)) > a.lim.MaxFileSize {
 		return invalidf("snapshot: inode %d: data exceeds the limit %d", p.Ino, a.lim.MaxFileSize)
 	}
-	in.Data = append(in.Data, p.Data...)
+	if in.Data == nil {
+		in.Data = p.Data // the message's own copy (proto never aliases its buffer): not copied again
+	} else {
+		in.Data = append(in.Data, p.Data...)
+	}
 	a.bytes += uint64(len(p.Data))
 	if len(p.Extents) > 0 {
 		var err error
