@@ -147,41 +147,15 @@ func (in *inode) dirtyRangesErr() error {
 // from offset 0 gives nil extents (the data starts at 0).
 func memfdRangeContent(fd int, ranges []Extent) ([]Extent, []byte, error) {
 	var exts []Extent
-	var total uint64
+	var total int64
 	for _, g := range ranges {
-		lo, hi := int64(g.Off), int64(g.Off+g.Len)
-		for pos := lo; pos < hi; {
-			d, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-			if err == syscall.ENXIO || (err == nil && d >= hi) {
-				break
-			}
-			if err != nil {
-				return nil, nil, fmt.Errorf("lseek SEEK_DATA memfd: %w", err)
-			}
-			h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
-			if err != nil {
-				return nil, nil, fmt.Errorf("lseek SEEK_HOLE memfd: %w", err)
-			}
-			h = min(h, hi)
-			exts = append(exts, Extent{Off: uint64(d), Len: uint64(h - d)})
-			total += uint64(h - d)
-			pos = h
-		}
-	}
-	data := make([]byte, total)
-	pos := 0
-	for _, e := range exts {
-		got, err := memfdRead(fd, data[pos:pos+int(e.Len)], int64(e.Off))
+		var err error
+		exts, total, err = memfdExtentsIn(fd, int64(g.Off), int64(g.Off+g.Len), exts, total)
 		if err != nil {
 			return nil, nil, err
 		}
-		clear(data[pos+got : pos+int(e.Len)])
-		pos += int(e.Len)
 	}
-	if len(exts) == 1 && exts[0].Off == 0 {
-		exts = nil
-	}
-	return exts, data, nil
+	return memfdReadExtents(fd, exts, total)
 }
 
 // patchContent applies a partial data record's content (checked): the

@@ -94,11 +94,15 @@ func memfdFallocate(fd int, mode uint32, off, length int64) error {
 // after them is a hole that reads as zeros. tmpfs allocates pages, so the
 // extents are page-aligned except where size cuts the last one.
 func memfdExtents(fd int, size int64) ([]Extent, int64, error) {
-	var exts []Extent
-	var total int64
-	for pos := int64(0); pos < size; {
+	return memfdExtentsIn(fd, 0, size, nil, 0)
+}
+
+// memfdExtentsIn appends to exts the data extents of fd within [lo, hi),
+// clipped to it, and adds their bytes to total.
+func memfdExtentsIn(fd int, lo, hi int64, exts []Extent, total int64) ([]Extent, int64, error) {
+	for pos := lo; pos < hi; {
 		d, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-		if err == syscall.ENXIO || (err == nil && d >= size) {
+		if err == syscall.ENXIO || (err == nil && d >= hi) {
 			break
 		}
 		if err != nil {
@@ -108,7 +112,7 @@ func memfdExtents(fd int, size int64) ([]Extent, int64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("lseek SEEK_HOLE memfd: %w", err)
 		}
-		h = min(h, size)
+		h = min(h, hi)
 		exts = append(exts, Extent{Off: uint64(d), Len: uint64(h - d)})
 		total += h - d
 		pos = h
@@ -124,6 +128,13 @@ func memfdContent(fd int, size int64) ([]Extent, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	return memfdReadExtents(fd, exts, total)
+}
+
+// memfdReadExtents reads the bytes of exts (total in all) one after
+// another; one extent from offset 0 gives nil extents (the data starts
+// at 0).
+func memfdReadExtents(fd int, exts []Extent, total int64) ([]Extent, []byte, error) {
 	data := make([]byte, total)
 	pos := 0
 	for _, e := range exts {
