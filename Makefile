@@ -95,8 +95,9 @@ bench-follow: build ## follower lag: close() on a primary → visible on a follo
 bench-scale: ## 1,000,000 queued files of 1 KiB on one --local volume (FILES=...): create, list, read, delete; RSS, memfd bytes, descriptors
 	$(GO) test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x ./e2e -e2e.scalefiles=$${FILES:-1000000}
 
-bench-scale-recovery: ## recovery of a replicated volume of FILES (default 1000000) files of 1 KiB: the next primary's time to serve
-	$(GO) test -count=1 -timeout 90m -run '^TestScaleRecovery$$' -v ./e2e -e2e.recoveryfiles=$${FILES:-1000000}
+bench-scale-recovery: ## recovery of a replicated volume of FILES (default 1000000) files of 1 KiB: the next primary's time to serve (SEED=dir keeps/reuses the written volume, PROFILE=dir CPU profiles)
+	$(GO) test -count=1 -timeout 90m -run '^TestScaleRecovery$$' -v ./e2e -e2e.recoveryfiles=$${FILES:-1000000} \
+		-e2e.recoveryseed="$${SEED:-}" -e2e.recoveryprofile="$${PROFILE:-}"
 
 clean:
 	rm -rf bin

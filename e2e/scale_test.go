@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,15 +92,18 @@ func msgBytes(k int) []byte {
 
 // forEach runs f(k) for k in [0, n) on 8 goroutines and returns the first
 // error.
-func forEach(n int, f func(k int) error) error {
+func forEach(n int, f func(k int) error) error { return forEachN(n, 8, f) }
+
+// forEachN is forEach with w workers.
+func forEachN(n, workers int, f func(k int) error) error {
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
-	for w := range 8 {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := w; k < n; k += 8 {
+			for k := w; k < n; k += workers {
 				if err := f(k); err != nil {
 					once.Do(func() { first = err })
 					return
@@ -337,37 +342,56 @@ func procMemory(tb testing.TB, pid int) (rss, memfd int64, fds int) {
 	return rss, memfd, len(ents)
 }
 
-var flagRecoveryFiles = flag.Int("e2e.recoveryfiles", 0, "files of TestScaleRecovery (0: skipped; make bench-scale-recovery)")
+var (
+	flagRecoveryFiles = flag.Int("e2e.recoveryfiles", 0, "files of TestScaleRecovery (0: skipped; make bench-scale-recovery)")
+	flagRecoveryProf  = flag.String("e2e.recoveryprofile", "", "TestScaleRecovery: a directory for CPU profiles of the next primary and of each replica during its recovery (seconds of e2e.recoveryprofilesecs)")
+	flagRecoveryProfS = flag.Int("e2e.recoveryprofilesecs", 20, "TestScaleRecovery: length of the CPU profiles of e2e.recoveryprofile")
+	flagRecoverySeed  = flag.String("e2e.recoveryseed", "", "TestScaleRecovery: a directory keeping the replicas' data after the writes, saved by the first run and reused by the next (writing 1,000,000 files takes many minutes; a seed written by an older build may not load)")
+)
 
-// TestScaleRecovery is the recovery part of issue 13's benchmark (not a
-// timed test: it prints figures; run by make bench-scale-recovery):
+// TestScaleRecovery is issue 13's recovery benchmark (not a timed test):
 // e2e.recoveryfiles files of 1 KiB on a replicated volume, the primary
-// SIGKILLed, and the time until the next primary serves the volume with
-// every file in place.
+// SIGKILLed, and the time until the next primary serves every file. With
+// e2e.recoveryseed the replicas' data after the writes is kept there and
+// the next run starts from a copy of it (the same state: the primary was
+// SIGKILLed after its last acknowledged close).
 func TestScaleRecovery(t *testing.T) {
 	n := *flagRecoveryFiles
 	if n == 0 {
 		t.Skip("a benchmark: -e2e.recoveryfiles=N (make bench-scale-recovery)")
 	}
 	requireCluster(t)
-	c := newCluster(t, 3)
+	admins := make([]string, 4) // the replicas', then the next primary's
+	for i := range admins {
+		admins[i] = freeAddr(t)
+	}
+	c := newClusterWith(t, 3, func(i int) []string { return []string{"--admin", admins[i]} })
 	const vol = "scale"
-	pr := c.startPrimary(vol, "p1", "--max-inodes", fmt.Sprint(2*n+1000))
-	for d := range 100 {
-		if err := os.Mkdir(pr.path(fmt.Sprintf("d%02d", d)), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	seed := ""
+	if *flagRecoverySeed != "" {
+		seed = filepath.Join(*flagRecoverySeed, fmt.Sprintf("files-%d", n))
 	}
 	rel := func(k int) string { return fmt.Sprintf("d%02d/m%07d", k%100, k) }
-	start := time.Now()
-	if err := forEach(n, func(k int) error { return os.WriteFile(pr.path(rel(k)), msgBytes(k), 0o640) }); err != nil {
-		t.Fatalf("writing: %v", err)
+	if _, err := os.Stat(filepath.Join(seed, "complete")); seed != "" && err == nil {
+		c.loadData(seed)
+		t.Logf("replicas started from the seed %s", seed)
+	} else {
+		writeScaleVolume(t, c, vol, n, rel)
+		if seed != "" {
+			c.saveData(seed)
+		}
 	}
-	t.Logf("%d files written on the replicated volume in %v", n, time.Since(start).Round(time.Millisecond))
-	pr.crash()
-	start = time.Now()
-	pr2 := startPrimaryPatient(t, c, vol, "p2", "--max-inodes", fmt.Sprint(2*n+1000))
+	start := time.Now()
+	profiled := make(chan struct{})
+	go func() {
+		defer close(profiled)
+		if *flagRecoveryProf != "" {
+			cpuProfiles(t, *flagRecoveryProf, admins, *flagRecoveryProfS)
+		}
+	}()
+	pr2 := startPrimaryPatient(t, c, vol, "p2", "--max-inodes", fmt.Sprint(2*n+1000), "--admin", admins[3])
 	served := time.Since(start)
+	<-profiled
 	rss, memfd, fds := procMemory(t, pr2.cmd.Process.Pid)
 	if err := forEach(n, func(k int) error {
 		b, err := os.ReadFile(pr2.path(rel(k)))
@@ -381,6 +405,113 @@ func TestScaleRecovery(t *testing.T) {
 	t.Logf("recovery of %d files: the next primary served after %v (RSS %d MiB, memfd %d MiB, %d descriptors); every file read back",
 		n, served.Round(time.Millisecond), rss>>20, memfd>>20, fds)
 	t.Logf("primary p2 log:\n%s", lastLines(pr2.out.String(), 15))
+}
+
+// cpuProfiles writes a CPU profile of secs seconds of each admin endpoint
+// (the replicas', then the next primary's, which starts serving its admin
+// endpoint before its recovery) into dir, all at once.
+func cpuProfiles(t *testing.T, dir string, admins []string, secs int) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Error(err)
+		return
+	}
+	var wg sync.WaitGroup
+	for i, addr := range admins {
+		name := fmt.Sprintf("replica-%d.cpu.pprof", i+1)
+		if i == len(admins)-1 {
+			name = "primary.cpu.pprof"
+		}
+		wg.Go(func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs)
+			var resp *http.Response
+			var err error
+			for range 100 { // the next primary's endpoint comes up a moment later
+				if resp, err = http.Get(url); err == nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				t.Errorf("profile %s: %v", url, err)
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+			}
+			if err != nil {
+				t.Errorf("profile %s: %v", url, err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// writeScaleVolume writes n files of 1 KiB (msgBytes) at rel(k) in 100
+// directories through primary p1, each close durable on W replicas, and
+// SIGKILLs p1.
+func writeScaleVolume(t *testing.T, c *cluster, vol string, n int, rel func(int) string) {
+	t.Helper()
+	pr := c.startPrimary(vol, "p1", "--max-inodes", fmt.Sprint(2*n+1000))
+	for d := range 100 {
+		if err := os.Mkdir(pr.path(fmt.Sprintf("d%02d", d)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	// 32 writers: each close waits for W replicas' fsync, and the
+	// replicas commit what arrives together in one fsync.
+	if err := forEachN(n, 32, func(k int) error { return os.WriteFile(pr.path(rel(k)), msgBytes(k), 0o640) }); err != nil {
+		t.Fatalf("writing: %v", err)
+	}
+	t.Logf("%d files written on the replicated volume in %v", n, time.Since(start).Round(time.Millisecond))
+	pr.crash()
+}
+
+// saveData stops the replicas (SIGTERM), copies their data directories
+// into dir (replica-1, ...), marks the copy complete, and restarts them.
+func (c *cluster) saveData(dir string) {
+	c.t.Helper()
+	if err := os.RemoveAll(dir); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	for i, r := range c.reps {
+		if err := r.terminate(time.Minute); err != nil {
+			c.t.Fatalf("replica %d: %v", i+1, err)
+		}
+		copyTree(c.t, r.data, filepath.Join(dir, fmt.Sprintf("replica-%d", i+1)))
+		c.start(i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Logf("replicas' data saved in %s", dir)
+}
+
+// loadData replaces the replicas' data directories with a copy of the
+// ones saveData kept in dir, and restarts them.
+func (c *cluster) loadData(dir string) {
+	c.t.Helper()
+	for i, r := range c.reps {
+		r.kill9()
+		if err := os.RemoveAll(r.data); err != nil {
+			c.t.Fatal(err)
+		}
+		copyTree(c.t, filepath.Join(dir, fmt.Sprintf("replica-%d", i+1)), r.data)
+		c.start(i)
+	}
+}
+
+// copyTree copies the directory from to to (cp -a).
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s %s: %v\n%s", from, to, err, out)
+	}
 }
 
 // startPrimaryPatient is cluster.startPrimary without its 15 s deadline:
