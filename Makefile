@@ -19,14 +19,18 @@ help: ## list the targets
 # setpriv (tests that run as another user), shellcheck and systemd-analyze
 # (deploy's tests of scripts and units), promtool (the alert rules and their
 # unit tests, the dashboard's queries, /metrics of live processes: deploy and
-# e2e tests). No protoc: make proto runs buf, a Go
+# e2e tests), gcc and the C library's headers (the e2e tests build xfstests'
+# fsx from third_party/fsx). No protoc: make proto runs buf, a Go
 # tool pinned in tools/go.mod, with the plugins pinned in go.mod.
-DEPS_CMDS := fusermount3:fuse3 setpriv:util-linux shellcheck:shellcheck systemd-analyze:systemd promtool:prometheus
+DEPS_CMDS := fusermount3:fuse3 setpriv:util-linux shellcheck:shellcheck systemd-analyze:systemd promtool:prometheus gcc:gcc
+# Files (not commands) the tests need, as path:package.
+DEPS_FILES := /usr/include/stdio.h:libc6-dev
 # buf in its own module file: its many dependencies stay out of go.mod.
 BUF     := $(GO) tool -modfile=$(CURDIR)/tools/go.mod buf
 
 deps: ## install what the tests need beyond Go (Debian packages; as root, else say what is missing)
 	@need=""; for c in $(DEPS_CMDS); do command -v $${c%%:*} >/dev/null || need="$$need $${c#*:}"; done; \
+	for f in $(DEPS_FILES); do [ -e $${f%%:*} ] || need="$$need $${f#*:}"; done; \
 	if [ -z "$$need" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	  echo "missing Debian packages:$$need (install them: apt-get install$$need)"; exit 1; fi; \

@@ -20,6 +20,7 @@ var builds struct {
 	mu      sync.Mutex
 	dir     string
 	byFlags map[string]*build
+	byName  map[string]*build // CBinary's C programs, by name
 }
 
 // running is set by Run: Binary refuses to build where nobody removes
@@ -52,6 +53,7 @@ func removeBinaries() {
 		builds.dir = ""
 	}
 	builds.byFlags = nil
+	builds.byName = nil
 }
 
 // Binary builds ./cmd/spoolfs with the go tool once per test binary and
@@ -80,17 +82,8 @@ func Binary(t testing.TB, buildFlags ...string) string {
 func buildFor(flags []string) (*build, error) {
 	builds.mu.Lock()
 	defer builds.mu.Unlock()
-	if builds.dir == "" {
-		dir, err := os.MkdirTemp("", "spoolfs-test-bin-")
-		if err != nil {
-			return nil, fmt.Errorf("testsupport: directory for the binary: %w", err)
-		}
-		if err := os.Chmod(dir, 0o755); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("testsupport: directory for the binary: %w", err)
-		}
-		builds.dir = dir
-		builds.byFlags = map[string]*build{}
+	if err := makeBuildDir(); err != nil {
+		return nil, err
 	}
 	key := strings.Join(flags, " ")
 	b := builds.byFlags[key]
@@ -100,6 +93,26 @@ func buildFor(flags []string) (*build, error) {
 		builds.byFlags[key] = b
 	}
 	return b, nil
+}
+
+// makeBuildDir makes the directory of the builds unless it exists; the
+// caller holds builds.mu.
+func makeBuildDir() error {
+	if builds.dir != "" {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "spoolfs-test-bin-")
+	if err != nil {
+		return fmt.Errorf("testsupport: directory for the binary: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("testsupport: directory for the binary: %w", err)
+	}
+	builds.dir = dir
+	builds.byFlags = map[string]*build{}
+	builds.byName = map[string]*build{}
+	return nil
 }
 
 // goBuild builds the binary at out with the go tool that runs the tests.

@@ -1,7 +1,8 @@
 // Package testsupport is the one home of what tests of several packages
 // need from the machine and from time: whether they may run here
 // (RequireMount, RequireRoot, RequireCmd, RequireCPUs), the spoolfs binary
-// built once per test binary (Binary, Run), and waiting for a condition
+// and vendored C test programs (fsx) built once per test binary (Binary,
+// CBinary, Run), and waiting for a condition
 // with a deadline (WaitFor, WaitForErr).
 //
 // The CI rule: a test that cannot run here (no FUSE, not root, a missing

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -158,6 +160,30 @@ func TestBinaryOnce(t *testing.T) {
 	}
 	if st, err := os.Stat(a); err != nil || st.Mode()&0o111 == 0 {
 		t.Fatalf("binary %s: %v %v", a, st, err)
+	}
+}
+
+// TestCBinaryOnce: CBinary compiles once per name, the program runs, and
+// a compile error fails with gcc's output.
+func TestCBinaryOnce(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "hello.c")
+	if err := os.WriteFile(src, []byte("#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := CBinary(t, "hello", "-Wall", src)
+	if b := CBinary(t, "hello", "-Wall", src); b != a {
+		t.Fatalf("second call built again: %s, then %s", a, b)
+	}
+	if out, err := exec.Command(a).Output(); err != nil || string(out) != "hello\n" {
+		t.Fatalf("%s: %q %v", a, out, err)
+	}
+	bad := filepath.Join(filepath.Dir(src), "bad.c")
+	if err := os.WriteFile(bad, []byte("int main(void) { return undeclared; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := run(func(tb testing.TB) { CBinary(tb, "bad", bad) })
+	if !f.failed || !strings.Contains(f.msg, "undeclared") {
+		t.Fatalf("a compile error: failed=%v %q", f.failed, f.msg)
 	}
 }
 
