@@ -3,6 +3,7 @@ package main
 // `spoolfs mount --replicas`: the volume's primary (node.MountReplicated).
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -79,36 +80,16 @@ func (r *replicaFlags) options() node.ReplicationOptions {
 // it (or runs CMD in it) until unmounted or signalled; then it waits for the
 // replicas to hold every record and closes the primary.
 func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logger) error {
-	n := node.NewNode(f.repl.nodeID, log)
-	f.repl.tlsMaterial.SetLogger(log)
-	n.SetTLS(f.repl.tlsMaterial)
-	defer n.Stop(nil) // the admin endpoint, once the volume is done
-	if f.repl.admin != "" {
-		if _, err := n.StartAdmin(f.repl.admin); err != nil {
-			return &exitError{code: 1, err: err}
+	return runOnNode(f, child, sigs, log, "serving", func(ctx context.Context, n *node.Node) (*node.Volume, func(), error) {
+		rv, err := n.MountVolume(ctx, f.opts, f.repl.options())
+		if err != nil {
+			return nil, nil, err
 		}
-	}
-	ctx, release := node.SignalContext(sigs, log)
-	rv, err := n.MountVolume(ctx, f.opts, f.repl.options())
-	sig, signalled := release()
-	if err != nil {
-		return startFailed(err, sig, signalled, "--acquire-timeout")
-	}
-	defer func() {
-		rv.Close(f.opts.FlushTimeout)
-		n.RemoveVolume(rv)
-	}()
-	if signalled {
-		sigs <- sig // ServeUntilSignal stops at once
-	}
-	if child != nil {
-		return serveChild(rv.Volume, child, f.launch, sigs, log)
-	}
-	log.Info("serving; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
-	if code := node.ServeUntilSignal(rv.Volume, sigs); code != 0 {
-		return &exitError{code: code}
-	}
-	return nil
+		return rv.Volume, func() {
+			rv.Close(f.opts.FlushTimeout)
+			n.RemoveVolume(rv)
+		}, nil
+	})
 }
 
 // runFollower mounts the volume as a follower and serves it (or runs CMD
@@ -116,6 +97,27 @@ func runReplicated(f *mountFlags, child []string, sigs chan os.Signal, log *zap.
 // mount goes. Promoted meanwhile (spoolfs promote), it stops as a primary
 // does: the replicas get every record first.
 func runFollower(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logger) error {
+	return runOnNode(f, child, sigs, log, "following", func(ctx context.Context, n *node.Node) (*node.Volume, func(), error) {
+		r := f.repl.options()
+		r.MaxFollowLag = f.maxLag
+		fv, err := n.MountFollower(ctx, f.opts, r)
+		if err != nil {
+			return nil, nil, err
+		}
+		return fv.Volume, func() {
+			fv.Close(f.opts.FlushTimeout)
+			n.RemoveFollower(fv)
+		}, nil
+	})
+}
+
+// runOnNode is what a primary and a follower mount share: a node with the
+// TLS material and the admin endpoint, the volume mounted by mount (whose
+// start a signal cancels), served (or CMD run in it) until unmounted or
+// signalled, then closed by what mount returned and, last, the node
+// stopped. doing names the serving in the log line ("serving", "following").
+func runOnNode(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logger, doing string,
+	mount func(ctx context.Context, n *node.Node) (v *node.Volume, closeVolume func(), err error)) error {
 	n := node.NewNode(f.repl.nodeID, log)
 	f.repl.tlsMaterial.SetLogger(log)
 	n.SetTLS(f.repl.tlsMaterial)
@@ -126,25 +128,20 @@ func runFollower(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Lo
 		}
 	}
 	ctx, release := node.SignalContext(sigs, log)
-	r := f.repl.options()
-	r.MaxFollowLag = f.maxLag
-	fv, err := n.MountFollower(ctx, f.opts, r)
+	v, closeVolume, err := mount(ctx, n)
 	sig, signalled := release()
 	if err != nil {
 		return startFailed(err, sig, signalled, "--acquire-timeout")
 	}
-	defer func() {
-		fv.Close(f.opts.FlushTimeout)
-		n.RemoveFollower(fv)
-	}()
+	defer closeVolume()
 	if signalled {
 		sigs <- sig // ServeUntilSignal stops at once
 	}
 	if child != nil {
-		return serveChild(fv.Volume, child, f.launch, sigs, log)
+		return serveChild(v, child, f.launch, sigs, log)
 	}
-	log.Info("following; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
-	if code := node.ServeUntilSignal(fv.Volume, sigs); code != 0 {
+	log.Info(doing+"; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
+	if code := node.ServeUntilSignal(v, sigs); code != 0 {
 		return &exitError{code: code}
 	}
 	return nil
