@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/spoolfs/spoolfs/internal/config"
 	"github.com/spoolfs/spoolfs/replication"
 )
 
@@ -25,30 +24,16 @@ func TestIdleFencedPrimaryNoticed(t *testing.T) {
 	bin := spoolfsBin(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	dir := newMountDir(t) // its cleanup runs after the node's Stop
-	n := NewNode("n1", log)
-	t.Cleanup(func() { n.Stop(nil) })
-	var addrs []string
-	for i := 0; i < 3; i++ {
-		r, err := n.StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, r.Addr())
-	}
-	a, err := n.StartAdmin("127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := startPrimaryNode(ctx, t, "n1", dir, 0, log)
+	addrs := p.addrs
+	a, err := p.n.StartAdmin("127.0.0.1:0") // it reads the node's volumes as it is asked
 	if err != nil {
 		t.Fatal(err)
 	}
 	admin := a.Addr()
-	o := config.DefaultMountOptions()
-	o.Replicated()
-	o.Volume, o.Dir = "spool", dir
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := n.MountVolume(ctx, o, ReplicationOptions{Replicas: addrs, Progress: func(replication.Progress) {}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeFileRaw(o.Dir+"/msg", []byte("hello")); err != nil {
+	if err := writeFileRaw(dir+"/msg", []byte("hello")); err != nil {
 		t.Fatal(err)
 	}
 	if code, body := get(t, admin, "/readyz"); code != http.StatusOK {

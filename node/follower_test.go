@@ -36,25 +36,9 @@ func TestFollowerFollowsAndPromotes(t *testing.T) {
 	bin := spoolfsBin(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	pdir, fdir := newMountDir(t), newMountDir(t) // their cleanups run after the nodes' Stop
-	pn := NewNode("p1", log)
-	t.Cleanup(func() { pn.Stop(nil) })
-	var addrs []string
-	for i := 0; i < 3; i++ {
-		r, err := pn.StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, r.Addr())
-	}
-	quiet := func(replication.Progress) {}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	o := config.DefaultMountOptions()
-	o.Replicated()
-	o.Volume, o.Dir = "spool", pdir
-	if _, err := pn.MountVolume(ctx, o, ReplicationOptions{Replicas: addrs, Progress: quiet}); err != nil {
-		t.Fatal(err)
-	}
+	addrs := startPrimaryNode(ctx, t, "p1", pdir, 0, log).addrs
 	must(t, writeFileRaw(filepath.Join(pdir, "a"), []byte("first message\n")))
 	must(t, writeFileRaw(filepath.Join(pdir, "gone"), []byte("deleted soon\n")))
 
@@ -198,6 +182,44 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// primaryNode is a node holding three replicas of its own, each on a data
+// directory of its own, and the primary of their volume "spool": where the
+// follower and fencing tests start.
+type primaryNode struct {
+	n     *Node
+	reps  []*Replica
+	addrs []string // reps' addresses, in their order
+	dirs  []string // reps' data directories, in their order
+}
+
+// startPrimaryNode starts node id with three replicas on loopback and
+// mounts "spool" at dir as their primary (ctx bounds the recovery; flush,
+// if not 0, is the mount's flush timeout). The node stops in t's cleanups,
+// before those registered earlier (dir's unmount check).
+func startPrimaryNode(ctx context.Context, t *testing.T, id, dir string, flush time.Duration, log *zap.Logger) *primaryNode {
+	t.Helper()
+	p := &primaryNode{n: NewNode(id, log)}
+	t.Cleanup(func() { p.n.Stop(nil) })
+	for i := 0; i < 3; i++ {
+		data := t.TempDir()
+		r, err := p.n.StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.reps, p.addrs, p.dirs = append(p.reps, r), append(p.addrs, r.Addr()), append(p.dirs, data)
+	}
+	o := config.DefaultMountOptions()
+	o.Replicated()
+	o.Volume, o.Dir = "spool", dir
+	if flush != 0 {
+		o.FlushTimeout = flush
+	}
+	if _, err := p.n.MountVolume(ctx, o, ReplicationOptions{Replicas: p.addrs, Progress: func(replication.Progress) {}}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestFollowerPromoteFails: with two of the three replicas stopped, a
 // promotion cannot take a quorum: `spoolfs promote` exits 1 and says
 // why, the volume stays read-only and goes on following from the replica
@@ -207,26 +229,10 @@ func TestFollowerPromoteFails(t *testing.T) {
 	bin := spoolfsBin(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
 	pdir, fdir := newMountDir(t), newMountDir(t)
-	pn := NewNode("p1", log)
-	t.Cleanup(func() { pn.Stop(nil) })
-	var reps []*Replica
-	var addrs, dirs []string
-	for i := 0; i < 3; i++ {
-		dir := t.TempDir()
-		r, err := pn.StartReplica(ReplicaOptions{Listen: "127.0.0.1:0", DataDir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		reps, addrs, dirs = append(reps, r), append(addrs, r.Addr()), append(dirs, dir)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	o := config.DefaultMountOptions()
-	o.Replicated()
-	o.Volume, o.Dir, o.FlushTimeout = "spool", pdir, 2*time.Second
-	if _, err := pn.MountVolume(ctx, o, ReplicationOptions{Replicas: addrs, Progress: func(replication.Progress) {}}); err != nil {
-		t.Fatal(err)
-	}
+	p := startPrimaryNode(ctx, t, "p1", pdir, 2*time.Second, log)
+	pn, reps, addrs, dirs := p.n, p.reps, p.addrs, p.dirs
 	must(t, writeFileRaw(filepath.Join(pdir, "a"), []byte("acknowledged\n")))
 	fn := NewNode("f1", log)
 	t.Cleanup(func() { fn.Stop(nil) })
