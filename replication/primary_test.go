@@ -227,37 +227,50 @@ func mustSnap(m *model) *Snapshot {
 	return s
 }
 
-// TestRecoveryPicksMostAdvanced: replicas at different positions; the
-// newest last term wins over a higher lsn, and the others are brought up
-// to it.
-func TestRecoveryPicksMostAdvanced(t *testing.T) {
-	c := makeCluster(t, 3)
+// putOneFile makes replica i hold volume vol as a term-4 primary wrote
+// it: accepted term 4, a snapshot whose last term is lastTerm, at lsn, with
+// one file, name (inode 4), in the root. The recovery tests set each
+// replica's position with it.
+func (c *testCluster) putOneFile(i int, lastTerm, lsn uint64, name string) {
+	c.t.Helper()
 	ctx := context.Background()
-	put := func(i int, lastTerm, lsn uint64, name string) {
-		cl := c.rawClient(i)
-		if _, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: vol, Term: 4, NodeId: "raw"}); err != nil {
-			t.Fatal(err)
-		}
-		snap := baseSnapshot()
-		snap.LSN = lsn
-		snap.NextIno = 5
-		snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: name, Ino: 4})
-		snap.Inodes = append(snap.Inodes, SnapInode{Ino: 4, Attr: fileAttr(0)})
-		if err := installSnapshot(ctx, cl, &pb.SnapshotHeader{Volume: vol, Term: 4, LastTerm: lastTerm, NodeId: "raw"}, snap, nil); err != nil {
-			t.Fatal(err)
-		}
+	cl := c.rawClient(i)
+	if _, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: vol, Term: 4, NodeId: "raw"}); err != nil {
+		c.t.Fatal(err)
 	}
-	put(0, 2, 20, "older-term-longer-log")
-	put(1, 3, 11, "newest-term")
-	put(2, 2, 5, "behind")
+	snap := baseSnapshot()
+	snap.LSN = lsn
+	snap.NextIno = 5
+	snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: name, Ino: 4})
+	snap.Inodes = append(snap.Inodes, SnapInode{Ino: 4, Attr: fileAttr(0)})
+	if err := installSnapshot(ctx, cl, &pb.SnapshotHeader{Volume: vol, Term: 4, LastTerm: lastTerm, NodeId: "raw"}, snap, nil); err != nil {
+		c.t.Fatal(err)
+	}
+}
 
+// recordPhases makes cfg's Progress record each phase once, in the order
+// they come; the slice it returns holds them.
+func recordPhases(cfg *PrimaryConfig) *[]string {
 	var phases []string
-	cfg := c.primaryConfig(vol)
 	cfg.Progress = func(pr Progress) {
 		if len(phases) == 0 || phases[len(phases)-1] != pr.Phase {
 			phases = append(phases, pr.Phase)
 		}
 	}
+	return &phases
+}
+
+// TestRecoveryPicksMostAdvanced: replicas at different positions; the
+// newest last term wins over a higher lsn, and the others are brought up
+// to it.
+func TestRecoveryPicksMostAdvanced(t *testing.T) {
+	c := makeCluster(t, 3)
+	c.putOneFile(0, 2, 20, "older-term-longer-log")
+	c.putOneFile(1, 3, 11, "newest-term")
+	c.putOneFile(2, 2, 5, "behind")
+
+	cfg := c.primaryConfig(vol)
+	phases := recordPhases(&cfg)
 	p, m := c.openPrimary(cfg)
 	if p.Term() != 5 {
 		t.Fatalf("term %d, want 5 (highest seen 4 + 1)", p.Term())
@@ -276,8 +289,8 @@ func TestRecoveryPicksMostAdvanced(t *testing.T) {
 		}
 		sameState(t, c, i, m)
 	}
-	if want := []string{"acquire", "fetch", "install", "done"}; !reflect.DeepEqual(phases, want) {
-		t.Fatalf("progress phases %v, want %v", phases, want)
+	if want := []string{"acquire", "fetch", "install", "done"}; !reflect.DeepEqual(*phases, want) {
+		t.Fatalf("progress phases %v, want %v", *phases, want)
 	}
 	_, lsn := m.writeFile(RootIno, "next", []byte("x"))
 	mustWait(t, p, lsn, 10*time.Second)
@@ -291,35 +304,15 @@ func TestRecoveryPicksMostAdvanced(t *testing.T) {
 // primary serves, and a record then reaches it too.
 func TestRecoveryInstallsOnlyUntilW(t *testing.T) {
 	c := makeCluster(t, 3)
-	ctx := context.Background()
-	put := func(i int, lsn uint64, name string) {
-		cl := c.rawClient(i)
-		if _, err := cl.Acquire(ctx, &pb.AcquireRequest{Volume: vol, Term: 4, NodeId: "raw"}); err != nil {
-			t.Fatal(err)
-		}
-		snap := baseSnapshot()
-		snap.LSN = lsn
-		snap.NextIno = 5
-		snap.Inodes[0].Entries = append(snap.Inodes[0].Entries, SnapDirent{Name: name, Ino: 4})
-		snap.Inodes = append(snap.Inodes, SnapInode{Ino: 4, Attr: fileAttr(0)})
-		if err := installSnapshot(ctx, cl, &pb.SnapshotHeader{Volume: vol, Term: 4, LastTerm: 3, NodeId: "raw"}, snap, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put(0, 11, "best")
-	put(1, 11, "best")
-	put(2, 9, "behind")
+	c.putOneFile(0, 3, 11, "best")
+	c.putOneFile(1, 3, 11, "best")
+	c.putOneFile(2, 3, 9, "behind")
 
-	var phases []string
 	cfg := c.primaryConfig(vol)
-	cfg.Progress = func(pr Progress) {
-		if len(phases) == 0 || phases[len(phases)-1] != pr.Phase {
-			phases = append(phases, pr.Phase)
-		}
-	}
+	phases := recordPhases(&cfg)
 	p, m := c.openPrimary(cfg)
-	if want := []string{"acquire", "fetch", "done"}; !reflect.DeepEqual(phases, want) {
-		t.Fatalf("progress phases %v, want %v (no install: W replicas held the base)", phases, want)
+	if want := []string{"acquire", "fetch", "done"}; !reflect.DeepEqual(*phases, want) {
+		t.Fatalf("progress phases %v, want %v (no install: W replicas held the base)", *phases, want)
 	}
 	if _, ok := find(mustSnap(m), "best"); !ok {
 		t.Fatal("recovered the wrong replica")
