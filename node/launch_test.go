@@ -289,33 +289,35 @@ func pidsWith(s string) []int {
 // mountedAt reports whether pid's mount namespace has a mount at dir.
 func mountedAt(t *testing.T, pid int, dir string) bool {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
-	if err != nil {
-		t.Fatalf("mountinfo of %d: %v", pid, err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == dir {
+	return len(mountinfoAt(t, pid, dir)) > 0
+}
+
+// fuseMountAt reports whether pid's namespace has a fuse.spoolfs mount at dir.
+func fuseMountAt(t *testing.T, pid int, dir string) bool {
+	t.Helper()
+	for _, line := range mountinfoAt(t, pid, dir) {
+		if strings.Contains(line, " - fuse.spoolfs spoolfs:vol ") {
 			return true
 		}
 	}
 	return false
 }
 
-// fuseMountAt reports whether pid's namespace has a fuse.spoolfs mount at dir.
-func fuseMountAt(t *testing.T, pid int, dir string) bool {
+// mountinfoAt returns the lines of pid's /proc/PID/mountinfo whose mount
+// point (the fifth field) is dir.
+func mountinfoAt(t *testing.T, pid int, dir string) []string {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
 	if err != nil {
 		t.Fatalf("mountinfo of %d: %v", pid, err)
 	}
+	var at []string
 	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == dir && strings.Contains(line, " - fuse.spoolfs spoolfs:vol ") {
-			return true
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			at = append(at, line)
 		}
 	}
-	return false
+	return at
 }
 
 func TestLaunchUnshareAsNobody(t *testing.T) {
