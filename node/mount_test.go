@@ -283,20 +283,29 @@ func TestMountAllowOther(t *testing.T) {
 	}
 }
 
-// TestMountBusyUnmount: SIGTERM while a file is open retries, then
-// detaches lazily and serves the open file until it is closed; then
-// spoolfs exits 0.
-func TestMountBusyUnmount(t *testing.T) {
+// stopBusyMount starts `spoolfs mount --local --unmount-timeout
+// unmountTimeout vol DIR`, opens a file in it (closed in t's cleanups, or
+// before) and sends SIGTERM: an unmount that finds the mount busy.
+func stopBusyMount(t *testing.T, unmountTimeout, vol string) (*proc, string, *os.File) {
+	t.Helper()
 	requireMount(t)
 	dir := newMountDir(t)
-	p := startSpoolfs(t, nil, "mount", "--local", "--unmount-timeout", "300ms", "vol-busy", dir)
+	p := startSpoolfs(t, nil, "mount", "--local", "--unmount-timeout", unmountTimeout, vol, dir)
 	waitMounted(t, p, dir)
 	f, err := os.Create(filepath.Join(dir, "open"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	p.signal(t, syscall.SIGTERM)
+	return p, dir, f
+}
+
+// TestMountBusyUnmount: SIGTERM while a file is open retries, then
+// detaches lazily and serves the open file until it is closed; then
+// spoolfs exits 0.
+func TestMountBusyUnmount(t *testing.T) {
+	p, dir, f := stopBusyMount(t, "300ms", "vol-busy")
 	waitUnmounted(t, dir, exitTimeout) // detached after 300ms of EBUSY
 	if _, err := f.WriteString("still served"); err != nil {
 		t.Fatalf("write through the open file after the lazy unmount: %v", err)
@@ -320,16 +329,7 @@ func TestMountBusyUnmount(t *testing.T) {
 // TestMountSecondSignalForces: a second signal while the unmount waits
 // for a busy mount forces a lazy unmount and exit status 1.
 func TestMountSecondSignalForces(t *testing.T) {
-	requireMount(t)
-	dir := newMountDir(t)
-	p := startSpoolfs(t, nil, "mount", "--local", "--unmount-timeout", "1h", "vol-force", dir)
-	waitMounted(t, p, dir)
-	f, err := os.Create(filepath.Join(dir, "open"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	p.signal(t, syscall.SIGTERM)
+	p, dir, _ := stopBusyMount(t, "1h", "vol-force") // the file stays open
 	waitLog(t, p, "stopping: unmounting")
 	p.signal(t, syscall.SIGINT)
 	if code := p.waitExit(t, exitTimeout); code != 1 {
