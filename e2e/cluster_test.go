@@ -150,6 +150,13 @@ func freeAddr(t *testing.T) string {
 // start (re)starts replica i and waits until it accepts connections.
 func (c *cluster) start(i int) {
 	c.t.Helper()
+	c.startWithin(i, replicaDeadline)
+}
+
+// startWithin is start with the deadline d (a replica loads its volumes
+// before it listens: a large one takes longer than replicaDeadline).
+func (c *cluster) startWithin(i int, d time.Duration) {
+	c.t.Helper()
 	r := c.reps[i]
 	fmt.Fprintf(r.log, "--- start\n")
 	p, err := startProc(fmt.Sprintf("replica %d", i+1), r.log, append([]string{"replica", "--listen", r.addr, "--data", r.data}, r.extra...)...)
@@ -157,7 +164,7 @@ func (c *cluster) start(i int) {
 		c.t.Fatal(err)
 	}
 	r.proc = p
-	deadline := time.Now().Add(replicaDeadline)
+	deadline := time.Now().Add(d)
 	for {
 		conn, err := net.DialTimeout("tcp", r.addr, time.Second)
 		if err == nil {

@@ -484,12 +484,12 @@ func (c *cluster) saveData(dir string) {
 			c.t.Fatalf("replica %d: %v", i+1, err)
 		}
 		copyTree(c.t, r.data, filepath.Join(dir, fmt.Sprintf("replica-%d", i+1)))
-		c.start(i)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644); err != nil {
 		c.t.Fatal(err)
 	}
 	c.t.Logf("replicas' data saved in %s", dir)
+	c.startAll()
 }
 
 // loadData replaces the replicas' data directories with a copy of the
@@ -502,8 +502,19 @@ func (c *cluster) loadData(dir string) {
 			c.t.Fatal(err)
 		}
 		copyTree(c.t, filepath.Join(dir, fmt.Sprintf("replica-%d", i+1)), r.data)
-		c.start(i)
 	}
+	c.startAll()
+}
+
+// startAll restarts every replica, patiently: each loads the whole large
+// volume before it listens.
+func (c *cluster) startAll() {
+	c.t.Helper()
+	start := time.Now()
+	for i := range c.reps {
+		c.startWithin(i, 10*time.Minute)
+	}
+	c.t.Logf("replicas restarted in %v", time.Since(start).Round(time.Millisecond))
 }
 
 // copyTree copies the directory from to to (cp -a).
