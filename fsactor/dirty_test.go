@@ -219,12 +219,7 @@ func randBytes(rng *rand.Rand, n int) []byte {
 // rejects malformed ones): after random writes, punches and truncates,
 // each FLUSH's records leave it holding the primary's volume.
 func TestFollowPartialRecords(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, err := p.st.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	ino, fh := p.create(rootIno, "f")
 	rng := rand.New(rand.NewPCG(9, 10))
 	partial := 0

@@ -24,6 +24,19 @@ func newFollowerHarness(t *testing.T, snap *Snapshot) *harness {
 	return &harness{t: t, st: st, next: 1, now: t0, c: Caller{Uid: 1000, Gid: 1000, Pid: 42}}
 }
 
+// newFollowing builds a primary (newHarness with the default Config) and
+// a follower of it, the follower from the primary's starting snapshot: the
+// pair the follow and resync tests start from.
+func newFollowing(t *testing.T) (p, f *harness) {
+	t.Helper()
+	p = newHarness(t, Config{})
+	start, err := p.st.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, newFollowerHarness(t, start)
+}
+
 // follow applies recs (read as a sink reads them) to the follower f,
 // checks its invariants, and returns the notes produced.
 func follow(t *testing.T, f *harness, recs []*Record) []Note {
@@ -107,12 +120,7 @@ func everyOp(p *harness) {
 // follower built from the primary's starting snapshot, give the same
 // volume: inode numbers, names in order, attributes, xattrs, contents.
 func TestFollowEveryOp(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, err := p.st.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	everyOp(p)
 	recs := p.take()
 	ops := map[RecordOp]bool{}
@@ -133,9 +141,7 @@ func TestFollowEveryOp(t *testing.T) {
 // TestFollowerReadOnly: every mutation answers EROFS on a follower; reads
 // work; a close waits for nothing.
 func TestFollowerReadOnly(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, _ := p.st.Snapshot()
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	ino := p.mkfile(rootIno, "m", "data")
 	follow(t, f, p.take())
 	mode := os.FileMode(0o600)
@@ -176,9 +182,7 @@ func TestFollowerReadOnly(t *testing.T) {
 // TestFollowOrderAndBadRecords: a batch that does not continue the LSN
 // applies nothing; a bad record stops the batch after the good ones.
 func TestFollowOrderAndBadRecords(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, _ := p.st.Snapshot()
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	p.mkdir(rootIno, "a", 0o755)
 	p.mkdir(rootIno, "b", 0o755)
 	recs := p.take()
@@ -226,9 +230,7 @@ func TestFollowOrderAndBadRecords(t *testing.T) {
 // TestFollowNotes: the notes a remote change gives the kernel, for names
 // and inodes the kernel holds (looked up), none for what it never saw.
 func TestFollowNotes(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, _ := p.st.Snapshot()
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	q := p.mkdir(rootIno, "q", 0o755)
 	a := p.mkfile(q, "a", "x")
 	b := p.mkfile(q, "b", "y")
@@ -274,13 +276,7 @@ func TestFollowNotes(t *testing.T) {
 	}
 	_ = attrs
 	// a was looked up and unlinked: the kernel's reference keeps it until FORGET.
-	if !f.live(a) {
-		t.Fatal("an unlinked inode the kernel holds was freed")
-	}
-	f.forget(a, 1)
-	if f.live(a) {
-		t.Fatal("FORGET did not free the unlinked inode")
-	}
+	f.freedByForget(a, 1, "the unlinked inode")
 }
 
 func openOp(ino uint64, flags int) *fuseops.OpenFileOp {

@@ -15,9 +15,7 @@ import (
 // changed; new directories) holds that snapshot's volume, tells the kernel
 // what it held, and keeps an inode it holds open or the kernel references.
 func TestResync(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, _ := p.st.Snapshot()
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	q := p.mkdir(rootIno, "q", 0o755)
 	keep := p.mkfile(q, "keep", "same")
 	gone := p.mkfile(q, "gone", "deleted while open")
@@ -54,10 +52,7 @@ func TestResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.st.Resync(snap); err != nil {
-		t.Fatal(err)
-	}
-	f.st.CheckInvariants()
+	f.resync(snap)
 	notes := append([]Note(nil), f.st.Effects().Notes...)
 	f.st.Effects().Reset()
 	sameVolume(t, p.st, f.st)
@@ -80,25 +75,27 @@ func TestResync(t *testing.T) {
 	if f.live(gone) {
 		t.Fatal("a vanished file not held by the kernel outlived its release")
 	}
-	if !f.live(held) {
-		t.Fatal("a vanished inode the kernel holds was freed")
-	}
-	f.forget(held, 1)
-	if f.live(held) {
-		t.Fatal("FORGET did not free the vanished inode")
-	}
+	f.freedByForget(held, 1, "the vanished inode")
 	// Following goes on from the snapshot's LSN.
 	p.mkfile(q, "after", "resync")
 	follow(t, f, p.take())
 	sameVolume(t, p.st, f.st)
 }
 
+// resync resyncs the follower h to snap, which must succeed, and checks
+// its invariants.
+func (h *harness) resync(snap *Snapshot) {
+	h.t.Helper()
+	if err := h.st.Resync(snap); err != nil {
+		h.t.Fatalf("Resync: %v", err)
+	}
+	h.st.CheckInvariants()
+}
+
 // TestResyncBadSnapshotChangesNothing: a snapshot that does not hold
 // together is refused before any change.
 func TestResyncBadSnapshotChangesNothing(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, _ := p.st.Snapshot()
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	p.mkfile(rootIno, "a", "x")
 	follow(t, f, p.take())
 	snap, _ := p.st.Snapshot()
@@ -115,9 +112,7 @@ func TestResyncBadSnapshotChangesNothing(t *testing.T) {
 // TestResyncTypeChange: an inode number a snapshot gives another type is
 // replaced when nothing holds it, refused while the kernel holds it.
 func TestResyncTypeChange(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, _ := p.st.Snapshot()
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	ino := p.mkfile(rootIno, "x", "file")
 	follow(t, f, p.take())
 	// Another history: the same number is a directory.
@@ -132,26 +127,19 @@ func TestResyncTypeChange(t *testing.T) {
 		t.Fatal("a type change of a held inode was accepted")
 	}
 	f.forget(ino, 1)
-	if err := f.st.Resync(snap); err != nil {
-		t.Fatal(err)
-	}
-	f.st.CheckInvariants()
+	f.resync(snap)
 	sameVolume(t, p2.st, f.st)
 }
 
 // TestPromoteState: after Promote the state emits records numbered after
 // the snapshot, with content, and accepts mutations.
 func TestPromoteState(t *testing.T) {
-	p := newHarness(t, Config{})
-	start, _ := p.st.Snapshot()
-	f := newFollowerHarness(t, start)
+	p, f := newFollowing(t)
 	ino := p.mkfile(rootIno, "m", "before")
 	follow(t, f, p.take())
 	snap, _ := p.st.Snapshot()
 	fh := f.open(ino, syscall.O_RDONLY) // open before the promotion
-	if err := f.st.Resync(snap); err != nil {
-		t.Fatal(err)
-	}
+	f.resync(snap)
 	f.st.Effects().Reset()
 	f.st.Promote(false)
 	f.next = snap.LSN + 1

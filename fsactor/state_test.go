@@ -255,6 +255,20 @@ func (h *harness) live(ino uint64) bool {
 	return ok
 }
 
+// freedByForget checks that ino (unlinked, what names it in a failure) is
+// kept while the kernel holds its n lookups and freed by their FORGET: the
+// kernel's reference, not a name, keeps such an inode.
+func (h *harness) freedByForget(ino, n uint64, what string) {
+	h.t.Helper()
+	if !h.live(ino) {
+		h.t.Fatalf("%s, which the kernel holds, was freed", what)
+	}
+	h.forget(ino, n)
+	if h.live(ino) {
+		h.t.Fatalf("FORGET did not free %s", what)
+	}
+}
+
 // dirEntry is one entry parsed back from a READDIR(PLUS) buffer.
 type dirEntry struct {
 	ino, off uint64
