@@ -143,7 +143,7 @@ func TestFSXUpstream(t *testing.T) {
 		nowbProf := upstreamProfile{name: "127-std-mmap-nowb", args: "-q -l 262144 -o 65536", ops: 2000}
 		t.Run(nowbProf.name, func(t *testing.T) { run(t, nowb, nowbProf, fsxSeedN(seed, len(upstreamProfiles))) })
 	})
-	t.Logf("fsx ran, over all profiles: %s", total)
+	t.Logf("fsx ran, over all profiles (the last ≤ 10,000 ops of each): %s", total)
 }
 
 // TestFSXUpstreamReplicated runs generic/127's std profile (also with an
@@ -277,7 +277,7 @@ func runUpstreamFSX(t *testing.T, fsx, path string, prof upstreamProfile, seed i
 		t.Errorf("fsx %s: exit 0 without A-OK:\n%s", strings.Join(args, " "), lastLines(string(out), 200))
 	}
 	ops := fsxOpCounts(t, filepath.Join(logDir, filepath.Base(path)+".fsxops"))
-	t.Logf("fsx %s: %s in %v; ops %s", strings.Join(args, " "), ok, time.Since(start).Round(time.Millisecond), ops)
+	t.Logf("fsx %s: %s in %v; the last ≤ 10,000 ops: %s", strings.Join(args, " "), ok, time.Since(start).Round(time.Millisecond), ops)
 	return ops
 }
 
@@ -319,8 +319,9 @@ func (c opCounts) String() string {
 }
 
 // fsxOpCounts counts the operations of the ops file fsx --record-ops
-// wrote: every operation it ran, one a line, by kind ("skip KIND" for one
-// it chose but left out, e.g. a disabled op).
+// wrote: one a line, by kind ("skip KIND" for one it chose but left out,
+// e.g. a disabled op). fsx writes it from its log, which keeps the last
+// 10,000 operations (LOGSIZE): a sample of a longer run.
 func fsxOpCounts(t *testing.T, path string) opCounts {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -358,7 +359,8 @@ func fsxArgs(t *testing.T, prof upstreamProfile, dir string, seed int64) []strin
 }
 
 // fsxKeep copies fsx's files of a failed run (.fsxlog, .fsxgood, the
-// recorded .fsxops: replay them with fsx --replay-ops) and the file as
+// recorded .fsxops: its last 10,000 ops, for fsx --replay-ops; a longer
+// run replays whole from its printed -S seed) and the file as
 // the file system has it (.fsxbad) to a directory that outlives the test,
 // and prints the log's tail.
 func fsxKeep(t *testing.T, logDir, path string) {
