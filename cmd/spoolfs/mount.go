@@ -156,18 +156,31 @@ func runMount(c *cobra.Command, f *mountFlags, args []string) error {
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	if limitErr != nil {
-		log.Warn("could not raise the open file limit", zap.Error(limitErr))
-	}
-	log.Info("open file limit (one descriptor per memfd arena and per file above 64 KiB)", limit.Fields()...)
+	logFileLimit(log, limit, limitErr)
+	return serveVolume(v, child, f.launch, sigs, log, "serving")
+}
+
+// serveVolume serves v until it is unmounted or a signal comes, or runs
+// CMD (child) in it when there is one; doing names the serving in the log
+// line ("serving", "following").
+func serveVolume(v *node.Volume, child []string, l launchFlags, sigs chan os.Signal, log *zap.Logger, doing string) error {
 	if child != nil {
-		return serveChild(v, child, f.launch, sigs, log)
+		return serveChild(v, child, l, sigs, log)
 	}
-	log.Info("serving; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
+	log.Info(doing+"; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
 	if code := node.ServeUntilSignal(v, sigs); code != 0 {
 		return &exitError{code: code}
 	}
 	return nil
+}
+
+// logFileLimit logs the open file limit process.RaiseFileLimit left, and
+// why it could not raise it if it could not.
+func logFileLimit(log *zap.Logger, limit process.FileLimit, err error) {
+	if err != nil {
+		log.Warn("could not raise the open file limit", zap.Error(err))
+	}
+	log.Info("open file limit (one descriptor per memfd arena and per file above 64 KiB)", limit.Fields()...)
 }
 
 // finish checks the flags that need more than their type and turns them

@@ -137,12 +137,5 @@ func runOnNode(f *mountFlags, child []string, sigs chan os.Signal, log *zap.Logg
 	if signalled {
 		sigs <- sig // ServeUntilSignal stops at once
 	}
-	if child != nil {
-		return serveChild(v, child, f.launch, sigs, log)
-	}
-	log.Info(doing+"; stop with Ctrl-C or SIGTERM (unmounts cleanly)", zap.Int("pid", os.Getpid()))
-	if code := node.ServeUntilSignal(v, sigs); code != 0 {
-		return &exitError{code: code}
-	}
-	return nil
+	return serveVolume(v, child, f.launch, sigs, log, doing)
 }

@@ -90,10 +90,7 @@ func runNode(c *cobra.Command, f *runFlags) error {
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 	limit, limitErr := process.RaiseFileLimit()
-	if limitErr != nil {
-		log.Warn("could not raise the open file limit", zap.Error(limitErr))
-	}
-	log.Info("open file limit (one descriptor per memfd arena and per file above 64 KiB)", limit.Fields()...)
+	logFileLimit(log, limit, limitErr)
 
 	sigs := make(chan os.Signal, 2)
 	defer process.NotifyStop(sigs, log)()
