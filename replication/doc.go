@@ -118,7 +118,7 @@
 // it changed, not the file; a truncate drops the chunks past the new size
 // and cuts the one it falls in. Snapshots (Fetch, install) are read from
 // and written to chunks, and sent as pieces of at most chunkSize (1 MiB)
-// per message (snapshot.go, inodePieces): a large file is many messages,
+// per message (snapshot.go, appendPieces): a large file is many messages,
 // never one; a sender holds one file's content at a time (the replica's
 // Fetch reads it from its chunks, the actor's streamed snapshot from its
 // memfd).

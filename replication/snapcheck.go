@@ -7,40 +7,95 @@ import "sort"
 // open on the primary: nothing a replica keeps). File data may be shorter
 // than the size: the rest is a hole.
 func checkSnapshot(snap *Snapshot, lim Limits) (*Snapshot, error) {
-	byIno := make(map[uint64]*SnapInode, len(snap.Inodes))
+	idx := newInoIndex(snap)
 	for i := range snap.Inodes {
 		in := &snap.Inodes[i]
 		if err := checkSnapInode(in, snap.NextIno, lim); err != nil {
 			return nil, err
 		}
-		if byIno[in.Ino] != nil {
+		if !idx.add(in.Ino, i) {
 			return nil, invalidf("snapshot: inode %d listed twice", in.Ino)
 		}
-		byIno[in.Ino] = in
 	}
-	root := byIno[RootIno]
+	root := idx.get(snap, RootIno)
 	if root == nil || !isDir(root.Attr) {
 		return nil, invalidf("snapshot: no root directory")
 	}
-	refs, err := checkEntries(snap, byIno)
+	refs, named, err := checkEntries(snap, idx)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkTree(byIno, refs); err != nil {
+	if err := checkTree(snap, idx, refs); err != nil {
 		return nil, err
 	}
 	out := &Snapshot{LSN: snap.LSN, NextIno: snap.NextIno}
-	if len(refs)+1 == len(snap.Inodes) { // all kept (refs: the named inodes, the root never): no copy
+	if named+1 == len(snap.Inodes) { // all kept (the named inodes, the root never): no copy
 		out.Inodes = snap.Inodes
 		return out, nil
 	}
-	out.Inodes = make([]SnapInode, 0, len(refs)+1)
-	for _, in := range snap.Inodes {
-		if in.Ino == RootIno || refs[in.Ino] > 0 {
+	out.Inodes = make([]SnapInode, 0, named+1)
+	for i, in := range snap.Inodes {
+		if in.Ino == RootIno || refs[i] > 0 {
 			out.Inodes = append(out.Inodes, in)
 		}
 	}
 	return out, nil
+}
+
+// inoIndex finds a snapshot's inodes by number: a slice indexed by inode
+// number when the numbers are dense enough (a volume's are: the actor
+// hands them out in order), else a map. The map of 1,000,000 inodes, and
+// a second one counting references, were 1.3 s of CPU in a fetch of a
+// 1,000,000-file volume (issue 13).
+type inoIndex struct {
+	dense  []int32 // position + 1 by inode number, 0: none
+	sparse map[uint64]int
+}
+
+func newInoIndex(snap *Snapshot) *inoIndex {
+	n := uint64(len(snap.Inodes))
+	if snap.NextIno <= 4*n+1024 && n < 1<<31-1 {
+		return &inoIndex{dense: make([]int32, snap.NextIno)}
+	}
+	return &inoIndex{sparse: make(map[uint64]int, n)}
+}
+
+// add records that inode ino is at position i; false if it is there
+// already. ino is below the snapshot's NextIno (checkSnapInode).
+func (x *inoIndex) add(ino uint64, i int) bool {
+	if x.dense != nil {
+		if x.dense[ino] != 0 {
+			return false
+		}
+		x.dense[ino] = int32(i + 1)
+		return true
+	}
+	if _, ok := x.sparse[ino]; ok {
+		return false
+	}
+	x.sparse[ino] = i
+	return true
+}
+
+// pos returns inode ino's position, -1 if the snapshot has none.
+func (x *inoIndex) pos(ino uint64) int {
+	if x.dense != nil {
+		if ino >= uint64(len(x.dense)) {
+			return -1
+		}
+		return int(x.dense[ino]) - 1
+	}
+	if i, ok := x.sparse[ino]; ok {
+		return i
+	}
+	return -1
+}
+
+func (x *inoIndex) get(snap *Snapshot, ino uint64) *SnapInode {
+	if i := x.pos(ino); i >= 0 {
+		return &snap.Inodes[i]
+	}
+	return nil
 }
 
 func checkSnapInode(in *SnapInode, nextIno uint64, lim Limits) error {
@@ -82,52 +137,65 @@ func checkSnapInode(in *SnapInode, nextIno uint64, lim Limits) error {
 }
 
 // checkEntries checks names and targets of every entry and counts the
-// references to each inode.
-func checkEntries(snap *Snapshot, byIno map[uint64]*SnapInode) (map[uint64]int, error) {
-	refs := make(map[uint64]int)
+// references to each inode, by position in snap.Inodes; named is the
+// number of inodes named at least once.
+func checkEntries(snap *Snapshot, idx *inoIndex) (refs []int32, named int, err error) {
+	refs = make([]int32, len(snap.Inodes))
 	for _, in := range snap.Inodes {
+		if len(in.Entries) == 0 {
+			continue
+		}
 		seen := make(map[string]bool, len(in.Entries))
 		for _, e := range in.Entries {
 			if err := checkName("snapshot entry", e.Name); err != nil {
-				return nil, invalidf("snapshot: directory %d: %v", in.Ino, err)
+				return nil, 0, invalidf("snapshot: directory %d: %v", in.Ino, err)
 			}
 			if seen[e.Name] {
-				return nil, invalidf("snapshot: directory %d: %q listed twice", in.Ino, e.Name)
+				return nil, 0, invalidf("snapshot: directory %d: %q listed twice", in.Ino, e.Name)
 			}
 			seen[e.Name] = true
-			if byIno[e.Ino] == nil {
-				return nil, invalidf("snapshot: directory %d: %q names missing inode %d", in.Ino, e.Name, e.Ino)
+			i := idx.pos(e.Ino)
+			if i < 0 {
+				return nil, 0, invalidf("snapshot: directory %d: %q names missing inode %d", in.Ino, e.Name, e.Ino)
 			}
-			refs[e.Ino]++
+			if refs[i] == 0 {
+				named++
+			}
+			if refs[i] < 1<<31-1 {
+				refs[i]++
+			}
 		}
 	}
-	return refs, nil
+	return refs, named, nil
 }
 
 // checkTree: every directory but the root is named exactly once, the root
-// never, and all directories hang from the root (no cycles).
-func checkTree(byIno map[uint64]*SnapInode, refs map[uint64]int) error {
-	if refs[RootIno] != 0 {
+// never, and all directories hang from the root (no cycles). refs counts
+// the names of each inode by position.
+func checkTree(snap *Snapshot, idx *inoIndex, refs []int32) error {
+	if refs[idx.pos(RootIno)] != 0 {
 		return invalidf("snapshot: the root is named by a directory")
 	}
 	dirs := 0
-	for ino, in := range byIno {
-		if !isDir(in.Attr) || (ino != RootIno && refs[ino] == 0 && in.Attr.Nlink == 0 && len(in.Entries) == 0) {
+	for i := range snap.Inodes {
+		in := &snap.Inodes[i]
+		ino := in.Ino
+		if !isDir(in.Attr) || (ino != RootIno && refs[i] == 0 && in.Attr.Nlink == 0 && len(in.Entries) == 0) {
 			continue // a file, or a removed directory still open on the primary
 		}
 		dirs++
-		if ino != RootIno && refs[ino] != 1 {
-			return invalidf("snapshot: directory %d named %d times", ino, refs[ino])
+		if ino != RootIno && refs[i] != 1 {
+			return invalidf("snapshot: directory %d named %d times", ino, refs[i])
 		}
 	}
 	reached := 0
 	queue := []uint64{RootIno}
 	for len(queue) > 0 {
-		in := byIno[queue[0]]
+		in := idx.get(snap, queue[0])
 		queue = queue[1:]
 		reached++
 		for _, e := range in.Entries {
-			if isDir(byIno[e.Ino].Attr) {
+			if isDir(idx.get(snap, e.Ino).Attr) {
 				queue = append(queue, e.Ino)
 			}
 		}

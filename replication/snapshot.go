@@ -50,14 +50,18 @@ func sendInodes(hdr *pb.SnapshotHeader, each func(func(*SnapInode) error) error,
 	cur := &pb.SnapshotChunk{Header: hdr}
 	size := 0
 	var doneInodes, doneBytes uint64
+	var pieces []*pb.SnapInode
+	var slab pieceSlab
 	err := each(func(in *SnapInode) error {
-		for _, piece := range inodePieces(in) {
+		pieces = slab.appendPieces(pieces[:0], in)
+		for _, piece := range pieces {
 			ps := pieceSize(piece)
 			if size+ps > chunkSize && (len(cur.Inodes) > 0 || cur.Header != nil) {
 				if err := send(cur); err != nil {
 					return err
 				}
-				cur, size = &pb.SnapshotChunk{}, 0
+				slab.sent(len(cur.Inodes))
+				cur, size = &pb.SnapshotChunk{Inodes: make([]*pb.SnapInode, 0, len(cur.Inodes))}, 0
 			}
 			cur.Inodes = append(cur.Inodes, piece)
 			size += ps
@@ -75,23 +79,73 @@ func sendInodes(hdr *pb.SnapshotHeader, each func(func(*SnapInode) error) error,
 	return send(cur)
 }
 
-// inodePieces cuts an inode into a first piece and continuation pieces.
-func inodePieces(in *SnapInode) []*pb.SnapInode {
-	first := &pb.SnapInode{Ino: in.Ino, Attr: attrToPB(in.Attr), Target: []byte(in.Target)}
-	pieces := []*pb.SnapInode{first}
+// pieceSlab hands out the messages of the pieces from blocks: a block or
+// two per chunk instead of two allocations per inode (its message and its
+// attributes), which a 1,000,000-file fetch made 2,000,000 of. A chunk's
+// pieces come from blocks of their own (sent starts new ones; an inode
+// cut across two chunks shares a block with the chunk before): a sent
+// message keeps its data referenced, and a block shared with every later
+// chunk kept 512 sent pieces' data alive (TestInstallMemory: 1 MiB files).
+type pieceSlab struct {
+	inodes []pb.SnapInode
+	attrs  []pb.Attr
+	block  int // pieces per block: about the last chunk's
+}
+
+func (s *pieceSlab) inode() *pb.SnapInode {
+	if len(s.inodes) == 0 {
+		s.inodes = make([]pb.SnapInode, max(s.block, minBlock))
+	}
+	p := &s.inodes[0]
+	s.inodes = s.inodes[1:]
+	return p
+}
+
+// sent starts new blocks for the next chunk, sized after the n pieces of
+// the chunk sent.
+func (s *pieceSlab) sent(n int) {
+	s.inodes, s.attrs = nil, nil
+	s.block = min(n+n/8+1, maxBlock)
+}
+
+const minBlock, maxBlock = 16, 4096
+
+func (s *pieceSlab) attr(a Attr) *pb.Attr {
+	if len(s.attrs) == 0 {
+		s.attrs = make([]pb.Attr, max(s.block, minBlock))
+	}
+	p := &s.attrs[0]
+	s.attrs = s.attrs[1:]
+	p.Mode, p.Uid, p.Gid, p.Nlink, p.Rdev = a.Mode, a.Uid, a.Gid, a.Nlink, a.Rdev
+	p.Size, p.Atime, p.Mtime, p.Ctime = a.Size, a.Atime, a.Mtime, a.Ctime
+	return p
+}
+
+// appendPieces cuts an inode into a first piece and continuation pieces,
+// appended to dst.
+func (s *pieceSlab) appendPieces(dst []*pb.SnapInode, in *SnapInode) []*pb.SnapInode {
+	first := s.inode()
+	first.Ino, first.Attr = in.Ino, s.attr(in.Attr)
+	if in.Target != "" {
+		first.Target = []byte(in.Target)
+	}
+	pieces := append(dst, first)
 	cur, budget := first, chunkSize
 	next := func() {
-		cur = &pb.SnapInode{Ino: in.Ino, Cont: true}
+		cur = s.inode()
+		cur.Ino, cur.Cont = in.Ino, true
 		pieces = append(pieces, cur)
 		budget = chunkSize
 	}
-	for _, name := range sortedXattrNames(in.Xattrs) {
-		val := in.Xattrs[name]
-		if len(name)+len(val)+16 > budget {
-			next()
+	if len(in.Xattrs) > 0 {
+		for _, name := range sortedXattrNames(in.Xattrs) {
+			val := in.Xattrs[name]
+			if len(name)+len(val)+16 > budget {
+				next()
+			}
+			cur.Xattrs = append(cur.Xattrs, &pb.Xattr{Name: []byte(name), Value: val})
+			budget -= len(name) + len(val) + 16
 		}
-		cur.Xattrs = append(cur.Xattrs, &pb.Xattr{Name: []byte(name), Value: val})
-		budget -= len(name) + len(val) + 16
 	}
 	for _, e := range in.Entries {
 		if len(e.Name)+16 > budget {

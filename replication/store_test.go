@@ -238,7 +238,10 @@ func TestEachInodeMatchesSnapshot(t *testing.T) {
 	defer st.close()
 	link := &Record{Term: 1, LSN: 2, Op: OpCreate, Ino: 5, Parent: 2, Name: "ln",
 		Attr: Attr{Mode: modeLnk | 0o777, Nlink: 1, Size: 6, Ctime: testTime}, Target: "target"}
-	commitRecs(t, st, createRec(1, 1, 4, 2, "in-d"), link)
+	big := bytes.Repeat([]byte("0123456789"), 20<<10) // 200 KiB: four chunks, then a hole and one more
+	data := &Record{Term: 1, LSN: 3, Op: OpData, Ino: 3, Attr: fileAttr(1 << 20), Data: append(big, 'z'),
+		Extents: []Extent{{Off: 0, Len: uint64(len(big))}, {Off: 1<<20 - 1, Len: 1}}}
+	commitRecs(t, st, createRec(1, 1, 4, 2, "in-d"), link, data)
 	want, _, err := st.readSnapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -252,6 +255,17 @@ func TestEachInodeMatchesSnapshot(t *testing.T) {
 	}
 	if len(got) != 5 {
 		t.Fatalf("%d inodes, want 5", len(got))
+	}
+	fz, err := st.freeze()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	if err := fz.eachInode(func(in *SnapInode) error { got = append(got, *in); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want.Inodes) {
+		t.Fatalf("frozen inodes differ from the snapshot:\n got %+v\nwant %+v", got, want.Inodes)
 	}
 }
 
