@@ -286,10 +286,6 @@ func (f *Follower) fetchBest(ctx context.Context, needTerm, needLSN uint64) (*Sn
 func (f *Follower) fetch(ctx context.Context, i int) (*Snapshot, uint64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := f.clients[i].Fetch(ctx, &pb.FetchRequest{Volume: f.cfg.Volume, ProtocolVersion: ProtocolVersion})
-	if err != nil {
-		return nil, 0, err
-	}
 	asm := &snapAssembler{lim: followLimits}
 	if f.opening && f.cfg.Progress != nil {
 		addr := f.cfg.Replicas[i]
@@ -297,17 +293,8 @@ func (f *Follower) fetch(ctx context.Context, i int) (*Snapshot, uint64, error) 
 			f.cfg.Progress(Progress{Phase: "fetch", Replica: addr, Inodes: inodes, InodesTotal: asm.hdr.Inodes, Bytes: bytes, BytesTotal: asm.hdr.Bytes})
 		}
 	}
-	for {
-		c, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, 0, err
-		}
-		if err := asm.add(c); err != nil {
-			return nil, 0, err
-		}
+	if err := fetchInto(ctx, f.clients[i], &pb.FetchRequest{Volume: f.cfg.Volume, ProtocolVersion: ProtocolVersion}, asm); err != nil {
+		return nil, 0, err
 	}
 	hdr, snap, err := asm.finish()
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"time"
@@ -305,26 +304,14 @@ func (r *recovery) fetchBest(ctx context.Context, answers []answer, best *pb.Acq
 }
 
 func (r *recovery) fetch(ctx context.Context, i int, want *pb.AcquireResponse) (*Snapshot, error) {
-	stream, err := r.clients[i].Fetch(ctx, &pb.FetchRequest{Volume: r.cfg.Volume, ProtocolVersion: r.cfg.versions.speaks()})
-	if err != nil {
-		return nil, err
-	}
 	addr := r.cfg.Replicas[i]
 	asm := &snapAssembler{lim: Limits{MaxFileSize: 1 << 40}.withDefaults()}
 	asm.onData = func(inodes, bytes uint64) {
 		r.progress(Progress{Phase: "fetch", Replica: addr, Inodes: inodes, InodesTotal: asm.hdr.Inodes, Bytes: bytes, BytesTotal: asm.hdr.Bytes})
 	}
-	for {
-		c, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := asm.add(c); err != nil {
-			return nil, err
-		}
+	req := &pb.FetchRequest{Volume: r.cfg.Volume, ProtocolVersion: r.cfg.versions.speaks()}
+	if err := fetchInto(ctx, r.clients[i], req, asm); err != nil {
+		return nil, err
 	}
 	hdr, snap, err := asm.finish()
 	if err != nil {
