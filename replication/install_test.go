@@ -104,13 +104,7 @@ func TestInstallCatchesUpWhileWriting(t *testing.T) {
 	last := writeDuring(t, p, m, 24, 8<<10) // 192 KiB after the snapshot: 3× the log
 	close(held.release)
 
-	c.waitForLSN(vol, last, 2)
-	sameState(t, c, 2, m)
-	testsupport.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool {
-		st := p.Status().Replicas[2]
-		return !st.Installing && st.Acked == last
-	})
-	st := p.Status().Replicas[2]
+	st := caughtUp(t, c, p, m, last)
 	if st.Installs != 1 || st.Resyncs != 1 || st.Repeats != 0 || st.Overflows != 0 || held.snapshots() != 1 {
 		t.Fatalf("want one install and no repeat: installs %d, resyncs %d, repeats %d, overflows %d, snapshots %d",
 			st.Installs, st.Resyncs, st.Repeats, st.Overflows, held.snapshots())
@@ -142,17 +136,25 @@ func TestInstallOutrunStopsAndWaits(t *testing.T) {
 	}
 	close(held.release)
 
+	st := caughtUp(t, c, p, m, last)
+	if st.Installs != 2 || st.Resyncs != 1 || st.Overflows != 1 || st.Repeats != 1 {
+		t.Fatalf("want the outrun install and one more: installs %d, resyncs %d, overflows %d, repeats %d",
+			st.Installs, st.Resyncs, st.Overflows, st.Repeats)
+	}
+}
+
+// caughtUp waits until replica 2, the one fillBehind left behind, holds
+// last and m's state, and the primary's link to it installs no more and has
+// last acknowledged; it returns that link's status.
+func caughtUp(t *testing.T, c *testCluster, p *Primary, m *model, last uint64) ReplicaStatus {
+	t.Helper()
 	c.waitForLSN(vol, last, 2)
 	sameState(t, c, 2, m)
 	testsupport.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool {
 		st := p.Status().Replicas[2]
 		return !st.Installing && st.Acked == last
 	})
-	st := p.Status().Replicas[2]
-	if st.Installs != 2 || st.Resyncs != 1 || st.Overflows != 1 || st.Repeats != 1 {
-		t.Fatalf("want the outrun install and one more: installs %d, resyncs %d, overflows %d, repeats %d",
-			st.Installs, st.Resyncs, st.Overflows, st.Repeats)
-	}
+	return p.Status().Replicas[2]
 }
 
 func (h *heldSource) snapshots() int {
