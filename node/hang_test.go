@@ -280,12 +280,7 @@ func TestNoHangUnderPartitions(t *testing.T) {
 	const flush = 2 * time.Second
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	fc := startFaultCluster(t, flush, log, false)
-	w, cl := startSpool(t, fc, flush)
-	defer func() {
-		w.halt()
-		report(t, cl)
-	}()
-	w.waitAllPublish(t, "healthy", 20*time.Second)
+	w := startSpool(t, fc, flush)
 	p := fc.proxies
 
 	t.Log("partition of one replica (blackhole): the quorum holds")
@@ -333,12 +328,7 @@ func TestNoHangReplicaStopped(t *testing.T) {
 	const flush = 2 * time.Second
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	fc := startFaultCluster(t, flush, log, true)
-	w, cl := startSpool(t, fc, flush)
-	defer func() {
-		w.halt()
-		report(t, cl)
-	}()
-	w.waitAllPublish(t, "healthy", 20*time.Second)
+	w := startSpool(t, fc, flush)
 
 	t.Log("partition of one replica, then a second one stopped")
 	fc.proxies[0].Blackhole()
@@ -358,16 +348,24 @@ func TestNoHangReplicaStopped(t *testing.T) {
 	w.waitAllPublish(t, "both resumed", 60*time.Second)
 }
 
-// startSpool makes the spool directory and starts 8 writers in it, whose
-// calls must each be answered within flush + 2 s.
-func startSpool(t *testing.T, fc *faultCluster, flush time.Duration) (*writers, *callLog) {
+// startSpool makes the spool directory, starts 8 writers in it, whose
+// calls must each be answered within flush + 2 s, and waits until each
+// publishes. t's cleanups halt them and report their calls (first: the
+// cluster's own cleanups were registered before).
+func startSpool(t *testing.T, fc *faultCluster, flush time.Duration) *writers {
 	t.Helper()
 	spool := filepath.Join(fc.dir, "input")
 	if err := unix.Mkdir(spool, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	cl := &callLog{bound: flush + 2*time.Second, errs: map[string]int{}}
-	return startWriters(spool, 8, cl), cl
+	w := startWriters(spool, 8, cl)
+	t.Cleanup(func() {
+		w.halt()
+		report(t, cl)
+	})
+	w.waitAllPublish(t, "healthy", 20*time.Second)
+	return w
 }
 
 // hold lets a fault last d while the writers run: the test is about what
