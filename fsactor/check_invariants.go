@@ -67,3 +67,8 @@ var (
 	// invariantChecks counts the checks run, for that test.
 	invariantChecks atomic.Uint64
 )
+
+// restoreCheck checks every invariant of a state just restored from a
+// snapshot: in -tags invariants builds, a check of the restore itself
+// (the restore's own checks guard against a bad snapshot in every build).
+func restoreCheck(st *State) error { return st.invariantsErr() }

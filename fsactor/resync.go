@@ -43,8 +43,8 @@ import (
 // new LSN. A memfd system call failing half way (out of memory) leaves the
 // state partly resynced and returns the error: the caller resyncs again.
 func (st *State) Resync(snap *Snapshot) error {
-	ns := &State{inodes: make(map[uint64]*inode, len(snap.Inodes))}
-	if err := ns.restoreShape(snap); err != nil {
+	ns := &State{} // restoreShape sizes its inode table
+	if _, err := ns.restoreShape(snap); err != nil {
 		return fmt.Errorf("fsactor: resync to lsn %d: %w", snap.LSN, err)
 	}
 	if err := st.checkResyncTypes(ns); err != nil {
