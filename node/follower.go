@@ -86,6 +86,7 @@ func MountFollower(ctx context.Context, o config.MountOptions, r ReplicationOpti
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: loading it to follow: %w", o.Volume, err)
 	}
+	lsn, inodes := snap.LSN, len(snap.Inodes)
 	v, err := Mount(o, &fsactor.DiscardSink{}, snap, log)
 	if err != nil {
 		f.Close()
@@ -96,7 +97,8 @@ func MountFollower(ctx context.Context, o config.MountOptions, r ReplicationOpti
 	fv.follow(f)
 	st := f.Status()
 	log.Info("follower serving", zap.String("volume", o.Volume), zap.String("source", st.Replica),
-		zap.Uint64("term", st.Term), zap.Uint64("lsn", snap.LSN), zap.Int("inodes", len(snap.Inodes)))
+		zap.Uint64("term", st.Term), zap.Uint64("lsn", lsn), zap.Int("inodes", inodes))
+	releaseRestored()
 	return fv, nil
 }
 

@@ -72,6 +72,7 @@ func MountReplicated(ctx context.Context, o config.MountOptions, r ReplicationOp
 	if err != nil {
 		return nil, err
 	}
+	lsn, inodes := snap.LSN, len(snap.Inodes)
 	v, err := Mount(o, NewReplSink(p), snap, log)
 	if err != nil {
 		p.Close()
@@ -79,7 +80,8 @@ func MountReplicated(ctx context.Context, o config.MountOptions, r ReplicationOp
 	}
 	rv := newReplicatedVolume(v, p, r)
 	log.Info("primary serving", zap.String("volume", o.Volume), zap.Uint64("term", p.Term()),
-		zap.Uint64("lsn", snap.LSN), zap.Int("inodes", len(snap.Inodes)), zap.Strings("replicas", r.Replicas))
+		zap.Uint64("lsn", lsn), zap.Int("inodes", inodes), zap.Strings("replicas", r.Replicas))
+	releaseRestored()
 	return rv, nil
 }
 
