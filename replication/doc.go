@@ -248,7 +248,9 @@
 // (IsWatchResync). Idle streams carry a heartbeat each WatchHeartbeat.
 // A Fetch takes the volume's keys under its lock and sends them without
 // it (frozen.go): a follower loading a snapshot slowly does not hold the
-// replica's commits.
+// replica's commits. Its receivers (recovery, followers) read each message
+// into one buffer and decode it themselves, contents aliasing the buffer
+// (fetchrecv.go): the wire format is SnapshotChunk's.
 // WithFollowAllow restricts, over mTLS, which nodes may Watch and Fetch a
 // volume (docs/replication-protocol.md, "Watch: followers").
 //

@@ -128,7 +128,7 @@ func decodeSnapInode(b []byte, in *pb.SnapInode, slab *pieceSlab) error {
 			in.Xattrs = append(in.Xattrs, x)
 			return err
 		case typ == protowire.BytesType && num == 6:
-			d := &pb.Dirent{}
+			d := slab.dirent()
 			err := eachField(v, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 				if typ == protowire.BytesType && num == 1 {
 					d.Name = alias(v)

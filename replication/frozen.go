@@ -113,9 +113,13 @@ func (f *frozenVolume) readKind(in *SnapInode, pos, end int) (int, error) {
 		if ino < in.Ino {
 			continue
 		}
-		if p.k[0] == 'c' && in.Data == nil && p.v != "" {
+		switch {
+		case p.k[0] == 'c' && in.Data == nil && p.v != "":
 			err = addChunkShared(in, rest, p.v)
-		} else {
+		case p.k[0] == 'c' && in.Data != nil && in.Extents == nil: // after a shared chunk 0
+			in.Extents = []Extent{{Off: 0, Len: uint64(len(in.Data))}}
+			fallthrough
+		default:
 			err = readKey(p.k, p.v, get)
 		}
 		if err != nil {
@@ -127,14 +131,18 @@ func (f *frozenVolume) readKind(in *SnapInode, pos, end int) (int, error) {
 
 // addChunkShared is addChunk for a file's first stored chunk: its data is
 // val's bytes, not a copy (a further chunk's append copies them: the
-// slice's capacity ends at val's end). A 1 KiB file's content was an
-// allocation and a copy per file on every fetch.
+// slice's capacity ends at val's end), and chunk 0 gets no extent list
+// (readKind makes it if another chunk follows). A 1 KiB file's content
+// was an allocation and a copy per file on every fetch, and its extent
+// list one more.
 func addChunkShared(in *SnapInode, rest, val string) error {
 	idx, err := parseChunkIdx(rest)
 	if err != nil {
 		return err
 	}
-	in.Extents = append(in.Extents, Extent{Off: idx * contentChunk, Len: uint64(len(val))})
+	if idx > 0 { // chunk 0: no extents, the data is from offset 0 (denseExtents)
+		in.Extents = append(in.Extents, Extent{Off: idx * contentChunk, Len: uint64(len(val))})
+	}
 	in.Data = unsafe.Slice(unsafe.StringData(val), len(val))
 	return nil
 }
