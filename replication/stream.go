@@ -445,40 +445,69 @@ func recvStatus(stream pb.Replica_ShipClient, sendErr error) error {
 // sendRecords packs records into messages of about chunkSize bytes; data
 // longer than that follows in more_data messages.
 func sendRecords(stream pb.Replica_ShipClient, recs []*Record) error {
-	msg := &pb.ShipRequest{}
+	return packRecords(len(recs), func(i int) (*Record, int) { return recs[i], int(recordSize(recs[i])) },
+		&shipBatch{stream: stream, msg: &pb.ShipRequest{}})
+}
+
+// recordBatch is the message packRecords fills: a Ship request or a
+// Watch event.
+type recordBatch interface {
+	pending() int            // records in the message being built
+	add(i int, p *pb.Record) // appends record i
+	flush() error            // sends the message, if it holds any, and starts the next
+	more(data []byte) error  // sends data following the last record added
+}
+
+// packRecords packs n records (rec gives each with its size) into
+// messages of about chunkSize bytes and at most maxSendRecords records;
+// a record's data past chunkSize follows in more-data messages.
+func packRecords(n int, rec func(i int) (*Record, int), b recordBatch) error {
 	size := 0
-	flush := func() error {
-		if len(msg.Records) == 0 {
-			return nil
-		}
-		err := stream.Send(msg)
-		msg, size = &pb.ShipRequest{}, 0
-		return err
-	}
-	for _, r := range recs {
-		rs := int(recordSize(r))
-		if len(msg.Records) >= maxSendRecords || (size > 0 && size+rs > chunkSize) {
-			if err := flush(); err != nil {
+	for i := range n {
+		r, rs := rec(i)
+		if b.pending() >= maxSendRecords || (size > 0 && size+rs > chunkSize) {
+			if err := b.flush(); err != nil {
 				return err
 			}
+			size = 0
 		}
-		msg.Records = append(msg.Records, recordToPB(r, chunkSize))
+		b.add(i, recordToPB(r, chunkSize))
 		size += rs
 		if len(r.Data) <= chunkSize {
 			continue
 		}
-		if err := flush(); err != nil {
+		if err := b.flush(); err != nil {
 			return err
 		}
+		size = 0
 		for rest := r.Data[chunkSize:]; len(rest) > 0; {
-			n := min(len(rest), chunkSize)
-			if err := stream.Send(&pb.ShipRequest{MoreData: rest[:n]}); err != nil {
+			k := min(len(rest), chunkSize)
+			if err := b.more(rest[:k]); err != nil {
 				return err
 			}
-			rest = rest[n:]
+			rest = rest[k:]
 		}
 	}
-	return flush()
+	return b.flush()
+}
+
+// shipBatch is a Ship request being packed.
+type shipBatch struct {
+	stream pb.Replica_ShipClient
+	msg    *pb.ShipRequest
+}
+
+func (b *shipBatch) pending() int            { return len(b.msg.Records) }
+func (b *shipBatch) add(_ int, p *pb.Record) { b.msg.Records = append(b.msg.Records, p) }
+func (b *shipBatch) more(data []byte) error  { return b.stream.Send(&pb.ShipRequest{MoreData: data}) }
+
+func (b *shipBatch) flush() error {
+	if len(b.msg.Records) == 0 {
+		return nil
+	}
+	err := b.stream.Send(b.msg)
+	b.msg = &pb.ShipRequest{}
+	return err
 }
 
 // resync installs a snapshot from the actor on the replica. The log keeps

@@ -184,46 +184,40 @@ func (w *watcher) send(ev *pb.WatchEvent) error {
 	return w.stream.Send(ev)
 }
 
-// sendRecords packs records into events of about chunkSize bytes, as
-// sendRecords does Ship messages: data longer than that follows in
-// more_data events. Every event carries the replica's position (lsn, term).
+// sendRecords packs records into events as sendRecords packs Ship
+// messages (packRecords). Every event carries the replica's position
+// (lsn, term), and the first record's durable time.
 func (w *watcher) sendRecords(recs []ringRec, lsn, term uint64) error {
-	ev := &pb.WatchEvent{DurableLsn: lsn, LastTerm: term}
-	size := 0
-	flush := func() error {
-		if len(ev.Records) == 0 {
-			return nil
-		}
-		err := w.send(ev)
-		ev, size = &pb.WatchEvent{DurableLsn: lsn, LastTerm: term}, 0
-		return err
+	return packRecords(len(recs), func(i int) (*Record, int) { return recs[i].r, int(recs[i].size) },
+		&watchBatch{w: w, recs: recs, lsn: lsn, term: term, ev: &pb.WatchEvent{DurableLsn: lsn, LastTerm: term}})
+}
+
+// watchBatch is a Watch event being packed.
+type watchBatch struct {
+	w         *watcher
+	recs      []ringRec
+	lsn, term uint64
+	ev        *pb.WatchEvent
+}
+
+func (b *watchBatch) pending() int { return len(b.ev.Records) }
+
+func (b *watchBatch) add(i int, p *pb.Record) {
+	if len(b.ev.Records) == 0 {
+		b.ev.DurableUnixNano = b.recs[i].at
 	}
-	for _, rr := range recs {
-		r := rr.r
-		rs := int(rr.size)
-		if len(ev.Records) >= maxSendRecords || (size > 0 && size+rs > chunkSize) {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		if len(ev.Records) == 0 {
-			ev.DurableUnixNano = rr.at
-		}
-		ev.Records = append(ev.Records, recordToPB(r, chunkSize))
-		size += rs
-		if len(r.Data) <= chunkSize {
-			continue
-		}
-		if err := flush(); err != nil {
-			return err
-		}
-		for rest := r.Data[chunkSize:]; len(rest) > 0; {
-			n := min(len(rest), chunkSize)
-			if err := w.send(&pb.WatchEvent{MoreData: rest[:n], DurableLsn: lsn, LastTerm: term}); err != nil {
-				return err
-			}
-			rest = rest[n:]
-		}
+	b.ev.Records = append(b.ev.Records, p)
+}
+
+func (b *watchBatch) more(data []byte) error {
+	return b.w.send(&pb.WatchEvent{MoreData: data, DurableLsn: b.lsn, LastTerm: b.term})
+}
+
+func (b *watchBatch) flush() error {
+	if len(b.ev.Records) == 0 {
+		return nil
 	}
-	return flush()
+	err := b.w.send(b.ev)
+	b.ev = &pb.WatchEvent{DurableLsn: b.lsn, LastTerm: b.term}
+	return err
 }
