@@ -56,17 +56,10 @@ func checkXattrName(name string) syscall.Errno {
 }
 
 func (st *State) setXattr(o *fuseops.SetXattrOp, now time.Time) (uint64, syscall.Errno) {
-	if e := st.writable(); e != 0 {
-		return 0, e
-	}
-	in, e := st.getInode(uint64(o.Inode))
+	in, i, found, e := st.xattrTarget(o.Inode, o.Name)
 	if e != 0 {
 		return 0, e
 	}
-	if e := checkXattrName(o.Name); e != 0 {
-		return 0, e
-	}
-	i, found := in.findXattr(o.Name)
 	switch {
 	case len(o.Value) > xattrSizeMax:
 		return 0, syscall.E2BIG
@@ -86,36 +79,48 @@ func (st *State) setXattr(o *fuseops.SetXattrOp, now time.Time) (uint64, syscall
 	} else {
 		in.xattrs = slices.Insert(in.xattrs, i, xattr{name: o.Name, value: val})
 	}
+	return st.xattrChanged(in, &Record{Op: RecSetXattr, XattrName: o.Name, Data: val}, now), 0
+}
+
+// xattrTarget checks what setxattr and removexattr check first (the
+// volume writable, the inode, the name) and finds the name in the
+// inode's sorted xattrs: its index, or where it would go.
+func (st *State) xattrTarget(ino fuseops.InodeID, name string) (*inode, int, bool, syscall.Errno) {
+	if e := st.writable(); e != 0 {
+		return nil, 0, false, e
+	}
+	in, e := st.getInode(uint64(ino))
+	if e != 0 {
+		return nil, 0, false, e
+	}
+	if e := checkXattrName(name); e != 0 {
+		return nil, 0, false, e
+	}
+	i, found := in.findXattr(name)
+	return in, i, found, 0
+}
+
+// xattrChanged stamps in's ctime and emits r for it (an inode outside the
+// volume, unlinked, emits nothing): the LSN a reply waits for, or 0.
+func (st *State) xattrChanged(in *inode, r *Record, now time.Time) uint64 {
 	in.attr.Ctime = now.UnixNano()
 	if !inVolume(in) {
-		return 0, 0
+		return 0
 	}
-	lsn := st.emit(in, &Record{Op: RecSetXattr, Ino: in.ino, XattrName: o.Name, Data: val, Attr: in.attr})
-	return st.mutationWait(lsn), 0
+	r.Ino, r.Attr = in.ino, in.attr
+	return st.mutationWait(st.emit(in, r))
 }
 
 func (st *State) removeXattr(o *fuseops.RemoveXattrOp, now time.Time) (uint64, syscall.Errno) {
-	if e := st.writable(); e != 0 {
-		return 0, e
-	}
-	in, e := st.getInode(uint64(o.Inode))
+	in, i, found, e := st.xattrTarget(o.Inode, o.Name)
 	if e != 0 {
 		return 0, e
 	}
-	if e := checkXattrName(o.Name); e != 0 {
-		return 0, e
-	}
-	i, found := in.findXattr(o.Name)
 	if !found {
 		return 0, syscall.ENODATA
 	}
 	in.xattrs = slices.Delete(in.xattrs, i, i+1)
-	in.attr.Ctime = now.UnixNano()
-	if !inVolume(in) {
-		return 0, 0
-	}
-	lsn := st.emit(in, &Record{Op: RecRemoveXattr, Ino: in.ino, XattrName: o.Name, Attr: in.attr})
-	return st.mutationWait(lsn), 0
+	return st.xattrChanged(in, &Record{Op: RecRemoveXattr, XattrName: o.Name}, now), 0
 }
 
 // getXattr: an empty buffer asks for the size; a short one is ERANGE.
