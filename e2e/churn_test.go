@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 var (
@@ -58,7 +60,7 @@ func TestChurn(t *testing.T) {
 	requireCluster(t)
 	c := newCluster(t, 3)
 	const vol = "churn"
-	admin := freeAddr(t)
+	admin := testsupport.FreeAddr(t)
 	p := c.startPrimary(vol, "p1", "--log-bytes", strconv.Itoa(churnLogBytes),
 		"--flush-timeout", churnFlush.String(), "--admin", admin)
 	mem := newMemWatch(c, p, vol)

@@ -116,7 +116,7 @@ func newClusterWith(t *testing.T, n int, extra func(i int) []string) *cluster {
 	c := &cluster{t: t}
 	base := t.TempDir()
 	for i := 0; i < n; i++ {
-		r := &replicaProc{addr: freeAddr(t), data: filepath.Join(base, fmt.Sprintf("replica-%d", i+1)), log: &testsupport.Buffer{}}
+		r := &replicaProc{addr: testsupport.FreeAddr(t), data: filepath.Join(base, fmt.Sprintf("replica-%d", i+1)), log: &testsupport.Buffer{}}
 		if extra != nil {
 			r.extra = extra(i)
 		}
@@ -134,17 +134,6 @@ func newClusterWith(t *testing.T, n int, extra func(i int) []string) *cluster {
 		}
 	})
 	return c
-}
-
-// freeAddr returns a loopback address with a port nobody listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
 }
 
 // start (re)starts replica i and waits until it accepts connections.

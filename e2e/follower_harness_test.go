@@ -48,7 +48,7 @@ func (c *cluster) startFollower(volume, nodeID string, extra ...string) *followe
 func startFollowerOn(t *testing.T, replicas, volume, nodeID string, extra ...string) *follower {
 	t.Helper()
 	dir := mountPoint(t)
-	admin := freeAddr(t)
+	admin := testsupport.FreeAddr(t)
 	args := []string{"mount", "--follow", "--replicas", replicas, "--node-id", nodeID, "--admin", admin}
 	args = append(append(args, extra...), volume, dir)
 	p, err := startProc("follower "+nodeID, &testsupport.Buffer{}, args...)

@@ -96,7 +96,7 @@ func TestReadinessFollowsQuorum(t *testing.T) {
 	requireCluster(t)
 	c := newCluster(t, 3)
 	const vol = "ready"
-	admin := freeAddr(t)
+	admin := testsupport.FreeAddr(t)
 	p1 := c.startPrimary(vol, "p1", "--admin", admin, "--flush-timeout", "2s")
 	waitReady(t, admin, http.StatusOK, 10*time.Second) // 2 answering are enough
 	var rb readyBody

@@ -182,7 +182,7 @@ func (k *killRig) start1(replicated bool) (admin string, retry bool) {
 	args := []string{"mount", "--local", "kill", k.dir}
 	admin = "-"
 	if replicated {
-		admin = freeAddr(t)
+		admin = testsupport.FreeAddr(t)
 		args = []string{"run", "--embedded", "--mount", k.dir, "--volume", "kill", "--data", k.data,
 			"--admin", admin, "--flush-timeout", "5s"}
 	}

@@ -46,7 +46,7 @@ func TestDashboardAndAlertSeries(t *testing.T) {
 		return []string{"--tls-ca", filepath.Join(certs, "ca.crt"),
 			"--tls-cert", filepath.Join(certs, id+".crt"), "--tls-key", filepath.Join(certs, id+".key")}
 	}
-	admins := []string{freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)}
+	admins := []string{testsupport.FreeAddr(t), testsupport.FreeAddr(t), testsupport.FreeAddr(t), testsupport.FreeAddr(t), testsupport.FreeAddr(t)}
 	c := newClusterWith(t, 3, func(i int) []string {
 		return append(tlsArgs(fmt.Sprintf("r%d", i+1)), "--admin", admins[i])
 	})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 var (
@@ -36,7 +38,7 @@ func TestPartialRecordsShipWhatChanged(t *testing.T) {
 	requireCluster(t)
 	c := newCluster(t, 3)
 	const vol = "ranges"
-	admin := freeAddr(t)
+	admin := testsupport.FreeAddr(t)
 	p := c.startPrimary(vol, "p1", "--admin", admin)
 	if err := os.WriteFile(p.path("warm"), []byte("w"), 0o644); err != nil {
 		t.Fatal(err)

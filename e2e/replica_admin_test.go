@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spoolfs/spoolfs/internal/testsupport"
 )
 
 // TestReplicaAdmin: `spoolfs replica --admin ADDR` serves /metrics with
@@ -17,7 +19,7 @@ func TestReplicaAdmin(t *testing.T) {
 	requireCluster(t)
 	admins := make([]string, 3)
 	c := newClusterWith(t, 3, func(i int) []string {
-		admins[i] = freeAddr(t)
+		admins[i] = testsupport.FreeAddr(t)
 		return []string{"--admin", admins[i]}
 	})
 	const vol = "adm"

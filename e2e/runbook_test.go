@@ -90,7 +90,7 @@ func TestRunbookReplaceAndMove(t *testing.T) {
 	requireCluster(t)
 	const vol = "mx1-spool"
 	c := newCluster(t, 3)
-	admin := freeAddr(t)
+	admin := testsupport.FreeAddr(t)
 	pr := c.startPrimary(vol, "mx1", "--admin", admin)
 	writeMessages(t, pr, "a", 20)
 
@@ -124,7 +124,7 @@ func TestRunbookReplaceAndMove(t *testing.T) {
 		t.Fatalf("kept replicas at lsns %d and %d, want one lsn", l2, l3)
 	}
 	c.kill(0)
-	c.reps[0] = &replicaProc{addr: freeAddr(t), data: filepath.Join(t.TempDir(), "replica-1-new"), log: c.reps[0].log}
+	c.reps[0] = &replicaProc{addr: testsupport.FreeAddr(t), data: filepath.Join(t.TempDir(), "replica-1-new"), log: c.reps[0].log}
 	c.start(0)
 	pr = c.startPrimary(vol, "mx1", "--admin", admin)
 	checkMessages(t, pr, msgNames("b", 20, msgNames("a", 20, map[string]bool{})))

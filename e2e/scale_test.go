@@ -363,7 +363,7 @@ func TestScaleRecovery(t *testing.T) {
 	requireCluster(t)
 	admins := make([]string, 4) // the replicas', then the next primary's
 	for i := range admins {
-		admins[i] = freeAddr(t)
+		admins[i] = testsupport.FreeAddr(t)
 	}
 	c := newClusterWith(t, 3, func(i int) []string { return []string{"--admin", admins[i]} })
 	const vol = "scale"

@@ -34,7 +34,7 @@ func TestFollowOneMessage(t *testing.T) {
 	debug := []string{"--log-level", "debug", "--log-format", "json"}
 	var addrs []string
 	for i := range 3 {
-		addr, data := freeAddr(t), filepath.Join(t.TempDir(), "data")
+		addr, data := testsupport.FreeAddr(t), filepath.Join(t.TempDir(), "data")
 		p := startLogged(t, fmt.Sprintf("replica %d", i+1), replicaLog(logDir, i),
 			append([]string{"replica", "--listen", addr, "--data", data}, debug...)...)
 		testsupport.WaitFor(t, replicaDeadline, p.name+" listening", func() bool {

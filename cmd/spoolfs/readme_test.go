@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,18 +87,7 @@ func tourScript(t *testing.T) string {
 		if !strings.Contains(script, "127.0.0.1:"+port) {
 			t.Fatalf("the tour no longer uses 127.0.0.1:%s; update this test", port)
 		}
-		script = strings.ReplaceAll(script, "127.0.0.1:"+port, freeAddr(t))
+		script = strings.ReplaceAll(script, "127.0.0.1:"+port, testsupport.FreeAddr(t))
 	}
 	return script
-}
-
-// freeAddr is a loopback address with a port nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr())
 }
