@@ -175,19 +175,7 @@ const (
 // p99 ≤ 100 ms, is recorded in docs/benchmarks.md, not asserted on a
 // shared machine); a name still visible after 5 s fails the test.
 func TestFollowerDeleteLatency(t *testing.T) {
-	requireCluster(t)
-	c := newCluster(t, 3)
-	const vol = "follow-delete"
-	p := c.startPrimary(vol, "p1")
-	f := c.startFollower(vol, "f1", "--entry-timeout", "60s", "--attr-timeout", "60s")
-	if err := os.Mkdir(p.path("q"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	names := make([]string, deleteFiles)
-	for i := range names {
-		names[i] = fmt.Sprintf("q/msg-%04d", i)
-	}
-	createMany(t, p.dir, names, func(i int) []byte { return []byte(names[i]) })
+	p, f, names := followedQueue(t, "follow-delete", "q/msg-%04d", deleteFiles, func(i int, name string) []byte { return []byte(name) })
 	testsupport.WaitForErr(t, 30*time.Second, "the follower to list every file", func() error {
 		n, err := countDir(f.path("q"))
 		if err == nil && n != deleteFiles {
@@ -222,6 +210,28 @@ func TestFollowerDeleteLatency(t *testing.T) {
 
 // createMany writes the files names (relative to dir) with content(i)
 // from 8 goroutines: each close waits for the replicas, so one by one
+
+// followedQueue starts three replicas, primary p1 of vol and follower f1
+// with 60 s entry and attribute timeouts (the kernel keeps what it
+// looked up: only notifications make a deletion visible), and writes n
+// files named by format (in q/) on the primary, content(i, name) each.
+func followedQueue(t *testing.T, vol, format string, n int, content func(i int, name string) []byte) (*primary, *follower, []string) {
+	t.Helper()
+	requireCluster(t)
+	c := newCluster(t, 3)
+	p := c.startPrimary(vol, "p1")
+	f := c.startFollower(vol, "f1", "--entry-timeout", "60s", "--attr-timeout", "60s")
+	if err := os.Mkdir(p.path("q"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf(format, i)
+	}
+	createMany(t, p.dir, names, func(i int) []byte { return content(i, names[i]) })
+	return p, f, names
+}
+
 // would take seconds.
 func createMany(t *testing.T, dir string, names []string, content func(i int) []byte) {
 	t.Helper()
@@ -329,19 +339,7 @@ const (
 // and the whole race end within 90 s; otherwise the follower's goroutines
 // are dumped, its mount aborted, and the test fails.
 func TestFollowerLookupsDuringDeletes(t *testing.T) {
-	requireCluster(t)
-	c := newCluster(t, 3)
-	const vol = "follow-lookups"
-	p := c.startPrimary(vol, "p1")
-	f := c.startFollower(vol, "f1", "--entry-timeout", "60s", "--attr-timeout", "60s")
-	if err := os.Mkdir(p.path("q"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	names := make([]string, lookupFiles)
-	for i := range names {
-		names[i] = fmt.Sprintf("q/m%04d", i)
-	}
-	createMany(t, p.dir, names, func(i int) []byte { return patterned(byte(i), 512) })
+	p, f, _ := followedQueue(t, "follow-lookups", "q/m%04d", lookupFiles, func(i int, _ string) []byte { return patterned(byte(i), 512) })
 	testsupport.WaitForErr(t, 30*time.Second, "the follower to list every file", func() error {
 		n, err := countDir(f.path("q"))
 		if err == nil && n != lookupFiles {
