@@ -36,14 +36,7 @@ func replay(model []byte, r *Record) []byte {
 			clear(model[g.Off : g.Off+g.Len])
 		}
 	}
-	exts, data := r.Extents, r.Data
-	if exts == nil && len(data) > 0 {
-		exts = []Extent{{Off: 0, Len: uint64(len(data))}}
-	}
-	for _, e := range exts {
-		copy(model[e.Off:e.Off+e.Len], data[:e.Len])
-		data = data[e.Len:]
-	}
+	placeExtents(model, r.Extents, r.Data)
 	return model
 }
 

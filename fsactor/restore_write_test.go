@@ -12,15 +12,21 @@ import (
 // data from offset 0), holes as zeros.
 func flatContent(exts []Extent, data []byte, size uint64) []byte {
 	out := make([]byte, size)
+	placeExtents(out, exts, data)
+	return out
+}
+
+// placeExtents copies data into out at exts, one extent after another
+// (nil extents: data at offset 0).
+func placeExtents(out []byte, exts []Extent, data []byte) {
 	if exts == nil {
 		copy(out, data)
-		return out
+		return
 	}
 	for _, x := range exts {
 		copy(out[x.Off:x.Off+x.Len], data[:x.Len])
 		data = data[x.Len:]
 	}
-	return out
 }
 
 // TestRestoreBatchedWrites: files of every arena class, interleaved, some
